@@ -1,0 +1,42 @@
+"""What the client returns: a :class:`Token` that never prints its value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Token"]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Token:
+    """A short-lived token from the daemon.
+
+    ``value`` is the token itself; ``headers`` are ready-made HTTP headers that carry it
+    (``Authorization: Bearer ...`` for bearer tokens); ``expires_at`` is epoch seconds, or
+    None for a token without a known expiry.
+    """
+
+    name: str
+    value: str
+    type: str
+    expires_at: float | None
+    ttl: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(cls, name: str, result: Mapping[str, Any]) -> Token:
+        return cls(
+            name=name,
+            value=result["token"],
+            type=result.get("type", "bearer"),
+            expires_at=result.get("expires_at"),
+            ttl=result.get("ttl"),
+            headers=dict(result.get("headers") or {}),
+            extra=dict(result.get("extra") or {}),
+        )
+
+    def __repr__(self) -> str:
+        return f"Token(name={self.name!r}, type={self.type!r}, expires_at={self.expires_at!r}, value=<hidden>)"

@@ -1,0 +1,219 @@
+"""Every exception the client raises, in two trees under :class:`VaultdError`.
+
+* :class:`RemoteError`: the daemon answered with an error. One class per stable error
+  code, named after it (``LOCKED`` is :class:`Locked`); :func:`error_from_info` rebuilds
+  the class from the code on the wire, and an unknown code from a newer daemon becomes a
+  plain :class:`RemoteError` carrying it.
+* :class:`TransportError`: the daemon could not be reached or understood.
+"""
+
+from __future__ import annotations
+
+from vaultd_protocol import ErrorCode, ErrorInfo
+
+__all__ = [
+    "AlreadyExists",
+    "AlreadyInitialized",
+    "BadPassphrase",
+    "Busy",
+    "ConnectionLost",
+    "DaemonUnavailable",
+    "Forbidden",
+    "Internal",
+    "InvalidParams",
+    "Locked",
+    "MalformedResponse",
+    "NeedsReauth",
+    "NotInitialized",
+    "ProtocolError",
+    "RemoteError",
+    "RenewalFailed",
+    "StorageFailed",
+    "Timeout",
+    "TokenExpired",
+    "TooLarge",
+    "TransportError",
+    "UnknownCredential",
+    "UnknownMethod",
+    "UnsupportedProtocol",
+    "VaultDamaged",
+    "VaultdError",
+    "error_from_info",
+]
+
+
+class VaultdError(Exception):
+    """Base of everything this library raises."""
+
+
+# -- transport ---------------------------------------------------------------------------
+
+
+class TransportError(VaultdError):
+    """The daemon could not be reached, or the conversation with it broke."""
+
+
+class DaemonUnavailable(TransportError):
+    """Nothing answers on the socket (the daemon is not running, or the path is wrong)."""
+
+    def __init__(self, socket_path: str, reason: str) -> None:
+        super().__init__(f"vaultd is not reachable at {socket_path}: {reason}")
+        self.socket_path = socket_path
+
+
+class ConnectionLost(TransportError):
+    """The connection closed before the answer arrived."""
+
+
+class Timeout(TransportError):
+    """No answer within the call's timeout."""
+
+
+class MalformedResponse(TransportError):
+    """The daemon sent bytes that are not valid protocol."""
+
+
+# -- daemon errors -----------------------------------------------------------------------
+
+
+class RemoteError(VaultdError):
+    """The daemon answered with an error. ``code`` and ``name`` are the stable wire values."""
+
+    code: int = 0
+
+    def __init__(self, message: str, code: int | None = None, name: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.name = name or type(self).__name__
+        self.message = message
+
+
+class ProtocolError(RemoteError):
+    """The daemon could not parse what this client sent."""
+
+    code = ErrorCode.PROTOCOL_ERROR
+
+
+class TooLarge(RemoteError):
+    """A request exceeded the daemon's size or nesting limits."""
+
+    code = ErrorCode.TOO_LARGE
+
+
+class UnknownMethod(RemoteError):
+    """The daemon does not know this method."""
+
+    code = ErrorCode.UNKNOWN_METHOD
+
+
+class InvalidParams(RemoteError):
+    """A parameter is missing, unknown or of the wrong type."""
+
+    code = ErrorCode.INVALID_PARAMS
+
+
+class Internal(RemoteError):
+    """The daemon failed internally; its log says more."""
+
+    code = ErrorCode.INTERNAL
+
+
+class UnsupportedProtocol(RemoteError):
+    """The daemon does not speak this protocol version."""
+
+    code = ErrorCode.UNSUPPORTED_PROTOCOL
+
+
+class Busy(RemoteError):
+    """The daemon is at a limit; try again shortly."""
+
+    code = ErrorCode.BUSY
+
+
+class NotInitialized(RemoteError):
+    """No vault exists yet ('vaultctl init')."""
+
+    code = ErrorCode.NOT_INITIALIZED
+
+
+class AlreadyInitialized(RemoteError):
+    """A vault already exists."""
+
+    code = ErrorCode.ALREADY_INITIALIZED
+
+
+class Locked(RemoteError):
+    """The vault is locked; an operator must unlock it."""
+
+    code = ErrorCode.LOCKED
+
+
+class BadPassphrase(RemoteError):
+    """Wrong passphrase, or a damaged vault file."""
+
+    code = ErrorCode.BAD_PASSPHRASE
+
+
+class Forbidden(RemoteError):
+    """Policy does not allow this caller this method or credential."""
+
+    code = ErrorCode.FORBIDDEN
+
+
+class VaultDamaged(RemoteError):
+    """The vault file cannot be read by this version."""
+
+    code = ErrorCode.VAULT_DAMAGED
+
+
+class StorageFailed(RemoteError):
+    """The change could not be written durably; nothing changed."""
+
+    code = ErrorCode.STORAGE_FAILED
+
+
+class UnknownCredential(RemoteError):
+    """No credential has this name."""
+
+    code = ErrorCode.UNKNOWN_CREDENTIAL
+
+
+class TokenExpired(RemoteError):
+    """The token expired, or cannot meet min_ttl."""
+
+    code = ErrorCode.TOKEN_EXPIRED
+
+
+class RenewalFailed(RemoteError):
+    """Renewing the token upstream failed."""
+
+    code = ErrorCode.RENEWAL_FAILED
+
+
+class NeedsReauth(RemoteError):
+    """Upstream refused the long-term credential; an operator must act."""
+
+    code = ErrorCode.NEEDS_REAUTH
+
+
+class AlreadyExists(RemoteError):
+    """A credential with this name exists."""
+
+    code = ErrorCode.ALREADY_EXISTS
+
+
+_BY_CODE: dict[int, type[RemoteError]] = {
+    cls.code: cls
+    for cls in (
+        ProtocolError, TooLarge, UnknownMethod, InvalidParams, Internal, UnsupportedProtocol, Busy,
+        NotInitialized, AlreadyInitialized, Locked, BadPassphrase, Forbidden, VaultDamaged,
+        StorageFailed, UnknownCredential, TokenExpired, RenewalFailed, NeedsReauth, AlreadyExists,
+    )
+}  # fmt: skip
+
+
+def error_from_info(info: ErrorInfo) -> RemoteError:
+    """The exception for an error the daemon sent (a plain RemoteError for unknown codes)."""
+    cls = _BY_CODE.get(info.code, RemoteError)
+    return cls(info.message, info.code, info.name)

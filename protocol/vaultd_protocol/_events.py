@@ -1,0 +1,89 @@
+"""Typed events of the MessagePack-RPC connection: what the codec yields and accepts."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ._errors import ErrorInfo
+
+__all__ = [
+    "NEED_DATA",
+    "ConnectionClosed",
+    "Event",
+    "MessageType",
+    "NeedData",
+    "Notification",
+    "Request",
+    "Response",
+]
+
+
+class MessageType(enum.IntEnum):
+    """The first element of every MessagePack-RPC message."""
+
+    REQUEST = 0
+    RESPONSE = 1
+    NOTIFICATION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """``[0, msgid, method, params]``. ``params`` is the raw array; see ``parse_params``."""
+
+    msgid: int
+    method: str
+    params: list[Any]
+
+    def __repr__(self) -> str:
+        # Admin params carry a passphrase: never print them.
+        return f"Request(msgid={self.msgid}, method={self.method!r}, params=<{len(self.params)}>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """``[1, msgid, error, result]``: exactly one of ``error`` and ``result`` is meaningful."""
+
+    msgid: int
+    error: ErrorInfo | None
+    result: Any
+
+    def __repr__(self) -> str:
+        # A result may hold a token: never print it.
+        return f"Response(msgid={self.msgid}, error={self.error!r}, result=<...>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """``[2, method, params]``: never answered."""
+
+    method: str
+    params: list[Any]
+
+    def __repr__(self) -> str:
+        return f"Notification(method={self.method!r}, params=<{len(self.params)}>)"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The peer closed its side cleanly, between messages."""
+
+
+class NeedData:
+    """Sentinel type: feed more bytes with ``receive_data`` before asking again."""
+
+    _instance: NeedData | None = None
+
+    def __new__(cls) -> NeedData:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData()
+
+Event = Request | Response | Notification | ConnectionClosed

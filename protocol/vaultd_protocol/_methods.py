@@ -1,0 +1,171 @@
+"""The RPC vocabulary: method names, their parameter schemas, vault states, KDF profiles.
+
+Every method takes ``params = [map]`` (an empty array is read as an empty map). The
+schemas here are the single source of truth for what a parameter may be; ``SPEC.md``
+documents them and a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "METHODS",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_PROTOCOLS",
+    "CredentialState",
+    "Field",
+    "InvalidParams",
+    "KdfProfile",
+    "Method",
+    "VaultState",
+    "parse_params",
+]
+
+PROTOCOL_VERSION: Final = 1
+SUPPORTED_PROTOCOLS: Final = (1,)
+
+
+class Method(enum.StrEnum):
+    HELLO = "hello"
+    STATUS = "status"
+    VAULT_INIT = "vault.init"
+    VAULT_UNLOCK = "vault.unlock"
+    VAULT_LOCK = "vault.lock"
+    TOKEN_GET = "token.get"
+    CREDENTIAL_PUT = "credential.put"
+    CREDENTIAL_REMOVE = "credential.remove"
+    CREDENTIAL_LIST = "credential.list"
+
+
+class VaultState(enum.StrEnum):
+    UNINITIALIZED = "UNINITIALIZED"
+    LOCKED = "LOCKED"
+    UNLOCKED = "UNLOCKED"
+
+
+class CredentialState(enum.StrEnum):
+    """Where one credential's renewal state machine stands (static ones: FRESH or EXPIRED)."""
+
+    FRESH = "FRESH"
+    RENEW_DUE = "RENEW_DUE"
+    DEGRADED = "DEGRADED"
+    EXPIRED = "EXPIRED"
+    NEEDS_REAUTH = "NEEDS_REAUTH"
+
+
+class KdfProfile(enum.StrEnum):
+    """Argon2id cost profiles (libsodium's). ``min`` is for tests only and says so."""
+
+    MIN = "min"
+    INTERACTIVE = "interactive"
+    MODERATE = "moderate"
+    SENSITIVE = "sensitive"
+
+
+class InvalidParams(ValueError):
+    """A request's params do not match the method's schema. The message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret."""
+
+    name: str
+    kind: str
+    required: bool = True
+    default: Any = None
+    max_len: int = 256
+    nullable: bool = False
+
+
+_PASSPHRASE = Field("passphrase", "secret", max_len=4096)
+_NAME = Field("name", "str", max_len=64)
+
+METHODS: Final[dict[Method, tuple[Field, ...]]] = {
+    Method.HELLO: (
+        Field("protocol", "int"),
+        Field("client", "str", required=False, default=""),
+    ),
+    Method.STATUS: (),
+    Method.VAULT_INIT: (
+        _PASSPHRASE,
+        Field("kdf_profile", "str", required=False, default=KdfProfile.MODERATE),
+    ),
+    Method.VAULT_UNLOCK: (_PASSPHRASE,),
+    Method.VAULT_LOCK: (),
+    Method.TOKEN_GET: (_NAME, Field("min_ttl", "number", required=False, default=0.0)),
+    Method.CREDENTIAL_PUT: (
+        _PASSPHRASE,
+        _NAME,
+        Field("kind", "str", max_len=32),
+        Field("config", "map"),
+        Field("replace", "bool", required=False, default=False),
+    ),
+    Method.CREDENTIAL_REMOVE: (_PASSPHRASE, _NAME),
+    Method.CREDENTIAL_LIST: (_PASSPHRASE,),
+}
+
+
+def parse_params(method: Method, params: list[Any]) -> dict[str, Any]:
+    """Check ``params`` against ``method``'s schema and return the map with defaults.
+
+    Raises:
+        InvalidParams: not ``[map]``, an unknown or missing field, or a wrong type or size.
+            The message names the field and never echoes its value.
+    """
+    if not params:
+        given: dict[str, Any] = {}
+    elif len(params) == 1 and isinstance(params[0], dict):
+        given = params[0]
+    else:
+        raise InvalidParams("params must be an array holding one map")
+    fields = METHODS[method]
+    known = {f.name for f in fields}
+    for key in given:
+        if key not in known:
+            shown = key if isinstance(key, str) and len(key) <= 64 and key.isprintable() else "?"
+            raise InvalidParams(f"unknown parameter {shown!r} for {method}")
+    out: dict[str, Any] = {}
+    for field in fields:
+        if field.name not in given:
+            if field.required:
+                raise InvalidParams(f"missing parameter {field.name!r}")
+            out[field.name] = field.default
+            continue
+        out[field.name] = _check(field, given[field.name])
+    return out
+
+
+def _check(field: Field, value: Any) -> Any:
+    if value is None and field.nullable:
+        return None
+    kind = field.kind
+    if kind in ("str", "secret"):
+        if not isinstance(value, str):
+            raise InvalidParams(f"parameter {field.name!r} must be a string")
+        if len(value) > field.max_len:
+            raise InvalidParams(f"parameter {field.name!r} is longer than {field.max_len} characters")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidParams(f"parameter {field.name!r} must be a boolean")
+        return value
+    if kind == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidParams(f"parameter {field.name!r} must be an integer")
+        return value
+    if kind == "number":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise InvalidParams(f"parameter {field.name!r} must be a finite number")
+        if value < 0:
+            raise InvalidParams(f"parameter {field.name!r} must not be negative")
+        return float(value)
+    if kind == "map":
+        if not isinstance(value, dict):
+            raise InvalidParams(f"parameter {field.name!r} must be a map")
+        return value
+    raise AssertionError(f"unknown field kind {kind}")

@@ -1,0 +1,102 @@
+"""Durable, atomic replacement of one file, keeping the previous version as a backup.
+
+The recipe: write a temp file in the same directory (``O_EXCL``, 0600), fsync it, hard-link
+the current file to the backup name (atomically, through a second temp name), rename the
+temp file over the target, fsync the directory. After a crash at any step the target is
+the old file or the new one, never neither and never a mix. Any fsync error fails the
+write; the fd is never fsynced again (on Linux a failed fsync may have dropped the data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["StorageError", "ensure_private_dir", "remove_stale_temps", "write_atomic"]
+
+_TMP_MARK = ".tmp-"
+
+
+class StorageError(OSError):
+    """A write did not become durable. The previous file is still in place."""
+
+
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}{_TMP_MARK}{secrets.token_hex(6)}")
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) 0700, or check an existing one is ours and private.
+
+    Raises:
+        StorageError: it exists but belongs to another user, or is not a directory.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink():
+        raise StorageError(errno.ENOTDIR, f"{path} is not a directory")
+    if st.st_uid != os.getuid():
+        raise StorageError(errno.EPERM, f"{path} belongs to uid {st.st_uid}, not to us")
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(target: Path, data: bytes, backup: Path | None = None) -> None:
+    """Replace ``target`` with ``data`` durably; keep the old file as ``backup``.
+
+    Raises:
+        StorageError: any step failed (disk full, fsync error, ...). ``target`` then still
+            holds the previous contents, unless only the final directory fsync failed, in
+            which case the new contents may or may not survive a power loss.
+    """
+    directory = target.parent
+    tmp = _temp_name(target)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise StorageError(exc.errno, f"cannot create a temp file in {directory}: {exc.strerror}") from exc
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if backup is not None and target.exists():
+            link_tmp = _temp_name(backup)
+            os.link(target, link_tmp)
+            os.replace(link_tmp, backup)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StorageError(exc.errno, f"writing {target.name} failed: {exc.strerror}") from exc
+    try:
+        _fsync_dir(directory)
+    except OSError as exc:
+        raise StorageError(exc.errno, f"fsync of {directory} failed: {exc.strerror}") from exc
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files a crashed write left behind; return what was removed."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in directory.iterdir():
+            if entry.name.startswith(".") and _TMP_MARK in entry.name and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+                    removed.append(entry)
+    return removed

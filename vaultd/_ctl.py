@@ -1,0 +1,308 @@
+"""``vaultctl``: the operator's command line, a thin shell over the client library.
+
+Every command talks to the running daemon through :class:`vaultd_client.Client`; secrets
+come from the terminal, a file, an fd or stdin, never from argv. Output for people by
+default, ``--json`` where scripts read it. Exit status: 0 success, 1 the daemon refused,
+2 bad usage, 3 no daemon, 4 the vault is locked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from vaultd_client import Client
+from vaultd_client.errors import DaemonUnavailable, Locked, RemoteError, TransportError
+from vaultd_protocol import KdfProfile, Method
+
+from . import __version__
+from ._passphrase import PassphraseError, read_passphrase
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
+_MAX_STDIN = 64 * 1024
+
+
+class CtlError(Exception):
+    """A failure to report as one line on stderr, with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- argument parsing -------------------------------------------------------------------------
+
+
+def _passphrase_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--passphrase-file", metavar="PATH", help="read the passphrase from the first line of PATH")
+    group.add_argument("--passphrase-fd", type=int, metavar="N", help="read the passphrase from file descriptor N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vaultctl",
+        description="Operate the vaultd credential daemon: create, unlock and lock the vault, manage credentials.",
+        epilog=(
+            "Passphrases are read from the terminal unless --passphrase-file or --passphrase-fd says otherwise; "
+            "secrets are never taken from the command line. Exit status: 0 ok, 1 refused by the daemon, "
+            "2 usage, 3 daemon not reachable, 4 vault locked."
+        ),
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="the daemon's socket (default: $VAULTD_SOCKET, else the standard path)",
+    )
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per-call timeout (default 10)")
+    parser.add_argument("--version", action="version", version=f"vaultctl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="create a new, empty vault (it stays locked)")
+    p.add_argument(
+        "--kdf-profile",
+        choices=[p.value for p in KdfProfile],
+        default=KdfProfile.MODERATE.value,
+        help="Argon2id cost (default moderate; 'min' is for tests only, never for real secrets)",
+    )
+    _passphrase_options(p)
+
+    p = sub.add_parser("unlock", help="unlock the vault with its passphrase")
+    _passphrase_options(p)
+
+    sub.add_parser("lock", help="lock the vault now: every token request is refused until unlock")
+
+    p = sub.add_parser("status", help="show the daemon's state and each credential's (never a secret)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    p = sub.add_parser(
+        "add",
+        help="store a credential, read from stdin",
+        description=(
+            "Store a credential. Its secret is read from stdin (never argv): for --kind static, either the bare "
+            'token, or a JSON object {"token": "...", "not_after": "2026-12-31T00:00:00Z", "type": "bearer"}. '
+            "On a terminal, the token is asked for without echo."
+        ),
+    )
+    p.add_argument("name", help="the credential's name (letters, digits, '.', '_', '-')")
+    p.add_argument("--kind", required=True, choices=["static"], help="credential kind")
+    p.add_argument("--replace", action="store_true", help="replace an existing credential of that name")
+    _passphrase_options(p)
+
+    p = sub.add_parser("rm", help="remove a credential")
+    p.add_argument("name")
+    _passphrase_options(p)
+
+    p = sub.add_parser("list", help="list credentials (needs the passphrase)")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    _passphrase_options(p)
+
+    p = sub.add_parser("get", help="print a credential's current token alone (for scripts)")
+    p.add_argument("name")
+    p.add_argument("--min-ttl", type=float, default=0.0, metavar="SECONDS", help="require at least this much validity")
+    p.add_argument("--json", action="store_true", help="print the token and its metadata as JSON")
+
+    sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
+    return parser
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def _passphrase(args: argparse.Namespace, *, confirm: bool = False, stdin_busy: bool = False) -> str:
+    try:
+        return read_passphrase(file=args.passphrase_file, fd=args.passphrase_fd, confirm=confirm, stdin_busy=stdin_busy)
+    except PassphraseError as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+
+
+def _slow(client: Client, method: str, params: dict[str, Any]) -> Any:
+    return client.call(method, params, timeout=client.slow_timeout)
+
+
+def cmd_init(client: Client, args: argparse.Namespace) -> int:
+    passphrase = _passphrase(args, confirm=True)
+    result = _slow(client, Method.VAULT_INIT, {"passphrase": passphrase, "kdf_profile": args.kdf_profile})
+    print(f"vault created (KDF profile {result['kdf_profile']}); it is locked: run 'vaultctl unlock'")
+    if args.kdf_profile == KdfProfile.MIN:
+        print("warning: the 'min' KDF profile is for tests only, never for real secrets", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_unlock(client: Client, args: argparse.Namespace) -> int:
+    result = _slow(client, Method.VAULT_UNLOCK, {"passphrase": _passphrase(args)})
+    print(f"vault {result['state'].lower()}")
+    return EXIT_OK
+
+
+def cmd_lock(client: Client, args: argparse.Namespace) -> int:
+    result = client.lock()
+    print(f"vault {result['state'].lower()}")
+    return EXIT_OK
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _credential_table(credentials: list[dict[str, Any]]) -> list[str]:
+    if not credentials:
+        return ["  (none)"]
+    width = max(len(c["name"]) for c in credentials)
+    rows = [f"  {'NAME':<{width}}  {'KIND':<8} {'STATE':<13} EXPIRES"]
+    for c in credentials:
+        rows.append(f"  {c['name']:<{width}}  {c['kind']:<8} {c['state']:<13} {_when(c.get('expires_at'))}")
+    return rows
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    status = client.status()
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"state:      {status['state']}")
+    profile = status.get("kdf_profile") or "-"
+    print(f"vault:      {status['vault_path']} (generation {status['generation']}, KDF profile {profile})")
+    print(f"socket:     {status['socket']}")
+    print(f"daemon:     vaultd {status['version']}, pid {status['pid']}, up {status['uptime']:.0f} s")
+    if status["state"] == "UNLOCKED":
+        print(f"credentials: {len(status['credentials'])}")
+        print("\n".join(_credential_table(status["credentials"])))
+    for warning in status.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_stdin_secret() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("Token (input hidden): ")
+    raw = sys.stdin.buffer.read(_MAX_STDIN + 1)
+    if len(raw) > _MAX_STDIN:
+        raise CtlError(f"stdin holds more than {_MAX_STDIN} bytes", EXIT_USAGE)
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CtlError("stdin is not UTF-8 text", EXIT_USAGE) from None
+
+
+def static_config(text: str) -> dict[str, Any]:
+    """stdin for ``add --kind static``: a JSON object, or else the bare token."""
+    if not text:
+        raise CtlError("nothing on stdin: pipe the token, or a JSON object with a 'token' field", EXIT_USAGE)
+    if text.startswith("{"):
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CtlError(
+                f"stdin starts with '{{' but is not valid JSON (line {exc.lineno}, column {exc.colno})",
+                EXIT_USAGE,
+            ) from None
+        if not isinstance(config, dict):
+            raise CtlError("the JSON on stdin must be an object", EXIT_USAGE)
+        return config
+    return {"token": text}
+
+
+def cmd_add(client: Client, args: argparse.Namespace) -> int:
+    config = static_config(_read_stdin_secret())
+    passphrase = _passphrase(args, stdin_busy=True)
+    params = {
+        "passphrase": passphrase,
+        "name": args.name,
+        "kind": args.kind,
+        "config": config,
+        "replace": args.replace,
+    }
+    result = _slow(client, Method.CREDENTIAL_PUT, params)
+    print(f"credential {args.name!r} {'added' if result['created'] else 'replaced'}")
+    return EXIT_OK
+
+
+def cmd_rm(client: Client, args: argparse.Namespace) -> int:
+    _slow(client, Method.CREDENTIAL_REMOVE, {"passphrase": _passphrase(args), "name": args.name})
+    print(f"credential {args.name!r} removed")
+    return EXIT_OK
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    result = _slow(client, Method.CREDENTIAL_LIST, {"passphrase": _passphrase(args)})
+    if args.json:
+        print(json.dumps(result["credentials"], indent=2, sort_keys=True))
+    else:
+        print("\n".join(_credential_table(result["credentials"])))
+    return EXIT_OK
+
+
+def cmd_get(client: Client, args: argparse.Namespace) -> int:
+    token = client.token(args.name, min_ttl=args.min_ttl)
+    if args.json:
+        print(json.dumps({
+            "name": token.name, "token": token.value, "type": token.type,
+            "expires_at": token.expires_at, "ttl": token.ttl,
+        }))  # fmt: skip
+    else:
+        print(token.value)
+    return EXIT_OK
+
+
+def cmd_demo(client: Client, args: argparse.Namespace) -> int:
+    from ._demo import run_demo  # noqa: PLC0415 - only the demo needs it
+
+    return run_demo()
+
+
+_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "init": cmd_init,
+    "unlock": cmd_unlock,
+    "lock": cmd_lock,
+    "status": cmd_status,
+    "add": cmd_add,
+    "rm": cmd_rm,
+    "list": cmd_list,
+    "get": cmd_get,
+    "demo": cmd_demo,
+}
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"vaultctl: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.timeout <= 0:
+        _fail("--timeout must be positive", EXIT_USAGE)
+    client = Client(args.socket or os.environ.get("VAULTD_SOCKET") or None, timeout=args.timeout)
+    try:
+        with client:
+            return _COMMANDS[args.command](client, args)
+    except CtlError as exc:
+        _fail(str(exc), exc.status)
+    except Locked as exc:
+        _fail(f"{exc.message} (LOCKED)", EXIT_LOCKED)
+    except RemoteError as exc:
+        _fail(f"{exc.message} ({exc.name})", EXIT_FAILED)
+    except DaemonUnavailable as exc:
+        _fail(
+            f"{exc}; is the daemon running? (start it with 'vaultd' or 'systemctl --user start vaultd')",
+            EXIT_UNAVAILABLE,
+        )
+    except TransportError as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":  # python -m vaultd._ctl, used by the demo
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""``vaultd``: parse the command line, claim the socket and data folder, run until a signal.
+
+Start-up (folders, locks, the socket) runs before the event loop, so every start-up
+failure is one line on stderr and exit status 1. Shutdown on SIGTERM or SIGINT locks the
+vault (dropping every secret), removes the socket and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from vaultd_protocol import Limits
+
+from . import __version__, _paths
+from ._atomic import StorageError, ensure_private_dir, remove_stale_temps
+from ._listen import SocketSetupError, bind_unix_socket, hold_lock_file
+from ._rpc import Dispatcher
+from ._server import ServerLimits, serve
+from ._vault import Vault
+
+__all__ = ["main"]
+
+log = logging.getLogger("vaultd")
+
+EXIT_OK = 0
+EXIT_STARTUP = 1
+EXIT_USAGE = 2
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    socket_path: Path
+    data_dir: Path
+    limits: ServerLimits
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vaultd",
+        description=(
+            "The vaultd credential daemon. Runs in the foreground (systemd, or a terminal), keeps "
+            "credentials sealed at rest and unlocked only in memory, and serves short-lived tokens "
+            "to processes of the same user over a Unix socket. Operate it with 'vaultctl'."
+        ),
+        epilog=(
+            "environment: VAULTD_SOCKET overrides the socket path; XDG_RUNTIME_DIR and XDG_DATA_HOME "
+            "move the default socket and data folders. Stop with SIGTERM or Ctrl-C: the vault is "
+            "locked and the socket removed."
+        ),
+    )
+    parser.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="listen here (default: $VAULTD_SOCKET, else $XDG_RUNTIME_DIR/vaultd/vaultd.sock)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep the vault file here (default: the platform's user data folder, e.g. ~/.local/share/vaultd)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        metavar="N",
+        help="refuse connections beyond N (default 256)",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="largest request accepted, in bytes (default 65536)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity on stderr (default info); secrets are never logged",
+    )
+    parser.add_argument("--version", action="version", version=f"vaultd {__version__}")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> DaemonConfig:
+    limits = ServerLimits(protocol=Limits(max_message_size=args.max_message_size), max_connections=args.max_connections)
+    return DaemonConfig(_paths.socket_path(args.socket), _paths.data_dir(args.data_dir), limits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="vaultd: %(levelname)s: %(name)s: %(message)s"
+    )
+    try:
+        config = _config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        return _run(config)
+    except (SocketSetupError, StorageError) as exc:
+        print(f"vaultd: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+
+
+def _run(config: DaemonConfig) -> int:
+    os.umask(0o077)
+    ensure_private_dir(config.data_dir)
+    data_lock = hold_lock_file(config.data_dir / "vault.lock", f"the data folder {config.data_dir}")
+    for stale in remove_stale_temps(config.data_dir):
+        log.warning("removed a temp file left by an interrupted write: %s", stale.name)
+    ensure_private_dir(config.socket_path.parent)
+    socket_lock = hold_lock_file(
+        config.socket_path.with_name(config.socket_path.name + ".lock"), f"the socket {config.socket_path}"
+    )
+    sock = bind_unix_socket(config.socket_path)
+    try:
+        trio.run(_serve, config, sock)
+    finally:
+        _remove_own_socket(config.socket_path)
+        sock.close()
+        os.close(socket_lock)
+        os.close(data_lock)
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _serve(config: DaemonConfig, sock: socket.socket) -> None:
+    vault = Vault(config.data_dir)
+    dispatcher = Dispatcher(vault, config.socket_path)
+    listener = trio.socket.from_stdlib_socket(sock)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_stop_on_signal, nursery.cancel_scope)
+            await nursery.start(serve, listener, dispatcher, config.limits)
+            log.info(
+                "vaultd %s listening on %s (vault %s: %s)",
+                __version__,
+                config.socket_path,
+                vault.path,
+                vault.state,
+            )
+    finally:
+        vault.lock()
+
+
+async def _stop_on_signal(
+    cancel_scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.info("received %s: locking the vault and stopping", signal.Signals(signum).name)
+            cancel_scope.cancel()
+            return
+
+
+def _remove_own_socket(path: Path) -> None:
+    """Unlink our socket file. Safe: we still hold its lock, so no successor has bound it."""
+    with contextlib.suppress(OSError):
+        path.unlink()

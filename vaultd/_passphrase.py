@@ -1,0 +1,84 @@
+"""Where vaultctl reads a passphrase from: the terminal, a file, or an inherited fd.
+
+Never argv, never the environment: both are visible to other processes of the user.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+__all__ = ["PassphraseError", "read_passphrase"]
+
+_MAX = 4096
+
+
+class PassphraseError(Exception):
+    """No passphrase could be read; the message says how to give one."""
+
+
+def _first_line(raw: bytes, where: str) -> str:
+    text = raw.decode("utf-8", errors="strict").split("\n", 1)[0].removesuffix("\r")
+    if not text:
+        raise PassphraseError(f"the passphrase from {where} is empty")
+    return text
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    size = 0
+    while size <= _MAX:
+        chunk = os.read(fd, _MAX + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if b"\n" in chunk:
+            break
+    return b"".join(chunks)
+
+
+def read_passphrase(
+    *,
+    file: str | None,
+    fd: int | None,
+    prompt: str = "Passphrase: ",
+    confirm: bool = False,
+    stdin_busy: bool = False,
+) -> str:
+    """Read one passphrase (its first line, for files and fds).
+
+    Raises:
+        PassphraseError: unreadable file or fd, no terminal to prompt on, an empty
+            passphrase, or two different entries when ``confirm`` is set.
+    """
+    if file is not None:
+        try:
+            return _first_line(Path(file).read_bytes()[: _MAX + 1], file)
+        except OSError as exc:
+            raise PassphraseError(f"cannot read the passphrase file {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise PassphraseError(f"the passphrase file {file} is not UTF-8") from None
+    if fd is not None:
+        if fd == 0 and stdin_busy:
+            raise PassphraseError("stdin carries the credential here: give the passphrase on another fd or a file")
+        try:
+            return _first_line(_read_fd(fd), f"fd {fd}")
+        except OSError as exc:
+            raise PassphraseError(f"cannot read the passphrase from fd {fd}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise PassphraseError(f"the passphrase on fd {fd} is not UTF-8") from None
+    try:
+        with open("/dev/tty", "rb"):
+            pass
+    except OSError:
+        raise PassphraseError(
+            "no terminal to ask for the passphrase: use --passphrase-file or --passphrase-fd"
+        ) from None
+    first = getpass.getpass(prompt)
+    if not first:
+        raise PassphraseError("empty passphrase")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise PassphraseError("the two passphrases differ")
+    return first

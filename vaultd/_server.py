@@ -1,0 +1,200 @@
+"""The socket server: accept, authenticate the peer, and run one connection's requests.
+
+Transport only: it turns bytes into requests with the sans-IO connection, hands each
+request to the dispatcher, and writes the answers back, in whatever order they finish.
+Every buffer and wait is bounded: a cap on connections, on requests in flight per
+connection, on one message's size, on how long half a message may take to arrive, on an
+idle connection, and on a peer that will not read its answers. A broken connection
+closes alone; the rest carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from vaultd_protocol import (
+    NEED_DATA,
+    Connection,
+    ConnectionClosed,
+    ErrorCode,
+    Limits,
+    Notification,
+    RemoteProtocolError,
+    Request,
+    Response,
+    Role,
+    error_response,
+)
+
+from ._errors import RpcError
+from ._peer import Peer, peer_of
+
+__all__ = ["Handler", "ServerLimits", "serve"]
+
+log = logging.getLogger("vaultd.server")
+
+#: Answers one request for one peer: returns the result, or raises RpcError.
+Handler = Callable[[Request, Peer], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    protocol: Limits = field(default_factory=Limits)
+    max_connections: int = 256
+    max_in_flight: int = 32
+    frame_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    request_timeout: float = 120.0
+    send_timeout: float = 30.0
+    receive_size: int = 65536
+
+
+async def serve(
+    listener: trio.socket.SocketType,
+    handler: Handler,
+    limits: ServerLimits = ServerLimits(),
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept connections on a listening AF_UNIX socket until cancelled."""
+    own_uid = os.getuid()
+    open_count = 0
+    refused_for_cap = 0
+    async with trio.open_nursery() as nursery:
+        task_status.started()
+        while True:
+            sock, _ = await listener.accept()
+            stream = trio.SocketStream(sock)
+            if open_count >= limits.max_connections:
+                refused_for_cap += 1
+                if refused_for_cap == 1 or refused_for_cap % 1000 == 0:
+                    log.warning(
+                        "connection cap of %d reached: refusing new connections (%d refused so far)",
+                        limits.max_connections,
+                        refused_for_cap,
+                    )
+                await stream.aclose()
+                continue
+            try:
+                peer = peer_of(sock)
+            except OSError:
+                await stream.aclose()
+                continue
+            if peer.uid != own_uid:
+                log.warning("refused a connection from another user (%s)", peer)
+                await stream.aclose()
+                continue
+            open_count += 1
+
+            async def run(stream: trio.SocketStream = stream, peer: Peer = peer) -> None:
+                nonlocal open_count
+                try:
+                    await _ServerConnection(stream, peer, handler, limits).run()
+                finally:
+                    open_count -= 1
+
+            nursery.start_soon(run)
+
+
+class _ServerConnection:
+    """One accepted connection: a read loop plus one task per request in flight."""
+
+    def __init__(self, stream: trio.SocketStream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:
+        self._stream = stream
+        self._peer = peer
+        self._handler = handler
+        self._limits = limits
+        self._conn = Connection(Role.SERVER, limits.protocol)
+        self._send_lock = trio.Lock()
+        self._slots = trio.Semaphore(limits.max_in_flight)
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._read_loop(nursery)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await trio.aclose_forcefully(self._stream)
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        conn = self._conn
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                log.info("closing connection (%s): %s", self._peer, exc)
+                if exc.msgid is not None:
+                    await self._send(error_response(exc.msgid, exc.code, str(exc)))
+                nursery.cancel_scope.cancel()
+                return
+            if event is NEED_DATA:
+                if not await self._receive():
+                    nursery.cancel_scope.cancel()
+                    return
+            elif isinstance(event, Request):
+                await self._slots.acquire()
+                nursery.start_soon(self._answer, event, nursery)
+            elif isinstance(event, Notification):
+                log.debug("ignoring notification %r from %s", event.method, self._peer)
+            elif isinstance(event, ConnectionClosed):
+                return  # answers still in flight are sent before the nursery exits
+
+    async def _receive(self) -> bool:
+        """Read more bytes into the connection; False when the connection should close."""
+        limits = self._limits
+        while True:
+            if self._conn.mid_message:
+                timeout, why = limits.frame_timeout, "half a message for too long"
+            elif self._conn.in_flight:
+                timeout, why = float("inf"), ""
+            else:
+                timeout, why = limits.idle_timeout, "idle"
+            with trio.move_on_after(timeout):
+                data = await self._stream.receive_some(limits.receive_size)
+                self._conn.receive_data(data)
+                return True
+            log.info("closing connection (%s): %s", self._peer, why)
+            return False
+
+    async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
+        try:
+            response = await self._call(request)
+        finally:
+            self._slots.release()
+        if not await self._send(response):
+            nursery.cancel_scope.cancel()
+
+    async def _call(self, request: Request) -> Response:
+        try:
+            with trio.fail_after(self._limits.request_timeout):
+                result = await self._handler(request, self._peer)
+        except RpcError as exc:
+            return Response(request.msgid, exc.to_error_info(), None)
+        except trio.TooSlowError:
+            log.error("%s from %s took longer than %.0f s", request.method, self._peer, self._limits.request_timeout)
+            return error_response(request.msgid, ErrorCode.INTERNAL, "the request timed out inside the daemon")
+        except Exception as exc:
+            # Exception text may come from a library; log its type, never send it on.
+            log.error("internal error in %s: %s", request.method, type(exc).__name__, exc_info=exc)
+            return error_response(request.msgid, ErrorCode.INTERNAL, "internal error (see the daemon's log)")
+        return Response(request.msgid, None, result)
+
+    async def _send(self, response: Response) -> bool:
+        """Write one response; False if the peer is gone or will not read."""
+        data = self._conn.send(response)
+        with trio.move_on_after(self._limits.send_timeout):
+            async with self._send_lock:
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return False
+                return True
+        log.info("closing connection (%s): it does not read its answers", self._peer)
+        return False

@@ -1,0 +1,334 @@
+"""The vault's lifecycle: UNINITIALIZED, LOCKED, UNLOCKED, and every change to what it holds.
+
+The one writer of the vault file. Slow work (Argon2id, file writes) runs in worker
+threads; state changes happen on the trio thread, under one lock, so that passphrase
+checks and writes are serialised and a failed passphrase costs a growing delay that
+parallel guessing cannot skip. Locking never waits for that lock: it is the emergency
+brake, and an operation that was in flight when the vault locked fails with LOCKED.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vaultd_protocol import ErrorCode, KdfProfile, VaultState
+
+from . import _vaultfile
+from ._atomic import StorageError, write_atomic
+from ._credentials import ConfigError, Credential, from_config, from_record
+from ._errors import RpcError
+from ._sealing import OpenFailed
+from ._secret import Secret
+
+__all__ = ["FailureDelay", "Vault"]
+
+log = logging.getLogger("vaultd.vault")
+
+
+@dataclass
+class FailureDelay:
+    """ssh-agent's rule: each failed passphrase waits ``step`` seconds more, up to ``cap``."""
+
+    step: float = 0.1
+    cap: float = 10.0
+    failures: int = 0
+
+    def record_failure(self) -> float:
+        """Count one failure and return how long to wait before answering it."""
+        self.failures += 1
+        return min(self.step * self.failures, self.cap)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class _Open:
+    """What an unlocked vault holds besides the credentials."""
+
+    header: _vaultfile.Header
+    data_key: Secret
+
+
+class Vault:
+    """The in-memory vault and its file (``vault``, with ``vault.bak`` the previous one)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        failure_delay: FailureDelay | None = None,
+    ) -> None:
+        self.path = data_dir / "vault"
+        self.backup = data_dir / "vault.bak"
+        self._clock = clock
+        self._delay = failure_delay or FailureDelay()
+        self._lock = trio.Lock()
+        self._open: _Open | None = None
+        self._credentials: dict[str, Credential] = {}
+        self._epoch = 0
+        self._initialized = self.path.exists()
+        self._generation = 0
+        #: The last failed write, shown by ``status`` until a write succeeds.
+        self.last_write_error: str | None = None
+        self._on_lock: list[Callable[[], None]] = []
+        self._kdf_profile = self._peek_profile()
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def state(self) -> VaultState:
+        if self._open is not None:
+            return VaultState.UNLOCKED
+        return VaultState.LOCKED if self._initialized else VaultState.UNINITIALIZED
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def failed_attempts(self) -> int:
+        return self._delay.failures
+
+    def kdf_profile(self) -> str | None:
+        """The KDF profile named in the vault header (public), or None without a vault."""
+        return self._kdf_profile
+
+    def _peek_profile(self) -> str | None:
+        try:
+            header, _ = _vaultfile.read_header(self.path.read_bytes()[:4096])
+        except FileNotFoundError:
+            return None
+        except (OSError, _vaultfile.VaultFormatError) as exc:
+            log.error("vault %s cannot be read: %s (unlock will fail until it is restored)", self.path, exc)
+            return None
+        return header.kdf.profile_name()
+
+    def on_lock(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (synchronously) every time the vault locks."""
+        self._on_lock.append(callback)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every credential's public description, by name (empty unless unlocked)."""
+        now = self._clock()
+        return [self._credentials[name].describe(now) for name in sorted(self._credentials)]
+
+    # -- operator methods ----------------------------------------------------------------
+
+    async def init(self, passphrase: Secret, profile: KdfProfile) -> None:
+        """Create the vault file, empty, sealed under ``passphrase``. Leaves it LOCKED.
+
+        Raises:
+            RpcError: ALREADY_INITIALIZED, or STORAGE_FAILED.
+        """
+        async with self._lock:
+            if self._initialized or self.path.exists():
+                raise RpcError(ErrorCode.ALREADY_INITIALIZED, f"a vault already exists at {self.path}")
+            if self.backup.exists():
+                raise RpcError(
+                    ErrorCode.ALREADY_INITIALIZED,
+                    f"{self.backup} exists but {self.path.name} does not: restore it "
+                    f"(mv {self.backup} {self.path}) or move it away first",
+                )
+            header, data_key = await trio.to_thread.run_sync(_vaultfile.new_vault, passphrase, profile)
+            try:
+                await self._write(header, data_key, {"credentials": {}}, generation=1)
+            finally:
+                data_key.wipe()
+            self._initialized = True
+            self._kdf_profile = str(profile)
+            log.info("vault created (kdf profile %s)%s", profile, _min_warning(profile))
+
+    async def unlock(self, passphrase: Secret) -> None:
+        """Open the vault with ``passphrase``. Unlocking an unlocked vault checks the passphrase.
+
+        Raises:
+            RpcError: NOT_INITIALIZED, BAD_PASSPHRASE (after the failure delay),
+                VAULT_DAMAGED (a file this version cannot read; nothing changes).
+        """
+        async with self._lock:
+            if self._open is not None:
+                await self._check_passphrase(passphrase)
+                return
+            if not self._initialized:
+                raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
+            try:
+                header, data_key, body = await trio.to_thread.run_sync(self._read_and_open, passphrase)
+            except OpenFailed as exc:
+                await self._fail_passphrase()
+                raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+            except _vaultfile.VaultFormatError as exc:
+                log.error("vault %s cannot be opened: %s", self.path, exc)
+                raise RpcError(ErrorCode.VAULT_DAMAGED, f"{self.path}: {exc}") from None
+            except FileNotFoundError:
+                self._initialized = False
+                raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
+            try:
+                credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
+            except (KeyError, ValueError, TypeError, AttributeError) as exc:
+                data_key.wipe()
+                raise RpcError(
+                    ErrorCode.VAULT_DAMAGED,
+                    f"vault holds a record this version cannot read ({type(exc).__name__})",
+                ) from None
+            del body
+            self._delay.reset()
+            self._open = _Open(header, data_key)
+            self._credentials = credentials
+            self._generation = max(self._generation, header.generation)
+            self._kdf_profile = header.kdf.profile_name()
+            self._epoch += 1
+            log.info("vault unlocked (%d credentials, generation %d)", len(credentials), header.generation)
+
+    def lock(self) -> None:
+        """Drop the data key and every secret now. Never waits."""
+        was_open = self._open is not None
+        if self._open is not None:
+            self._open.data_key.wipe()
+        for credential in self._credentials.values():
+            credential.wipe()
+        self._open = None
+        self._credentials = {}
+        self._epoch += 1
+        if was_open:
+            log.info("vault locked")
+            for callback in self._on_lock:
+                callback()
+
+    # -- admin methods: passphrase in every call -----------------------------------------
+
+    async def put(self, passphrase: Secret, name: str, kind: str, config: dict[str, Any], *, replace: bool) -> bool:
+        """Add or (with ``replace``) replace a credential; return whether it was new.
+
+        Raises:
+            RpcError: LOCKED, BAD_PASSPHRASE, INVALID_PARAMS, ALREADY_EXISTS, STORAGE_FAILED.
+        """
+        async with self._lock:
+            opened, epoch = await self._admin(passphrase)
+            existing = self._credentials.get(name)
+            if existing is not None and not replace:
+                raise RpcError(ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (replace it with --replace)")
+            try:
+                credential = from_config(name, kind, config, self._clock())
+            except ConfigError as exc:
+                raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+            if existing is not None:
+                credential.created_at = existing.created_at
+            updated = {**self._credentials, name: credential}
+            try:
+                await self._persist(opened, epoch, updated)
+            except BaseException:
+                credential.wipe()
+                raise
+            self._credentials = updated
+            if existing is not None:
+                existing.wipe()
+            log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
+            return existing is None
+
+    async def remove(self, passphrase: Secret, name: str) -> None:
+        """Raises: RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL, STORAGE_FAILED."""
+        async with self._lock:
+            opened, epoch = await self._admin(passphrase)
+            existing = self._credentials.get(name)
+            if existing is None:
+                raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
+            updated = {k: v for k, v in self._credentials.items() if k != name}
+            await self._persist(opened, epoch, updated)
+            self._credentials = updated
+            existing.wipe()
+            log.info("credential %r removed", name)
+
+    async def list(self, passphrase: Secret) -> list[dict[str, Any]]:
+        """Raises: RpcError: LOCKED, BAD_PASSPHRASE."""
+        async with self._lock:
+            await self._admin(passphrase)
+            return self.describe()
+
+    # -- reader methods --------------------------------------------------------------------
+
+    def issue(self, name: str, min_ttl: float) -> dict[str, Any]:
+        """The ``token.get`` result for ``name``.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL, TOKEN_EXPIRED.
+        """
+        if self._open is None:
+            if not self._initialized:
+                raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
+            raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
+        credential = self._credentials.get(name)
+        if credential is None:
+            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
+        return credential.issue(self._clock(), min_ttl)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _read_and_open(self, passphrase: Secret) -> tuple[_vaultfile.Header, Secret, dict[str, Any]]:
+        return _vaultfile.decode(self.path.read_bytes(), passphrase)
+
+    async def _fail_passphrase(self) -> None:
+        delay = self._delay.record_failure()
+        log.warning("wrong passphrase (failure %d in a row; answering in %.1f s)", self._delay.failures, delay)
+        await trio.sleep(delay)
+
+    async def _check_passphrase(self, passphrase: Secret) -> None:
+        assert self._open is not None
+        opened = self._open
+        try:
+            key = await trio.to_thread.run_sync(_vaultfile.unwrap, opened.header, passphrase)
+        except OpenFailed as exc:
+            await self._fail_passphrase()
+            raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+        try:
+            if not hmac.compare_digest(key.reveal(), opened.data_key.reveal()):
+                raise AssertionError("passphrase unwrapped a different data key")
+        finally:
+            key.wipe()
+        self._delay.reset()
+
+    async def _admin(self, passphrase: Secret) -> tuple[_Open, int]:
+        """Check the vault is unlocked and ``passphrase`` opens it; return it and its epoch."""
+        if self._open is None:
+            raise RpcError(
+                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
+                "the vault is locked: unlock it first" if self._initialized else "no vault yet",
+            )
+        epoch = self._epoch
+        await self._check_passphrase(passphrase)
+        if self._epoch != epoch or self._open is None:
+            raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+        return self._open, epoch
+
+    async def _persist(self, opened: _Open, epoch: int, credentials: dict[str, Credential]) -> None:
+        body = {"credentials": {name: c.to_record() for name, c in credentials.items()}}
+        await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
+        if self._epoch != epoch:
+            raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran (the change was saved)")
+
+    async def _write(
+        self, header: _vaultfile.Header, data_key: Secret, body: dict[str, Any], *, generation: int
+    ) -> None:
+        # The generation is spent even if the write fails: it must never go back.
+        self._generation = generation
+        data = _vaultfile.encode(replace(header, generation=generation), data_key, body)
+        try:
+            await trio.to_thread.run_sync(write_atomic, self.path, data, self.backup)
+        except StorageError as exc:
+            self.last_write_error = str(exc)
+            log.error("vault write failed: %s", exc)
+            raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
+        self.last_write_error = None
+
+
+def _min_warning(profile: KdfProfile) -> str:
+    return " -- the MIN profile is for tests only, never for real secrets" if profile is KdfProfile.MIN else ""
