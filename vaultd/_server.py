@@ -113,6 +113,8 @@ class _ServerConnection:
         self._conn = Connection(Role.SERVER, limits.protocol)
         self._send_lock = trio.Lock()
         self._slots = trio.Semaphore(limits.max_in_flight)
+        self._last_activity = trio.current_time()
+        self._frame_started: float | None = None
 
     async def run(self) -> None:
         try:
@@ -147,20 +149,33 @@ class _ServerConnection:
                 return  # answers still in flight are sent before the nursery exits
 
     async def _receive(self) -> bool:
-        """Read more bytes into the connection; False when the connection should close."""
+        """Read more bytes into the connection; False when the connection should close.
+
+        A message must arrive whole within ``frame_timeout`` of its first byte, however
+        slowly it trickles; a connection with nothing in flight closes after ``idle_timeout``.
+        """
         limits = self._limits
         while True:
             if self._conn.mid_message:
-                timeout, why = limits.frame_timeout, "half a message for too long"
-            elif self._conn.in_flight:
-                timeout, why = float("inf"), ""
+                if self._frame_started is None:
+                    self._frame_started = trio.current_time()
+                deadline = self._frame_started + limits.frame_timeout
             else:
-                timeout, why = limits.idle_timeout, "idle"
-            with trio.move_on_after(timeout):
+                self._frame_started = None
+                deadline = self._last_activity + limits.idle_timeout
+                if self._conn.in_flight:  # not idle: look again later
+                    deadline = max(deadline, trio.current_time() + limits.idle_timeout)
+            with trio.move_on_at(deadline):
                 data = await self._stream.receive_some(limits.receive_size)
+                self._last_activity = trio.current_time()
                 self._conn.receive_data(data)
                 return True
-            log.info("closing connection (%s): %s", self._peer, why)
+            if self._conn.mid_message:
+                log.info("closing connection (%s): half a message for too long", self._peer)
+                return False
+            if self._conn.in_flight or self._last_activity + limits.idle_timeout > trio.current_time():
+                continue  # an answer is pending, or was just sent: not idle
+            log.info("closing connection (%s): idle", self._peer)
             return False
 
     async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
@@ -193,6 +208,7 @@ class _ServerConnection:
             async with self._send_lock:
                 try:
                     await self._stream.send_all(data)
+                    self._last_activity = trio.current_time()
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return False
                 return True

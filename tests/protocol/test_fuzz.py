@@ -1,0 +1,68 @@
+"""Property tests: any split of valid traffic decodes the same; any bytes fail only cleanly."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vaultd_protocol import NEED_DATA, Connection, ConnectionClosed, Limits, RemoteProtocolError, Request, Role
+
+leaves = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text() | st.binary()
+)
+values = st.recursive(
+    leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _events(conn: Connection) -> list[Any]:
+    out = []
+    while (event := conn.next_event()) is not NEED_DATA:
+        out.append(event)
+        if isinstance(event, ConnectionClosed):
+            break
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(params=st.lists(values, max_size=3), cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_any_split_of_a_request_stream_decodes_the_same(params: list[Any], cuts: list[int]) -> None:
+    client = Connection(Role.CLIENT)
+    wire = client.send(Request(1, "m", params)) + client.send(Request(2, "n", []))
+    server = Connection(Role.SERVER, Limits(max_message_size=1 << 20, max_depth=64))
+    events = []
+    last = 0
+    for cut in [*sorted({c % (len(wire) + 1) for c in cuts}), len(wire)]:
+        if cut > last:
+            server.receive_data(wire[last:cut])
+        last = cut
+        events += _events(server)
+    assert events == [Request(1, "m", params), Request(2, "n", [])]
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_a_protocol_error(data: bytes) -> None:
+    server = Connection(Role.SERVER, Limits(max_message_size=128, max_depth=4))
+    if data:
+        server.receive_data(data)
+    server.receive_data(b"")
+    try:
+        _events(server)
+    except RemoteProtocolError as exc:
+        assert exc.msgid is None or 0 <= exc.msgid < 2**32
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=values)
+def test_arbitrary_msgpack_values_fail_only_cleanly(obj: Any) -> None:
+    server = Connection(Role.SERVER)
+    server.receive_data(msgpack.packb([0, 1, "m", [obj]], use_bin_type=True))
+    with contextlib.suppress(RemoteProtocolError):  # e.g. integer map keys: refused, never a crash
+        _events(server)

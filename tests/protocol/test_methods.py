@@ -1,0 +1,45 @@
+"""Parameter schemas and the default socket path."""
+
+from __future__ import annotations
+
+import pytest
+
+from vaultd_protocol import InvalidParams, Method, default_socket_path, parse_params
+
+
+def test_defaults_fill_in_and_an_empty_array_is_an_empty_map() -> None:
+    assert parse_params(Method.TOKEN_GET, [{"name": "x"}]) == {"name": "x", "min_ttl": 0.0}
+    assert parse_params(Method.STATUS, []) == {}
+    assert parse_params(Method.STATUS, [{}]) == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ([{"name": 5}], "'name' must be a string"),
+        ([{}], "missing parameter 'name'"),
+        ([{"name": "x", "min_ttl": "soon"}], "'min_ttl' must be a finite number"),
+        ([{"name": "x", "min_ttl": float("nan")}], "finite"),
+        ([{"name": "x", "min_ttl": -1}], "must not be negative"),
+        ([{"name": "x", "min_ttl": True}], "finite number"),
+        ([{"name": "x", "colour": "red"}], "unknown parameter 'colour'"),
+        ([{"name": "x" * 65}], "longer than 64"),
+        (["x"], "one map"),
+        ([{"name": "x"}, {}], "one map"),
+    ],
+)
+def test_bad_params_are_named(params: list[object], message: str) -> None:
+    with pytest.raises(InvalidParams, match=message):
+        parse_params(Method.TOKEN_GET, params)
+
+
+def test_a_bad_passphrase_param_is_never_echoed() -> None:
+    with pytest.raises(InvalidParams) as info:
+        parse_params(Method.VAULT_UNLOCK, [{"passphrase": "x" * 5000}])
+    assert "xxxx" not in str(info.value)
+
+
+def test_default_socket_path() -> None:
+    assert default_socket_path({"VAULTD_SOCKET": "/s/v.sock", "XDG_RUNTIME_DIR": "/run/user/7"}, 7) == "/s/v.sock"
+    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/7/"}, 7) == "/run/user/7/vaultd/vaultd.sock"
+    assert default_socket_path({}, 7) == "/tmp/vaultd-7/vaultd.sock"

@@ -1,0 +1,182 @@
+"""The vault's lifecycle with real files and the MIN KDF; time runs on trio's autojump clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from vaultd._errors import RpcError
+from vaultd._secret import Secret
+from vaultd._vault import FailureDelay, Vault
+from vaultd_protocol import ErrorCode, KdfProfile, VaultState
+
+PASS = "fake passphrase 1"
+TOKEN = "fake-token-7d1e-not-real"
+
+
+class WallClock:
+    """An injected wall clock (the vault takes ``clock=``), moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pw(text: str = PASS) -> Secret:
+    return Secret(text)
+
+
+async def ready_vault(data_dir: Path, **kwargs: Any) -> Vault:
+    vault = Vault(data_dir, **kwargs)
+    await vault.init(pw(), KdfProfile.MIN)
+    await vault.unlock(pw())
+    return vault
+
+
+async def expect(code: ErrorCode, coro: Any) -> RpcError:
+    with pytest.raises(RpcError) as info:
+        await coro
+    assert info.value.code is code, info.value
+    return info.value
+
+
+async def test_lifecycle(tmp_path: Path) -> None:
+    vault = Vault(tmp_path)
+    assert vault.state is VaultState.UNINITIALIZED
+    await expect(ErrorCode.NOT_INITIALIZED, vault.unlock(pw()))
+    await vault.init(pw(), KdfProfile.MIN)
+    assert vault.state is VaultState.LOCKED
+    assert vault.kdf_profile() == "min"
+    await expect(ErrorCode.ALREADY_INITIALIZED, vault.init(pw(), KdfProfile.MIN))
+    await vault.unlock(pw())
+    assert vault.state is VaultState.UNLOCKED
+    assert await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False) is True
+    assert vault.issue("ex", 0)["token"] == TOKEN
+    vault.lock()
+    assert vault.state is VaultState.LOCKED
+    await expect(ErrorCode.LOCKED, _async(vault.issue, "ex", 0))
+
+
+async def _async(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+async def test_credentials_survive_a_restart(tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
+    vault.lock()
+    again = Vault(tmp_path)
+    assert again.state is VaultState.LOCKED
+    await again.unlock(pw())
+    assert again.issue("ex", 0)["token"] == TOKEN
+    assert again.generation == 2
+
+
+async def test_lock_wipes_every_secret(tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
+    credential = vault._credentials["ex"]
+    data_key = vault._open.data_key if vault._open else None
+    assert data_key is not None
+    vault.lock()
+    assert credential.token.wiped and data_key.wiped
+
+
+async def test_failed_passphrases_wait_longer_each_time_up_to_a_cap(tmp_path: Path, autojump_clock: Any) -> None:
+    vault = Vault(tmp_path, failure_delay=FailureDelay(step=0.1, cap=0.35))
+    await vault.init(pw(), KdfProfile.MIN)
+    waits = []
+    for _ in range(5):
+        start = trio.current_time()
+        await expect(ErrorCode.BAD_PASSPHRASE, vault.unlock(pw("wrong passphrase")))
+        waits.append(round(trio.current_time() - start, 3))
+    assert waits == [0.1, 0.2, 0.3, 0.35, 0.35]
+    await vault.unlock(pw())
+    assert vault.failed_attempts == 0
+
+
+async def test_parallel_guesses_are_serialised(tmp_path: Path, autojump_clock: Any) -> None:
+    vault = Vault(tmp_path, failure_delay=FailureDelay(step=1.0, cap=10.0))
+    await vault.init(pw(), KdfProfile.MIN)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(lambda: expect(ErrorCode.BAD_PASSPHRASE, vault.unlock(pw("guess 1234"))))
+    assert trio.current_time() - start == pytest.approx(1 + 2 + 3)
+
+
+async def test_admin_calls_need_the_passphrase(tmp_path: Path, autojump_clock: Any) -> None:
+    vault = await ready_vault(tmp_path)
+    await expect(ErrorCode.BAD_PASSPHRASE, vault.put(pw("wrong one!"), "ex", "static", {"token": TOKEN}, replace=False))
+    await expect(ErrorCode.BAD_PASSPHRASE, vault.list(pw("wrong one!")))
+    assert vault.describe() == []
+    vault.lock()
+    await expect(ErrorCode.LOCKED, vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False))
+
+
+async def test_put_replace_and_remove(tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
+    await expect(ErrorCode.ALREADY_EXISTS, vault.put(pw(), "ex", "static", {"token": "fake-2"}, replace=False))
+    assert vault.issue("ex", 0)["token"] == TOKEN
+    assert await vault.put(pw(), "ex", "static", {"token": "fake-2"}, replace=True) is False
+    assert vault.issue("ex", 0)["token"] == "fake-2"
+    await expect(ErrorCode.INVALID_PARAMS, vault.put(pw(), "bad", "static", {"token": ""}, replace=False))
+    await vault.remove(pw(), "ex")
+    await expect(ErrorCode.UNKNOWN_CREDENTIAL, _async(vault.issue, "ex", 0))
+    await expect(ErrorCode.UNKNOWN_CREDENTIAL, vault.remove(pw(), "ex"))
+
+
+async def test_a_failed_write_changes_nothing_and_is_reported(tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
+    on_disk = vault.path.read_bytes()
+    generation = vault.generation
+    vault.backup.unlink()
+    vault.backup.mkdir()  # a real failure: the backup step cannot replace a directory
+    error = await expect(ErrorCode.STORAGE_FAILED, vault.put(pw(), "b", "static", {"token": "fake-b"}, replace=False))
+    assert "not saved" in str(error)
+    assert vault.path.read_bytes() == on_disk
+    assert [c["name"] for c in vault.describe()] == ["a"]
+    assert vault.last_write_error is not None
+    vault.backup.rmdir()
+    await vault.put(pw(), "b", "static", {"token": "fake-b"}, replace=False)
+    assert vault.last_write_error is None
+    assert vault.generation > generation + 1, "the failed write's generation is never reused"
+
+
+async def test_expiry_follows_the_wall_clock(tmp_path: Path) -> None:
+    clock = WallClock()
+    vault = await ready_vault(tmp_path, clock=clock)
+    await vault.put(pw(), "ex", "static", {"token": TOKEN, "not_after": clock.now + 60}, replace=False)
+    assert vault.issue("ex", 0)["ttl"] == pytest.approx(60)
+    clock.now += 61  # e.g. the machine was suspended
+    await expect(ErrorCode.TOKEN_EXPIRED, _async(vault.issue, "ex", 0))
+    assert vault.describe()[0]["state"] == "EXPIRED"
+
+
+async def test_damaged_file_fails_unlock_and_stays_as_it_was(tmp_path: Path) -> None:
+    vault = Vault(tmp_path)
+    await vault.init(pw(), KdfProfile.MIN)
+    original = vault.path.read_bytes()
+    damaged = bytearray(original)
+    damaged[-5] ^= 0xFF
+    vault.path.write_bytes(bytes(damaged))
+    await expect(ErrorCode.BAD_PASSPHRASE, vault.unlock(pw()))
+    assert vault.state is VaultState.LOCKED
+    assert vault.path.read_bytes() == bytes(damaged)
+
+
+async def test_init_refuses_when_only_the_backup_remains(tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
+    vault.path.unlink()
+    fresh = Vault(tmp_path)
+    assert fresh.state is VaultState.UNINITIALIZED
+    error = await expect(ErrorCode.ALREADY_INITIALIZED, fresh.init(pw(), KdfProfile.MIN))
+    assert "vault.bak" in str(error)
