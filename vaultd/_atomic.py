@@ -28,8 +28,11 @@ def _temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}{_TMP_MARK}{secrets.token_hex(6)}")
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) 0700, or check an existing one is ours and private.
+def ensure_private_dir(path: Path, *, tighten: bool = True) -> bool:
+    """Create ``path`` (and parents) 0700, or check an existing one is ours.
+
+    An existing folder that others may enter is made 0700 when ``tighten`` is set (it is
+    vaultd's own); otherwise it is left alone. Returns whether it is private now.
 
     Raises:
         StorageError: it exists but belongs to another user, or is not a directory.
@@ -41,7 +44,10 @@ def ensure_private_dir(path: Path) -> None:
     if st.st_uid != os.getuid():
         raise StorageError(errno.EPERM, f"{path} belongs to uid {st.st_uid}, not to us")
     if st.st_mode & 0o077:
+        if not tighten:
+            return False
         os.chmod(path, 0o700)
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

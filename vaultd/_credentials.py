@@ -74,9 +74,15 @@ def _check_token(value: object) -> str:
         raise ConfigError("'token' must be a non-empty string")
     if len(value) > MAX_TOKEN_CHARS:
         raise ConfigError(f"'token' is longer than {MAX_TOKEN_CHARS} characters")
-    if value != value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if value != value.strip() or not value.isprintable():
         raise ConfigError("'token' must not contain control characters or surrounding whitespace")
     return value
+
+
+def _check_header_safe(value: str) -> None:
+    """A bearer token goes into an HTTP header: visible ASCII only (RFC 6750's b64token and more)."""
+    if not all(0x21 <= ord(c) <= 0x7E for c in value):
+        raise ConfigError("a 'bearer' token must be visible ASCII without spaces (it goes into an HTTP header)")
 
 
 @dataclass(slots=True, repr=False, eq=False)
@@ -103,6 +109,8 @@ class StaticCredential:
         token_type = config.get("type", "bearer")
         if not isinstance(token_type, str) or not _TOKEN_TYPE.fullmatch(token_type):
             raise ConfigError("'type' must be a short lowercase word such as 'bearer' or 'api-key'")
+        if token_type == "bearer":
+            _check_header_safe(token)
         not_after = parse_time(config.get("not_after"), "not_after")
         return cls(name, Secret(token), token_type, not_after, now, now)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from vaultd_client import Client
-from vaultd_client.errors import DaemonUnavailable, Locked, RemoteError, TransportError
+from vaultd_client.errors import AlreadyExists, DaemonUnavailable, Locked, RemoteError, TransportError
 from vaultd_protocol import KdfProfile, Method
 
 from . import __version__
@@ -223,7 +223,10 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
         "config": config,
         "replace": args.replace,
     }
-    result = _slow(client, Method.CREDENTIAL_PUT, params)
+    try:
+        result = _slow(client, Method.CREDENTIAL_PUT, params)
+    except AlreadyExists:
+        raise CtlError(f"credential {args.name!r} exists (ALREADY_EXISTS); add --replace to replace it") from None
     print(f"credential {args.name!r} {'added' if result['created'] else 'replaced'}")
     return EXIT_OK
 

@@ -42,6 +42,18 @@ class DaemonConfig:
     socket_path: Path
     data_dir: Path
     limits: ServerLimits
+    #: Whether the socket's folder is vaultd's own default one (vs. chosen by the operator).
+    own_socket_folder: bool = True
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--socket",
         metavar="PATH",
-        help="listen here (default: $VAULTD_SOCKET, else $XDG_RUNTIME_DIR/vaultd/vaultd.sock)",
+        help=(
+            "listen here (default: $VAULTD_SOCKET, else $XDG_RUNTIME_DIR/vaultd/vaultd.sock, "
+            "else /tmp/vaultd-UID/vaultd.sock)"
+        ),
     )
     parser.add_argument(
         "--data-dir",
@@ -77,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-message-size",
-        type=int,
+        type=_positive_int,
         default=64 * 1024,
         metavar="BYTES",
         help="largest request accepted, in bytes (default 65536)",
@@ -94,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace) -> DaemonConfig:
     limits = ServerLimits(protocol=Limits(max_message_size=args.max_message_size), max_connections=args.max_connections)
-    return DaemonConfig(_paths.socket_path(args.socket), _paths.data_dir(args.data_dir), limits)
+    explicit = args.socket or os.environ.get("VAULTD_SOCKET")
+    return DaemonConfig(
+        _paths.socket_path(args.socket), _paths.data_dir(args.data_dir), limits, own_socket_folder=not explicit
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,22 +134,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(config: DaemonConfig) -> int:
     os.umask(0o077)
+    # The socket first: "another daemon is listening there" is the likeliest conflict.
+    ensure_private_dir(config.socket_path.parent, tighten=config.own_socket_folder)
+    socket_lock = hold_lock_file(
+        config.socket_path.with_name(config.socket_path.name + ".lock"), f"the socket {config.socket_path}"
+    )
     ensure_private_dir(config.data_dir)
     data_lock = hold_lock_file(config.data_dir / "vault.lock", f"the data folder {config.data_dir}")
     for stale in remove_stale_temps(config.data_dir):
         log.warning("removed a temp file left by an interrupted write: %s", stale.name)
-    ensure_private_dir(config.socket_path.parent)
-    socket_lock = hold_lock_file(
-        config.socket_path.with_name(config.socket_path.name + ".lock"), f"the socket {config.socket_path}"
-    )
-    sock = bind_unix_socket(config.socket_path)
+    sock = bind_unix_socket(config.socket_path, own_folder=config.own_socket_folder)
     try:
         trio.run(_serve, config, sock)
     finally:
         _remove_own_socket(config.socket_path)
         sock.close()
-        os.close(socket_lock)
         os.close(data_lock)
+        os.close(socket_lock)
     log.info("stopped")
     return EXIT_OK
 

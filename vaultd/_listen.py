@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import socket
 import stat
 from pathlib import Path
 
 from ._atomic import StorageError, ensure_private_dir
+
+log = logging.getLogger("vaultd.listen")
 
 __all__ = ["AlreadyRunning", "SocketSetupError", "bind_unix_socket", "hold_lock_file"]
 
@@ -57,17 +60,25 @@ def _someone_listens(path: Path) -> bool:
     return True
 
 
-def bind_unix_socket(path: Path, backlog: int = 128) -> socket.socket:
+def bind_unix_socket(path: Path, backlog: int = 128, *, own_folder: bool = True) -> socket.socket:
     """Create the 0700 folder, refuse if a daemon answers, replace a stale socket, bind 0600.
+
+    ``own_folder`` says the folder is vaultd's own (the default path), so a loose mode is
+    tightened; a folder the operator chose is only warned about.
 
     Raises:
         AlreadyRunning: a daemon answers on ``path``.
         SocketSetupError: the folder is not ours, or ``path`` is something other than a socket.
     """
     try:
-        ensure_private_dir(path.parent)
+        private = ensure_private_dir(path.parent, tighten=own_folder)
     except (StorageError, OSError) as exc:
         raise SocketSetupError(f"cannot use socket folder {path.parent}: {exc}") from None
+    if not private:
+        log.warning(
+            "socket folder %s is open to other users; the socket itself is 0600 and every peer's uid is checked",
+            path.parent,
+        )
     with contextlib.suppress(FileNotFoundError):
         st = path.lstat()
         if not stat.S_ISSOCK(st.st_mode):

@@ -141,9 +141,11 @@ class _ServerConnection:
                     nursery.cancel_scope.cancel()
                     return
             elif isinstance(event, Request):
+                self._frame_started = None  # the next message's clock starts with its first byte
                 await self._slots.acquire()
                 nursery.start_soon(self._answer, event, nursery)
             elif isinstance(event, Notification):
+                self._frame_started = None
                 log.debug("ignoring notification %r from %s", event.method, self._peer)
             elif isinstance(event, ConnectionClosed):
                 return  # answers still in flight are sent before the nursery exits

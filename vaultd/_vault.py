@@ -81,7 +81,8 @@ class Vault:
         #: The last failed write, shown by ``status`` until a write succeeds.
         self.last_write_error: str | None = None
         self._on_lock: list[Callable[[], None]] = []
-        self._kdf_profile = self._peek_profile()
+        self._kdf_profile: str | None = None
+        self._peek_header()
 
     # -- state -----------------------------------------------------------------------
 
@@ -103,15 +104,17 @@ class Vault:
         """The KDF profile named in the vault header (public), or None without a vault."""
         return self._kdf_profile
 
-    def _peek_profile(self) -> str | None:
+    def _peek_header(self) -> None:
+        """Read the public header at start: the KDF profile and generation for ``status``."""
         try:
             header, _ = _vaultfile.read_header(self.path.read_bytes()[:4096])
         except FileNotFoundError:
-            return None
+            return
         except (OSError, _vaultfile.VaultFormatError) as exc:
             log.error("vault %s cannot be read: %s (unlock will fail until it is restored)", self.path, exc)
-            return None
-        return header.kdf.profile_name()
+            return
+        self._kdf_profile = header.kdf.profile_name()
+        self._generation = header.generation
 
     def on_lock(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (synchronously) every time the vault locks."""
@@ -161,6 +164,7 @@ class Vault:
                 return
             if not self._initialized:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
+            epoch = self._epoch
             try:
                 header, data_key, body = await trio.to_thread.run_sync(self._read_and_open, passphrase)
             except OpenFailed as exc:
@@ -182,6 +186,11 @@ class Vault:
                 ) from None
             del body
             self._delay.reset()
+            if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
+                data_key.wipe()
+                for credential in credentials.values():
+                    credential.wipe()
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
             self._open = _Open(header, data_key)
             self._credentials = credentials
             self._generation = max(self._generation, header.generation)
@@ -216,7 +225,9 @@ class Vault:
             opened, epoch = await self._admin(passphrase)
             existing = self._credentials.get(name)
             if existing is not None and not replace:
-                raise RpcError(ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (replace it with --replace)")
+                raise RpcError(
+                    ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (put it with replace to replace it)"
+                )
             try:
                 credential = from_config(name, kind, config, self._clock())
             except ConfigError as exc:

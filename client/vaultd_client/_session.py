@@ -24,14 +24,19 @@ from vaultd_protocol import (
 
 from .errors import ConnectionLost, MalformedResponse, error_from_info
 
-__all__ = ["ClientSession"]
+__all__ = ["RESPONSE_LIMITS", "ClientSession"]
+
+
+#: Answers can be far larger than requests (``status`` with thousands of credentials), and
+#: come from the daemon, not from a stranger: a generous but finite bound.
+RESPONSE_LIMITS = Limits(max_message_size=64 * 1024 * 1024, max_depth=32)
 
 
 class ClientSession:
     """One connection's worth of protocol state, without the connection."""
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self._conn = Connection(Role.CLIENT, limits or Limits())
+        self._conn = Connection(Role.CLIENT, limits or RESPONSE_LIMITS)
         self._ids = itertools.count()
 
     def request(self, method: str, params: dict[str, Any] | None = None) -> tuple[int, bytes]:

@@ -11,7 +11,7 @@ import trio
 
 from vaultd._server import ServerLimits
 from vaultd._vault import FailureDelay
-from vaultd_protocol import ErrorCode, Response
+from vaultd_protocol import ErrorCode, Request, Response
 
 from .conftest import PASS, StartServer
 
@@ -136,3 +136,23 @@ async def test_idle_connections_are_closed_but_busy_ones_are_not(start_server: S
     assert response.error is not None and response.error.name == "BAD_PASSPHRASE"
     _, closed = await busy.raw_answer_then_close()
     assert closed, "then idle: closed"
+
+
+async def test_a_pipelining_client_whose_writes_split_messages_is_not_cut_off(start_server: StartServer) -> None:
+    """The half-message timer restarts with each message, not only at quiet moments."""
+    served = await start_server(ServerLimits(frame_timeout=0.3))
+    client = await served.connect()
+    messages = [client.conn.send(Request(msgid, "status", [{}])) for msgid in range(1, 10)]
+    starts = [sum(len(m) for m in messages[:i]) for i in range(len(messages))]
+    stream = b"".join(messages)
+    cuts = [start + 5 for start in starts] + [len(stream)]  # every write ends inside a message
+    last = 0
+    for cut in cuts:
+        await client.send_raw(stream[last:cut])
+        last = cut
+        await trio.sleep(0.1)  # 0.9 s in all: three times the frame timeout
+    answers = []
+    while len(answers) < len(messages):
+        message = await client.receive()
+        assert message is not None, f"closed after {len(answers)} answers"
+        answers.append(message)

@@ -71,3 +71,9 @@ def test_bad_config_is_refused_with_the_field_named(
     with pytest.raises(ConfigError, match=message) as info:
         from_config(name, kind, config, now=0.0)
     assert "a\nb" not in str(info.value)
+
+
+@pytest.mark.parametrize("token", ["fake token", "fake\u0085token", "fake-tökén"])
+def test_bearer_tokens_must_be_header_safe(token: str) -> None:
+    with pytest.raises(ConfigError):
+        from_config("ex", "static", {"token": token}, now=0.0)

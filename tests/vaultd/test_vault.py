@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from vaultd._errors import RpcError
 from vaultd._secret import Secret
@@ -180,3 +181,31 @@ async def test_init_refuses_when_only_the_backup_remains(tmp_path: Path) -> None
     assert fresh.state is VaultState.UNINITIALIZED
     error = await expect(ErrorCode.ALREADY_INITIALIZED, fresh.init(pw(), KdfProfile.MIN))
     assert "vault.bak" in str(error)
+
+
+async def test_a_lock_during_an_unlock_wins(tmp_path: Path) -> None:
+    """The emergency brake: a lock that lands while the KDF runs must not be undone."""
+    vault = Vault(tmp_path)
+    await vault.init(pw(), KdfProfile.MIN)
+    outcome: list[object] = []
+
+    async def unlock() -> None:
+        try:
+            await vault.unlock(pw())
+            outcome.append("unlocked")
+        except RpcError as exc:
+            outcome.append(exc.code)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(unlock)
+        await trio.testing.wait_all_tasks_blocked()  # unlock now waits for its KDF thread
+        vault.lock()
+    assert outcome == [ErrorCode.LOCKED]
+    assert vault.state is VaultState.LOCKED
+
+
+async def test_status_knows_the_generation_before_unlock(tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
+    restarted = Vault(tmp_path)
+    assert restarted.generation == 2 and restarted.kdf_profile() == "min"

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import struct
-
-import msgpack
 import pytest
 
 from vaultd._sealing import KDF_CAPS, OpenFailed
 from vaultd._secret import Secret
-from vaultd._vaultfile import MAGIC, Header, VaultFormatError, decode, encode, new_vault, read_header
+from vaultd._vaultfile import Header, VaultFormatError, decode, encode, new_vault, read_header
 from vaultd_protocol import KdfProfile
+
+from ..vaultfile_tools import with_header
 
 PASSPHRASE = Secret("correct horse battery staple")
 TOKEN = "fake-token-4f1c2e-not-real"
@@ -60,22 +59,12 @@ def test_every_truncation_fails_cleanly(vault_bytes: bytes) -> None:
             decode(vault_bytes[:length], PASSPHRASE)
 
 
-def _with_header(vault_bytes: bytes, **changes: object) -> bytes:
-    """Rebuild the file with header fields changed (a well-formed but hostile header)."""
-    _, version, hlen = struct.unpack_from(">8sHH", vault_bytes)
-    fields = msgpack.unpackb(vault_bytes[12 : 12 + hlen])
-    version = int(changes.pop("version", version))  # type: ignore[call-overload]
-    fields["kdf"].update(changes)
-    packed = msgpack.packb(fields, use_bin_type=True)
-    return struct.pack(">8sHH", MAGIC, version, len(packed)) + packed + vault_bytes[12 + hlen :]
-
-
 @pytest.mark.parametrize(
     "changes",
     [{"memlimit": 4 * 2**30}, {"memlimit": 2**42}, {"opslimit": 2**32 - 1}, {"opslimit": 0}, {"memlimit": 1}],
 )
 def test_hostile_kdf_parameters_are_refused_before_the_kdf_runs(vault_bytes: bytes, changes: dict[str, int]) -> None:
-    hostile = _with_header(vault_bytes, **changes)
+    hostile = with_header(vault_bytes, **changes)
     with pytest.raises(VaultFormatError, match="vault header refused: KDF"):
         read_header(hostile)
     # decode() checks the header first: were the KDF to run with 4 TiB it would fail
@@ -90,7 +79,7 @@ def test_caps_allow_the_sensitive_profile() -> None:
 
 def test_unknown_format_version_says_so(vault_bytes: bytes) -> None:
     with pytest.raises(VaultFormatError, match="unsupported vault format version 7"):
-        decode(_with_header(vault_bytes, version=7), PASSPHRASE)
+        decode(with_header(vault_bytes, version=7), PASSPHRASE)
 
 
 def test_not_a_vault_says_so() -> None:

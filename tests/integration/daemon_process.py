@@ -1,0 +1,91 @@
+"""A real ``vaultd`` process on throwaway folders, and ``vaultctl`` runs against it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vaultd_client import Client, VaultdError
+
+BIN = Path(sys.executable).parent
+PASS = "fake passphrase 1"
+
+
+class DaemonProcess:
+    """``vaultd`` with XDG_RUNTIME_DIR and XDG_DATA_HOME under ``root``."""
+
+    def __init__(self, root: Path, **env: str) -> None:
+        self.root = root
+        (root / "run").mkdir(mode=0o700, exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("VAULTD_SOCKET", "XDG_DATA_HOME")}
+        self.env.update({"XDG_RUNTIME_DIR": str(root / "run"), "XDG_DATA_HOME": str(root / "data"), **env})
+        self.socket_path = Path(self.env.get("VAULTD_SOCKET") or root / "run" / "vaultd" / "vaultd.sock")
+        self.data_dir = Path(self.env["XDG_DATA_HOME"]) / "vaultd"
+        self.passphrase_file = root / "passphrase"
+        self.passphrase_file.write_text(PASS + "\n")
+        self.log_path = root / "vaultd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str, wait: bool = True) -> DaemonProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([BIN / "vaultd", *args], env=self.env, stderr=log, stdout=log)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with Client(self.socket_path, timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"vaultd exited with {self.proc.returncode}:\n{self.log}")
+                try:
+                    client.hello("pytest")
+                    return
+                except VaultdError:
+                    time.sleep(0.02)
+        raise AssertionError(f"vaultd did not answer within {timeout} s:\n{self.log}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=20)
+        self.proc = None
+        return code
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def client(self) -> Client:
+        return Client(self.socket_path)
+
+    def ctl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run vaultctl; with ``check``, fail the test unless it exits 0."""
+        proc = subprocess.run(
+            [BIN / "vaultctl", *args],
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            start_new_session=True,  # no controlling terminal, as under CI or cron
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"vaultctl {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def pw(self) -> tuple[str, str]:
+        return ("--passphrase-file", str(self.passphrase_file))
+
+    def ready(self, token: str = "fake-token-e2e-1") -> None:
+        """Init (MIN profile), unlock and store credential 'ex'."""
+        self.ctl("init", "--kdf-profile", "min", *self.pw())
+        self.ctl("unlock", *self.pw())
+        self.ctl("add", "ex", "--kind", "static", *self.pw(), stdin=token + "\n")
