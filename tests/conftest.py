@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .daemon_process import DaemonProcess
+
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
@@ -18,3 +20,12 @@ def short_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
+    """A real vaultd process, stopped (SIGTERM, exit 0 expected) at the end of the test."""
+    proc = DaemonProcess(short_tmp)
+    yield proc
+    if proc.proc is not None:
+        assert proc.stop() == 0, proc.log

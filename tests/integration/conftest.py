@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,6 @@ from vaultd._rpc import Dispatcher
 from vaultd._server import ServerLimits, serve
 from vaultd._vault import FailureDelay, Vault
 from vaultd_protocol import NEED_DATA, Connection, Notification, Request, Response, Role
-
-from .daemon_process import DaemonProcess
 
 PASS = "fake passphrase 1"
 
@@ -118,12 +116,3 @@ def start_server(nursery: trio.Nursery, short_tmp: Path) -> StartServer:
         return Served(socket_path, vault)
 
     return start
-
-
-@pytest.fixture
-def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
-    """A real vaultd process, stopped (SIGTERM, exit 0 expected) at the end of the test."""
-    proc = DaemonProcess(short_tmp)
-    yield proc
-    if proc.proc is not None:
-        assert proc.stop() == 0, proc.log

@@ -16,8 +16,8 @@ import pytest
 from vaultd_client import Client, DaemonUnavailable, Locked
 from vaultd_client.errors import BadPassphrase, InvalidParams, UnknownCredential
 
+from ..daemon_process import BIN, PASS, DaemonProcess
 from ..vaultfile_tools import with_header
-from .daemon_process import BIN, PASS, DaemonProcess
 
 TOKEN = "fake-token-e2e-1"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemon_process import DaemonProcess
+from ..daemon_process import DaemonProcess
 
 TOKEN = "fake-token-foreign-uid-check"
 

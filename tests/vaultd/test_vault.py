@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
 from vaultd._errors import RpcError
 from vaultd._secret import Secret
@@ -183,9 +183,23 @@ async def test_init_refuses_when_only_the_backup_remains(tmp_path: Path) -> None
     assert "vault.bak" in str(error)
 
 
+class PausedVault(Vault):
+    """A real vault whose key derivation waits for the test, to land a lock inside it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.in_kdf = threading.Event()
+        self.resume = threading.Event()
+
+    def _read_and_open(self, passphrase: Secret) -> Any:
+        self.in_kdf.set()
+        self.resume.wait(10)
+        return super()._read_and_open(passphrase)
+
+
 async def test_a_lock_during_an_unlock_wins(tmp_path: Path) -> None:
     """The emergency brake: a lock that lands while the KDF runs must not be undone."""
-    vault = Vault(tmp_path)
+    vault = PausedVault(tmp_path)
     await vault.init(pw(), KdfProfile.MIN)
     outcome: list[object] = []
 
@@ -198,8 +212,9 @@ async def test_a_lock_during_an_unlock_wins(tmp_path: Path) -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(unlock)
-        await trio.testing.wait_all_tasks_blocked()  # unlock now waits for its KDF thread
+        await trio.to_thread.run_sync(vault.in_kdf.wait, 10)
         vault.lock()
+        vault.resume.set()
     assert outcome == [ErrorCode.LOCKED]
     assert vault.state is VaultState.LOCKED
 

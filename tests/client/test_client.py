@@ -1,0 +1,99 @@
+"""The sync client: its public surface, its errors, its imports, and sharing across threads."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import vaultd_client
+import vaultd_protocol
+from vaultd_client import Client, DaemonUnavailable, Timeout, Token
+from vaultd_client.errors import RemoteError, error_from_info
+from vaultd_protocol import ErrorInfo
+
+from ..daemon_process import DaemonProcess
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(vaultd_client.__all__) == [
+        "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError", "Timeout", "Token",
+        "TransportError", "VaultdError", "errors",
+    ]  # fmt: skip
+    for name in ("token", "status", "lock", "unlock", "hello", "call", "close"):
+        assert callable(getattr(Client, name))
+    assert "Connection" in vaultd_protocol.__all__ and "parse_params" in vaultd_protocol.__all__
+
+
+def test_importing_the_client_pulls_in_neither_trio_nor_pynacl() -> None:
+    code = (
+        "import sys, vaultd_client; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'nacl', 'vaultd')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_token_repr_hides_the_value() -> None:
+    token = Token("ex", "fake-secret-value", "bearer", None, None, {"Authorization": "Bearer fake-secret-value"})
+    assert "fake-secret-value" not in repr(token)
+
+
+def test_unknown_error_codes_become_the_base_class() -> None:
+    error = error_from_info(ErrorInfo(999, "FROM_THE_FUTURE", "something new"))
+    assert type(error) is RemoteError and error.code == 999 and error.name == "FROM_THE_FUTURE"
+
+
+def test_no_daemon_names_the_socket(short_tmp: Path) -> None:
+    path = short_tmp / "absent.sock"
+    with pytest.raises(DaemonUnavailable, match=str(path)) as info:
+        Client(path).status()
+    assert info.value.socket_path == str(path)
+
+
+def test_a_daemon_that_never_answers_times_out(short_tmp: Path) -> None:
+    path = short_tmp / "mute.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen()
+    try:
+        with pytest.raises(Timeout, match="no answer to status"):
+            Client(path, timeout=0.3).status()
+    finally:
+        server.close()
+
+
+def test_default_socket_path_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAULTD_SOCKET", "/run/custom/v.sock")
+    assert Client().socket_path == "/run/custom/v.sock"
+    monkeypatch.delenv("VAULTD_SOCKET")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+    assert Client().socket_path == "/run/user/4242/vaultd/vaultd.sock"
+
+
+def test_many_threads_share_one_client(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ready("fake-token-threads")
+    client = Client(daemon.socket_path)
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(50):
+                results.append(client.token("ex").value)
+        except BaseException as exc:  # collected and re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+    assert errors == []
+    assert results == ["fake-token-threads"] * 400
