@@ -268,3 +268,16 @@ def test_start_up_is_quick_enough_to_poll(daemon: DaemonProcess) -> None:
     daemon.start()
     assert daemon.client().hello()["protocol"] == 1
     assert time.monotonic() - start < 20
+
+
+def test_start_removes_temp_files_an_interrupted_write_left(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ready()
+    daemon.stop()
+    leftover = daemon.data_dir / ".vault.tmp-0badc0ffee00"
+    leftover.write_bytes(b"half a vault")
+    daemon.start()
+    assert not leftover.exists()
+    assert "removed a temp file left by an interrupted write" in daemon.log
+    daemon.ctl("unlock", *daemon.pw())
+    assert daemon.ctl("get", "ex").stdout.strip() == "fake-token-e2e-1"
