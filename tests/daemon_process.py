@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -30,9 +31,21 @@ class DaemonProcess:
         self.log_path = root / "vaultd.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, *args: str, wait: bool = True) -> DaemonProcess:
+    def start(self, *args: str, wait: bool = True, nofile: int | None = None) -> DaemonProcess:
+        """Start vaultd; ``nofile`` sets its open-files limit (soft and hard)."""
+
+        def limit_fds() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([BIN / "vaultd", *args], env=self.env, stderr=log, stdout=log)
+            self.proc = subprocess.Popen(
+                [BIN / "vaultd", *args],
+                env=self.env,
+                stderr=log,
+                stdout=log,
+                preexec_fn=limit_fds,  # noqa: PLW1509 - setrlimit only
+            )
         if wait:
             self.wait_ready()
         return self

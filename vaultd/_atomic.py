@@ -15,17 +15,31 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["StorageError", "ensure_private_dir", "remove_stale_temps", "write_atomic"]
+__all__ = ["NotDurable", "StorageError", "ensure_private_dir", "remove_stale_temps", "write_atomic"]
 
 _TMP_MARK = ".tmp-"
 
 
 class StorageError(OSError):
-    """A write did not become durable. The previous file is still in place."""
+    """A write failed. The previous file is still in place."""
+
+
+class NotDurable(StorageError):
+    """The new file is in place, but the folder fsync failed: a power loss may undo it."""
 
 
 def _temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}{_TMP_MARK}{secrets.token_hex(6)}")
+
+
+def _is_temp_of(name: str, targets: tuple[str, ...]) -> bool:
+    """Whether ``name`` is exactly a temp name that :func:`_temp_name` makes for a target."""
+    for target in targets:
+        prefix = f".{target}{_TMP_MARK}"
+        if name.startswith(prefix):
+            tail = name[len(prefix) :]
+            return len(tail) == 12 and all(c in "0123456789abcdef" for c in tail)
+    return False
 
 
 def ensure_private_dir(path: Path, *, tighten: bool = True) -> bool:
@@ -62,9 +76,10 @@ def write_atomic(target: Path, data: bytes, backup: Path | None = None) -> None:
     """Replace ``target`` with ``data`` durably; keep the old file as ``backup``.
 
     Raises:
-        StorageError: any step failed (disk full, fsync error, ...). ``target`` then still
-            holds the previous contents, unless only the final directory fsync failed, in
-            which case the new contents may or may not survive a power loss.
+        NotDurable: everything but the final folder fsync succeeded: ``target`` holds the
+            new contents, which may or may not survive a power loss.
+        StorageError: an earlier step failed (disk full, fsync error, ...): ``target``
+            still holds the previous contents.
     """
     directory = target.parent
     tmp = _temp_name(target)
@@ -93,15 +108,19 @@ def write_atomic(target: Path, data: bytes, backup: Path | None = None) -> None:
     try:
         _fsync_dir(directory)
     except OSError as exc:
-        raise StorageError(exc.errno, f"fsync of {directory} failed: {exc.strerror}") from exc
+        raise NotDurable(exc.errno, f"fsync of {directory} failed: {exc.strerror}") from exc
 
 
-def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete temp files a crashed write left behind; return what was removed."""
+def remove_stale_temps(directory: Path, targets: tuple[str, ...] = ("vault", "vault.bak")) -> list[Path]:
+    """Delete temp files that a crashed write of one of ``targets`` left; return them.
+
+    Only names this module makes (``.vault.tmp-<12 hex>``) are touched, so a folder the
+    operator chose loses nothing else.
+    """
     removed = []
     with contextlib.suppress(FileNotFoundError):
         for entry in directory.iterdir():
-            if entry.name.startswith(".") and _TMP_MARK in entry.name and entry.is_file():
+            if _is_temp_of(entry.name, targets) and entry.is_file() and not entry.is_symlink():
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()
                     removed.append(entry)

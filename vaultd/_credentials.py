@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: 9999-12-31T23:59:59Z: later times are surely mistakes, and would not format as dates.
+LATEST_TIME = 253402300799.0
 MAX_TOKEN_CHARS = 16 * 1024
 _TOKEN_TYPE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
@@ -55,18 +57,20 @@ def parse_time(value: object, field_name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{field_name!r} must be a positive time in seconds since the epoch")
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value) if math.isfinite(value) and abs(value) < 1e18 else math.nan
+    elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ConfigError(f"{field_name!r} is not an ISO 8601 time") from None
         if parsed.tzinfo is None:
             raise ConfigError(f"{field_name!r} needs a UTC offset, for example 2026-12-31T00:00:00Z")
-        return parsed.timestamp()
-    raise ConfigError(f"{field_name!r} must be a number of seconds since the epoch or an ISO 8601 string")
+        seconds = parsed.timestamp()
+    else:
+        raise ConfigError(f"{field_name!r} must be a number of seconds since the epoch or an ISO 8601 string")
+    if not 0 < seconds <= LATEST_TIME:
+        raise ConfigError(f"{field_name!r} must be a time between 1970 and 9999")
+    return seconds
 
 
 def _check_token(value: object) -> str:

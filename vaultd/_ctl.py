@@ -152,7 +152,10 @@ def cmd_lock(client: Client, args: argparse.Namespace) -> int:
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch!r} (not a date)"
 
 
 def _credential_table(credentials: list[dict[str, Any]]) -> list[str]:
@@ -284,8 +287,8 @@ def _fail(message: str, status: int) -> NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.timeout <= 0:
-        _fail("--timeout must be positive", EXIT_USAGE)
+    if not 0 < args.timeout < 86400:
+        _fail("--timeout must be a number of seconds above 0 and below 86400", EXIT_USAGE)
     client = Client(args.socket or os.environ.get("VAULTD_SOCKET") or None, timeout=args.timeout)
     try:
         with client:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -42,8 +43,10 @@ class DaemonConfig:
     socket_path: Path
     data_dir: Path
     limits: ServerLimits
-    #: Whether the socket's folder is vaultd's own default one (vs. chosen by the operator).
+    #: Whether the socket's and the data folder are vaultd's own defaults (vs. chosen by the
+    #: operator, whose folder is warned about rather than chmod-ed).
     own_socket_folder: bool = True
+    own_data_folder: bool = True
 
 
 def _positive_int(text: str) -> int:
@@ -111,7 +114,11 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
     limits = ServerLimits(protocol=Limits(max_message_size=args.max_message_size), max_connections=args.max_connections)
     explicit = args.socket or os.environ.get("VAULTD_SOCKET")
     return DaemonConfig(
-        _paths.socket_path(args.socket), _paths.data_dir(args.data_dir), limits, own_socket_folder=not explicit
+        _paths.socket_path(args.socket),
+        _paths.data_dir(args.data_dir),
+        limits,
+        own_socket_folder=not explicit,
+        own_data_folder=not args.data_dir,
     )
 
 
@@ -132,14 +139,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_STARTUP
 
 
+def _check_fd_limit(max_connections: int) -> None:
+    """Raise the open-files limit to its ceiling; warn if the connection cap still exceeds it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and max_connections + 64 > soft:
+        log.warning(
+            "--max-connections %d is close to the open-files limit %d: accepts may fail under load",
+            max_connections,
+            soft,
+        )
+
+
 def _run(config: DaemonConfig) -> int:
     os.umask(0o077)
+    _check_fd_limit(config.limits.max_connections)
     # The socket first: "another daemon is listening there" is the likeliest conflict.
     ensure_private_dir(config.socket_path.parent, tighten=config.own_socket_folder)
     socket_lock = hold_lock_file(
         config.socket_path.with_name(config.socket_path.name + ".lock"), f"the socket {config.socket_path}"
     )
-    ensure_private_dir(config.data_dir)
+    if not ensure_private_dir(config.data_dir, tighten=config.own_data_folder):
+        log.warning("data folder %s is open to other users; the vault file itself is 0600", config.data_dir)
     data_lock = hold_lock_file(config.data_dir / "vault.lock", f"the data folder {config.data_dir}")
     for stale in remove_stale_temps(config.data_dir):
         log.warning("removed a temp file left by an interrupted write: %s", stale.name)

@@ -92,7 +92,7 @@ def bind_unix_socket(path: Path, backlog: int = 128, *, own_folder: bool = True)
         sock.bind(str(path))
     except OSError as exc:
         sock.close()
-        raise SocketSetupError(f"cannot bind {path}: {exc.strerror}") from None
+        raise SocketSetupError(f"cannot bind {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)

@@ -10,6 +10,7 @@ closes alone; the rest carry on.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -35,12 +36,15 @@ from vaultd_protocol import (
 from ._errors import RpcError
 from ._peer import Peer, peer_of
 
-__all__ = ["Handler", "ServerLimits", "serve"]
+__all__ = ["Handler", "ServerLimits", "serve", "serve_stream"]
 
 log = logging.getLogger("vaultd.server")
 
 #: Answers one request for one peer: returns the result, or raises RpcError.
 Handler = Callable[[Request, Peer], Awaitable[Any]]
+
+#: accept() failures that say "not now" (out of fds or memory, a peer gone before we took it).
+_ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +73,14 @@ async def serve(
     async with trio.open_nursery() as nursery:
         task_status.started()
         while True:
-            sock, _ = await listener.accept()
+            try:
+                sock, _ = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_TRANSIENT:
+                    raise
+                log.error("accept failed (%s): waiting before accepting again", exc.strerror)
+                await trio.sleep(0.1)
+                continue
             stream = trio.SocketStream(sock)
             if open_count >= limits.max_connections:
                 refused_for_cap += 1
@@ -95,17 +106,22 @@ async def serve(
             async def run(stream: trio.SocketStream = stream, peer: Peer = peer) -> None:
                 nonlocal open_count
                 try:
-                    await _ServerConnection(stream, peer, handler, limits).run()
+                    await serve_stream(stream, peer, handler, limits)
                 finally:
                     open_count -= 1
 
             nursery.start_soon(run)
 
 
+async def serve_stream(stream: trio.abc.Stream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:
+    """Serve one connection, already authenticated as ``peer``, until it closes; then close it."""
+    await _ServerConnection(stream, peer, handler, limits).run()
+
+
 class _ServerConnection:
     """One accepted connection: a read loop plus one task per request in flight."""
 
-    def __init__(self, stream: trio.SocketStream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:
+    def __init__(self, stream: trio.abc.Stream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:
         self._stream = stream
         self._peer = peer
         self._handler = handler

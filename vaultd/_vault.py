@@ -22,7 +22,7 @@ import trio
 from vaultd_protocol import ErrorCode, KdfProfile, VaultState
 
 from . import _vaultfile
-from ._atomic import StorageError, write_atomic
+from ._atomic import NotDurable, StorageError, write_atomic
 from ._credentials import ConfigError, Credential, from_config, from_record
 from ._errors import RpcError
 from ._sealing import OpenFailed
@@ -145,6 +145,12 @@ class Vault:
             header, data_key = await trio.to_thread.run_sync(_vaultfile.new_vault, passphrase, profile)
             try:
                 await self._write(header, data_key, {"credentials": {}}, generation=1)
+            except NotDurable as exc:
+                self._initialized = True
+                self._kdf_profile = str(profile)
+                raise RpcError(
+                    ErrorCode.STORAGE_FAILED, f"the vault was created, but it may not survive a power loss: {exc}"
+                ) from None
             finally:
                 data_key.wipe()
             self._initialized = True
@@ -225,9 +231,7 @@ class Vault:
             opened, epoch = await self._admin(passphrase)
             existing = self._credentials.get(name)
             if existing is not None and not replace:
-                raise RpcError(
-                    ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (put it with replace to replace it)"
-                )
+                raise RpcError(ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (put with replace to overwrite)")
             try:
                 credential = from_config(name, kind, config, self._clock())
             except ConfigError as exc:
@@ -237,12 +241,11 @@ class Vault:
             updated = {**self._credentials, name: credential}
             try:
                 await self._persist(opened, epoch, updated)
-            except BaseException:
-                credential.wipe()
-                raise
-            self._credentials = updated
-            if existing is not None:
-                existing.wipe()
+            finally:
+                # Whatever the outcome, drop the secret that memory does not hold.
+                dropped = existing if self._credentials is updated else credential
+                if dropped is not None:
+                    dropped.wipe()
             log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
             return existing is None
 
@@ -254,9 +257,11 @@ class Vault:
             if existing is None:
                 raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
             updated = {k: v for k, v in self._credentials.items() if k != name}
-            await self._persist(opened, epoch, updated)
-            self._credentials = updated
-            existing.wipe()
+            try:
+                await self._persist(opened, epoch, updated)
+            finally:
+                if self._credentials is updated:
+                    existing.wipe()
             log.info("credential %r removed", name)
 
     async def list(self, passphrase: Secret) -> list[dict[str, Any]]:
@@ -293,14 +298,21 @@ class Vault:
         await trio.sleep(delay)
 
     async def _check_passphrase(self, passphrase: Secret) -> None:
+        """Check ``passphrase`` against the open vault.
+
+        Raises:
+            RpcError: BAD_PASSPHRASE (after the delay), or LOCKED if a lock landed meanwhile.
+        """
         assert self._open is not None
-        opened = self._open
+        opened, epoch = self._open, self._epoch
         try:
             key = await trio.to_thread.run_sync(_vaultfile.unwrap, opened.header, passphrase)
         except OpenFailed as exc:
             await self._fail_passphrase()
             raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
         try:
+            if self._epoch != epoch or self._open is not opened:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
             if not hmac.compare_digest(key.reveal(), opened.data_key.reveal()):
                 raise AssertionError("passphrase unwrapped a different data key")
         finally:
@@ -321,19 +333,41 @@ class Vault:
         return self._open, epoch
 
     async def _persist(self, opened: _Open, epoch: int, credentials: dict[str, Credential]) -> None:
+        """Write ``credentials`` to the vault file, then make them the ones in memory.
+
+        Memory always matches the file: it changes when the file did, including when only
+        the final folder fsync failed (the change is in effect, its durability unknown).
+
+        Raises:
+            RpcError: STORAGE_FAILED; LOCKED if the vault was locked during the write.
+        """
         body = {"credentials": {name: c.to_record() for name, c in credentials.items()}}
-        await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
+        try:
+            await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
+        except NotDurable as exc:
+            if self._epoch == epoch:
+                self._credentials = credentials
+            raise RpcError(
+                ErrorCode.STORAGE_FAILED,
+                f"the change is in effect, but it may not survive a power loss: {exc}",
+            ) from None
         if self._epoch != epoch:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran (the change was saved)")
+        self._credentials = credentials
 
     async def _write(
         self, header: _vaultfile.Header, data_key: Secret, body: dict[str, Any], *, generation: int
     ) -> None:
+        """Raises: RpcError: STORAGE_FAILED (nothing changed). NotDurable: written, not synced."""
         # The generation is spent even if the write fails: it must never go back.
         self._generation = generation
         data = _vaultfile.encode(replace(header, generation=generation), data_key, body)
         try:
             await trio.to_thread.run_sync(write_atomic, self.path, data, self.backup)
+        except NotDurable as exc:
+            self.last_write_error = str(exc)
+            log.error("vault written, but not confirmed durable: %s", exc)
+            raise
         except StorageError as exc:
             self.last_write_error = str(exc)
             log.error("vault write failed: %s", exc)

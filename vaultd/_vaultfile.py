@@ -144,15 +144,9 @@ def read_header(data: bytes) -> tuple[Header, int]:
         raise VaultFormatError("vault file is truncated")
     try:
         fields = msgpack.unpackb(data[_PREFIX.size : end], raw=False)
-        kdf = fields["kdf"]
-        if kdf["alg"] != KDF_ALG:
-            raise VaultFormatError(f"unsupported KDF {str(kdf['alg'])[:32]!r}")
-        params = KdfParams(int(kdf["opslimit"]), int(kdf["memlimit"]), bytes(kdf["salt"]))
-        header = Header(params, bytes(fields["wrapped_key"]), int(fields["generation"]))
-    except VaultFormatError:
-        raise
-    except (msgpack.UnpackException, ValueError, KeyError, TypeError) as exc:
+    except (msgpack.UnpackException, ValueError) as exc:
         raise VaultFormatError(f"vault header is damaged ({type(exc).__name__})") from None
+    header = _header_from_fields(fields)
     try:
         header.kdf.check()
     except KdfLimitsExceeded as exc:
@@ -160,6 +154,29 @@ def read_header(data: bytes) -> tuple[Header, int]:
     if len(header.wrapped_key) != _WRAPPED_BYTES or header.generation < 0:
         raise VaultFormatError("vault header is damaged (wrapped key or generation)")
     return header, end
+
+
+def _field(container: object, key: str, kind: type) -> object:
+    """One header field, of exactly the expected type (no conversion of untrusted values)."""
+    if not isinstance(container, dict) or key not in container:
+        raise VaultFormatError(f"vault header is damaged (no {key!r})")
+    value = container[key]
+    if type(value) is not kind:
+        raise VaultFormatError(f"vault header is damaged ({key!r} is not {kind.__name__})")
+    return value
+
+
+def _header_from_fields(fields: object) -> Header:
+    kdf = _field(fields, "kdf", dict)
+    alg = _field(kdf, "alg", str)
+    if alg != KDF_ALG:
+        raise VaultFormatError(f"unsupported KDF {str(alg)[:32]!r}")
+    opslimit, memlimit = _field(kdf, "opslimit", int), _field(kdf, "memlimit", int)
+    salt, wrapped = _field(kdf, "salt", bytes), _field(fields, "wrapped_key", bytes)
+    generation = _field(fields, "generation", int)
+    assert isinstance(opslimit, int) and isinstance(memlimit, int) and isinstance(generation, int)
+    assert isinstance(salt, bytes) and isinstance(wrapped, bytes)
+    return Header(KdfParams(opslimit, memlimit, salt), wrapped, generation)
 
 
 def decode(data: bytes, passphrase: Secret) -> tuple[Header, Secret, dict[str, Any]]:

@@ -18,6 +18,7 @@ from .errors import (
     RemoteError,
     Timeout,
     TransportError,
+    UntrustedSocket,
     VaultdError,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "Timeout",
     "Token",
     "TransportError",
+    "UntrustedSocket",
     "VaultdError",
     "errors",
 ]

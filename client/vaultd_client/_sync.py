@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 from typing import Any
 
@@ -16,12 +17,31 @@ from vaultd_protocol import PROTOCOL_VERSION, Method, Response, default_socket_p
 
 from ._session import ClientSession
 from ._types import Token
-from .errors import ConnectionLost, DaemonUnavailable, MalformedResponse, Timeout
+from .errors import (
+    ConnectionLost,
+    DaemonUnavailable,
+    MalformedResponse,
+    ProtocolError,
+    Timeout,
+    TooLarge,
+    UntrustedSocket,
+)
 
 __all__ = ["Client"]
 
 _RETRY_SAFE = frozenset({Method.HELLO, Method.STATUS, Method.TOKEN_GET, Method.VAULT_LOCK})
 _RECV = 65536
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+class _NotDelivered(ConnectionLost):
+    """The request could not be sent at all, so it is safe to send again."""
+
+
+def listener_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected AF_UNIX socket."""
+    _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+    return int(uid)
 
 
 class Client:
@@ -86,9 +106,13 @@ class Client:
             reused = self._sock is not None
             try:
                 return self._call_locked(method, params, timeout)
+            except _NotDelivered:
+                if not reused:
+                    raise
             except ConnectionLost:
                 if not (reused and method in _RETRY_SAFE):
                     raise
+            # The daemon restarted since this connection was made: one more try on a new one.
             return self._call_locked(method, params, timeout)
 
     def close(self) -> None:
@@ -109,9 +133,13 @@ class Client:
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.socket_path)
+            server_uid = listener_uid(sock)
         except OSError as exc:
             sock.close()
             raise DaemonUnavailable(self.socket_path, exc.strerror or type(exc).__name__) from None
+        if server_uid != os.getuid():
+            sock.close()
+            raise UntrustedSocket(self.socket_path, server_uid)
         self._sock = sock
         self._session = ClientSession()
         return sock
@@ -126,7 +154,11 @@ class Client:
         sock.settimeout(timeout or self.timeout)
         msgid, data = self._session.request(method, params)
         try:
-            sock.sendall(data)
+            try:
+                sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                # The daemon had closed its end before the request was whole: it cannot have run it.
+                raise _NotDelivered(f"connection to vaultd lost: {exc.strerror}") from None
             response = self._wait_for(sock, msgid)
         except TimeoutError:
             self._disconnect()  # a late answer would confuse the next call
@@ -137,7 +169,11 @@ class Client:
         except (ConnectionLost, MalformedResponse):
             self._disconnect()
             raise
-        return ClientSession.result(response)
+        try:
+            return ClientSession.result(response)
+        except (TooLarge, ProtocolError):
+            self._disconnect()  # the daemon closes the connection after these
+            raise
 
     def _wait_for(self, sock: socket.socket, msgid: int) -> Response:
         while True:

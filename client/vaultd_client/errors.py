@@ -36,6 +36,7 @@ __all__ = [
     "UnknownCredential",
     "UnknownMethod",
     "UnsupportedProtocol",
+    "UntrustedSocket",
     "VaultDamaged",
     "VaultdError",
     "error_from_info",
@@ -59,6 +60,22 @@ class DaemonUnavailable(TransportError):
     def __init__(self, socket_path: str, reason: str) -> None:
         super().__init__(f"vaultd is not reachable at {socket_path}: {reason}")
         self.socket_path = socket_path
+
+
+class UntrustedSocket(TransportError):
+    """The process listening on the socket runs as another user: nothing was sent to it.
+
+    Another local user can create ``/tmp/vaultd-UID/vaultd.sock`` first and wait for
+    passphrases; the client checks the listener's uid (SO_PEERCRED) before sending a byte.
+    """
+
+    def __init__(self, socket_path: str, uid: int) -> None:
+        super().__init__(
+            f"refusing to talk to {socket_path}: it is served by uid {uid}, not by this user "
+            "(another user may have taken the path; remove it, or set VAULTD_SOCKET)"
+        )
+        self.socket_path = socket_path
+        self.uid = uid
 
 
 class ConnectionLost(TransportError):

@@ -85,7 +85,7 @@ class Connection:
         """Whether part of a message has arrived and the rest has not (for frame timeouts)."""
         return self._start < len(self._buf)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes that arrived; ``b""`` means the peer closed its side.
 
         Raises:

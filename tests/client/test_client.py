@@ -22,11 +22,17 @@ from ..daemon_process import DaemonProcess
 def test_public_surface_is_pinned() -> None:
     assert sorted(vaultd_client.__all__) == [
         "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError", "Timeout", "Token",
-        "TransportError", "VaultdError", "errors",
+        "TransportError", "UntrustedSocket", "VaultdError", "errors",
     ]  # fmt: skip
     for name in ("token", "status", "lock", "unlock", "hello", "call", "close"):
         assert callable(getattr(Client, name))
-    assert "Connection" in vaultd_protocol.__all__ and "parse_params" in vaultd_protocol.__all__
+    assert set(vaultd_protocol.__all__) == {
+        "DEFAULT_LIMITS", "MAX_MSGID", "METHODS", "NEED_DATA", "PROTOCOL_VERSION", "SOCKET_ENV",
+        "SUPPORTED_PROTOCOLS", "Connection", "ConnectionClosed", "CredentialState", "ErrorCode", "ErrorInfo",
+        "Event", "Field", "InvalidParams", "KdfProfile", "Limits", "LocalProtocolError", "MessageType", "Method",
+        "NeedData", "Notification", "ProtocolError", "RemoteProtocolError", "Request", "Response", "Role",
+        "VaultState", "default_socket_path", "encode", "error_response", "parse_params",
+    }  # fmt: skip
 
 
 def test_importing_the_client_pulls_in_neither_trio_nor_pynacl() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vaultd_client import Client, DaemonUnavailable, Locked
-from vaultd_client.errors import BadPassphrase, InvalidParams, UnknownCredential
+from vaultd_client.errors import BadPassphrase, InvalidParams, TooLarge, UnknownCredential
 
 from ..daemon_process import BIN, PASS, DaemonProcess
 from ..vaultfile_tools import with_header
@@ -156,7 +156,7 @@ def test_damaged_vault_files_fail_unlock_clearly_and_change_nothing(daemon: Daem
     hostile_kdf = with_header(good, memlimit=2**42)
     cases = {
         "flipped body byte": (_flip(good, len(good) - 20), "wrong passphrase, or the vault file is damaged"),
-        "flipped header byte": (_flip(good, 40), ""),
+        "flipped header byte": (_flip(good, 40), "vault"),
         "truncated": (good[: len(good) // 2], "truncated"),
         "truncated by one byte": (good[:-1], "wrong passphrase, or the vault file is damaged"),
         "hostile KDF header": (hostile_kdf, "memlimit"),
@@ -281,3 +281,61 @@ def test_start_removes_temp_files_an_interrupted_write_left(daemon: DaemonProces
     assert "removed a temp file left by an interrupted write" in daemon.log
     daemon.ctl("unlock", *daemon.pw())
     assert daemon.ctl("get", "ex").stdout.strip() == "fake-token-e2e-1"
+
+
+def test_running_out_of_file_descriptors_does_not_kill_the_daemon(daemon: DaemonProcess) -> None:
+    daemon.start(nofile=48)
+    daemon.ready()
+    held = []
+    try:
+        for _ in range(80):  # more than it has fds for
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(daemon.socket_path))
+            held.append(sock)
+        time.sleep(0.5)  # another process: let it hit EMFILE a few times
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while True:  # it accepts again once fds are free
+        try:
+            assert daemon.ctl("get", "ex").stdout.strip() == "fake-token-e2e-1"
+            break
+        except AssertionError:
+            assert time.monotonic() < deadline, daemon.log
+            time.sleep(0.1)
+    assert "accept failed (Too many open files)" in daemon.log
+
+
+def test_message_size_limit_and_the_client_after_a_refusal(daemon: DaemonProcess) -> None:
+    daemon.start("--max-message-size", "1024")
+    daemon.ready()
+    with Client(daemon.socket_path) as client:
+        with pytest.raises(TooLarge):
+            client.call("credential.put", {"passphrase": PASS, "name": "big", "kind": "static",
+                                           "config": {"token": "x" * 2000}})  # fmt: skip
+        assert client.token("ex").value == "fake-token-e2e-1", "the client reconnects after the daemon closed"
+
+
+def test_explicit_socket_flags(daemon: DaemonProcess) -> None:
+    path = daemon.root / "flag.sock"
+    daemon.start("--socket", str(path), wait=False)
+    daemon.socket_path = path
+    daemon.wait_ready()
+    assert json.loads(daemon.ctl("--socket", str(path), "status", "--json").stdout)["socket"] == str(path)
+    assert daemon.ctl("status", check=False).returncode == 3, "the default path is not in use"
+
+
+def test_daemon_starts_on_a_hostile_vault_file_and_stays_up(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ready()
+    daemon.stop()
+    good = (daemon.data_dir / "vault").read_bytes()
+    hostile = with_header(good, salt=3 * 10**9)  # an integer where bytes belong
+    (daemon.data_dir / "vault").write_bytes(hostile)
+    daemon.start()
+    assert daemon.client().status()["state"] == "LOCKED"
+    result = daemon.ctl("unlock", *daemon.pw(), check=False)
+    assert result.returncode == 1 and "VAULT_DAMAGED" in result.stderr and "'salt' is not bytes" in result.stderr
+    assert (daemon.data_dir / "vault").read_bytes() == hostile

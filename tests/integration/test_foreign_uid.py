@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from ..daemon_process import DaemonProcess
+from vaultd_client import Client, ConnectionLost, UntrustedSocket
+
+from ..daemon_process import BIN, DaemonProcess
 
 TOKEN = "fake-token-foreign-uid-check"
 
@@ -82,3 +85,80 @@ def test_another_uid_is_refused_even_through_a_world_writable_socket(daemon: Dae
     assert _run(script, daemon.socket_path, as_nobody=True) == "closed-with 0 bytes"
     assert "refused a connection from another user" in daemon.log and "uid=65534" in daemon.log
     assert _run(script, daemon.socket_path, as_nobody=False) == "GOT-TOKEN", "the daemon is still serving"
+
+
+SQUATTER = r"""
+import os, socket, sys
+path, ready = sys.argv[1], sys.argv[2]
+os.makedirs(os.path.dirname(path), exist_ok=True)
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+os.chmod(path, 0o777)
+server.listen(1)
+open(ready, "w").close()
+server.settimeout(20)
+conn, _ = server.accept()
+conn.settimeout(2)
+received = b""
+try:
+    while True:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+except OSError:
+    pass
+print(len(received))
+"""
+
+
+def _squat(root: Path, *, as_nobody: bool) -> tuple[subprocess.Popen[str], Path]:
+    """Another user's listener at a socket path the client will use."""
+    script = root / "squatter.py"
+    script.write_text(SQUATTER)
+    script.chmod(0o644)
+    path, ready = root / "squat" / "vaultd.sock", root / "squatter.ready"
+    command = ["/usr/bin/python3", str(script), str(path), str(ready)]
+    if as_nobody:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/")
+    for _ in range(200):
+        if ready.exists():
+            break
+        time.sleep(0.05)  # another process's start-up: no trio clock to drive
+    assert ready.exists(), "the squatter did not start"
+    return proc, path
+
+
+def test_the_client_never_talks_to_another_users_socket(short_tmp: Path) -> None:
+    """A user without XDG_RUNTIME_DIR uses /tmp/vaultd-UID: another user could get there first."""
+    _require_root()
+    short_tmp.chmod(0o777)
+    squatter, path = _squat(short_tmp, as_nobody=True)
+    with pytest.raises(UntrustedSocket, match="served by uid 65534"):
+        Client(path).unlock("fake passphrase never sent")
+    squatter.kill()  # it is still waiting for bytes that will never come
+    squatter.wait(timeout=10)
+    shutil.rmtree(short_tmp / "squat")
+    (short_tmp / "squatter.ready").unlink()
+
+    # Positive control: the same listener run by our own user does receive the request.
+    squatter, path = _squat(short_tmp, as_nobody=False)
+    with pytest.raises(ConnectionLost):
+        Client(path).unlock("fake passphrase sent")
+    out, _ = squatter.communicate(timeout=10)
+    assert int(out) > 0
+
+
+def test_vaultctl_refuses_another_users_socket_with_exit_3(short_tmp: Path) -> None:
+    _require_root()
+    short_tmp.chmod(0o777)
+    squatter, path = _squat(short_tmp, as_nobody=True)
+    try:
+        proc = subprocess.run(
+            [BIN / "vaultctl", "--socket", str(path), "status"], capture_output=True, text=True, timeout=30, check=False
+        )
+    finally:
+        squatter.kill()
+        squatter.wait(timeout=10)
+    assert proc.returncode == 3 and "served by uid 65534" in proc.stderr

@@ -18,14 +18,14 @@ OLD, NEW = b"old vault contents " * 50, b"new vault contents " * 60
 
 # The steps of one write, as the system calls that make them. A child process runs a
 # write and dies (os._exit, no cleanup, like SIGKILL) at the n-th call of one of them.
-CRASH_POINTS = [
-    ("open", 1),  # creating the temp file
-    ("write", 1),
-    ("fsync", 1),  # the temp file
-    ("link", 1),  # the backup link
-    ("replace", 1),  # backup link into place
-    ("replace", 2),  # temp file over the target
-    ("fsync", 2),  # the directory
+CRASH_POINTS = [  # (call, nth call, what the target must hold after the crash)
+    ("open", 1, OLD),  # creating the temp file
+    ("write", 1, OLD),
+    ("fsync", 1, OLD),  # the temp file
+    ("link", 1, OLD),  # the backup link
+    ("replace", 1, OLD),  # backup link into place
+    ("replace", 2, OLD),  # temp file over the target: the crash comes before it
+    ("fsync", 2, NEW),  # the folder: the rename has happened
 ]
 
 _CHILD = textwrap.dedent(
@@ -62,13 +62,13 @@ def vault_dir(tmp_path: Path) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(("call", "nth"), CRASH_POINTS)
-def test_crash_at_each_step_leaves_old_or_new(vault_dir: Path, call: str, nth: int) -> None:
+@pytest.mark.parametrize(("call", "nth", "expected"), CRASH_POINTS)
+def test_crash_at_each_step_leaves_old_or_new(vault_dir: Path, call: str, nth: int, expected: bytes) -> None:
     child = subprocess.run(
         [sys.executable, "-c", _CHILD, str(vault_dir / "vault"), call, str(nth)], input=NEW, check=False
     )
     assert child.returncode == 137, "the child must have died at the injected step"
-    assert (vault_dir / "vault").read_bytes() in (OLD, NEW)
+    assert (vault_dir / "vault").read_bytes() == expected
     remove_stale_temps(vault_dir)
     assert sorted(p.name for p in vault_dir.iterdir()) in (["vault"], ["vault", "vault.bak"])
     # And the next write after the crash succeeds.
@@ -113,11 +113,14 @@ def test_a_real_failure_midway_keeps_the_old_file(vault_dir: Path) -> None:
 
 
 def test_stale_temps_are_removed_and_nothing_else(vault_dir: Path) -> None:
-    (vault_dir / ".vault.tmp-abc123").write_bytes(b"half")
-    (vault_dir / ".vault.bak.tmp-def456").write_bytes(b"link")
+    (vault_dir / ".vault.tmp-0123456789ab").write_bytes(b"half")
+    (vault_dir / ".vault.bak.tmp-ba9876543210").write_bytes(b"link")
+    keep = [".vault.tmp-notours", ".other.tmp-0123456789ab", ".vault.tmp-0123456789abc", "notes.txt"]
+    for name in keep:
+        (vault_dir / name).write_bytes(b"the operator's")
     removed = remove_stale_temps(vault_dir)
-    assert {p.name for p in removed} == {".vault.tmp-abc123", ".vault.bak.tmp-def456"}
-    assert sorted(p.name for p in vault_dir.iterdir()) == ["vault", "vault.bak"]
+    assert {p.name for p in removed} == {".vault.tmp-0123456789ab", ".vault.bak.tmp-ba9876543210"}
+    assert sorted(p.name for p in vault_dir.iterdir()) == sorted(["vault", "vault.bak", *keep])
 
 
 def test_private_dir_is_tightened(tmp_path: Path) -> None:

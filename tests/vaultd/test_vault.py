@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import trio
 
+from vaultd import _atomic as atomic_module
+from vaultd import _vault as vault_module
 from vaultd._errors import RpcError
 from vaultd._secret import Secret
 from vaultd._vault import FailureDelay, Vault
@@ -190,32 +192,71 @@ class PausedVault(Vault):
         super().__init__(data_dir)
         self.in_kdf = threading.Event()
         self.resume = threading.Event()
+        self.armed = True
+
+    def _pause(self) -> None:
+        if self.armed:
+            self.in_kdf.set()
+            self.resume.wait(10)
 
     def _read_and_open(self, passphrase: Secret) -> Any:
-        self.in_kdf.set()
-        self.resume.wait(10)
+        self._pause()
         return super()._read_and_open(passphrase)
+
+
+async def _lock_during(vault: PausedVault, call: Any) -> list[object]:
+    outcome: list[object] = []
+
+    async def run() -> None:
+        try:
+            await call()
+            outcome.append("done")
+        except RpcError as exc:
+            outcome.append(exc.code)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.to_thread.run_sync(vault.in_kdf.wait, 10)
+        vault.lock()
+        vault.resume.set()
+    return outcome
+
+
+@pytest.mark.parametrize("call", ["put", "list", "remove", "unlock again"])
+async def test_a_lock_during_an_admin_call_answers_locked(
+    tmp_path: Path, call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = PausedVault(tmp_path)
+    vault.armed = False
+    await vault.init(pw(), KdfProfile.MIN)
+    await vault.unlock(pw())
+    await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
+    vault.armed = True
+    real_unwrap = vault_module._vaultfile.unwrap
+
+    def paused_unwrap(*args: Any) -> Any:
+        vault._pause()
+        return real_unwrap(*args)
+
+    monkeypatch.setattr(vault_module._vaultfile, "unwrap", paused_unwrap)
+    calls = {
+        "put": lambda: vault.put(pw(), "b", "static", {"token": "fake-b"}, replace=False),
+        "list": lambda: vault.list(pw()),
+        "remove": lambda: vault.remove(pw(), "a"),
+        "unlock again": lambda: vault.unlock(pw()),
+    }
+    assert await _lock_during(vault, calls[call]) == [ErrorCode.LOCKED]
+    assert vault.state is VaultState.LOCKED
+    vault.armed = False
+    await vault.unlock(pw())
+    assert [c["name"] for c in vault.describe()] == ["a"], "nothing changed"
 
 
 async def test_a_lock_during_an_unlock_wins(tmp_path: Path) -> None:
     """The emergency brake: a lock that lands while the KDF runs must not be undone."""
     vault = PausedVault(tmp_path)
     await vault.init(pw(), KdfProfile.MIN)
-    outcome: list[object] = []
-
-    async def unlock() -> None:
-        try:
-            await vault.unlock(pw())
-            outcome.append("unlocked")
-        except RpcError as exc:
-            outcome.append(exc.code)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(unlock)
-        await trio.to_thread.run_sync(vault.in_kdf.wait, 10)
-        vault.lock()
-        vault.resume.set()
-    assert outcome == [ErrorCode.LOCKED]
+    assert await _lock_during(vault, lambda: vault.unlock(pw())) == [ErrorCode.LOCKED]
     assert vault.state is VaultState.LOCKED
 
 
@@ -224,3 +265,25 @@ async def test_status_knows_the_generation_before_unlock(tmp_path: Path) -> None
     await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
     restarted = Vault(tmp_path)
     assert restarted.generation == 2 and restarted.kdf_profile() == "min"
+
+
+async def test_when_only_the_folder_fsync_fails_memory_still_matches_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Injected: a real failing fsync needs a failing block device, which this sandbox lacks.
+    vault = await ready_vault(tmp_path)
+    await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
+
+    def failing_dir_fsync(directory: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(atomic_module, "_fsync_dir", failing_dir_fsync)
+    error = await expect(ErrorCode.STORAGE_FAILED, vault.put(pw(), "b", "static", {"token": "fake-b"}, replace=False))
+    assert "in effect" in str(error)
+    assert [c["name"] for c in vault.describe()] == ["a", "b"], "memory holds what the file holds"
+    assert vault.last_write_error is not None
+    monkeypatch.undo()
+    vault.lock()
+    await vault.unlock(pw())
+    assert [c["name"] for c in vault.describe()] == ["a", "b"]
+    assert vault.issue("b", 0)["token"] == "fake-b"

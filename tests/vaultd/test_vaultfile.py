@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vaultd._sealing import KDF_CAPS, OpenFailed
+from vaultd._sealing import OpenFailed
 from vaultd._secret import Secret
 from vaultd._vaultfile import Header, VaultFormatError, decode, encode, new_vault, read_header
 from vaultd_protocol import KdfProfile
@@ -73,8 +73,30 @@ def test_hostile_kdf_parameters_are_refused_before_the_kdf_runs(vault_bytes: byt
         decode(hostile, PASSPHRASE)
 
 
-def test_caps_allow_the_sensitive_profile() -> None:
-    assert KDF_CAPS[1] >= 2**30
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"opslimit": float("inf")},
+        {"opslimit": 2.0},
+        {"memlimit": "8192"},
+        {"salt": 2**64 - 1},
+        {"salt": 3 * 10**9},
+        {"salt": b"short"},
+        {"alg": 5},
+        {"opslimit": True},
+    ],
+)
+def test_wrong_types_in_the_kdf_header_are_refused_without_conversion(
+    vault_bytes: bytes, changes: dict[str, object]
+) -> None:
+    with pytest.raises(VaultFormatError, match="vault header"):
+        decode(with_header(vault_bytes, **changes), PASSPHRASE)
+
+
+@pytest.mark.parametrize("fields", [{"generation": float("inf")}, {"generation": -1}, {"wrapped_key": 7}, {"kdf": []}])
+def test_wrong_header_fields_are_refused(vault_bytes: bytes, fields: dict[str, object]) -> None:
+    with pytest.raises(VaultFormatError, match="vault header"):
+        decode(with_header(vault_bytes, header_fields=fields), PASSPHRASE)
 
 
 def test_unknown_format_version_says_so(vault_bytes: bytes) -> None:
