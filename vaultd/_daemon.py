@@ -180,13 +180,12 @@ def _run(config: DaemonConfig) -> int:
 
 
 async def _serve(config: DaemonConfig, sock: socket.socket) -> None:
-    vault = Vault(config.data_dir)
-    dispatcher = Dispatcher(vault, config.socket_path)
     listener = trio.socket.from_stdlib_socket(sock)
-    try:
-        async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:
+        vault = Vault(config.data_dir, nursery=nursery)
+        try:
             await nursery.start(_stop_on_signal, nursery.cancel_scope)
-            await nursery.start(serve, listener, dispatcher, config.limits)
+            await nursery.start(serve, listener, Dispatcher(vault, config.socket_path), config.limits)
             log.info(
                 "vaultd %s listening on %s (vault %s: %s)",
                 __version__,
@@ -194,8 +193,9 @@ async def _serve(config: DaemonConfig, sock: socket.socket) -> None:
                 vault.path,
                 vault.state,
             )
-    finally:
-        vault.lock()
+            await trio.sleep_forever()
+        finally:
+            vault.lock()
 
 
 async def _stop_on_signal(

@@ -28,8 +28,8 @@ from vaultd_protocol import (
 
 from . import __version__
 from ._errors import RpcError
-from ._peer import Peer
 from ._secret import Secret
+from ._server import Session
 from ._vault import Vault
 
 __all__ = ["Dispatcher"]
@@ -49,19 +49,21 @@ class Dispatcher:
     started_at: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self._handlers: dict[Method, Callable[[_Params, Peer], Awaitable[Any]]] = {
+        self._handlers: dict[Method, Callable[[_Params, Session], Awaitable[Any]]] = {
             Method.HELLO: self._hello,
             Method.STATUS: self._status,
             Method.VAULT_INIT: self._init,
             Method.VAULT_UNLOCK: self._unlock,
             Method.VAULT_LOCK: self._lock,
             Method.TOKEN_GET: self._token_get,
+            Method.TOKEN_WATCH: self._token_watch,
             Method.CREDENTIAL_PUT: self._put,
             Method.CREDENTIAL_REMOVE: self._remove,
             Method.CREDENTIAL_LIST: self._list,
+            Method.CREDENTIAL_RENEW: self._renew,
         }
 
-    async def __call__(self, request: Request, peer: Peer) -> Any:
+    async def __call__(self, request: Request, session: Session) -> Any:
         try:
             method = Method(request.method)
         except ValueError:
@@ -71,25 +73,25 @@ class Dispatcher:
             params = parse_params(method, request.params)
         except InvalidParams as exc:
             raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-        return await self._handlers[method](params, peer)
+        return await self._handlers[method](params, session)
 
     # -- any peer --------------------------------------------------------------------------
 
-    async def _hello(self, params: _Params, peer: Peer) -> Any:
+    async def _hello(self, params: _Params, session: Session) -> Any:
         if params["protocol"] not in SUPPORTED_PROTOCOLS:
             raise RpcError(
                 ErrorCode.UNSUPPORTED_PROTOCOL,
                 f"protocol {params['protocol']} is not supported (this daemon speaks {list(SUPPORTED_PROTOCOLS)})",
             )
-        log.debug("hello from %s (%s)", peer, params["client"][:64])
+        log.debug("hello from %s (%s)", session.peer, params["client"][:64])
         return {
             "protocol": PROTOCOL_VERSION,
             "server": f"vaultd {__version__}",
             "state": str(self.vault.state),
-            "peer": peer.to_wire(),
+            "peer": session.peer.to_wire(),
         }
 
-    async def _status(self, params: _Params, peer: Peer) -> Any:
+    async def _status(self, params: _Params, session: Session) -> Any:
         vault = self.vault
         profile = vault.kdf_profile()
         warnings = []
@@ -113,16 +115,24 @@ class Dispatcher:
             "warnings": warnings,
         }
 
-    async def _lock(self, params: _Params, peer: Peer) -> Any:
+    async def _lock(self, params: _Params, session: Session) -> Any:
         self.vault.lock()
         return {"state": str(self.vault.state)}
 
-    async def _token_get(self, params: _Params, peer: Peer) -> Any:
-        return self.vault.issue(params["name"], params["min_ttl"])
+    async def _token_get(self, params: _Params, session: Session) -> Any:
+        return await self.vault.get(params["name"], params["min_ttl"])
+
+    async def _token_watch(self, params: _Params, session: Session) -> Any:
+        names: list[str] = params["names"]
+        self.vault.watchable(names)
+        hub = self.vault.hub
+        subscription = hub.subscribe(names, session.notify)
+        session.on_close(lambda: hub.unsubscribe(subscription))
+        return {"watching": names}
 
     # -- passphrase methods ------------------------------------------------------------------
 
-    async def _init(self, params: _Params, peer: Peer) -> Any:
+    async def _init(self, params: _Params, session: Session) -> Any:
         try:
             profile = KdfProfile(params["kdf_profile"])
         except ValueError:
@@ -133,22 +143,25 @@ class Dispatcher:
         await self.vault.init(_secret(params), profile)
         return {"state": str(self.vault.state), "kdf_profile": str(profile)}
 
-    async def _unlock(self, params: _Params, peer: Peer) -> Any:
+    async def _unlock(self, params: _Params, session: Session) -> Any:
         await self.vault.unlock(_secret(params))
         return {"state": str(self.vault.state)}
 
-    async def _put(self, params: _Params, peer: Peer) -> Any:
+    async def _put(self, params: _Params, session: Session) -> Any:
         created = await self.vault.put(
             _secret(params), params["name"], params["kind"], params["config"], replace=params["replace"]
         )
         return {"name": params["name"], "kind": params["kind"], "created": created}
 
-    async def _remove(self, params: _Params, peer: Peer) -> Any:
+    async def _remove(self, params: _Params, session: Session) -> Any:
         await self.vault.remove(_secret(params), params["name"])
         return {"name": params["name"]}
 
-    async def _list(self, params: _Params, peer: Peer) -> Any:
+    async def _list(self, params: _Params, session: Session) -> Any:
         return {"credentials": await self.vault.list(_secret(params))}
+
+    async def _renew(self, params: _Params, session: Session) -> Any:
+        return {"credential": await self.vault.renew(_secret(params), params["name"])}
 
 
 def _secret(params: _Params) -> Secret:

@@ -36,12 +36,45 @@ from vaultd_protocol import (
 from ._errors import RpcError
 from ._peer import Peer, peer_of
 
-__all__ = ["Handler", "ServerLimits", "serve", "serve_stream"]
+__all__ = ["Handler", "ServerLimits", "Session", "serve", "serve_stream"]
 
 log = logging.getLogger("vaultd.server")
 
-#: Answers one request for one peer: returns the result, or raises RpcError.
-Handler = Callable[[Request, Peer], Awaitable[Any]]
+
+class Session:
+    """One connection as the handlers see it: who the peer is, and a way to push to it.
+
+    ``notify`` never blocks: it queues the notification, or, when the peer has let
+    ``max_queued`` pile up unread, closes the connection and returns False.
+    """
+
+    def __init__(self, peer: Peer, outbox: trio.MemorySendChannel[Notification], close: Callable[[], None]) -> None:
+        self.peer = peer
+        self._outbox = outbox
+        self._close = close
+        self._on_close: list[Callable[[], None]] = []
+
+    def notify(self, method: str, params: dict[str, Any]) -> bool:
+        try:
+            self._outbox.send_nowait(Notification(method, [params]))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.info("closing connection (%s): it does not read its notifications", self.peer)
+            self._close()
+            return False
+        return True
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the connection ends (e.g. to drop its subscriptions)."""
+        self._on_close.append(callback)
+
+    def closed(self) -> None:
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
+
+
+#: Answers one request on one connection: returns the result, or raises RpcError.
+Handler = Callable[[Request, Session], Awaitable[Any]]
 
 #: accept() failures that say "not now" (out of fds or memory, a peer gone before we took it).
 _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
@@ -57,6 +90,8 @@ class ServerLimits:
     request_timeout: float = 120.0
     send_timeout: float = 30.0
     receive_size: int = 65536
+    #: Notifications queued for a peer that has not read them yet, before it is dropped.
+    max_queued: int = 256
 
 
 async def serve(
@@ -129,17 +164,36 @@ class _ServerConnection:
         self._conn = Connection(Role.SERVER, limits.protocol)
         self._send_lock = trio.Lock()
         self._slots = trio.Semaphore(limits.max_in_flight)
+        self._outbox, self._outbox_reader = trio.open_memory_channel[Notification](limits.max_queued)
+        self._scope = trio.CancelScope()
+        self._session = Session(peer, self._outbox, self._scope.cancel)
         self._last_activity = trio.current_time()
         self._frame_started: float | None = None
 
     async def run(self) -> None:
         try:
-            async with trio.open_nursery() as nursery:
-                await self._read_loop(nursery)
+            with self._scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._push_notifications, nursery)
+                    await self._read_loop(nursery)
+                    # The peer closed its side: finish the answers in flight, then stop pushing.
+                    await self._drain_answers()
+                    nursery.cancel_scope.cancel()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
+            self._session.closed()
             await trio.aclose_forcefully(self._stream)
+
+    async def _drain_answers(self) -> None:
+        for _ in range(self._limits.max_in_flight):
+            await self._slots.acquire()
+
+    async def _push_notifications(self, nursery: trio.Nursery) -> None:
+        async for notification in self._outbox_reader:
+            if not await self._send(notification):
+                nursery.cancel_scope.cancel()
+                return
 
     async def _read_loop(self, nursery: trio.Nursery) -> None:
         conn = self._conn
@@ -164,7 +218,7 @@ class _ServerConnection:
                 self._frame_started = None
                 log.debug("ignoring notification %r from %s", event.method, self._peer)
             elif isinstance(event, ConnectionClosed):
-                return  # answers still in flight are sent before the nursery exits
+                return
 
     async def _receive(self) -> bool:
         """Read more bytes into the connection; False when the connection should close.
@@ -199,15 +253,15 @@ class _ServerConnection:
     async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
         try:
             response = await self._call(request)
+            if not await self._send(response):
+                nursery.cancel_scope.cancel()
         finally:
             self._slots.release()
-        if not await self._send(response):
-            nursery.cancel_scope.cancel()
 
     async def _call(self, request: Request) -> Response:
         try:
             with trio.fail_after(self._limits.request_timeout):
-                result = await self._handler(request, self._peer)
+                result = await self._handler(request, self._session)
         except RpcError as exc:
             return Response(request.msgid, exc.to_error_info(), None)
         except trio.TooSlowError:
@@ -219,9 +273,9 @@ class _ServerConnection:
             return error_response(request.msgid, ErrorCode.INTERNAL, "internal error (see the daemon's log)")
         return Response(request.msgid, None, result)
 
-    async def _send(self, response: Response) -> bool:
-        """Write one response; False if the peer is gone or will not read."""
-        data = self._conn.send(response)
+    async def _send(self, message: Response | Notification) -> bool:
+        """Write one message; False if the peer is gone or will not read."""
+        data = self._conn.send(message)
         with trio.move_on_after(self._limits.send_timeout):
             async with self._send_lock:
                 try:

@@ -1,10 +1,11 @@
 """The vault's lifecycle: UNINITIALIZED, LOCKED, UNLOCKED, and every change to what it holds.
 
 The one writer of the vault file. Slow work (Argon2id, file writes) runs in worker
-threads; state changes happen on the trio thread, under one lock, so that passphrase
-checks and writes are serialised and a failed passphrase costs a growing delay that
-parallel guessing cannot skip. Locking never waits for that lock: it is the emergency
-brake, and an operation that was in flight when the vault locked fails with LOCKED.
+threads; state changes happen on the trio thread. Passphrase checks are serialised under
+one lock, so a failed passphrase costs a growing delay that parallel guessing cannot skip;
+file writes under another, so a rotated refresh token is never stuck behind that delay.
+Unlocking starts the renewer; locking stops it and never waits for either lock: it is the
+emergency brake, and an operation in flight when the vault locked fails with LOCKED.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,10 @@ from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
 from ._credentials import ConfigError, Credential, from_config, from_record
 from ._errors import RpcError
+from ._renewer import Renewer
 from ._sealing import OpenFailed
 from ._secret import Secret
+from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
 
@@ -65,14 +68,24 @@ class Vault:
         self,
         data_dir: Path,
         *,
+        nursery: trio.Nursery | None = None,
         clock: Callable[[], float] = time.time,
         failure_delay: FailureDelay | None = None,
+        hub: WatchHub | None = None,
+        renewer_options: dict[str, Any] | None = None,
     ) -> None:
+        """``nursery`` runs the renewer while the vault is unlocked (required to unlock);
+        ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer` (tests)."""
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
+        self._nursery = nursery
         self._clock = clock
         self._delay = failure_delay or FailureDelay()
+        self.hub = hub or WatchHub()
+        self._renewer_options = renewer_options or {}
+        self._renewer: Renewer | None = None
         self._lock = trio.Lock()
+        self._write_lock = trio.Lock()
         self._open: _Open | None = None
         self._credentials: dict[str, Credential] = {}
         self._epoch = 0
@@ -202,11 +215,28 @@ class Vault:
             self._generation = max(self._generation, header.generation)
             self._kdf_profile = header.kdf.profile_name()
             self._epoch += 1
+            await self._start_renewer()
             log.info("vault unlocked (%d credentials, generation %d)", len(credentials), header.generation)
 
+    async def _start_renewer(self) -> None:
+        if self._nursery is None:
+            raise RuntimeError("a Vault needs a nursery to run its renewer")
+        renewer = Renewer(
+            lambda: self._credentials,
+            wall=self._clock,
+            persist=self._persist_current,
+            hub=self.hub,
+            **self._renewer_options,
+        )
+        self._renewer = renewer
+        await self._nursery.start(renewer.run)
+
     def lock(self) -> None:
-        """Drop the data key and every secret now. Never waits."""
+        """Stop renewing, drop the data key and every secret now, tell watchers. Never waits."""
         was_open = self._open is not None
+        if self._renewer is not None:
+            self._renewer.stop()
+            self._renewer = None
         if self._open is not None:
             self._open.data_key.wipe()
         for credential in self._credentials.values():
@@ -216,6 +246,7 @@ class Vault:
         self._epoch += 1
         if was_open:
             log.info("vault locked")
+            self.hub.publish_all(LOCKED, {})
             for callback in self._on_lock:
                 callback()
 
@@ -243,9 +274,14 @@ class Vault:
                 await self._persist(opened, epoch, updated)
             finally:
                 # Whatever the outcome, drop the secret that memory does not hold.
-                dropped = existing if self._credentials is updated else credential
+                committed = self._credentials is updated
+                dropped = existing if committed else credential
                 if dropped is not None:
                     dropped.wipe()
+                if committed and self._renewer is not None:
+                    if existing is not None:
+                        self._renewer.forget(existing)
+                    self._renewer.start(credential)
             log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
             return existing is None
 
@@ -262,6 +298,8 @@ class Vault:
             finally:
                 if self._credentials is updated:
                     existing.wipe()
+                    if self._renewer is not None:
+                        self._renewer.forget(existing)
             log.info("credential %r removed", name)
 
     async def list(self, passphrase: Secret) -> list[dict[str, Any]]:
@@ -270,22 +308,58 @@ class Vault:
             await self._admin(passphrase)
             return self.describe()
 
+    async def renew(self, passphrase: Secret, name: str) -> dict[str, Any]:
+        """One upstream attempt now for ``name``, even in NEEDS_REAUTH; its description after.
+
+        Raises:
+            RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL.
+        """
+        async with self._lock:
+            await self._admin(passphrase)
+        renewer = self._renewer
+        if renewer is None:
+            raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+        log.info("credential %r: renewal forced by an operator", name)
+        return await renewer.renew(name)
+
     # -- reader methods --------------------------------------------------------------------
 
-    def issue(self, name: str, min_ttl: float) -> dict[str, Any]:
+    async def get(self, name: str, min_ttl: float) -> dict[str, Any]:
         """The ``token.get`` result for ``name``.
 
         Raises:
-            RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL, TOKEN_EXPIRED.
+            RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL, TOKEN_EXPIRED,
+                RENEWAL_FAILED, NEEDS_REAUTH.
         """
-        if self._open is None:
+        renewer = self._renewer
+        if self._open is None or renewer is None:
             if not self._initialized:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
+        return await renewer.get(name, min_ttl)
+
+    def watchable(self, names: Sequence[str]) -> None:
+        """Raises: RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL (for ``token.watch``)."""
+        if self._open is None:
+            raise RpcError(
+                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
+                "the vault is locked: an operator must run 'vaultctl unlock'",
+            )
+        missing = [name for name in names if name not in self._credentials]
+        if missing:
+            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {missing[0]!r}")
+
+    def current_token(self, name: str) -> dict[str, Any] | None:
+        """The token a watcher gets at once on subscribing, if one is valid now."""
         credential = self._credentials.get(name)
         if credential is None:
-            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
-        return credential.issue(self._clock(), min_ttl)
+            return None
+        issued = credential.valid_token(self._clock())
+        if issued is None:
+            return None
+        from ._renewer import token_result  # noqa: PLC0415 - keeps the import graph one-way
+
+        return token_result(name, issued, self._clock())
 
     # -- internals -------------------------------------------------------------------------
 
@@ -343,7 +417,8 @@ class Vault:
         """
         body = {"credentials": {name: c.to_record() for name, c in credentials.items()}}
         try:
-            await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
+            async with self._write_lock:
+                await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
         except NotDurable as exc:
             if self._epoch == epoch:
                 self._credentials = credentials
@@ -354,6 +429,25 @@ class Vault:
         if self._epoch != epoch:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran (the change was saved)")
         self._credentials = credentials
+
+    async def _persist_current(self) -> None:
+        """Write what memory holds now (a provider adopted a rotated secret).
+
+        Raises:
+            RpcError: LOCKED, or STORAGE_FAILED (also when written but not confirmed durable).
+        """
+        opened, epoch = self._open, self._epoch
+        if opened is None:
+            raise RpcError(ErrorCode.LOCKED, "the vault is locked")
+        async with self._write_lock:
+            if self._epoch != epoch:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked before the write")
+            body = {"credentials": {name: c.to_record() for name, c in self._credentials.items()}}
+            try:
+                await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
+            except NotDurable as exc:
+                message = f"written, but it may not survive a power loss: {exc}"
+                raise RpcError(ErrorCode.STORAGE_FAILED, message) from None
 
     async def _write(
         self, header: _vaultfile.Header, data_key: Secret, body: dict[str, Any], *, generation: int

@@ -25,6 +25,7 @@ from ._methods import (
     InvalidParams,
     KdfProfile,
     Method,
+    Notify,
     VaultState,
     parse_params,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Method",
     "NeedData",
     "Notification",
+    "Notify",
     "ProtocolError",
     "RemoteProtocolError",
     "Request",

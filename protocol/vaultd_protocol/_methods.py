@@ -21,6 +21,7 @@ __all__ = [
     "InvalidParams",
     "KdfProfile",
     "Method",
+    "Notify",
     "VaultState",
     "parse_params",
 ]
@@ -36,9 +37,19 @@ class Method(enum.StrEnum):
     VAULT_UNLOCK = "vault.unlock"
     VAULT_LOCK = "vault.lock"
     TOKEN_GET = "token.get"
+    TOKEN_WATCH = "token.watch"
     CREDENTIAL_PUT = "credential.put"
     CREDENTIAL_REMOVE = "credential.remove"
     CREDENTIAL_LIST = "credential.list"
+    CREDENTIAL_RENEW = "credential.renew"
+
+
+class Notify(enum.StrEnum):
+    """Notifications the daemon pushes to a connection that called ``token.watch``."""
+
+    TOKEN_UPDATED = "token.updated"
+    TOKEN_EXPIRED = "token.expired"
+    VAULT_LOCKED = "vault.locked"
 
 
 class VaultState(enum.StrEnum):
@@ -72,7 +83,10 @@ class InvalidParams(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret."""
+    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret, names.
+
+    ``names`` is an array of 1 to ``max_len`` strings of at most 64 characters each.
+    """
 
     name: str
     kind: str
@@ -98,6 +112,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     Method.VAULT_UNLOCK: (_PASSPHRASE,),
     Method.VAULT_LOCK: (),
     Method.TOKEN_GET: (_NAME, Field("min_ttl", "number", required=False, default=0.0)),
+    Method.TOKEN_WATCH: (Field("names", "names", max_len=256),),
     Method.CREDENTIAL_PUT: (
         _PASSPHRASE,
         _NAME,
@@ -107,6 +122,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     ),
     Method.CREDENTIAL_REMOVE: (_PASSPHRASE, _NAME),
     Method.CREDENTIAL_LIST: (_PASSPHRASE,),
+    Method.CREDENTIAL_RENEW: (_PASSPHRASE, _NAME),
 }
 
 
@@ -168,4 +184,10 @@ def _check(field: Field, value: Any) -> Any:
         if not isinstance(value, dict):
             raise InvalidParams(f"parameter {field.name!r} must be a map")
         return value
+    if kind == "names":
+        if not isinstance(value, list) or not 1 <= len(value) <= field.max_len:
+            raise InvalidParams(f"parameter {field.name!r} must be an array of 1 to {field.max_len} names")
+        if not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+            raise InvalidParams(f"parameter {field.name!r} must hold strings of 1 to 64 characters")
+        return list(dict.fromkeys(value))
     raise AssertionError(f"unknown field kind {kind}")

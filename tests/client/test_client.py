@@ -30,7 +30,7 @@ def test_public_surface_is_pinned() -> None:
         "DEFAULT_LIMITS", "MAX_MSGID", "METHODS", "NEED_DATA", "PROTOCOL_VERSION", "SOCKET_ENV",
         "SUPPORTED_PROTOCOLS", "Connection", "ConnectionClosed", "CredentialState", "ErrorCode", "ErrorInfo",
         "Event", "Field", "InvalidParams", "KdfProfile", "Limits", "LocalProtocolError", "MessageType", "Method",
-        "NeedData", "Notification", "ProtocolError", "RemoteProtocolError", "Request", "Response", "Role",
+        "NeedData", "Notification", "Notify", "ProtocolError", "RemoteProtocolError", "Request", "Response", "Role",
         "VaultState", "default_socket_path", "encode", "error_response", "parse_params",
     }  # fmt: skip
 

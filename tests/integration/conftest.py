@@ -108,7 +108,7 @@ def start_server(nursery: trio.Nursery, short_tmp: Path) -> StartServer:
     async def start(limits: ServerLimits | None = None, delay: FailureDelay | None = None) -> Served:
         socket_path = short_tmp / "run" / "vaultd.sock"
         sock = bind_unix_socket(socket_path)
-        vault = Vault(short_tmp / "data", failure_delay=delay)
+        vault = Vault(short_tmp / "data", nursery=nursery, failure_delay=delay)
         (short_tmp / "data").mkdir(mode=0o700, exist_ok=True)
         dispatcher = Dispatcher(vault, socket_path)
         listener = trio.socket.from_stdlib_socket(sock)

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from vaultd._credentials import StaticCredential
+from vaultd._credentials import from_config
 from vaultd._secret import Secret
 
 
@@ -30,6 +30,7 @@ def test_cannot_be_pickled() -> None:
 
 
 def test_credential_repr_hides_the_token() -> None:
-    cred = StaticCredential.from_config("ex", {"token": "fake-tok-999"}, now=1.0)
+    cred = from_config("ex", "static", {"token": "fake-tok-999"}, now=1.0)
+    assert "fake-tok-999" not in repr(cred.provider)
     assert "fake-tok-999" not in repr(cred)
     assert "fake-tok-999" not in str(cred.describe(2.0))

@@ -34,8 +34,8 @@ def pw(text: str = PASS) -> Secret:
     return Secret(text)
 
 
-async def ready_vault(data_dir: Path, **kwargs: Any) -> Vault:
-    vault = Vault(data_dir, **kwargs)
+async def ready_vault(data_dir: Path, nursery: trio.Nursery, **kwargs: Any) -> Vault:
+    vault = Vault(data_dir, nursery=nursery, **kwargs)
     await vault.init(pw(), KdfProfile.MIN)
     await vault.unlock(pw())
     return vault
@@ -48,8 +48,8 @@ async def expect(code: ErrorCode, coro: Any) -> RpcError:
     return info.value
 
 
-async def test_lifecycle(tmp_path: Path) -> None:
-    vault = Vault(tmp_path)
+async def test_lifecycle(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = Vault(tmp_path, nursery=nursery)
     assert vault.state is VaultState.UNINITIALIZED
     await expect(ErrorCode.NOT_INITIALIZED, vault.unlock(pw()))
     await vault.init(pw(), KdfProfile.MIN)
@@ -59,39 +59,39 @@ async def test_lifecycle(tmp_path: Path) -> None:
     await vault.unlock(pw())
     assert vault.state is VaultState.UNLOCKED
     assert await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False) is True
-    assert vault.issue("ex", 0)["token"] == TOKEN
+    assert (await vault.get("ex", 0))["token"] == TOKEN
     vault.lock()
     assert vault.state is VaultState.LOCKED
-    await expect(ErrorCode.LOCKED, _async(vault.issue, "ex", 0))
+    await expect(ErrorCode.LOCKED, vault.get("ex", 0))
 
 
-async def _async(fn: Any, *args: Any) -> Any:
-    return fn(*args)
-
-
-async def test_credentials_survive_a_restart(tmp_path: Path) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_credentials_survive_a_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
     vault.lock()
-    again = Vault(tmp_path)
+    again = Vault(tmp_path, nursery=nursery)
     assert again.state is VaultState.LOCKED
     await again.unlock(pw())
-    assert again.issue("ex", 0)["token"] == TOKEN
+    assert (await again.get("ex", 0))["token"] == TOKEN
     assert again.generation == 2
 
 
-async def test_lock_wipes_every_secret(tmp_path: Path) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_lock_wipes_every_secret(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
+    assert (await vault.get("ex", 0))["token"] == TOKEN
     credential = vault._credentials["ex"]
+    issued = credential.issued
     data_key = vault._open.data_key if vault._open else None
-    assert data_key is not None
+    assert data_key is not None and issued is not None
     vault.lock()
-    assert credential.token.wiped and data_key.wiped
+    assert credential.provider._token.wiped and issued.token.wiped and data_key.wiped  # type: ignore[attr-defined]
 
 
-async def test_failed_passphrases_wait_longer_each_time_up_to_a_cap(tmp_path: Path, autojump_clock: Any) -> None:
-    vault = Vault(tmp_path, failure_delay=FailureDelay(step=0.1, cap=0.35))
+async def test_failed_passphrases_wait_longer_each_time_up_to_a_cap(
+    nursery: trio.Nursery, tmp_path: Path, autojump_clock: Any
+) -> None:
+    vault = Vault(tmp_path, nursery=nursery, failure_delay=FailureDelay(step=0.1, cap=0.35))
     await vault.init(pw(), KdfProfile.MIN)
     waits = []
     for _ in range(5):
@@ -103,18 +103,18 @@ async def test_failed_passphrases_wait_longer_each_time_up_to_a_cap(tmp_path: Pa
     assert vault.failed_attempts == 0
 
 
-async def test_parallel_guesses_are_serialised(tmp_path: Path, autojump_clock: Any) -> None:
-    vault = Vault(tmp_path, failure_delay=FailureDelay(step=1.0, cap=10.0))
+async def test_parallel_guesses_are_serialised(nursery: trio.Nursery, tmp_path: Path, autojump_clock: Any) -> None:
+    vault = Vault(tmp_path, nursery=nursery, failure_delay=FailureDelay(step=1.0, cap=10.0))
     await vault.init(pw(), KdfProfile.MIN)
     start = trio.current_time()
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as guesses:
         for _ in range(3):
-            nursery.start_soon(lambda: expect(ErrorCode.BAD_PASSPHRASE, vault.unlock(pw("guess 1234"))))
+            guesses.start_soon(lambda: expect(ErrorCode.BAD_PASSPHRASE, vault.unlock(pw("guess 1234"))))
     assert trio.current_time() - start == pytest.approx(1 + 2 + 3)
 
 
-async def test_admin_calls_need_the_passphrase(tmp_path: Path, autojump_clock: Any) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_admin_calls_need_the_passphrase(nursery: trio.Nursery, tmp_path: Path, autojump_clock: Any) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await expect(ErrorCode.BAD_PASSPHRASE, vault.put(pw("wrong one!"), "ex", "static", {"token": TOKEN}, replace=False))
     await expect(ErrorCode.BAD_PASSPHRASE, vault.list(pw("wrong one!")))
     assert vault.describe() == []
@@ -122,21 +122,21 @@ async def test_admin_calls_need_the_passphrase(tmp_path: Path, autojump_clock: A
     await expect(ErrorCode.LOCKED, vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False))
 
 
-async def test_put_replace_and_remove(tmp_path: Path) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_put_replace_and_remove(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
     await expect(ErrorCode.ALREADY_EXISTS, vault.put(pw(), "ex", "static", {"token": "fake-2"}, replace=False))
-    assert vault.issue("ex", 0)["token"] == TOKEN
+    assert (await vault.get("ex", 0))["token"] == TOKEN
     assert await vault.put(pw(), "ex", "static", {"token": "fake-2"}, replace=True) is False
-    assert vault.issue("ex", 0)["token"] == "fake-2"
+    assert (await vault.get("ex", 0))["token"] == "fake-2"
     await expect(ErrorCode.INVALID_PARAMS, vault.put(pw(), "bad", "static", {"token": ""}, replace=False))
     await vault.remove(pw(), "ex")
-    await expect(ErrorCode.UNKNOWN_CREDENTIAL, _async(vault.issue, "ex", 0))
+    await expect(ErrorCode.UNKNOWN_CREDENTIAL, vault.get("ex", 0))
     await expect(ErrorCode.UNKNOWN_CREDENTIAL, vault.remove(pw(), "ex"))
 
 
-async def test_a_failed_write_changes_nothing_and_is_reported(tmp_path: Path) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_a_failed_write_changes_nothing_and_is_reported(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
     on_disk = vault.path.read_bytes()
     generation = vault.generation
@@ -153,18 +153,18 @@ async def test_a_failed_write_changes_nothing_and_is_reported(tmp_path: Path) ->
     assert vault.generation > generation + 1, "the failed write's generation is never reused"
 
 
-async def test_expiry_follows_the_wall_clock(tmp_path: Path) -> None:
+async def test_expiry_follows_the_wall_clock(nursery: trio.Nursery, tmp_path: Path) -> None:
     clock = WallClock()
-    vault = await ready_vault(tmp_path, clock=clock)
+    vault = await ready_vault(tmp_path, nursery, clock=clock)
     await vault.put(pw(), "ex", "static", {"token": TOKEN, "not_after": clock.now + 60}, replace=False)
-    assert vault.issue("ex", 0)["ttl"] == pytest.approx(60)
+    assert (await vault.get("ex", 0))["ttl"] == pytest.approx(60)
     clock.now += 61  # e.g. the machine was suspended
-    await expect(ErrorCode.TOKEN_EXPIRED, _async(vault.issue, "ex", 0))
+    await expect(ErrorCode.TOKEN_EXPIRED, vault.get("ex", 0))
     assert vault.describe()[0]["state"] == "EXPIRED"
 
 
-async def test_damaged_file_fails_unlock_and_stays_as_it_was(tmp_path: Path) -> None:
-    vault = Vault(tmp_path)
+async def test_damaged_file_fails_unlock_and_stays_as_it_was(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = Vault(tmp_path, nursery=nursery)
     await vault.init(pw(), KdfProfile.MIN)
     original = vault.path.read_bytes()
     damaged = bytearray(original)
@@ -175,11 +175,11 @@ async def test_damaged_file_fails_unlock_and_stays_as_it_was(tmp_path: Path) -> 
     assert vault.path.read_bytes() == bytes(damaged)
 
 
-async def test_init_refuses_when_only_the_backup_remains(tmp_path: Path) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_init_refuses_when_only_the_backup_remains(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
     vault.path.unlink()
-    fresh = Vault(tmp_path)
+    fresh = Vault(tmp_path, nursery=nursery)
     assert fresh.state is VaultState.UNINITIALIZED
     error = await expect(ErrorCode.ALREADY_INITIALIZED, fresh.init(pw(), KdfProfile.MIN))
     assert "vault.bak" in str(error)
@@ -188,8 +188,8 @@ async def test_init_refuses_when_only_the_backup_remains(tmp_path: Path) -> None
 class PausedVault(Vault):
     """A real vault whose key derivation waits for the test, to land a lock inside it."""
 
-    def __init__(self, data_dir: Path) -> None:
-        super().__init__(data_dir)
+    def __init__(self, data_dir: Path, nursery: trio.Nursery) -> None:
+        super().__init__(data_dir, nursery=nursery)
         self.in_kdf = threading.Event()
         self.resume = threading.Event()
         self.armed = True
@@ -224,9 +224,9 @@ async def _lock_during(vault: PausedVault, call: Any) -> list[object]:
 
 @pytest.mark.parametrize("call", ["put", "list", "remove", "unlock again"])
 async def test_a_lock_during_an_admin_call_answers_locked(
-    tmp_path: Path, call: str, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery, tmp_path: Path, call: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    vault = PausedVault(tmp_path)
+    vault = PausedVault(tmp_path, nursery)
     vault.armed = False
     await vault.init(pw(), KdfProfile.MIN)
     await vault.unlock(pw())
@@ -252,26 +252,26 @@ async def test_a_lock_during_an_admin_call_answers_locked(
     assert [c["name"] for c in vault.describe()] == ["a"], "nothing changed"
 
 
-async def test_a_lock_during_an_unlock_wins(tmp_path: Path) -> None:
+async def test_a_lock_during_an_unlock_wins(nursery: trio.Nursery, tmp_path: Path) -> None:
     """The emergency brake: a lock that lands while the KDF runs must not be undone."""
-    vault = PausedVault(tmp_path)
+    vault = PausedVault(tmp_path, nursery)
     await vault.init(pw(), KdfProfile.MIN)
     assert await _lock_during(vault, lambda: vault.unlock(pw())) == [ErrorCode.LOCKED]
     assert vault.state is VaultState.LOCKED
 
 
-async def test_status_knows_the_generation_before_unlock(tmp_path: Path) -> None:
-    vault = await ready_vault(tmp_path)
+async def test_status_knows_the_generation_before_unlock(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
-    restarted = Vault(tmp_path)
+    restarted = Vault(tmp_path, nursery=nursery)
     assert restarted.generation == 2 and restarted.kdf_profile() == "min"
 
 
 async def test_when_only_the_folder_fsync_fails_memory_still_matches_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Injected: a real failing fsync needs a failing block device, which this sandbox lacks.
-    vault = await ready_vault(tmp_path)
+    vault = await ready_vault(tmp_path, nursery)
     await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
 
     def failing_dir_fsync(directory: Path) -> None:
@@ -286,4 +286,4 @@ async def test_when_only_the_folder_fsync_fails_memory_still_matches_the_file(
     vault.lock()
     await vault.unlock(pw())
     assert [c["name"] for c in vault.describe()] == ["a", "b"]
-    assert vault.issue("b", 0)["token"] == "fake-b"
+    assert (await vault.get("b", 0))["token"] == "fake-b"

@@ -1,25 +1,24 @@
-"""Static credential configuration: what is accepted, and clear refusals."""
+"""The static kind: configuration, refusals that name the field, and what it issues."""
 
 from __future__ import annotations
 
 import pytest
 
 from vaultd._credentials import ConfigError, from_config
-from vaultd._errors import RpcError
-from vaultd_protocol import ErrorCode
+from vaultd._providers import FetchContext
 
 
-def test_bearer_token_gets_an_authorization_header() -> None:
+async def test_bearer_token_gets_an_authorization_header() -> None:
     cred = from_config("ex", "static", {"token": "fake-abc"}, now=100.0)
-    result = cred.issue(now=200.0, min_ttl=0)
-    assert result["token"] == "fake-abc"
-    assert result["headers"] == {"Authorization": "Bearer fake-abc"}
-    assert result["expires_at"] is None and result["ttl"] is None
+    issued = await cred.provider.fetch(FetchContext(lambda: 200.0))
+    assert issued.token.reveal_str() == "fake-abc"
+    assert issued.headers() == {"Authorization": "Bearer fake-abc"}
+    assert issued.expires_at is None
 
 
-def test_other_types_get_no_header() -> None:
-    cred = from_config("ex", "static", {"token": "fake-abc", "type": "api-key"}, now=100.0)
-    assert cred.issue(now=200.0, min_ttl=0)["headers"] == {}
+async def test_other_types_get_no_header() -> None:
+    cred = from_config("ex", "static", {"token": "fake abc", "type": "api-key"}, now=100.0)
+    assert (await cred.provider.fetch(FetchContext(lambda: 200.0))).headers() == {}
 
 
 @pytest.mark.parametrize(
@@ -27,23 +26,14 @@ def test_other_types_get_no_header() -> None:
 )
 def test_not_after_as_epoch_or_iso(not_after: object) -> None:
     cred = from_config("ex", "static", {"token": "fake", "not_after": not_after}, now=0.0)
-    assert cred.not_after is not None and cred.not_after > 1_700_000_000
+    assert cred.provider.describe()["not_after"] > 1_700_000_000
 
 
-def test_expired_static_token_is_never_served() -> None:
-    cred = from_config("ex", "static", {"token": "fake", "not_after": 1000.0}, now=0.0)
-    assert cred.issue(now=999.0, min_ttl=0)["ttl"] == pytest.approx(1.0)
-    assert cred.describe(1000.0)["state"] == "EXPIRED"
-    with pytest.raises(RpcError) as info:
-        cred.issue(now=1000.0, min_ttl=0)
-    assert info.value.code is ErrorCode.TOKEN_EXPIRED
-
-
-def test_min_ttl_beyond_a_static_tokens_life_is_refused() -> None:
-    cred = from_config("ex", "static", {"token": "fake", "not_after": 1000.0}, now=0.0)
-    with pytest.raises(RpcError, match="less than min_ttl") as info:
-        cred.issue(now=900.0, min_ttl=200.0)
-    assert info.value.code is ErrorCode.TOKEN_EXPIRED
+def test_status_warns_a_week_ahead_of_not_after() -> None:
+    cred = from_config("ex", "static", {"token": "fake", "not_after": 10 * 86400.0}, now=0.0)
+    assert cred.provider.warnings(now=0.0) == []
+    (warning,) = cred.provider.warnings(now=5 * 86400.0)
+    assert "5.0 days" in warning
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,331 @@
+"""Keeps every credential of an unlocked vault fresh, and answers ``token.get`` from it.
+
+One task sleeps until the earliest deadline (a renewal or an expiry) and wakes for nothing
+else: no polling. Each renewal is single-flight (concurrent callers wait for the one in
+progress), bounded in time, and charged to the credential's upstream budget; failures back
+off with full jitter; a refused long-term credential stops the loop for good (NEEDS_REAUTH).
+A rotated refresh token is written to the vault before the token that came with it is
+served (write-ahead), and the provider adopts it before that write, so the old one is never
+presented again. Timers run on trio's clock; expiry is always judged by the wall clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+from vaultd_protocol import CredentialState, ErrorCode
+
+from ._credentials import Credential
+from ._errors import RpcError
+from ._providers import FetchContext, Issued, UpstreamError
+from ._renewal import RenewalPolicy
+from ._watch import EXPIRED, UPDATED, WatchHub
+
+__all__ = ["Renewer", "token_result"]
+
+log = logging.getLogger("vaultd.renewer")
+
+_RENEW, _EXPIRE = "renew", "expire"
+
+
+def token_result(name: str, issued: Issued, now: float) -> dict[str, Any]:
+    """The ``token.get`` result (and ``token.updated`` params): the one place a token is revealed."""
+    return {
+        "name": name,
+        "token": issued.token.reveal_str(),
+        "type": issued.token_type,
+        "expires_at": issued.expires_at,
+        "ttl": None if issued.expires_at is None else issued.expires_at - now,
+        "headers": issued.headers(),
+        "extra": dict(issued.extra),
+    }
+
+
+class Renewer:
+    """The renewal loop for one unlocked vault; lives from unlock to lock.
+
+    ``credentials`` returns the vault's current credentials (the vault swaps the whole map
+    when it changes); ``persist`` writes the vault as memory holds it now.
+    """
+
+    def __init__(
+        self,
+        credentials: Callable[[], Mapping[str, Credential]],
+        *,
+        wall: Callable[[], float],
+        persist: Callable[[], Awaitable[None]],
+        hub: WatchHub,
+        policy: RenewalPolicy | None = None,
+        rng: random.Random | None = None,
+        http: Any = None,
+        fetch_timeout: float = 30.0,
+        get_wait: float = 30.0,
+    ) -> None:
+        self._credentials = credentials
+        self._wall = wall
+        self._persist = persist
+        self._hub = hub
+        self._policy = policy or RenewalPolicy()
+        self._rng = rng or random.SystemRandom()
+        self._http = http
+        self._fetch_timeout = fetch_timeout
+        self._get_wait = get_wait
+        self._heap: list[tuple[float, int, str, Credential]] = []
+        self._latest: dict[tuple[int, str], int] = {}
+        self._seq = itertools.count()
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._scope = trio.CancelScope()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fetch every credential's first token, then keep them fresh until :meth:`stop`."""
+        with self._scope:
+            async with self._http_client() as http, trio.open_nursery() as nursery:
+                self._http, self._nursery = http, nursery
+                for credential in list(self._credentials().values()):
+                    self.start(credential)
+                task_status.started()
+                await self._timer_loop()
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    def _http_client(self) -> Any:
+        if self._http is not None:
+            return _Borrowed(self._http)
+        import httpx  # noqa: PLC0415 - only a daemon with an unlocked vault needs it
+
+        return httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, headers={"User-Agent": "vaultd"})
+
+    def start(self, credential: Credential) -> None:
+        """Begin tracking a credential (at unlock, or when one is added)."""
+        if self._nursery is not None:
+            self._nursery.start_soon(self._renew, credential)
+
+    def forget(self, credential: Credential) -> None:
+        """Stop tracking a credential (removed or replaced): its timers become no-ops."""
+        for action in (_RENEW, _EXPIRE):
+            self._latest.pop((id(credential), action), None)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def _schedule(self, credential: Credential, action: str, at_wall: float) -> None:
+        deadline = trio.current_time() + max(0.0, at_wall - self._wall())
+        seq = next(self._seq)
+        self._latest[(id(credential), action)] = seq
+        heapq.heappush(self._heap, (deadline, seq, action, credential))
+        if action == _RENEW:
+            credential.next_renewal = at_wall
+        if self._heap[0][1] == seq:
+            self._wake.set()  # earlier than what the loop sleeps for
+
+    def _cancel(self, credential: Credential, action: str) -> None:
+        self._latest.pop((id(credential), action), None)
+        if action == _RENEW:
+            credential.next_renewal = None
+
+    async def _timer_loop(self) -> None:
+        assert self._nursery is not None
+        while True:
+            now = trio.current_time()
+            while self._heap and self._heap[0][0] <= now:
+                _, seq, action, credential = heapq.heappop(self._heap)
+                if self._latest.get((id(credential), action)) != seq or not self._current(credential):
+                    continue  # superseded, cancelled, or the credential is gone
+                del self._latest[(id(credential), action)]
+                if action == _RENEW:
+                    credential.next_renewal = None
+                    self._nursery.start_soon(self._renew, credential)
+                else:
+                    self._check_expiry(credential)
+            deadline = self._heap[0][0] if self._heap else math.inf
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _current(self, credential: Credential) -> bool:
+        return self._credentials().get(credential.name) is credential
+
+    def _check_expiry(self, credential: Credential) -> None:
+        issued = credential.issued
+        if issued is None or issued.expires_at is None:
+            return
+        if issued.valid_at(self._wall()):  # the trio clock ran ahead of the wall clock
+            self._schedule(credential, _EXPIRE, issued.expires_at)
+            return
+        log.warning("credential %r: its token expired without a renewal (%s)", credential.name, credential.last_error)
+        self._hub.publish(EXPIRED, credential.name, lambda: {"name": credential.name})
+
+    # -- renewals ---------------------------------------------------------------------------------
+
+    async def _renew(self, credential: Credential, *, forced: bool = False) -> None:
+        """Renew now, or wait for the renewal already in flight (single flight)."""
+        if credential.renewing is not None:
+            await credential.renewing.wait()
+            if not forced:
+                return
+            if credential.renewing is not None:  # another forced one started meanwhile
+                await credential.renewing.wait()
+                return
+        done = credential.renewing = trio.Event()
+        try:
+            await self._renew_once(credential, forced=forced)
+        finally:
+            credential.renewing = None
+            done.set()
+
+    async def _renew_once(self, credential: Credential, *, forced: bool) -> None:
+        provider = credential.provider
+        if credential.state is CredentialState.NEEDS_REAUTH and not forced:
+            return
+        if provider.renewable:
+            now = trio.current_time()
+            if not credential.budget.try_spend(now) and not forced:
+                wait = credential.budget.next_available(now) - now
+                credential.last_error = f"upstream call budget spent: next attempt in {wait:.0f} s"
+                self._schedule(credential, _RENEW, self._wall() + wait)
+                return
+            credential.upstream_calls += 1
+        try:
+            with trio.fail_after(self._fetch_timeout):
+                issued = await provider.fetch(FetchContext(self._wall, self._http))
+        except UpstreamError as exc:
+            self._failed(credential, str(exc), reauth=exc.reauth)
+            return
+        except trio.TooSlowError:
+            self._failed(credential, f"no answer within {self._fetch_timeout:.0f} s")
+            return
+        except Exception as exc:  # a provider bug must not kill the loop for everyone
+            log.error("credential %r: fetch failed: %s", credential.name, type(exc).__name__, exc_info=exc)
+            self._failed(credential, f"internal error ({type(exc).__name__}); see the daemon's log")
+            return
+        if not self._current(credential):
+            issued.wipe()
+            return
+        if issued.rotated:
+            try:
+                await self._persist()  # write-ahead: durable before the new token is served
+            except RpcError as exc:
+                issued.wipe()
+                self._failed(credential, f"the rotated refresh token could not be saved: {exc}")
+                return
+            if not self._current(credential):
+                issued.wipe()
+                return
+        self._succeeded(credential, issued)
+
+    def _succeeded(self, credential: Credential, issued: Issued) -> None:
+        credential.set_issued(issued)
+        credential.state = CredentialState.FRESH
+        credential.failures = 0
+        credential.last_error = None
+        self._cancel(credential, _RENEW)
+        if issued.expires_at is not None:
+            self._schedule(credential, _EXPIRE, issued.expires_at)
+            if credential.provider.renewable:
+                self._schedule(
+                    credential, _RENEW, self._policy.renew_at(issued.issued_at, issued.expires_at, self._rng.random())
+                )
+        now = self._wall()
+        self._hub.publish(UPDATED, credential.name, lambda: token_result(credential.name, issued, now))
+
+    def _failed(self, credential: Credential, message: str, *, reauth: bool = False) -> None:
+        credential.last_error = message
+        if reauth:
+            credential.state = CredentialState.NEEDS_REAUTH
+            self._cancel(credential, _RENEW)
+            log.error("credential %r needs an operator: %s", credential.name, message)
+            return
+        credential.failures += 1
+        if credential.valid_token(self._wall()) is not None:
+            credential.state = CredentialState.DEGRADED
+        delay = self._policy.backoff(credential.failures, self._rng.random())
+        log.warning("credential %r: renewal failed (%s); retrying in %.1f s", credential.name, message, delay)
+        self._schedule(credential, _RENEW, self._wall() + delay)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    async def get(self, name: str, min_ttl: float) -> dict[str, Any]:
+        """A token valid for at least ``min_ttl`` more seconds, renewing now if need be.
+
+        Raises:
+            RpcError: UNKNOWN_CREDENTIAL, NEEDS_REAUTH, TOKEN_EXPIRED, RENEWAL_FAILED.
+        """
+        credential = self._lookup(name)
+        result = self._serve(credential, min_ttl)
+        if result is not None:
+            return result
+        if credential.provider.renewable or credential.issued is None:
+            with trio.move_on_after(self._get_wait):
+                await self._renew(credential)
+            result = self._serve(credential, min_ttl)
+            if result is not None:
+                return result
+        raise self._refusal(credential, min_ttl)
+
+    async def renew(self, name: str) -> dict[str, Any]:
+        """One upstream attempt now, whatever the state (``credential.renew``)."""
+        credential = self._lookup(name)
+        await self._renew(credential, forced=True)
+        return credential.describe(self._wall())
+
+    def _lookup(self, name: str) -> Credential:
+        credential = self._credentials().get(name)
+        if credential is None:
+            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
+        return credential
+
+    def _serve(self, credential: Credential, min_ttl: float) -> dict[str, Any] | None:
+        now = self._wall()  # the wall clock, on every get: a suspended machine serves nothing stale
+        issued = credential.valid_token(now)
+        if issued is None:
+            return None
+        if issued.expires_at is not None and issued.expires_at - now < min_ttl:
+            return None
+        return token_result(credential.name, issued, now)
+
+    def _refusal(self, credential: Credential, min_ttl: float) -> RpcError:
+        name, now = credential.name, self._wall()
+        if credential.state is CredentialState.NEEDS_REAUTH:
+            return RpcError(
+                ErrorCode.NEEDS_REAUTH,
+                f"credential {name!r} was refused upstream and needs an operator: {credential.last_error}",
+            )
+        issued = credential.valid_token(now)
+        if issued is not None and issued.expires_at is not None:
+            left = issued.expires_at - now
+            how = "and cannot be renewed" if not credential.provider.renewable else "even after renewing"
+            return RpcError(
+                ErrorCode.TOKEN_EXPIRED,
+                f"token {name!r} has {left:.0f} s left, less than min_ttl {min_ttl:.0f} s, {how}",
+            )
+        if not credential.provider.renewable:
+            return RpcError(ErrorCode.TOKEN_EXPIRED, f"token {name!r} expired (not_after passed)")
+        if credential.renewing is not None:
+            return RpcError(ErrorCode.RENEWAL_FAILED, f"token {name!r} is still being renewed; try again")
+        return RpcError(
+            ErrorCode.RENEWAL_FAILED, f"no valid token for {name!r}: the last renewal failed: {credential.last_error}"
+        )
+
+
+class _Borrowed:
+    """An injected HTTP client, used as a context manager without being closed."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> Any:
+        return self._client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
