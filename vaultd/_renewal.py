@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 __all__ = ["Budget", "RenewalPolicy"]
 
+_EPSILON = 1e-9
+
 
 @dataclass(frozen=True, slots=True)
 class RenewalPolicy:
@@ -69,14 +71,18 @@ class Budget:
     def try_spend(self, now: float) -> bool:
         """Take one call if the budget allows it now."""
         self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
     def next_available(self, now: float) -> float:
-        """When the next call will be allowed (``now`` if one is available)."""
+        """When the next call will be allowed (``now`` if one is available).
+
+        Never a hair's breadth ahead of ``now``: a wait too small to move a float clock would
+        make whoever waits for it spin.
+        """
         self._refill(now)
-        if self._tokens >= 1.0:
+        if self._tokens >= 1.0 - _EPSILON:
             return now
-        return now + (1.0 - self._tokens) * 60.0 / self.per_minute
+        return now + max((1.0 - self._tokens) * 60.0 / self.per_minute, 0.001)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,13 @@ class Vault:
         failure_delay: FailureDelay | None = None,
         hub: WatchHub | None = None,
         renewer_options: dict[str, Any] | None = None,
+        blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
     ) -> None:
         """``nursery`` runs the renewer while the vault is unlocked (required to unlock);
-        ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer` (tests)."""
+        ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer`; ``blocking``
+        runs the slow calls (KDF, file writes) off the event loop (tests on a virtual clock
+        run them inline, so that time does not jump while a thread works)."""
+        self._blocking = blocking
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
         self._nursery = nursery
@@ -155,7 +159,7 @@ class Vault:
                     f"{self.backup} exists but {self.path.name} does not: restore it "
                     f"(mv {self.backup} {self.path}) or move it away first",
                 )
-            header, data_key = await trio.to_thread.run_sync(_vaultfile.new_vault, passphrase, profile)
+            header, data_key = await self._blocking(_vaultfile.new_vault, passphrase, profile)
             try:
                 await self._write(header, data_key, {"credentials": {}}, generation=1)
             except NotDurable as exc:
@@ -185,7 +189,7 @@ class Vault:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             epoch = self._epoch
             try:
-                header, data_key, body = await trio.to_thread.run_sync(self._read_and_open, passphrase)
+                header, data_key, body = await self._blocking(self._read_and_open, passphrase)
             except OpenFailed as exc:
                 await self._fail_passphrase()
                 raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
@@ -380,7 +384,7 @@ class Vault:
         assert self._open is not None
         opened, epoch = self._open, self._epoch
         try:
-            key = await trio.to_thread.run_sync(_vaultfile.unwrap, opened.header, passphrase)
+            key = await self._blocking(_vaultfile.unwrap, opened.header, passphrase)
         except OpenFailed as exc:
             await self._fail_passphrase()
             raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
@@ -457,7 +461,7 @@ class Vault:
         self._generation = generation
         data = _vaultfile.encode(replace(header, generation=generation), data_key, body)
         try:
-            await trio.to_thread.run_sync(write_atomic, self.path, data, self.backup)
+            await self._blocking(write_atomic, self.path, data, self.backup)
         except NotDurable as exc:
             self.last_write_error = str(exc)
             log.error("vault written, but not confirmed durable: %s", exc)

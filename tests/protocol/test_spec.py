@@ -42,3 +42,13 @@ def test_every_error_code_has_a_client_class_named_after_it() -> None:
         cls = getattr(errors, name)
         info = errors.error_from_info(ErrorInfo.of(code, "m"))
         assert type(info) is cls
+
+
+def test_every_credential_kind_and_config_field_is_documented() -> None:
+    from vaultd._providers import KINDS
+
+    for kind, cls in KINDS.items():
+        match = re.search(rf"^### 6\.\d+ `{kind}`\n(.*?)(?=^### |^## )", SPEC, re.M | re.S)
+        assert match, f"SPEC.md has no section for kind {kind}"
+        for field in cls.FIELDS:
+            assert f"| `{field}` |" in match.group(1), f"{kind}: field {field} missing"

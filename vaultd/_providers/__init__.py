@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._base import ConfigError, FetchContext, Issued, Provider, UpstreamError
+from .oauth2 import OAuth2Provider
 from .static import StaticProvider
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
 
 KINDS: dict[str, Any] = {
     StaticProvider.kind: StaticProvider,
+    OAuth2Provider.kind: OAuth2Provider,
 }
 
 

@@ -100,6 +100,8 @@ class Provider(Protocol):
     kind: ClassVar[str]
     #: Whether tokens come from somewhere (and expire): the renewer schedules these.
     renewable: ClassVar[bool]
+    #: Every config field the kind accepts (SPEC.md documents each; a test checks).
+    FIELDS: ClassVar[frozenset[str]]
 
     def to_record(self) -> dict[str, Any]:
         """The sealed form of the config, secrets included (only for the vault body)."""
@@ -129,7 +131,7 @@ class Provider(Protocol):
 # -- config helpers ------------------------------------------------------------------------------
 
 
-def check_keys(config: Mapping[str, Any], allowed: set[str], kind: str) -> None:
+def check_keys(config: Mapping[str, Any], allowed: frozenset[str], kind: str) -> None:
     unknown = set(config) - allowed
     if unknown:
         shown = ", ".join(sorted(str(k)[:32] for k in unknown))

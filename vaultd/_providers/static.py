@@ -23,6 +23,7 @@ def check_header_safe(value: str, what: str = "a 'bearer' token") -> None:
 class StaticProvider:
     kind: ClassVar[str] = "static"
     renewable: ClassVar[bool] = False
+    FIELDS: ClassVar[frozenset[str]] = frozenset({"token", "not_after", "type"})
 
     def __init__(self, token: Secret, token_type: str = "bearer", not_after: float | None = None) -> None:
         self._token = token
@@ -31,7 +32,7 @@ class StaticProvider:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> StaticProvider:
-        check_keys(config, {"token", "not_after", "type"}, cls.kind)
+        check_keys(config, cls.FIELDS, cls.kind)
         if not isinstance(config.get("token"), str) or not config.get("token"):
             raise ConfigError("'token' must be a non-empty string")
         token = req_str(config, "token", max_len=MAX_TOKEN_CHARS)
