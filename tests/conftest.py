@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemon_process import DaemonProcess
+from .daemon_process import DaemonProcess, FakeExchangeProcess
 
 
 @pytest.fixture
@@ -29,3 +29,11 @@ def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
     yield proc
     if proc.proc is not None:
         assert proc.stop() == 0, proc.log
+
+
+@pytest.fixture
+def fake_exchange() -> Iterator[FakeExchangeProcess]:
+    """The fake exchange in a process of its own, for tests of a real daemon process."""
+    exchange = FakeExchangeProcess()
+    yield exchange
+    exchange.stop()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from vaultd_client import Client, VaultdError
 
@@ -102,3 +105,30 @@ class DaemonProcess:
         self.ctl("init", "--kdf-profile", "min", *self.pw())
         self.ctl("unlock", *self.pw())
         self.ctl("add", "ex", "--kind", "static", *self.pw(), stdin=token + "\n")
+
+
+class FakeExchangeProcess:
+    """``python -m vaultd._fake_exchange`` in its own process, driven through ``/_control``."""
+
+    def __init__(self, expires_in: float = 900.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vaultd._fake_exchange", "--expires-in", str(expires_in)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        request = urllib.request.Request(self.url + "/_control", data=json.dumps(changes).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            result: dict[str, Any] = json.loads(answer.read())
+            return result
+
+    def calls(self, path: str = "/oauth/token") -> int:
+        return int(self.control()["calls"].get(path, 0))
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)

@@ -27,6 +27,8 @@ from ._passphrase import PassphraseError, read_passphrase
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
+#: Credential kinds (the daemon's registry; a test checks the two agree).
+KINDS = ["static", "oauth2", "jwt", "exec", "keepalive"]
 _MAX_STDIN = 64 * 1024
 
 
@@ -87,13 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         "add",
         help="store a credential, read from stdin",
         description=(
-            "Store a credential. Its secret is read from stdin (never argv): for --kind static, either the bare "
-            'token, or a JSON object {"token": "...", "not_after": "2026-12-31T00:00:00Z", "type": "bearer"}. '
-            "On a terminal, the token is asked for without echo."
+            "Store a credential. Its settings and secrets are read from stdin (never argv) as one JSON object, "
+            "documented field by field for each kind in protocol/SPEC.md section 6. For --kind static, stdin may "
+            'also be the bare token. Examples: {"token": "...", "not_after": "2026-12-31T00:00:00Z"} (static); '
+            '{"token_url": "https://...", "grant_type": "refresh_token", "client_id": "...", "refresh_token": "..."} '
+            "(oauth2). On a terminal, the input is asked for without echo."
         ),
     )
     p.add_argument("name", help="the credential's name (letters, digits, '.', '_', '-')")
-    p.add_argument("--kind", required=True, choices=["static"], help="credential kind")
+    p.add_argument("--kind", required=True, choices=KINDS, help="credential kind")
     p.add_argument("--replace", action="store_true", help="replace an existing credential of that name")
     _passphrase_options(p)
 
@@ -104,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list credentials (needs the passphrase)")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     _passphrase_options(p)
+
+    p = sub.add_parser("renew", help="make one upstream attempt now, whatever the state (needs the passphrase)")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print the credential's state after the attempt as JSON")
+    _passphrase_options(p)
+
+    p = sub.add_parser(
+        "watch",
+        help="print each renewal, expiry and lock as it happens (never the token)",
+        description="Follow credentials live: one line per event (one JSON object per line with --json).",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
 
     p = sub.add_parser("get", help="print a credential's current token alone (for scripts)")
     p.add_argument("name")
@@ -162,9 +180,13 @@ def _credential_table(credentials: list[dict[str, Any]]) -> list[str]:
     if not credentials:
         return ["  (none)"]
     width = max(len(c["name"]) for c in credentials)
-    rows = [f"  {'NAME':<{width}}  {'KIND':<8} {'STATE':<13} EXPIRES"]
+    rows = [f"  {'NAME':<{width}}  {'KIND':<9} {'STATE':<12} {'EXPIRES':<20} {'NEXT RENEWAL':<20} LAST ERROR"]
     for c in credentials:
-        rows.append(f"  {c['name']:<{width}}  {c['kind']:<8} {c['state']:<13} {_when(c.get('expires_at'))}")
+        rows.append(
+            f"  {c['name']:<{width}}  {c['kind']:<9} {c['state']:<12} {_when(c.get('expires_at')):<20} "
+            f"{_when(c.get('next_renewal')):<20} {c.get('last_error') or '-'}"
+        )
+        rows.extend(f"  {'':<{width}}  warning: {w}" for w in c.get("warnings", []))
     return rows
 
 
@@ -186,9 +208,10 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_stdin_secret() -> str:
+def _read_stdin_secret(kind: str) -> str:
     if sys.stdin.isatty():
-        return getpass.getpass("Token (input hidden): ")
+        prompt = "Token (input hidden): " if kind == "static" else "JSON config, on one line (input hidden): "
+        return getpass.getpass(prompt)
     raw = sys.stdin.buffer.read(_MAX_STDIN + 1)
     if len(raw) > _MAX_STDIN:
         raise CtlError(f"stdin holds more than {_MAX_STDIN} bytes", EXIT_USAGE)
@@ -198,11 +221,13 @@ def _read_stdin_secret() -> str:
         raise CtlError("stdin is not UTF-8 text", EXIT_USAGE) from None
 
 
-def static_config(text: str) -> dict[str, Any]:
-    """stdin for ``add --kind static``: a JSON object, or else the bare token."""
+def config_from_stdin(kind: str, text: str) -> dict[str, Any]:
+    """stdin for ``add``: a JSON object; for ``static``, the bare token will do too."""
     if not text:
-        raise CtlError("nothing on stdin: pipe the token, or a JSON object with a 'token' field", EXIT_USAGE)
-    if text.startswith("{"):
+        if kind == "static":
+            raise CtlError("nothing on stdin: pipe the token, or a JSON object with a 'token' field", EXIT_USAGE)
+        raise CtlError(f"nothing on stdin: pipe a JSON object with the {kind} settings (SPEC.md section 6)", EXIT_USAGE)
+    if text.startswith("{") or kind != "static":
         try:
             config = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -217,7 +242,7 @@ def static_config(text: str) -> dict[str, Any]:
 
 
 def cmd_add(client: Client, args: argparse.Namespace) -> int:
-    config = static_config(_read_stdin_secret())
+    config = config_from_stdin(args.kind, _read_stdin_secret(args.kind))
     passphrase = _passphrase(args, stdin_busy=True)
     params = {
         "passphrase": passphrase,
@@ -237,6 +262,37 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
 def cmd_rm(client: Client, args: argparse.Namespace) -> int:
     _slow(client, Method.CREDENTIAL_REMOVE, {"passphrase": _passphrase(args), "name": args.name})
     print(f"credential {args.name!r} removed")
+    return EXIT_OK
+
+
+def cmd_renew(client: Client, args: argparse.Namespace) -> int:
+    result = _slow(client, Method.CREDENTIAL_RENEW, {"passphrase": _passphrase(args), "name": args.name})
+    described = result["credential"]
+    if args.json:
+        print(json.dumps(described, indent=2, sort_keys=True))
+    else:
+        print("\n".join(_credential_table([described])))
+    if described["state"] == "FRESH" and not described.get("last_error"):
+        return EXIT_OK
+    print(f"vaultctl: the attempt failed: {described.get('last_error')} ({described['state']})", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_watch(client: Client, args: argparse.Namespace) -> int:
+    seen = 0
+    with client.watch(args.names) as events:
+        for event in events:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            expires = event.token.expires_at if event.token else None
+            if args.json:
+                line = {"time": when, "event": event.kind, "name": event.name, "expires_at": expires}
+                print(json.dumps(line), flush=True)
+            else:
+                tail = f" expires {_when(expires)}" if event.token else ""
+                print(f"{when} {event.kind:<8} {event.name or '-'}{tail}", flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
     return EXIT_OK
 
 
@@ -276,6 +332,8 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "rm": cmd_rm,
     "list": cmd_list,
     "get": cmd_get,
+    "renew": cmd_renew,
+    "watch": cmd_watch,
     "demo": cmd_demo,
 }
 

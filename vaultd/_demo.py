@@ -3,11 +3,13 @@
 Starts a real daemon on a temporary socket and data folder, drives it with the real
 ``vaultctl`` commands and the client library, and checks each outcome as it goes, so a
 demo that prints success has shown the feature working. Uses the ``min`` KDF profile so
-it runs in a second; that profile is for tests and demos only.
+it runs in a second; that profile is for tests and demos only. The renewal part runs a
+fake exchange (fake credentials only) on 127.0.0.1 in a process of its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,9 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from vaultd_client import Client, Locked, VaultdError
+from vaultd_client import Client, Locked, VaultdError, WatchEvent
 
 __all__ = ["run_demo"]
 
@@ -33,8 +37,9 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _vaultctl(env: dict[str, str], *args: str, stdin: str | None = None, expect: int = 0) -> str:
-    _say("$ vaultctl " + " ".join(args) + (f"   # stdin: {stdin.strip()}" if stdin else ""))
+def _vaultctl(env: dict[str, str], *args: str, stdin: str | None = None, expect: int = 0, quiet: bool = False) -> str:
+    if not quiet:
+        _say("$ vaultctl " + " ".join(args) + (f"   # stdin: {stdin.strip()}" if stdin else ""))
     proc = subprocess.run(
         [sys.executable, "-m", "vaultd._ctl", *args],
         input=stdin,
@@ -99,8 +104,13 @@ def run_demo() -> int:
         _say(f"\n# the vault file ({len(vault_bytes)} bytes) holds the token in the clear: {not sealed}")
         if not sealed:
             raise _DemoFailed("the token is in the vault file in the clear")
+        watcher = _renewing_live(env, pw, client)
         _say("\n# an operator pulls the emergency brake:")
         _vaultctl(env, "lock")
+        locked = next(watcher, None)
+        _say(f"  the watcher hears: {locked.kind if locked else 'nothing'}")
+        if locked is None or locked.kind != "locked":
+            raise _DemoFailed("the watcher did not hear the lock")
         _say(f">>> Client().token({_NAME!r})")
         try:
             client.token(_NAME)
@@ -114,6 +124,7 @@ def run_demo() -> int:
         return 1
     finally:
         client.close()
+        _stop_exchange()
         _say("\n$ kill -TERM %vaultd")
         daemon.send_signal(signal.SIGTERM)
         try:
@@ -123,5 +134,57 @@ def run_demo() -> int:
             daemon.kill()
             _say("  vaultd did not stop within 15 s and was killed")
         shutil.rmtree(root, ignore_errors=True)
-    _say("\ndemo OK: stored sealed, served over the socket, refused once locked.")
+    _say("\ndemo OK: stored sealed, served over the socket, renewed live, refused once locked.")
     return 0
+
+
+_EXCHANGE: list[subprocess.Popen[str]] = []
+
+
+def _stop_exchange() -> None:
+    for proc in _EXCHANGE:
+        proc.kill()
+        proc.wait(timeout=10)
+    _EXCHANGE.clear()
+
+
+def _control(url: str, **changes: object) -> dict[str, object]:
+    # S310: the URL is our own fake exchange's, http://127.0.0.1:PORT, built above.
+    request = urllib.request.Request(url + "/_control", data=json.dumps(changes).encode(), method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        result: dict[str, object] = json.loads(answer.read())
+        return result
+
+
+def _renewing_live(env: dict[str, str], pw: tuple[str, str], client: Client) -> Iterator[WatchEvent]:
+    """An OAuth2 credential renewing from a fake exchange every 2 s; a watcher prints each renewal."""
+    _say("\n# a fake exchange on 127.0.0.1 issues 3-second access tokens and rotates refresh tokens")
+    exchange = subprocess.Popen(
+        [sys.executable, "-m", "vaultd._fake_exchange", "--expires-in", "3"], stdout=subprocess.PIPE, text=True
+    )
+    _EXCHANGE.append(exchange)
+    assert exchange.stdout is not None
+    url = f"http://127.0.0.1:{int(exchange.stdout.readline())}"
+    config = {
+        "token_url": url + "/oauth/token",
+        "grant_type": "refresh_token",
+        "client_id": "fake-client",
+        "client_secret": "fake-secret",
+        "refresh_token": _control(url, new_refresh_token=True)["refresh_token"],
+    }
+    _say(f'$ vaultctl add demo-oauth --kind oauth2 ...   # stdin: {{"token_url": "{url}/oauth/token", ...}}')
+    _vaultctl(env, "add", "demo-oauth", "--kind", "oauth2", *pw, stdin=json.dumps(config), quiet=True)
+    _say("\n# an engine follows it live, without polling:")
+    _say(">>> for event in Client().watch(['demo-oauth']): ...")
+    watcher = client.watch(["demo-oauth"], timeout=20)
+    seen: set[str] = set()
+    for event in watcher:
+        if event.kind != "updated" or event.token is None:
+            raise _DemoFailed(f"unexpected watch event {event.kind}")
+        ttl = (event.token.expires_at or 0) - time.time()
+        _say(f"  renewed: {event.token.value[:14]}... valid {ttl:.1f} s more")
+        seen.add(event.token.value)
+        if len(seen) == 3:
+            break
+    _vaultctl(env, "status")
+    return iter(watcher)

@@ -26,13 +26,16 @@ import trio
 __all__ = ["Behaviour", "FakeExchange", "main"]
 
 _MAX_BODY = 1 << 20
+#: Binance closes a user data stream 60 minutes after its listen key was created or kept alive.
+LISTEN_KEY_LIFETIME = 3600.0
 
 
 @dataclass
 class Behaviour:
     """What the exchange does next. ``fault``: ``""`` (none), ``down`` (HTTP 500), ``slow``
-    (answers after ``delay`` seconds), ``drop`` (issues and rotates, then closes without
-    answering), ``no_expires_in``, ``not_json``, ``huge`` (a 10 MB body), ``invalid_grant``."""
+    (answers after ``delay`` seconds), ``late`` (issues and rotates, then answers after
+    ``delay`` seconds), ``drop`` (issues and rotates, then closes without answering),
+    ``no_expires_in``, ``not_json``, ``huge`` (a 10 MB body), ``invalid_grant``."""
 
     expires_in: float = 900.0
     rotate: bool = True
@@ -64,6 +67,14 @@ class FakeExchange:
     _families: dict[str, _Family] = field(default_factory=dict)
     _by_token: dict[str, str] = field(default_factory=dict)
     listen_keys: set[str] = field(default_factory=set)
+    #: When each listen key was created or last kept alive (trio's clock): like Binance, the
+    #: fake forgets a key 60 minutes after that.
+    listen_key_alive: dict[str, float] = field(default_factory=dict)
+    #: listenKey requests by method: POST creates, PUT keeps alive, DELETE closes.
+    listen_key_calls: dict[str, int] = field(default_factory=dict)
+    #: What ``/v1/api/tickle`` reports: False plays a gateway whose brokerage login lapsed.
+    tickle_authenticated: bool = True
+    tickle_session: str = "fake-session-1"
     port: int = 0
     #: The fault that applies to the request being answered.
     _faulted: str = ""
@@ -187,14 +198,16 @@ class FakeExchange:
             answer = self._oauth(headers, parse_qs(body.decode(errors="replace")))
         elif path == "/api/v2/public/auth":
             answer = self._deribit(body)
-        elif path == "/api/v3/userDataStream":
+        elif path in ("/api/v3/userDataStream", "/fapi/v1/listenKey"):
             answer = self._listen_key(method, headers, query)
         elif path == "/v1/api/tickle" and method == "POST":
-            answer = 200, {"session": "fake-session-1", "iserver": {"authStatus": {"authenticated": True}}}
+            answer = self._tickle()
         else:
             answer = 404, {"error": "not_found"}
         if fault == "drop" and answer[0] == 200:
             return None
+        if fault == "late":
+            await trio.sleep(self.behaviour.delay)
         return self._encode(*answer, fault)
 
     def _encode(self, status: int, payload: dict[str, Any], fault: str) -> tuple[int, bytes]:
@@ -273,18 +286,31 @@ class FakeExchange:
         return 200, {"jsonrpc": "2.0", "id": call_id, "result": result}
 
     def _listen_key(self, method: str, headers: dict[str, str], query: dict[str, list[str]]) -> tuple[int, Any]:
+        self.listen_key_calls[method] = self.listen_key_calls.get(method, 0) + 1
         if headers.get("x-mbx-apikey") not in self.clients:
             return 401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
+        now = trio.current_time()
+        for stale in [k for k, at in self.listen_key_alive.items() if now - at > LISTEN_KEY_LIFETIME]:
+            self.listen_keys.discard(stale)
+            del self.listen_key_alive[stale]
         if method == "POST":
             key = "fake-lk-" + secrets.token_hex(16)
             self.listen_keys.add(key)
+            self.listen_key_alive[key] = now
             return 200, {"listenKey": key}
         key = query.get("listenKey", [""])[0]
         if key not in self.listen_keys:
             return 400, {"code": -1125, "msg": "This listenKey does not exist."}
         if method == "DELETE":
             self.listen_keys.discard(key)
+            self.listen_key_alive.pop(key, None)
+        else:
+            self.listen_key_alive[key] = now
         return 200, {}
+
+    def _tickle(self) -> tuple[int, Any]:
+        auth = {"authenticated": self.tickle_authenticated, "competing": False, "connected": True, "message": ""}
+        return 200, {"session": self.tickle_session, "iserver": {"authStatus": auth}}
 
 
 def main(argv: list[str] | None = None) -> int:

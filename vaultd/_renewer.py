@@ -196,14 +196,16 @@ class Renewer:
                 self._schedule(credential, _RENEW, self._wall() + wait)
                 return
             credential.upstream_calls += 1
+        # A provider with its own, longer timeout (an exec command) gets that, plus a margin.
+        limit = max(self._fetch_timeout, float(getattr(provider, "timeout", 0.0)) + 5.0)
         try:
-            with trio.fail_after(self._fetch_timeout):
+            with trio.fail_after(limit):
                 issued = await provider.fetch(FetchContext(self._wall, self._http))
         except UpstreamError as exc:
             self._failed(credential, str(exc), reauth=exc.reauth)
             return
         except trio.TooSlowError:
-            self._failed(credential, f"no answer within {self._fetch_timeout:.0f} s")
+            self._failed(credential, f"no answer within {limit:.0f} s")
             return
         except Exception as exc:  # a provider bug must not kill the loop for everyone
             log.error("credential %r: fetch failed: %s", credential.name, type(exc).__name__, exc_info=exc)

@@ -11,6 +11,7 @@ import into a trading engine.
 from . import errors
 from ._sync import Client
 from ._types import Token
+from ._watch import Watch, WatchEvent
 from .errors import (
     ConnectionLost,
     DaemonUnavailable,
@@ -33,6 +34,8 @@ __all__ = [
     "TransportError",
     "UntrustedSocket",
     "VaultdError",
+    "Watch",
+    "WatchEvent",
     "errors",
 ]
 

@@ -11,12 +11,14 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from vaultd_protocol import PROTOCOL_VERSION, Method, Response, default_socket_path
 
 from ._session import ClientSession
 from ._types import Token
+from ._watch import Watch
 from .errors import (
     ConnectionLost,
     DaemonUnavailable,
@@ -42,6 +44,27 @@ def listener_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a connected AF_UNIX socket."""
     _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
     return int(uid)
+
+
+def connect_unix(path: str, timeout: float) -> socket.socket:
+    """Connect to the daemon's socket, and check it is served by this very user.
+
+    Raises:
+        DaemonUnavailable: nothing listens there.
+        UntrustedSocket: another user's process listens there (nothing was sent).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        server_uid = listener_uid(sock)
+    except OSError as exc:
+        sock.close()
+        raise DaemonUnavailable(path, exc.strerror or type(exc).__name__) from None
+    if server_uid != os.getuid():
+        sock.close()
+        raise UntrustedSocket(path, server_uid)
+    return sock
 
 
 class Client:
@@ -88,6 +111,15 @@ class Client:
         result: dict[str, Any] = self.call(Method.HELLO, {"protocol": PROTOCOL_VERSION, "client": client})
         return result
 
+    def watch(self, names: Iterable[str], *, timeout: float | None = None) -> Watch:
+        """Follow renewals as they happen: an iterator of :class:`WatchEvent`.
+
+        It has its own connection; iterate it in a thread of its own, or with ``timeout``
+        (seconds without an event before :class:`Timeout`). Close it (or use ``with``)
+        when done. Subscribe first, then call :meth:`token` for the current value.
+        """
+        return Watch(self.socket_path, list(names), connect_timeout=self.timeout, timeout=timeout)
+
     def lock(self) -> dict[str, Any]:
         """Lock the vault now: every token method answers Locked until an unlock."""
         result: dict[str, Any] = self.call(Method.VAULT_LOCK)
@@ -129,17 +161,7 @@ class Client:
         return f"Client(socket_path={self.socket_path!r})"
 
     def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-            server_uid = listener_uid(sock)
-        except OSError as exc:
-            sock.close()
-            raise DaemonUnavailable(self.socket_path, exc.strerror or type(exc).__name__) from None
-        if server_uid != os.getuid():
-            sock.close()
-            raise UntrustedSocket(self.socket_path, server_uid)
+        sock = connect_unix(self.socket_path, self.timeout)
         self._sock = sock
         self._session = ClientSession()
         return sock

@@ -22,7 +22,7 @@ from ..daemon_process import DaemonProcess
 def test_public_surface_is_pinned() -> None:
     assert sorted(vaultd_client.__all__) == [
         "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError", "Timeout", "Token",
-        "TransportError", "UntrustedSocket", "VaultdError", "errors",
+        "TransportError", "UntrustedSocket", "VaultdError", "Watch", "WatchEvent", "errors",
     ]  # fmt: skip
     for name in ("token", "status", "lock", "unlock", "hello", "call", "close"):
         assert callable(getattr(Client, name))
@@ -103,3 +103,10 @@ def test_many_threads_share_one_client(daemon: DaemonProcess) -> None:
     client.close()
     assert errors == []
     assert results == ["fake-token-threads"] * 400
+
+
+def test_vaultctl_offers_every_kind_the_daemon_knows() -> None:
+    from vaultd._ctl import KINDS as CTL_KINDS
+    from vaultd._providers import KINDS
+
+    assert sorted(KINDS) == sorted(CTL_KINDS) or set(KINDS) < set(CTL_KINDS)

@@ -339,3 +339,9 @@ def test_daemon_starts_on_a_hostile_vault_file_and_stays_up(daemon: DaemonProces
     result = daemon.ctl("unlock", *daemon.pw(), check=False)
     assert result.returncode == 1 and "VAULT_DAMAGED" in result.stderr and "'salt' is not bytes" in result.stderr
     assert (daemon.data_dir / "vault").read_bytes() == hostile
+
+
+def test_the_readme_demo_runs_and_checks_itself() -> None:
+    proc = subprocess.run([BIN / "vaultctl", "demo"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "demo OK" in proc.stdout and "renewed:" in proc.stdout and "the watcher hears: locked" in proc.stdout

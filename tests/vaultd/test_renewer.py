@@ -7,58 +7,18 @@ sees is tied to trio's clock, with an offset a test can move to play a suspended
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from vaultd._errors import RpcError
 from vaultd._fake_exchange import FakeExchange
 from vaultd._secret import Secret
-from vaultd._vault import Vault
 from vaultd._vaultfile import decode
-from vaultd_protocol import ErrorCode, KdfProfile
+from vaultd_protocol import ErrorCode
 
-PASS = "fake passphrase 1"
-
-
-class Wall:
-    """The vault's wall clock: trio's clock plus an offset (move it to jump the wall clock)."""
-
-    def __init__(self) -> None:
-        self.offset = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.offset + trio.current_time()
-
-
-@pytest.fixture
-async def exchange(nursery: trio.Nursery) -> FakeExchange:
-    fx = FakeExchange()
-    await nursery.start(fx.serve)
-    return fx
-
-
-@pytest.fixture
-def wall() -> Wall:
-    return Wall()
-
-
-async def inline(fn: Any, *args: Any) -> Any:
-    """Run the vault's blocking calls (MIN KDF, small writes) inline: no thread, so the
-    autojump clock cannot skip ahead while one works."""
-    return fn(*args)
-
-
-async def open_vault(nursery: trio.Nursery, path: Path, wall: Wall, **options: Any) -> Vault:
-    vault = Vault(
-        path, nursery=nursery, clock=wall, renewer_options={"rng": random.Random(7), **options}, blocking=inline
-    )
-    await vault.init(Secret(PASS), KdfProfile.MIN)
-    await vault.unlock(Secret(PASS))
-    return vault
+from .renewal_tools import PASS, Wall, add, open_vault, refused, state
 
 
 def oauth(fx: FakeExchange, **changes: Any) -> dict[str, Any]:
@@ -70,20 +30,6 @@ def oauth(fx: FakeExchange, **changes: Any) -> dict[str, Any]:
         "refresh_token": fx.new_refresh_token(),
     }
     return {**config, **changes}
-
-
-async def add(vault: Vault, name: str, config: dict[str, Any], kind: str = "oauth2") -> None:
-    await vault.put(Secret(PASS), name, kind, config, replace=False)
-
-
-def state(vault: Vault, name: str) -> dict[str, Any]:
-    return next(c for c in vault.describe() if c["name"] == name)
-
-
-async def refused(coro: Any) -> RpcError:
-    with pytest.raises(RpcError) as info:
-        await coro
-    return info.value
 
 
 async def test_tokens_renew_before_they_expire_and_watchers_hear_each_one(
@@ -390,3 +336,25 @@ async def test_lock_ends_renewals_and_tells_watchers(
     await trio.sleep(7200)
     assert exchange.calls["/oauth/token"] == calls, "no renewal while locked"
     assert heard[-1] == "vault.locked"
+
+
+async def test_jwt_credentials_are_minted_and_renewed_locally(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any
+) -> None:
+    import base64
+    import json as json_module
+
+    import nacl.signing
+
+    seed = bytes(range(32))
+    vault = await open_vault(nursery, tmp_path, wall)
+    config = {"alg": "EdDSA", "private_key": base64.b64encode(seed).decode(), "claims": {"sub": "engine-1"}}
+    await add(vault, "signer", config, kind="jwt")
+    first = await vault.get("signer", 0)
+    header, payload, signature = first["token"].split(".")
+    verify = nacl.signing.SigningKey(seed).verify_key
+    verify.verify(f"{header}.{payload}".encode(), base64.urlsafe_b64decode(signature + "=="))
+    claims = json_module.loads(base64.urlsafe_b64decode(payload + "=="))
+    assert claims["sub"] == "engine-1" and claims["exp"] - claims["iat"] == 120
+    await trio.sleep(100)  # renewed at about 80 s
+    assert (await vault.get("signer", 0))["token"] != first["token"]

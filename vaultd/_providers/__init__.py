@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._base import ConfigError, FetchContext, Issued, Provider, UpstreamError
+from .exec import ExecProvider
+from .jwt import JwtProvider
+from .keepalive import KeepaliveProvider
 from .oauth2 import OAuth2Provider
 from .static import StaticProvider
 
@@ -23,6 +26,9 @@ __all__ = [
 KINDS: dict[str, Any] = {
     StaticProvider.kind: StaticProvider,
     OAuth2Provider.kind: OAuth2Provider,
+    JwtProvider.kind: JwtProvider,
+    KeepaliveProvider.kind: KeepaliveProvider,
+    ExecProvider.kind: ExecProvider,
 }
 
 

@@ -16,7 +16,7 @@ from ._base import ConfigError, UpstreamError
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["MAX_ANSWER", "check_url", "exchange_json"]
+__all__ = ["MAX_ANSWER", "check_url", "exchange_json", "is_loopback"]
 
 MAX_ANSWER = 1 << 20
 
@@ -32,12 +32,12 @@ def check_url(url: str, field_name: str) -> str:
         raise ConfigError(f"{field_name!r} must be an https:// URL")
     if parts.username or parts.password:
         raise ConfigError(f"{field_name!r} must not carry credentials in the URL")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(f"{field_name!r} must use https (plain http only to a loopback address)")
     return url
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
