@@ -36,6 +36,8 @@ def check_name(name: str) -> None:
 
 @dataclass(eq=False, repr=False)
 class Credential:
+    """One credential of an unlocked vault: its provider and where its renewal stands."""
+
     name: str
     provider: Provider
     created_at: float
@@ -46,6 +48,8 @@ class Credential:
     next_renewal: float | None = None
     last_error: str | None = None
     failures: int = 0
+    #: How long the last token lived: a min_ttl above it cannot be met by renewing.
+    last_lifetime: float | None = None
     upstream_calls: int = 0
     budget: Budget = field(default_factory=Budget)
     #: Set while a renewal runs; concurrent callers wait on it instead of calling upstream.

@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="vaultd: %(levelname)s: %(name)s: %(message)s"
     )
+    # httpx logs every request URL at INFO, and a URL can hold a handle such as a listenKey.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = _config(args)
     except ValueError as exc:

@@ -107,7 +107,7 @@ def run_demo() -> int:
         watcher = _renewing_live(env, pw, client)
         _say("\n# an operator pulls the emergency brake:")
         _vaultctl(env, "lock")
-        locked = next(watcher, None)
+        locked = next((event for event in watcher if event.kind == "locked"), None)  # renewals may come first
         _say(f"  the watcher hears: {locked.kind if locked else 'nothing'}")
         if locked is None or locked.kind != "locked":
             raise _DemoFailed("the watcher did not hear the lock")

@@ -34,6 +34,10 @@ __all__ = ["Renewer", "token_result"]
 log = logging.getLogger("vaultd.renewer")
 
 _RENEW, _EXPIRE = "renew", "expire"
+#: The timer loop wakes at least this often (one comparison) to notice the wall clock jump.
+_HEARTBEAT = 30.0
+#: How far the wall clock may drift from trio's before the timers are re-mapped.
+_DRIFT = 1.0
 
 
 def token_result(name: str, issued: Issued, now: float) -> dict[str, Any]:
@@ -78,12 +82,15 @@ class Renewer:
         self._http = http
         self._fetch_timeout = fetch_timeout
         self._get_wait = get_wait
-        self._heap: list[tuple[float, int, str, Credential]] = []
+        self._heap: list[tuple[float, int, str, Credential, float]] = []
         self._latest: dict[tuple[int, str], int] = {}
         self._seq = itertools.count()
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._scope = trio.CancelScope()
+        self._stopped = False
+        #: wall clock minus trio's clock, when the timers were last mapped.
+        self._offset = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -92,12 +99,15 @@ class Renewer:
         with self._scope:
             async with self._http_client() as http, trio.open_nursery() as nursery:
                 self._http, self._nursery = http, nursery
+                self._offset = self._wall() - trio.current_time()
                 for credential in list(self._credentials().values()):
                     self.start(credential)
                 task_status.started()
                 await self._timer_loop()
 
     def stop(self) -> None:
+        """Cancel every attempt and timer (the vault is locking)."""
+        self._stopped = True
         self._scope.cancel()
 
     def _http_client(self) -> Any:
@@ -108,9 +118,9 @@ class Renewer:
         return httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False, headers={"User-Agent": "vaultd"})
 
     def start(self, credential: Credential) -> None:
-        """Begin tracking a credential (at unlock, or when one is added)."""
-        if self._nursery is not None:
-            self._nursery.start_soon(self._renew, credential)
+        """Begin tracking a credential (at unlock, or when one is added): fetch its first token."""
+        if self._nursery is not None and not getattr(credential.provider, "per_get", False):
+            self._begin(credential)
 
     def forget(self, credential: Credential) -> None:
         """Stop tracking a credential (removed or replaced): its timers become no-ops."""
@@ -120,10 +130,11 @@ class Renewer:
     # -- timers ----------------------------------------------------------------------------------
 
     def _schedule(self, credential: Credential, action: str, at_wall: float) -> None:
-        deadline = trio.current_time() + max(0.0, at_wall - self._wall())
+        self._follow_the_wall_clock()  # map with the offset of now, not of the last wake
+        deadline = max(trio.current_time(), at_wall - self._offset)
         seq = next(self._seq)
         self._latest[(id(credential), action)] = seq
-        heapq.heappush(self._heap, (deadline, seq, action, credential))
+        heapq.heappush(self._heap, (deadline, seq, action, credential, at_wall))
         if action == _RENEW:
             credential.next_renewal = at_wall
         if self._heap[0][1] == seq:
@@ -134,27 +145,43 @@ class Renewer:
         if action == _RENEW:
             credential.next_renewal = None
 
+    def _follow_the_wall_clock(self) -> None:
+        """After a suspend, trio's clock lags the wall clock: re-map every pending deadline."""
+        offset = self._wall() - trio.current_time()
+        if abs(offset - self._offset) <= _DRIFT:
+            return
+        log.info("the wall clock moved %.0f s against the monotonic clock: rescheduling", offset - self._offset)
+        self._offset = offset
+        now = trio.current_time()
+        self._heap = [(max(now, at - offset), seq, a, c, at) for _, seq, a, c, at in self._heap]
+        heapq.heapify(self._heap)
+        self._wake.set()
+
     async def _timer_loop(self) -> None:
-        assert self._nursery is not None
         while True:
+            self._follow_the_wall_clock()
             now = trio.current_time()
             while self._heap and self._heap[0][0] <= now:
-                _, seq, action, credential = heapq.heappop(self._heap)
+                _, seq, action, credential, _ = heapq.heappop(self._heap)
                 if self._latest.get((id(credential), action)) != seq or not self._current(credential):
                     continue  # superseded, cancelled, or the credential is gone
                 del self._latest[(id(credential), action)]
                 if action == _RENEW:
                     credential.next_renewal = None
-                    self._nursery.start_soon(self._renew, credential)
+                    if credential.state is CredentialState.FRESH:
+                        credential.state = CredentialState.RENEW_DUE
+                    self._begin(credential)
                 else:
                     self._check_expiry(credential)
-            deadline = self._heap[0][0] if self._heap else math.inf
+            # Sleep until the next deadline; wake at least every HEARTBEAT to notice a suspend
+            # (one comparison, not a scan: nothing is polled).
+            deadline = min(self._heap[0][0] if self._heap else math.inf, now + _HEARTBEAT)
             with trio.move_on_at(deadline):
                 await self._wake.wait()
             self._wake = trio.Event()
 
     def _current(self, credential: Credential) -> bool:
-        return self._credentials().get(credential.name) is credential
+        return not self._stopped and self._credentials().get(credential.name) is credential
 
     def _check_expiry(self, credential: Credential) -> None:
         issued = credential.issued
@@ -165,89 +192,121 @@ class Renewer:
             return
         log.warning("credential %r: its token expired without a renewal (%s)", credential.name, credential.last_error)
         self._hub.publish(EXPIRED, credential.name, lambda: {"name": credential.name})
+        idle = credential.renewing is None and credential.next_renewal is None
+        if credential.provider.renewable and idle and credential.state is not CredentialState.NEEDS_REAUTH:
+            self._begin(credential)  # no attempt planned (e.g. after a suspend): try now
 
     # -- renewals ---------------------------------------------------------------------------------
 
-    async def _renew(self, credential: Credential, *, forced: bool = False) -> None:
-        """Renew now, or wait for the renewal already in flight (single flight)."""
-        if credential.renewing is not None:
-            await credential.renewing.wait()
-            if not forced:
-                return
-            if credential.renewing is not None:  # another forced one started meanwhile
-                await credential.renewing.wait()
-                return
-        done = credential.renewing = trio.Event()
+    def _begin(self, credential: Credential, *, forced: bool = False) -> trio.Event:
+        """Start an attempt in the renewer's own nursery, unless one runs; return its done event.
+
+        Attempts never run in a caller's task, so a caller that gives up (a timeout, a
+        closed connection) cannot cut an attempt short and leave it unrecorded.
+        """
+        if credential.renewing is None:
+            assert self._nursery is not None
+            done = credential.renewing = trio.Event()
+            self._nursery.start_soon(self._attempt, credential, forced, done)
+        return credential.renewing
+
+    async def _attempt(self, credential: Credential, forced: bool, done: trio.Event) -> None:
+        recorded = False
         try:
-            await self._renew_once(credential, forced=forced)
+            recorded = await self._renew_once(credential, forced=forced)
         finally:
             credential.renewing = None
             done.set()
+            if not recorded and self._current(credential):
+                self._failed(credential, "the attempt was interrupted")
 
-    async def _renew_once(self, credential: Credential, *, forced: bool) -> None:
+    async def _renew_once(self, credential: Credential, *, forced: bool) -> bool:
+        """One attempt; True once its outcome is recorded (success, failure, or a deliberate skip)."""
         provider = credential.provider
         if credential.state is CredentialState.NEEDS_REAUTH and not forced:
-            return
+            return True
         if provider.renewable:
             now = trio.current_time()
             if not credential.budget.try_spend(now) and not forced:
                 wait = credential.budget.next_available(now) - now
-                credential.last_error = f"upstream call budget spent: next attempt in {wait:.0f} s"
+                credential.last_error = credential.last_error or f"upstream call budget spent: next try in {wait:.0f} s"
                 self._schedule(credential, _RENEW, self._wall() + wait)
-                return
+                return True
             credential.upstream_calls += 1
-        # A provider with its own, longer timeout (an exec command) gets that, plus a margin.
-        limit = max(self._fetch_timeout, float(getattr(provider, "timeout", 0.0)) + 5.0)
+        limit = self._limit(credential)
         try:
             with trio.fail_after(limit):
                 issued = await provider.fetch(FetchContext(self._wall, self._http))
         except UpstreamError as exc:
+            if exc.rotated:  # a new refresh token came with a bad answer: keep it anyway
+                await self._save_rotation(credential)
             self._failed(credential, str(exc), reauth=exc.reauth)
-            return
+            return True
         except trio.TooSlowError:
             self._failed(credential, f"no answer within {limit:.0f} s")
-            return
+            return True
         except Exception as exc:  # a provider bug must not kill the loop for everyone
             log.error("credential %r: fetch failed: %s", credential.name, type(exc).__name__, exc_info=exc)
             self._failed(credential, f"internal error ({type(exc).__name__}); see the daemon's log")
-            return
+            return True
         if not self._current(credential):
             issued.wipe()
-            return
-        if issued.rotated:
-            try:
-                await self._persist()  # write-ahead: durable before the new token is served
-            except RpcError as exc:
-                issued.wipe()
-                self._failed(credential, f"the rotated refresh token could not be saved: {exc}")
-                return
-            if not self._current(credential):
-                issued.wipe()
-                return
+            return True
+        if issued.rotated and not await self._save_rotation(credential):
+            issued.wipe()
+            self._failed(credential, f"the rotated refresh token could not be saved: {credential.last_error}")
+            return True
+        if not self._current(credential):
+            issued.wipe()
+            return True
         self._succeeded(credential, issued)
+        return True
+
+    async def _save_rotation(self, credential: Credential) -> bool:
+        """Write-ahead: the vault holding the rotated secret is on disk before anything uses it."""
+        try:
+            await self._persist()
+        except RpcError as exc:
+            credential.last_error = str(exc)
+            log.error("credential %r: a rotated refresh token could not be saved: %s", credential.name, exc)
+            return False
+        return True
+
+    def _limit(self, credential: Credential) -> float:
+        # A provider with its own, longer timeout (an exec command) gets that, plus a margin.
+        return max(self._fetch_timeout, float(getattr(credential.provider, "timeout", 0.0)) + 5.0)
 
     def _succeeded(self, credential: Credential, issued: Issued) -> None:
+        now = self._wall()
+        if not issued.valid_at(now):
+            issued.wipe()
+            self._failed(credential, "the new token had already expired when it arrived (a slow endpoint?)")
+            return
         credential.set_issued(issued)
         credential.state = CredentialState.FRESH
         credential.failures = 0
         credential.last_error = None
         self._cancel(credential, _RENEW)
         if issued.expires_at is not None:
+            credential.last_lifetime = issued.expires_at - issued.issued_at
             self._schedule(credential, _EXPIRE, issued.expires_at)
             if credential.provider.renewable:
                 self._schedule(
                     credential, _RENEW, self._policy.renew_at(issued.issued_at, issued.expires_at, self._rng.random())
                 )
-        now = self._wall()
         self._hub.publish(UPDATED, credential.name, lambda: token_result(credential.name, issued, now))
 
     def _failed(self, credential: Credential, message: str, *, reauth: bool = False) -> None:
         credential.last_error = message
+        if not self._current(credential):
+            return
         if reauth:
             credential.state = CredentialState.NEEDS_REAUTH
             self._cancel(credential, _RENEW)
             log.error("credential %r needs an operator: %s", credential.name, message)
             return
+        if credential.state is CredentialState.NEEDS_REAUTH:
+            credential.state = CredentialState.RENEW_DUE  # a forced attempt failed, but not by refusal
         credential.failures += 1
         if credential.valid_token(self._wall()) is not None:
             credential.state = CredentialState.DEGRADED
@@ -261,24 +320,53 @@ class Renewer:
         """A token valid for at least ``min_ttl`` more seconds, renewing now if need be.
 
         Raises:
-            RpcError: UNKNOWN_CREDENTIAL, NEEDS_REAUTH, TOKEN_EXPIRED, RENEWAL_FAILED.
+            RpcError: UNKNOWN_CREDENTIAL, NEEDS_REAUTH, TOKEN_EXPIRED, RENEWAL_FAILED, LOCKED.
         """
         credential = self._lookup(name)
+        if getattr(credential.provider, "per_get", False):
+            return await self._mint(credential)
         result = self._serve(credential, min_ttl)
         if result is not None:
             return result
-        if credential.provider.renewable or credential.issued is None:
+        if self._may_try_now(credential, min_ttl):
+            done = self._begin(credential)
             with trio.move_on_after(self._get_wait):
-                await self._renew(credential)
+                await done.wait()
+            if self._stopped:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call waited")
             result = self._serve(credential, min_ttl)
             if result is not None:
                 return result
         raise self._refusal(credential, min_ttl)
 
+    def _may_try_now(self, credential: Credential, min_ttl: float) -> bool:
+        """Whether a get may start an attempt: never against a backoff, nor for a lifetime the
+        endpoint never grants (engines asking in a loop must not become a retry storm)."""
+        if credential.state is CredentialState.NEEDS_REAUTH:
+            return False
+        if credential.renewing is not None or (credential.issued is None and not credential.failures):
+            return True
+        if not credential.provider.renewable:
+            return False
+        if credential.last_lifetime is not None and min_ttl > credential.last_lifetime:
+            return False
+        backoff_pending = credential.failures and (credential.next_renewal or 0) > self._wall()
+        return not backoff_pending
+
+    async def _mint(self, credential: Credential) -> dict[str, Any]:
+        """A local token made for this one call (a ``jwt`` without reuse)."""
+        issued = await credential.provider.fetch(FetchContext(self._wall, self._http))
+        try:
+            return token_result(credential.name, issued, self._wall())
+        finally:
+            issued.wipe()
+
     async def renew(self, name: str) -> dict[str, Any]:
         """One upstream attempt now, whatever the state (``credential.renew``)."""
         credential = self._lookup(name)
-        await self._renew(credential, forced=True)
+        while credential.renewing is not None:
+            await credential.renewing.wait()
+        await self._begin(credential, forced=True).wait()
         return credential.describe(self._wall())
 
     def _lookup(self, name: str) -> Credential:
@@ -306,7 +394,12 @@ class Renewer:
         issued = credential.valid_token(now)
         if issued is not None and issued.expires_at is not None:
             left = issued.expires_at - now
-            how = "and cannot be renewed" if not credential.provider.renewable else "even after renewing"
+            if not credential.provider.renewable:
+                how = "and cannot be renewed"
+            elif credential.last_lifetime is not None and min_ttl > credential.last_lifetime:
+                how = f"and its tokens live {credential.last_lifetime:.0f} s"
+            else:
+                how = "even after renewing"
             return RpcError(
                 ErrorCode.TOKEN_EXPIRED,
                 f"token {name!r} has {left:.0f} s left, less than min_ttl {min_ttl:.0f} s, {how}",
@@ -315,8 +408,11 @@ class Renewer:
             return RpcError(ErrorCode.TOKEN_EXPIRED, f"token {name!r} expired (not_after passed)")
         if credential.renewing is not None:
             return RpcError(ErrorCode.RENEWAL_FAILED, f"token {name!r} is still being renewed; try again")
+        planned = credential.next_renewal
+        retry = f"; next attempt in {planned - now:.0f} s" if planned and planned > now else ""
         return RpcError(
-            ErrorCode.RENEWAL_FAILED, f"no valid token for {name!r}: the last renewal failed: {credential.last_error}"
+            ErrorCode.RENEWAL_FAILED,
+            f"no valid token for {name!r}: the last renewal failed: {credential.last_error}{retry}",
         )
 
 

@@ -250,7 +250,7 @@ class Vault:
         self._epoch += 1
         if was_open:
             log.info("vault locked")
-            self.hub.publish_all(LOCKED, {})
+            self.hub.end_all(LOCKED, {})
             for callback in self._on_lock:
                 callback()
 
@@ -352,18 +352,6 @@ class Vault:
         missing = [name for name in names if name not in self._credentials]
         if missing:
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {missing[0]!r}")
-
-    def current_token(self, name: str) -> dict[str, Any] | None:
-        """The token a watcher gets at once on subscribing, if one is valid now."""
-        credential = self._credentials.get(name)
-        if credential is None:
-            return None
-        issued = credential.valid_token(self._clock())
-        if issued is None:
-            return None
-        from ._renewer import token_result  # noqa: PLC0415 - keeps the import graph one-way
-
-        return token_result(name, issued, self._clock())
 
     # -- internals -------------------------------------------------------------------------
 

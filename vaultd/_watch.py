@@ -30,6 +30,8 @@ class Subscription:
 
 
 class WatchHub:
+    """The subscriptions of every connection that called ``token.watch``."""
+
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
 
@@ -56,6 +58,11 @@ class WatchHub:
     def publish_all(self, method: str, params: dict[str, Any]) -> None:
         for subscription in list(self._subscriptions):
             self._deliver(subscription, method, params)
+
+    def end_all(self, method: str, params: dict[str, Any]) -> None:
+        """Tell every subscriber ``method`` once, then drop every subscription (the vault locked)."""
+        self.publish_all(method, params)
+        self._subscriptions.clear()
 
     def _deliver(self, subscription: Subscription, method: str, params: dict[str, Any]) -> None:
         if not subscription.sink(method, params):

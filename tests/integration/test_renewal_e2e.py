@@ -119,9 +119,8 @@ def test_sigkill_right_after_the_endpoint_rotated(
     daemon.ready()
     first = add_oauth(daemon, fake_exchange)
     wait_for(lambda: described(daemon, "live")["state"] == "FRESH", what="the first token")
-    before = fake_exchange.calls()
     fake_exchange.control(fault="late", delay=30, times=1)  # rotate, then answer 30 s later
-    wait_for(lambda: fake_exchange.calls() > before, what="the renewal to reach the endpoint")
+    wait_for(lambda: fake_exchange.control()["behaviour"]["fault"] == "", what="the renewal to reach the endpoint")
     generation = daemon.client().status()["generation"]
     assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
     rotated_upstream = fake_exchange.control(current_of=first)["current"]
@@ -140,3 +139,16 @@ def test_sigkill_right_after_the_endpoint_rotated(
         wait_for(lambda: described(daemon, "live")["state"] == "NEEDS_REAUTH", what="NEEDS_REAUTH")
         time.sleep(3)  # long enough for a loop to show itself (a token lives 3 s here)
         assert fake_exchange.calls() - after_restart == 1, "exactly one more attempt, no loop"
+
+
+def test_a_listen_key_in_a_url_never_reaches_the_log(daemon: DaemonProcess, fake_exchange: FakeExchangeProcess) -> None:
+    daemon.start()
+    daemon.ready()
+    config = {"style": "binance-listenkey", "base_url": fake_exchange.url, "api_key": "fake-client"}
+    daemon.ctl("add", "stream", "--kind", "keepalive", *daemon.pw(), stdin=json.dumps(config))
+    key = daemon.ctl("get", "stream").stdout.strip()
+    assert key.startswith("fake-lk-")
+    renewed = daemon.ctl("renew", "stream", *daemon.pw())  # a PUT with ?listenKey=... in its URL
+    assert "FRESH" in renewed.stdout
+    assert fake_exchange.calls("/api/v3/userDataStream") >= 2
+    assert key not in daemon.log and "fake-lk-" not in daemon.log

@@ -10,11 +10,12 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from vaultd._listen import AlreadyRunning, bind_unix_socket
 from vaultd._server import ServerLimits
-from vaultd_protocol import ErrorCode
+from vaultd_protocol import ErrorCode, Notification
 
 from .conftest import PASS, StartServer
 
@@ -119,3 +120,60 @@ def test_binding_refuses_when_a_daemon_already_listens(short_tmp: Path) -> None:
     finally:
         first.close()
     bind_unix_socket(short_tmp / "run" / "vaultd.sock").close()  # stale now: replaced
+
+
+async def test_token_watch_pushes_renewals_and_the_lock(start_server: StartServer) -> None:
+    served = await start_server()
+    await served.ready()
+    watcher, operator = await served.connect(), await served.connect()
+    assert await watcher.ok("token.watch", names=["ex"]) == {"watching": ["ex"]}
+    await operator.ok(
+        "credential.put", passphrase=PASS, name="ex", kind="static", config={"token": "fake-new"}, replace=True
+    )
+    update = await watcher.receive()
+    assert isinstance(update, Notification) and update.method == "token.updated"
+    assert update.params[0]["name"] == "ex" and update.params[0]["token"] == "fake-new"
+    await operator.ok("vault.lock")
+    locked = await watcher.receive()
+    assert isinstance(locked, Notification) and locked.method == "vault.locked"
+    assert served.vault.hub.watchers("ex") == 0
+
+
+async def test_token_watch_refuses_unknown_names_and_a_locked_vault(start_server: StartServer) -> None:
+    served = await start_server()
+    await served.ready()
+    client = await served.connect()
+    response = await client.call("token.watch", names=["ex", "nope"])
+    assert (
+        response.error is not None and response.error.name == "UNKNOWN_CREDENTIAL" and "nope" in response.error.message
+    )
+    response = await client.call("token.watch", names=[])
+    assert response.error is not None and response.error.name == "INVALID_PARAMS"
+    await client.ok("vault.lock")
+    response = await client.call("token.watch", names=["ex"])
+    assert response.error is not None and response.error.name == "LOCKED"
+
+
+async def test_a_watcher_that_closes_leaves_no_subscription(start_server: StartServer) -> None:
+    served = await start_server()
+    await served.ready()
+    watcher = await served.connect()
+    await watcher.ok("token.watch", names=["ex"])
+    assert served.vault.hub.watchers("ex") == 1
+    await watcher.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert served.vault.hub.watchers("ex") == 0
+
+
+async def test_a_watcher_that_never_reads_is_dropped_and_others_carry_on(start_server: StartServer) -> None:
+    served = await start_server(ServerLimits(max_queued=4, send_timeout=3600))
+    await served.ready()
+    lazy, bystander = await served.connect(), await served.connect()
+    await lazy.ok("token.watch", names=["ex"])
+    big = {"name": "ex", "padding": "x" * 60_000}
+    for _ in range(200):  # far more than the socket buffer and the queue of 4 hold
+        served.vault.hub.publish("token.updated", "ex", lambda: big)
+        await trio.lowlevel.checkpoint()
+    await trio.testing.wait_all_tasks_blocked()
+    assert served.vault.hub.watchers("ex") == 0, "the slow watcher was dropped"
+    assert (await bystander.ok("token.get", name="ex"))["token"] == "fake-token-inproc"

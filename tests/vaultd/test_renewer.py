@@ -156,8 +156,11 @@ async def test_min_ttl_renews_now_and_waits(
     assert (await vault.get("ex", 0))["token"] == first["token"]
     wanted = await vault.get("ex", min_ttl=800)  # 600 s left: renew now
     assert wanted["token"] != first["token"] and wanted["ttl"] >= 800
-    error = await refused(vault.get("ex", min_ttl=5000))  # no token lives that long
-    assert error.code is ErrorCode.TOKEN_EXPIRED and "even after renewing" in str(error)
+    calls = exchange.calls["/oauth/token"]
+    for _ in range(50):  # no token lives that long: refused at once, without an upstream call
+        error = await refused(vault.get("ex", min_ttl=5000))
+    assert error.code is ErrorCode.TOKEN_EXPIRED and "its tokens live 900 s" in str(error)
+    assert exchange.calls["/oauth/token"] == calls
 
 
 @pytest.mark.parametrize(
@@ -358,3 +361,100 @@ async def test_jwt_credentials_are_minted_and_renewed_locally(
     assert claims["sub"] == "engine-1" and claims["exp"] - claims["iat"] == 120
     await trio.sleep(100)  # renewed at about 80 s
     assert (await vault.get("signer", 0))["token"] != first["token"]
+
+
+async def test_a_rotation_in_a_malformed_answer_is_kept_and_the_family_survives(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    config = oauth(exchange)
+    await add(vault, "ex", config)
+    await vault.get("ex", 0)
+    exchange.behaviour.fault, exchange.behaviour.times = "no_expires_in", 1  # rotates, answers badly
+    wall.offset += 1000
+    await refused(vault.get("ex", 0))
+    _, _, body = decode(vault.path.read_bytes(), Secret(PASS))
+    assert body["credentials"]["ex"]["config"]["refresh_token"] == exchange.current_refresh_token(
+        config["refresh_token"]
+    ), "the rotated refresh token was saved although the answer was unusable"
+    await trio.sleep(3)  # the retry presents the new refresh token
+    assert state(vault, "ex")["state"] == "FRESH"
+    assert not exchange.family_revoked(config["refresh_token"])
+
+
+async def test_gets_never_bypass_the_backoff(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", oauth(exchange))
+    await vault.get("ex", 0)
+    exchange.behaviour.fault = "down"
+    wall.offset += 1000  # expired
+    for _ in range(600):  # an engine asking once a second for ten minutes
+        error = await refused(vault.get("ex", 0))
+        await trio.sleep(1)
+    assert error.code is ErrorCode.RENEWAL_FAILED and "next attempt in" in str(error)
+    # 600 gets; the backoff (1 s doubling to 5 min, full jitter, seeded) allows a few dozen at most.
+    assert exchange.calls["/oauth/token"] <= 40, "the backoff decides, not the engine's loop"
+
+
+async def test_after_a_suspend_watchers_hear_the_renewal_without_anyone_asking(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", oauth(exchange))
+    first = await vault.get("ex", 0)
+    heard: list[str] = []
+    vault.hub.subscribe(["ex"], lambda method, params: heard.append(params.get("token", method)) is None)
+    wall.offset += 7200  # the laptop slept two hours; trio's monotonic clock did not move
+    await trio.sleep(31)  # at most one heartbeat later
+    assert heard and heard[-1] != first["token"] and heard[-1] == exchange.issued_access[-1]
+    assert state(vault, "ex")["state"] == "FRESH"
+
+
+async def test_a_token_that_arrives_already_expired_is_not_served_nor_pushed(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.expires_in = 2
+    vault = await open_vault(nursery, tmp_path, wall, fetch_timeout=60)
+    await add(vault, "ex", oauth(exchange, timeout=30))
+    await vault.get("ex", 0)
+    pushed: list[float] = []
+    vault.hub.subscribe(
+        ["ex"], lambda method, params: method != "token.updated" or pushed.append(params["ttl"]) is None
+    )
+    exchange.behaviour.fault, exchange.behaviour.delay, exchange.behaviour.times = "late", 5, 1
+    await trio.sleep(10)
+    assert exchange.behaviour.fault == "", "the late answer was given"
+    assert pushed and all(ttl > 0 for ttl in pushed), "only live tokens are pushed"
+
+
+async def test_a_caller_that_gives_up_does_not_orphan_the_renewal(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall, get_wait=1)
+    await add(vault, "ex", oauth(exchange, timeout=30))
+    await vault.get("ex", 0)
+    exchange.behaviour.fault, exchange.behaviour.delay, exchange.behaviour.times = "slow", 5, 1
+    wall.offset += 1000
+    error = await refused(vault.get("ex", 0))  # gives up after 1 s; the attempt goes on
+    assert "still being renewed" in str(error)
+    await trio.sleep(10)
+    described = state(vault, "ex")
+    assert described["state"] == "FRESH" and described["next_renewal"] is not None
+
+
+async def test_a_lock_ends_every_subscription(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", oauth(exchange))
+    heard: list[str] = []
+    vault.hub.subscribe(["ex"], lambda method, params: heard.append(method) is None)
+    await vault.get("ex", 0)
+    vault.lock()
+    await vault.unlock(Secret(PASS))
+    await vault.get("ex", 0)
+    await trio.sleep(3600)
+    assert heard.count("vault.locked") == 1 and heard[-1] == "vault.locked", "no event after the lock"
+    assert vault.hub.watchers("ex") == 0

@@ -51,9 +51,11 @@ class UpstreamError(Exception):
     transient (5xx, timeouts, malformed answers) and the renewer backs off and retries.
     """
 
-    def __init__(self, message: str, *, reauth: bool = False) -> None:
+    def __init__(self, message: str, *, reauth: bool = False, rotated: bool = False) -> None:
         super().__init__(message)
         self.reauth = reauth
+        #: The provider adopted a new long-term secret before the failure: save it anyway.
+        self.rotated = rotated
 
 
 @dataclass(slots=True, repr=False)

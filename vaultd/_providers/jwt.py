@@ -236,6 +236,11 @@ class JwtProvider:
     def from_record(cls, record: Mapping[str, Any]) -> JwtProvider:
         return cls.from_config(record)
 
+    @property
+    def per_get(self) -> bool:
+        """Without ``reuse``, every ``token.get`` gets a JWT minted for it alone."""
+        return self.reuse <= 0
+
     def to_record(self) -> dict[str, Any]:
         record = {**self.describe(), "private_key": self._private_key.reveal_str()}
         return {k: v for k, v in record.items() if v is not None}

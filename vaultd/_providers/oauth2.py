@@ -207,29 +207,40 @@ class OAuth2Provider:
         raise UpstreamError(f"Deribit public/auth failed: {shown}")
 
     def _issued(self, fields: Mapping[str, Any], now: float) -> Issued:
-        access = fields.get("access_token")
-        if not isinstance(access, str) or not access:
-            raise UpstreamError("the token endpoint's answer has no access_token")
+        # Adopt a rotated refresh token before judging anything else in the answer: the old
+        # one may already be dead upstream, and presenting it again would revoke the family.
+        rotated = self._adopt_refresh_token(fields.get("refresh_token"))
         try:
-            check_header_safe(access, "the access_token")
-        except ConfigError as exc:
-            raise UpstreamError(str(exc)) from None
-        expires_in = fields.get("expires_in")
-        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
-            raise UpstreamError("the token endpoint's answer has no usable expires_in")
-        rotated = False
-        new_refresh = fields.get("refresh_token")
-        if self.grant_type == "refresh_token" and isinstance(new_refresh, str) and new_refresh:
-            current = self._refresh_token
-            if current is None or new_refresh != current.reveal_str():
-                # Adopt it before anything else: the old one may already be dead upstream.
-                if current is not None:
-                    current.wipe()
-                self._refresh_token = Secret(new_refresh)
-                rotated = True
+            access = fields.get("access_token")
+            if not isinstance(access, str) or not access:
+                raise UpstreamError("the token endpoint's answer has no access_token")
+            try:
+                check_header_safe(access, "the access_token")
+            except ConfigError as exc:
+                raise UpstreamError(str(exc)) from None
+            expires_in = fields.get("expires_in")
+            if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
+                raise UpstreamError("the token endpoint's answer has no usable expires_in")
+        except UpstreamError as exc:
+            exc.rotated = rotated
+            raise
         scope = fields.get("scope")
         extra = {"scope": scope} if isinstance(scope, str) else {}
         return Issued(Secret(access), now, now + float(expires_in), "bearer", extra, rotated)
+
+    def _adopt_refresh_token(self, new_refresh: object) -> bool:
+        """Take a new refresh token from an answer; True if it replaced the one held."""
+        if self.grant_type != "refresh_token" or not isinstance(new_refresh, str) or not new_refresh:
+            return False
+        if not new_refresh.isprintable() or len(new_refresh) > 16 * 1024:
+            return False  # not a token; keep the current one
+        current = self._refresh_token
+        if current is not None and new_refresh == current.reveal_str():
+            return False
+        if current is not None:
+            current.wipe()
+        self._refresh_token = Secret(new_refresh)
+        return True
 
     def wipe(self) -> None:
         for secret in (self._client_secret, self._refresh_token):
