@@ -60,6 +60,8 @@ class Credential:
         return self.provider.kind
 
     def state_at(self, now: float) -> CredentialState:
+        if not getattr(self.provider, "issues_tokens", True):
+            return CredentialState.FRESH  # a signing key: always ready, nothing expires
         if self.state is CredentialState.NEEDS_REAUTH:
             return self.state
         if self.issued is None:

@@ -28,7 +28,7 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
 #: Credential kinds (the daemon's registry; a test checks the two agree).
-KINDS = ["static", "oauth2", "jwt", "exec", "keepalive"]
+KINDS = ["static", "oauth2", "jwt", "exec", "keepalive", "sign"]
 _MAX_STDIN = 64 * 1024
 
 
@@ -122,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+
+    p = sub.add_parser(
+        "sign",
+        help="show what the daemon would attach to a request (for debugging a signing credential)",
+        description="Sign one request with a 'sign' credential and print the headers and final URL and body.",
+    )
+    p.add_argument("name")
+    p.add_argument("method", help="HTTP method, e.g. GET or POST")
+    p.add_argument("url", help="the full URL, e.g. https://api.binance.com/api/v3/account?omitZeroBalances=true")
+    body = p.add_mutually_exclusive_group()
+    body.add_argument("--body", default="", help="the request body, as text")
+    body.add_argument("--body-file", metavar="PATH", help="read the request body from PATH")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
     p = sub.add_parser("get", help="print a credential's current token alone (for scripts)")
     p.add_argument("name")
@@ -296,6 +309,31 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sign(client: Client, args: argparse.Namespace) -> int:
+    body: bytes = args.body.encode("utf-8")
+    if args.body_file:
+        try:
+            with open(args.body_file, "rb") as handle:
+                body = handle.read(_MAX_STDIN + 1)
+        except OSError as exc:
+            raise CtlError(f"cannot read {args.body_file}: {exc.strerror}", EXIT_USAGE) from None
+    signed = client.sign(args.name, args.method, args.url, body=body)
+    if args.json:
+        print(json.dumps({
+            "headers": dict(signed.headers), "url": signed.url, "body": signed.body.decode("utf-8", "replace"),
+            "valid_until": signed.valid_until, "nonce": signed.nonce,
+        }, indent=2))  # fmt: skip
+        return EXIT_OK
+    print(f"{args.method.upper()} {signed.url}")
+    for key, value in signed.headers.items():
+        print(f"{key}: {value}")
+    if signed.body:
+        print()
+        print(signed.body.decode("utf-8", "replace"))
+    print(f"# valid until {_when(signed.valid_until)}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
     result = _slow(client, Method.CREDENTIAL_LIST, {"passphrase": _passphrase(args)})
     if args.json:
@@ -333,6 +371,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "list": cmd_list,
     "get": cmd_get,
     "renew": cmd_renew,
+    "sign": cmd_sign,
     "watch": cmd_watch,
     "demo": cmd_demo,
 }

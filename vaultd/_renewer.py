@@ -119,7 +119,10 @@ class Renewer:
 
     def start(self, credential: Credential) -> None:
         """Begin tracking a credential (at unlock, or when one is added): fetch its first token."""
-        if self._nursery is not None and not getattr(credential.provider, "per_get", False):
+        provider = credential.provider
+        if self._nursery is None or getattr(provider, "per_get", False):
+            return
+        if getattr(provider, "issues_tokens", True):
             self._begin(credential)
 
     def forget(self, credential: Credential) -> None:
@@ -323,6 +326,10 @@ class Renewer:
             RpcError: UNKNOWN_CREDENTIAL, NEEDS_REAUTH, TOKEN_EXPIRED, RENEWAL_FAILED, LOCKED.
         """
         credential = self._lookup(name)
+        if not getattr(credential.provider, "issues_tokens", True):
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS, f"credential {name!r} signs requests and has no token: use token.sign"
+            )
         if getattr(credential.provider, "per_get", False):
             return await self._mint(credential)
         result = self._serve(credential, min_ttl)

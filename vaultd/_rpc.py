@@ -57,6 +57,7 @@ class Dispatcher:
             Method.VAULT_LOCK: self._lock,
             Method.TOKEN_GET: self._token_get,
             Method.TOKEN_WATCH: self._token_watch,
+            Method.TOKEN_SIGN: self._token_sign,
             Method.CREDENTIAL_PUT: self._put,
             Method.CREDENTIAL_REMOVE: self._remove,
             Method.CREDENTIAL_LIST: self._list,
@@ -121,6 +122,9 @@ class Dispatcher:
 
     async def _token_get(self, params: _Params, session: Session) -> Any:
         return await self.vault.get(params["name"], params["min_ttl"])
+
+    async def _token_sign(self, params: _Params, session: Session) -> Any:
+        return await self.vault.sign(params["name"], params)
 
     async def _token_watch(self, params: _Params, session: Session) -> Any:
         names: list[str] = params["names"]

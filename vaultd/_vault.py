@@ -29,6 +29,7 @@ from ._errors import RpcError
 from ._renewer import Renewer
 from ._sealing import OpenFailed
 from ._secret import Secret
+from ._signing import sign_request
 from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
@@ -90,6 +91,7 @@ class Vault:
         self._renewer: Renewer | None = None
         self._lock = trio.Lock()
         self._write_lock = trio.Lock()
+        self._nonce_locks: dict[str, trio.Lock] = {}
         self._open: _Open | None = None
         self._credentials: dict[str, Credential] = {}
         self._epoch = 0
@@ -341,6 +343,24 @@ class Vault:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
         return await renewer.get(name, min_ttl)
+
+    async def sign(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Sign one request with credential ``name`` (``token.sign``); see ``_signing``.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL, INVALID_PARAMS, FORBIDDEN,
+                STORAGE_FAILED (a Kraken nonce mark could not be saved: nothing was signed).
+        """
+        if self._open is None:
+            raise RpcError(
+                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
+                "the vault is locked: an operator must run 'vaultctl unlock'",
+            )
+        credential = self._credentials.get(name)
+        if credential is None:
+            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
+        lock = self._nonce_locks.setdefault(name, trio.Lock())
+        return await sign_request(credential, request, self._clock, lock, self._persist_current)
 
     def watchable(self, names: Sequence[str]) -> None:
         """Raises: RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL (for ``token.watch``)."""

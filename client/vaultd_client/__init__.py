@@ -10,7 +10,7 @@ import into a trading engine.
 
 from . import errors
 from ._sync import Client
-from ._types import Token
+from ._types import Signed, Token
 from ._watch import Watch, WatchEvent
 from .errors import (
     ConnectionLost,
@@ -29,6 +29,7 @@ __all__ = [
     "DaemonUnavailable",
     "Locked",
     "RemoteError",
+    "Signed",
     "Timeout",
     "Token",
     "TransportError",

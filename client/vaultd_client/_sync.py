@@ -17,7 +17,7 @@ from typing import Any
 from vaultd_protocol import PROTOCOL_VERSION, Method, Response, default_socket_path
 
 from ._session import ClientSession
-from ._types import Token
+from ._types import Signed, Token
 from ._watch import Watch
 from .errors import (
     ConnectionLost,
@@ -100,6 +100,31 @@ class Client:
         """
         result = self.call(Method.TOKEN_GET, {"name": name, "min_ttl": min_ttl})
         return Token.from_result(name, result)
+
+    def sign(
+        self,
+        name: str,
+        method: str,
+        url: str,
+        *,
+        body: bytes | str = b"",
+        timestamp: int | None = None,
+        nonce: int | None = None,
+        options: dict[str, str] | None = None,
+    ) -> Signed:
+        """Have the daemon sign one request with credential ``name``; the secret never leaves it.
+
+        ``timestamp`` (ms) defaults to the daemon's clock; ``nonce`` is for schemes that take
+        one (the daemon picks Kraken's). Raises Forbidden outside the credential's allow-list.
+        """
+        params: dict[str, Any] = {"name": name, "method": method, "url": url, "body": body}
+        if timestamp is not None:
+            params["timestamp"] = timestamp
+        if nonce is not None:
+            params["nonce"] = nonce
+        if options:
+            params["options"] = options
+        return Signed.from_result(self.call(Method.TOKEN_SIGN, params))
 
     def status(self) -> dict[str, Any]:
         """The daemon's state and each credential's public description (never a secret)."""

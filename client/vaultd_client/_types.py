@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Token"]
+__all__ = ["Signed", "Token"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -40,3 +40,31 @@ class Token:
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, type={self.type!r}, expires_at={self.expires_at!r}, value=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Signed:
+    """What to send for one signed request: add ``headers``, send to ``url`` with ``body``.
+
+    ``url`` already carries any query parameters the scheme adds (a timestamp, a signature);
+    ``valid_until`` is when the exchange stops accepting it (epoch seconds).
+    """
+
+    headers: Mapping[str, str]
+    url: str
+    body: bytes
+    valid_until: float
+    nonce: int | None = None
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> Signed:
+        return cls(
+            headers=dict(result.get("headers") or {}),
+            url=result["url"],
+            body=bytes(result.get("body") or b""),
+            valid_until=float(result.get("valid_until") or 0.0),
+            nonce=result.get("nonce"),
+        )
+
+    def __repr__(self) -> str:
+        return f"Signed(url={self.url.split('?')[0]!r}, valid_until={self.valid_until!r}, headers=<hidden>)"

@@ -38,6 +38,7 @@ class Method(enum.StrEnum):
     VAULT_LOCK = "vault.lock"
     TOKEN_GET = "token.get"
     TOKEN_WATCH = "token.watch"
+    TOKEN_SIGN = "token.sign"
     CREDENTIAL_PUT = "credential.put"
     CREDENTIAL_REMOVE = "credential.remove"
     CREDENTIAL_LIST = "credential.list"
@@ -83,9 +84,10 @@ class InvalidParams(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret, names.
+    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret, names, body.
 
-    ``names`` is an array of 1 to ``max_len`` strings of at most 64 characters each.
+    ``names`` is an array of 1 to ``max_len`` strings of at most 64 characters each; ``body``
+    is a bin, or a str taken as its UTF-8 bytes, of at most ``max_len`` bytes.
     """
 
     name: str
@@ -113,6 +115,15 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     Method.VAULT_LOCK: (),
     Method.TOKEN_GET: (_NAME, Field("min_ttl", "number", required=False, default=0.0)),
     Method.TOKEN_WATCH: (Field("names", "names", max_len=256),),
+    Method.TOKEN_SIGN: (
+        _NAME,
+        Field("method", "str", max_len=16),
+        Field("url", "str", max_len=8192),
+        Field("body", "body", required=False, default=b"", max_len=60 * 1024),
+        Field("timestamp", "int", required=False, default=None, nullable=True),
+        Field("nonce", "int", required=False, default=None, nullable=True),
+        Field("options", "map", required=False, default=None, nullable=True),
+    ),
     Method.CREDENTIAL_PUT: (
         _PASSPHRASE,
         _NAME,
@@ -183,6 +194,14 @@ def _check(field: Field, value: Any) -> Any:
     if kind == "map":
         if not isinstance(value, dict):
             raise InvalidParams(f"parameter {field.name!r} must be a map")
+        return value
+    if kind == "body":
+        if isinstance(value, str):
+            value = value.encode("utf-8")
+        if not isinstance(value, bytes):
+            raise InvalidParams(f"parameter {field.name!r} must be a string or binary")
+        if len(value) > field.max_len:
+            raise InvalidParams(f"parameter {field.name!r} is larger than {field.max_len} bytes")
         return value
     if kind == "names":
         if not isinstance(value, list) or not 1 <= len(value) <= field.max_len:

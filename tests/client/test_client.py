@@ -21,7 +21,7 @@ from ..daemon_process import DaemonProcess
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(vaultd_client.__all__) == [
-        "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError", "Timeout", "Token",
+        "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError", "Signed", "Timeout", "Token",
         "TransportError", "UntrustedSocket", "VaultdError", "Watch", "WatchEvent", "errors",
     ]  # fmt: skip
     for name in ("token", "status", "lock", "unlock", "hello", "call", "close"):

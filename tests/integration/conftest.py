@@ -48,9 +48,9 @@ class RawClient:
     async def send_raw(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
-    async def request(self, method: str, **params: Any) -> int:
+    async def request(self, rpc: str, /, **params: Any) -> int:
         self._next += 1
-        await self.stream.send_all(self.conn.send(Request(self._next, method, [params])))
+        await self.stream.send_all(self.conn.send(Request(self._next, rpc, [params])))
         return self._next
 
     async def receive(self) -> Response | Notification | None:
@@ -67,14 +67,14 @@ class RawClient:
                 data = b""
             self.conn.receive_data(data)
 
-    async def call(self, method: str, **params: Any) -> Response:
-        msgid = await self.request(method, **params)
+    async def call(self, rpc: str, /, **params: Any) -> Response:
+        msgid = await self.request(rpc, **params)
         response = await self.receive()
         assert isinstance(response, Response) and response.msgid == msgid, response
         return response
 
-    async def ok(self, method: str, **params: Any) -> Any:
-        response = await self.call(method, **params)
+    async def ok(self, rpc: str, /, **params: Any) -> Any:
+        response = await self.call(rpc, **params)
         assert response.error is None, response.error
         return response.result
 

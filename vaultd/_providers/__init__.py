@@ -10,6 +10,7 @@ from .exec import ExecProvider
 from .jwt import JwtProvider
 from .keepalive import KeepaliveProvider
 from .oauth2 import OAuth2Provider
+from .sign import SignProvider
 from .static import StaticProvider
 
 __all__ = [
@@ -29,6 +30,7 @@ KINDS: dict[str, Any] = {
     JwtProvider.kind: JwtProvider,
     KeepaliveProvider.kind: KeepaliveProvider,
     ExecProvider.kind: ExecProvider,
+    SignProvider.kind: SignProvider,
 }
 
 

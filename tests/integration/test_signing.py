@@ -1,0 +1,170 @@
+"""token.sign through a real socket: published exchange examples, the allow-list, Kraken nonces."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import trio
+
+from .conftest import PASS, RawClient, Served, StartServer
+
+BINANCE_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+BINANCE_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+BINANCE = {"scheme": "binance-hmac", "api_key": BINANCE_KEY, "secret": BINANCE_SECRET}
+KRAKEN_SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+KRAKEN = {"scheme": "kraken", "api_key": "fake-key", "secret": KRAKEN_SECRET}
+
+
+async def signing(served: Served, name: str, config: dict[str, Any]) -> RawClient:
+    client = await served.connect()
+    await client.ok("vault.init", passphrase=PASS, kdf_profile="min")
+    await client.ok("vault.unlock", passphrase=PASS)
+    await client.ok("credential.put", passphrase=PASS, name=name, kind="sign", config=config)
+    return client
+
+
+async def test_binance_hmac_reproduces_the_published_example(start_server: StartServer) -> None:
+    # Source: Binance Spot API docs, "SIGNED (TRADE, USER_DATA) endpoint security", HMAC example.
+    client = await signing(
+        await start_server(), "binance", {"scheme": "binance-hmac", "api_key": BINANCE_KEY, "secret": BINANCE_SECRET}
+    )
+    query = (
+        "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
+    )
+    result = await client.ok(
+        "token.sign", name="binance", method="POST", url=f"https://api.binance.com/api/v3/order?{query}"
+    )
+    assert result["url"] == (
+        f"https://api.binance.com/api/v3/order?{query}"
+        "&signature=c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+    )
+    assert result["headers"] == {"X-MBX-APIKEY": BINANCE_KEY}
+
+
+async def test_kraken_reproduces_the_published_example(start_server: StartServer) -> None:
+    # Source: Kraken Spot REST API docs, "Authentication", the API-Sign example.
+    client = await signing(
+        await start_server(), "kraken", {"scheme": "kraken", "api_key": "fake-key", "secret": KRAKEN_SECRET}
+    )
+    result = await client.ok(
+        "token.sign",
+        name="kraken",
+        method="POST",
+        url="https://api.kraken.com/0/private/AddOrder",
+        body="ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25",
+        nonce=1616492376594,
+    )
+    assert result["headers"]["API-Sign"] == (
+        "4/dpxb3iT4tp/ZCVEwSnEsLxx0bqyhLpdfOpc6fn7OR8+UClSV5n9E6aSS8MPtnRfp32bAb0nmbRn6H8ndwLUQ=="
+    )
+    assert result["body"] == b"nonce=1616492376594&ordertype=limit&pair=XBTUSD&price=37500&type=buy&volume=1.25"
+    assert result["nonce"] == 1616492376594
+
+
+async def test_bybit_and_okx_match_an_independent_hmac(start_server: StartServer) -> None:
+    # No published secret and signature exist for these: checked against the documented formula.
+    served = await start_server()
+    client = await signing(served, "bybit", {"scheme": "bybit", "api_key": "XXXXXXXXXX", "secret": "fake-secret"})
+    okx_config = {"scheme": "okx", "api_key": "k", "secret": "fake-secret", "passphrase": "fake-pp"}
+    await client.ok("credential.put", passphrase=PASS, name="okx", kind="sign", config=okx_config)
+    bybit = await client.ok(
+        "token.sign", name="bybit", method="GET", timestamp=1658384314791,
+        url="https://api.bybit.com/v5/order/realtime?category=option&symbol=BTC-29JUL22-25000-C",
+    )  # fmt: skip
+    payload = b"1658384314791XXXXXXXXXX5000category=option&symbol=BTC-29JUL22-25000-C"
+    assert bybit["headers"]["X-BAPI-SIGN"] == hmac.new(b"fake-secret", payload, hashlib.sha256).hexdigest()
+    okx = await client.ok(
+        "token.sign", name="okx", method="GET", timestamp=1607418537715,
+        url="https://www.okx.com/api/v5/account/balance?ccy=BTC",
+    )  # fmt: skip
+    prehash = b"2020-12-08T09:08:57.715ZGET/api/v5/account/balance?ccy=BTC"
+    expected = base64.b64encode(hmac.new(b"fake-secret", prehash, hashlib.sha256).digest()).decode()
+    assert okx["headers"]["OK-ACCESS-SIGN"] == expected
+    assert okx["headers"]["OK-ACCESS-PASSPHRASE"] == "fake-pp"
+
+
+async def test_withdrawals_are_refused_unless_allowed_by_name(start_server: StartServer) -> None:
+    served = await start_server()
+    client = await signing(
+        served, "binance", {"scheme": "binance-hmac", "api_key": BINANCE_KEY, "secret": BINANCE_SECRET}
+    )
+    url = "https://api.binance.com/sapi/v1/capital/withdraw/apply?coin=BTC&amount=1"
+    refused = await client.call("token.sign", name="binance", method="POST", url=url)
+    assert (
+        refused.error is not None and refused.error.name == "FORBIDDEN" and "moves money out" in refused.error.message
+    )
+    await client.ok(
+        "credential.put", passphrase=PASS, name="payout", kind="sign", config={
+            "scheme": "binance-hmac", "api_key": BINANCE_KEY, "secret": BINANCE_SECRET,
+            "allow": ["GET /api/*", {"method": "POST", "path": "/sapi/v1/capital/withdraw/apply"}],
+        },
+    )  # fmt: skip
+    assert "signature=" in (await client.ok("token.sign", name="payout", method="POST", url=url))["url"]
+    outside = await client.call(
+        "token.sign", name="payout", method="DELETE", url="https://api.binance.com/api/v3/order"
+    )
+    assert outside.error is not None and outside.error.name == "FORBIDDEN"
+
+
+async def test_bad_sign_requests_are_invalid_params(start_server: StartServer) -> None:
+    served = await start_server()
+    client = await signing(served, "kraken", KRAKEN)
+    cases = [
+        {"method": "POST", "url": "ftp://api.kraken.com/0/private/Balance"},
+        {"method": "POST", "url": "http://api.kraken.com/0/private/Balance"},
+        {"method": "PO ST", "url": "https://api.kraken.com/0/private/Balance"},
+        {"method": "POST", "url": "https://api.kraken.com/0/private/Balance", "nonce": -5},
+        {"method": "POST", "url": "https://api.kraken.com/0/private/Balance", "body": b"x" * 61_500},
+    ]
+    for params in cases:
+        response = await client.call("token.sign", name="kraken", **params)
+        assert response.error is not None and response.error.name == "INVALID_PARAMS", params
+    token = await client.call("token.get", name="kraken")
+    assert token.error is not None and "use token.sign" in token.error.message
+    oversized = await served.connect()  # over the 64 KiB message limit: answered, then closed
+    response = await oversized.call(
+        "token.sign", name="kraken", method="POST", url="https://api.kraken.com/0/private/Balance", body=b"x" * 70_000
+    )
+    assert response.error is not None and response.error.name == "TOO_LARGE"
+
+
+async def test_twenty_concurrent_kraken_signers_get_strictly_increasing_nonces(start_server: StartServer) -> None:
+    served = await start_server()
+    setup = await signing(served, "kraken", KRAKEN)
+    nonces: list[int] = []
+
+    async def signer() -> None:
+        client = await served.connect()
+        for _ in range(10):
+            result = await client.ok("token.sign", name="kraken", method="POST",
+                                     url="https://api.kraken.com/0/private/Balance")  # fmt: skip
+            nonces.append(result["nonce"])
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(signer)
+    assert len(nonces) == 200 and len(set(nonces)) == 200
+    assert sorted(nonces) == sorted(set(nonces))
+    proposed = await setup.call("token.sign", name="kraken", method="POST",
+                                url="https://api.kraken.com/0/private/Balance", nonce=min(nonces))  # fmt: skip
+    assert proposed.error is not None and "above the last" in proposed.error.message
+
+
+async def test_a_key_in_the_wrong_format_is_refused_naming_the_format(start_server: StartServer) -> None:
+    served = await start_server()
+    client = await signing(served, "ok", KRAKEN)
+    bad = [
+        ({"scheme": "kraken", "api_key": "k", "secret": "not base64!!"}, "base64"),
+        ({"scheme": "binance-ed25519", "api_key": "k", "private_key": "not a key"}, "PEM"),
+        ({"scheme": "binance-hmac", "api_key": "k", "private_key": "x"}, "HMAC 'secret'"),
+        ({"scheme": "okx", "api_key": "k", "secret": "s"}, "passphrase"),
+        ({"scheme": "nope", "api_key": "k", "secret": "s"}, "unknown signing 'scheme'"),
+    ]
+    for config, words in bad:
+        response = await client.call("credential.put", passphrase=PASS, name="bad", kind="sign", config=config)
+        assert response.error is not None and response.error.name == "INVALID_PARAMS", config
+        assert words in response.error.message, (config, response.error.message)
+        assert "not a key" not in response.error.message

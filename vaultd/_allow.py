@@ -1,0 +1,109 @@
+"""What a signing credential may sign: an allow-list of (method, path pattern), and a default deny.
+
+A request is signed only if a rule matches its method and path. Withdrawal and transfer
+endpoints of the exchanges vaultd signs for are refused even then, unless the matching
+rule names that very path, without a wildcard: ``"POST /*"`` never opens a withdrawal;
+``{"method": "POST", "path": "/sapi/v1/capital/withdraw/apply"}`` does, deliberately.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._providers._base import ConfigError
+
+__all__ = ["DEFAULT_ALLOW", "MONEY_MOVING", "AllowList", "Rule"]
+
+_GLOB = set("*?[")
+
+#: Endpoints that move money out (withdrawals, transfers), by exchange. Globs.
+MONEY_MOVING: tuple[str, ...] = (
+    # Binance
+    "/sapi/v1/capital/withdraw/*", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/*transfer*",
+    "/sapi/v1/sub-account/transfer/*", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
+    "/sapi/v1/localentity/withdraw/*",
+    # Kraken
+    "/0/private/Withdraw*", "/0/private/WalletTransfer", "/0/private/Transfer*",
+    # OKX
+    "/api/v5/asset/withdrawal*", "/api/v5/asset/transfer", "/api/v5/asset/subaccount/transfer",
+    # Bybit
+    "/v5/asset/withdraw/*", "/v5/asset/transfer/*",
+    # Deribit
+    "/api/v2/private/withdraw", "/api/v2/private/submit_transfer_*",
+    # Coinbase
+    "/v2/accounts/*/transactions", "/api/v3/brokerage/portfolios/move_funds",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    method: str  # an upper-case method, or "*"
+    path: str  # a glob over the path, e.g. "/api/v3/*"
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.method in ("*", method) and fnmatch.fnmatchcase(path, self.path)
+
+    @property
+    def literal(self) -> bool:
+        return not (_GLOB & set(self.path))
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+DEFAULT_ALLOW = (Rule("*", "/*"),)
+
+
+class AllowList:
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+
+    @classmethod
+    def from_config(cls, value: object) -> AllowList:
+        """``allow``: absent (every endpoint but the money-moving ones), or a list of rules,
+        each ``"METHOD /path/glob"`` or ``{"method": ..., "path": ...}``.
+
+        Raises:
+            ConfigError: a malformed rule (the message names it by position).
+        """
+        if value is None:
+            return cls(DEFAULT_ALLOW)
+        if not isinstance(value, list) or not value or len(value) > 256:
+            raise ConfigError("'allow' must be a list of 1 to 256 rules such as \"GET /api/v3/*\"")
+        rules = []
+        for index, item in enumerate(value):
+            method: object
+            path: object
+            if isinstance(item, str) and " " in item:
+                method, path = item.split(" ", 1)
+            elif isinstance(item, dict) and set(item) <= {"method", "path"}:
+                method, path = item.get("method", "*"), item.get("path")
+            else:
+                raise ConfigError(f'\'allow\' rule {index} must be "METHOD /path" or {{"method", "path"}}')
+            if not isinstance(method, str) or not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigError(f"'allow' rule {index} needs a method and a path starting with '/'")
+            if len(path) > 512 or not path.isprintable() or " " in path:
+                raise ConfigError(f"'allow' rule {index} has an unusable path")
+            method = method.upper()
+            if method != "*" and not method.isalpha():
+                raise ConfigError(f"'allow' rule {index} has an unusable method")
+            rules.append(Rule(method, path))
+        return cls(rules)
+
+    def to_config(self) -> list[str]:
+        return [str(rule) for rule in self.rules]
+
+    def decide(self, method: str, path: str) -> tuple[bool, str]:
+        """Whether ``method path`` may be signed, and why (for the FORBIDDEN message and the log)."""
+        matching = [rule for rule in self.rules if rule.matches(method, path)]
+        if not matching:
+            return False, f"{method} {path} matches no rule of the credential's allow-list"
+        moves_money = any(fnmatch.fnmatchcase(path, pattern) for pattern in MONEY_MOVING)
+        if moves_money and not any(rule.literal for rule in matching):
+            return False, (
+                f"{method} {path} moves money out (withdrawal or transfer): refused unless an allow rule "
+                "names this exact path"
+            )
+        return True, f"allowed by {matching[0]}"

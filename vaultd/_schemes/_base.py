@@ -1,0 +1,197 @@
+"""What every signing scheme shares: the request to sign, the keys, the answer, and input checks.
+
+A scheme is a pure function of (request, keys): no clock (the caller passes the time), no
+randomness (the caller passes any nonce), no I/O and no logging. Messages of :class:`SignError`
+name the field at fault and never hold a secret.
+
+Query strings are signed in the form :func:`encode_query` makes, so whoever builds the URL from
+:attr:`Signed.query` must encode it with that same function: another encoder (``+`` for spaces,
+kept commas) would send bytes other than the ones signed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from nacl.signing import SigningKey
+
+from .._secret import Secret
+
+__all__ = [
+    "Keys",
+    "Scheme",
+    "SignError",
+    "SignRequest",
+    "Signed",
+    "check_extra",
+    "check_request",
+    "decode_secret",
+    "ed25519_key",
+    "encode_query",
+    "require_secret",
+]
+
+_METHOD = re.compile(r"[A-Z]{1,16}")
+#: Host, optionally with a port: no scheme, no path, no whitespace.
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+#: A path as it goes on the request line: no whitespace or control characters, no query.
+_PATH = re.compile(r"/[\x21-\x7e]*")
+_ENCODINGS = {
+    "raw": "the secret text itself",
+    "base64": "standard base64 (A-Z a-z 0-9 + /, padded with =)",
+    "hex": "hexadecimal (an even number of 0-9 a-f characters)",
+}
+#: 2100-01-01T00:00:00Z in milliseconds: a later timestamp is surely a unit mistake.
+MAX_TIMESTAMP_MS = 4_102_444_800_000
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    """One HTTP request an engine is about to send, as the scheme must sign it."""
+
+    method: str
+    host: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    body: bytes
+    timestamp_ms: int
+    #: Kraken only: the nonce the daemon decided (strictly increasing, never reused).
+    nonce: int | None = None
+    #: Scheme-specific knobs (``recvWindow``, ``recv_window``, ``nonce``); unknown ones are refused.
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """One credential's key material, already imported (see each scheme's ``key_kind``)."""
+
+    api_key: str
+    #: The raw HMAC key bytes, already decoded (:func:`decode_secret`).
+    secret: Secret | None = None
+    #: An Ed25519 (pynacl ``SigningKey`` or ``cryptography`` key) or P-256 private key object.
+    signing_key: Any = field(default=None, repr=False)
+    passphrase: Secret | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """What to send instead of the engine's request: headers to add, the final query and body."""
+
+    headers: dict[str, str]
+    #: The final query parameters, in order, decoded: encode them with :func:`encode_query`.
+    query: tuple[tuple[str, str], ...]
+    body: bytes
+    #: Epoch seconds until which the exchange accepts this signature.
+    valid_until: float
+
+    def __repr__(self) -> str:
+        # Header values can be credentials (OKX's passphrase, Coinbase's bearer JWT): names only.
+        return (
+            f"Signed(headers={sorted(self.headers)!r}, query={len(self.query)} params,"
+            f" body={len(self.body)} bytes, valid_until={self.valid_until!r})"
+        )
+
+
+class SignError(ValueError):
+    """The request or keys do not fit the scheme. The message names the field, never a secret."""
+
+
+class Scheme(Protocol):
+    name: str
+    #: What ``add`` must import: "hmac" (Keys.secret), "ed25519", "ec" or "jwt-key" (Keys.signing_key).
+    key_kind: str
+
+    def sign(self, request: SignRequest, keys: Keys) -> Signed: ...
+
+
+def decode_secret(text: str, encoding: str) -> bytes:
+    """The HMAC key bytes from the secret text an exchange hands out.
+
+    ``raw``: the UTF-8 bytes of the text (Binance, OKX, Bybit, Deribit key their HMAC with the
+    secret string itself); ``base64``: standard, padded base64 (Kraken); ``hex``.
+
+    Raises:
+        SignError: empty, or not in ``encoding`` (the message names the format expected).
+    """
+    if encoding not in _ENCODINGS:
+        raise SignError(f"unknown secret encoding (known: {', '.join(_ENCODINGS)})")
+    expected = f"'secret' must be {_ENCODINGS[encoding]}"
+    body = text if encoding == "raw" else text.strip()
+    if not body:
+        raise SignError(f"{expected}, and not empty")
+    if encoding == "raw":
+        return body.encode("utf-8")
+    try:
+        if encoding == "base64":
+            raw = base64.b64decode(body.encode("ascii"), validate=True)
+        else:
+            raw = bytes.fromhex(body) if re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", body) else b""
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raw = b""
+    if not raw:
+        raise SignError(expected)
+    return raw
+
+
+def encode_query(pairs: Iterable[tuple[str, str]]) -> str:
+    """``name=value`` pairs joined by ``&``, each side percent-encoded as RFC 3986 asks.
+
+    Only the unreserved characters (``A-Z a-z 0-9 - _ . ~``) stay as they are; UTF-8 bytes of
+    anything else become ``%XX``: the form Binance documents for its signature payload.
+    """
+    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
+
+
+def check_request(request: SignRequest, scheme: str) -> None:
+    """Raises: SignError: a malformed method, host, path, query or timestamp."""
+    if not _METHOD.fullmatch(request.method):
+        raise SignError(f"{scheme}: 'method' must be an upper-case HTTP method such as GET or POST")
+    if not _HOST.fullmatch(request.host):
+        raise SignError(f"{scheme}: 'host' must be a host name (and port), without scheme or path")
+    if not _PATH.fullmatch(request.path) or "?" in request.path or "#" in request.path:
+        raise SignError(f"{scheme}: 'path' must start with '/' and hold no query, fragment or whitespace")
+    for name, value in request.query:
+        if not name or not name.isprintable() or not value.isprintable():
+            raise SignError(f"{scheme}: query parameter names must be non-empty and printable, values printable")
+    if not 0 <= request.timestamp_ms <= MAX_TIMESTAMP_MS:
+        raise SignError(f"{scheme}: 'timestamp_ms' must be epoch milliseconds")
+
+
+def check_extra(request: SignRequest, allowed: frozenset[str], scheme: str) -> None:
+    """Raises: SignError: a knob this scheme does not know (a typo would silently do nothing)."""
+    unknown = sorted(set(request.extra) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise SignError(f"{scheme}: unknown 'extra' field {unknown[0][:32]!r} (known: {known})")
+
+
+def require_secret(keys: Keys, scheme: str) -> bytes:
+    """Raises: SignError: the keys hold no HMAC secret."""
+    if keys.secret is None or not len(keys.secret):
+        raise SignError(f"{scheme}: needs an HMAC secret ('secret')")
+    return keys.secret.reveal()
+
+
+def ed25519_key(keys: Keys, scheme: str) -> Any:
+    """The pynacl signing key for ``keys.signing_key`` (pynacl or ``cryptography`` Ed25519).
+
+    Raises:
+        SignError: no key, or a key of another type.
+    """
+    key = keys.signing_key
+    if isinstance(key, SigningKey):
+        return key
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        seed = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return SigningKey(seed)
+    raise SignError(f"{scheme}: needs an Ed25519 private key ('private_key')")

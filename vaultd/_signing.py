@@ -1,0 +1,132 @@
+"""``token.sign``: from an engine's request to what it must attach, through the allow-list.
+
+Parses the URL, asks the credential's allow-list, fills in the time and (for Kraken) the
+daemon-owned nonce, and hands the rest to the exchange's scheme. A Kraken nonce above the
+vault's written high-water mark is used only after a higher mark is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import trio
+
+from vaultd_protocol import ErrorCode
+
+from ._credentials import Credential
+from ._errors import RpcError
+from ._providers._http import is_loopback
+from ._providers.sign import SignProvider
+from ._schemes import SignError, SignRequest, encode_query
+
+__all__ = ["sign_request"]
+
+log = logging.getLogger("vaultd.sign")
+
+#: Schemes whose signed string carries a random nonce that the daemon picks.
+_RANDOM_NONCE = frozenset({"deribit", "coinbase"})
+
+
+def _invalid(message: str) -> RpcError:
+    return RpcError(ErrorCode.INVALID_PARAMS, message)
+
+
+async def sign_request(
+    credential: Credential,
+    request: dict[str, Any],
+    clock: Callable[[], float],
+    nonce_lock: trio.Lock,
+    persist: Callable[[], Awaitable[None]],
+) -> dict[str, Any]:
+    provider = credential.provider
+    if not isinstance(provider, SignProvider):
+        raise _invalid(f"credential {credential.name!r} is a {provider.kind} credential: use token.get, not token.sign")
+    method = str(request["method"]).upper()
+    if not method.isalpha():
+        raise _invalid("'method' must be an HTTP method such as GET or POST")
+    scheme, netloc, path, query = _split_url(str(request["url"]))
+    allowed, why = provider.allow.decide(method, path)
+    if not allowed:
+        log.warning("refused to sign for %r: %s", credential.name, why)
+        raise RpcError(ErrorCode.FORBIDDEN, f"not signed: {why}")
+    timestamp, proposed = request.get("timestamp"), request.get("nonce")
+    for label, value in (("timestamp", timestamp), ("nonce", proposed)):
+        if value is not None and not 0 < value < 2**63:
+            raise _invalid(f"{label!r} must be a positive whole number")
+    now_ms = int(clock() * 1000)
+    options = {**provider.options(), **(request.get("options") or {})}
+    if provider.scheme in _RANDOM_NONCE:  # a random nonce in the signed string, new every time
+        options.setdefault("nonce", secrets.token_hex(16))
+    if not all(
+        isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 256 for k, v in options.items()
+    ):
+        raise _invalid("'options' must map short strings to short strings")
+    nonce: int | None = proposed
+    if provider.scheme == "kraken":
+        nonce = await _kraken_nonce(provider, proposed, now_ms, nonce_lock, persist)
+    signing = SignRequest(
+        method=method,
+        host=netloc,
+        path=path,
+        query=tuple(query),
+        body=bytes(request.get("body") or b""),
+        timestamp_ms=timestamp or now_ms,
+        nonce=nonce,
+        extra=options,
+    )
+    try:
+        signed = provider.sign(signing)
+    except SignError as exc:
+        raise _invalid(str(exc)) from None
+    final_query = encode_query(signed.query)  # exactly as signed: not urlencode's '+' for spaces
+    return {
+        "headers": dict(signed.headers),
+        "url": urlunsplit((scheme, netloc, path, final_query, "")),
+        "query": [list(pair) for pair in signed.query],
+        "body": signed.body,
+        "valid_until": signed.valid_until,
+        "nonce": nonce,
+    }
+
+
+def _split_url(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
+        raise _invalid("'url' must be an absolute https:// (or wss://) URL")
+    if parts.scheme in ("http", "ws") and not is_loopback(parts.hostname):
+        raise _invalid("'url' must use https (plain http only to a loopback address)")
+    if parts.username or parts.password or parts.fragment:
+        raise _invalid("'url' must not carry credentials or a fragment")
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise _invalid("'url' has a malformed query string") from None
+    return parts.scheme, parts.netloc, parts.path or "/", query
+
+
+async def _kraken_nonce(
+    provider: SignProvider,
+    proposed: int | None,
+    now_ms: int,
+    lock: trio.Lock,
+    persist: Callable[[], Awaitable[None]],
+) -> int:
+    # One signer at a time: a nonce is returned only once a mark above it is on disk.
+    async with lock:
+        try:
+            nonce = provider.take_nonce(proposed, now_ms)
+        except SignError as exc:
+            raise _invalid(str(exc)) from None
+        if provider.needs_reservation():
+            previous = provider.reserved_nonce
+            provider.reserve()
+            try:
+                await persist()
+            except RpcError:
+                provider.reserved_nonce = previous  # not on disk: the next signer tries again
+                raise
+        return nonce
