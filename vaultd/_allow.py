@@ -23,9 +23,9 @@ MONEY_MOVING: tuple[str, ...] = (
     # Binance
     "/sapi/v1/capital/withdraw/*", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/*transfer*",
     "/sapi/v1/sub-account/transfer/*", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
-    "/sapi/v1/localentity/withdraw/*",
+    "/sapi/v1/localentity/withdraw/*", "/sapi/v1/giftcard/*",
     # Kraken
-    "/0/private/Withdraw*", "/0/private/WalletTransfer", "/0/private/Transfer*",
+    "/0/private/Withdraw*", "/0/private/WalletTransfer", "/0/private/Transfer*", "/0/private/AccountTransfer",
     # OKX
     "/api/v5/asset/withdrawal*", "/api/v5/asset/transfer", "/api/v5/asset/subaccount/transfer",
     # Bybit
@@ -33,8 +33,9 @@ MONEY_MOVING: tuple[str, ...] = (
     # Deribit
     "/api/v2/private/withdraw", "/api/v2/private/submit_transfer_*",
     # Coinbase
-    "/v2/accounts/*/transactions", "/api/v3/brokerage/portfolios/move_funds",
+    "/v2/accounts/*/transactions", "/v2/accounts/*/withdrawals*", "/api/v3/brokerage/portfolios/move_funds",
 )  # fmt: skip
+_MONEY_MOVING_FOLDED = tuple(pattern.lower() for pattern in MONEY_MOVING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +97,15 @@ class AllowList:
         return [str(rule) for rule in self.rules]
 
     def decide(self, method: str, path: str) -> tuple[bool, str]:
-        """Whether ``method path`` may be signed, and why (for the FORBIDDEN message and the log)."""
+        """Whether ``method path`` may be signed, and why (for the FORBIDDEN message and the log).
+
+        ``path`` must already be canonical (see ``_signing``): no ``%``, ``//``, ``.`` segments.
+        """
         matching = [rule for rule in self.rules if rule.matches(method, path)]
         if not matching:
             return False, f"{method} {path} matches no rule of the credential's allow-list"
-        moves_money = any(fnmatch.fnmatchcase(path, pattern) for pattern in MONEY_MOVING)
+        folded = path.lower()  # an exchange's router may not care about case: this check must not either
+        moves_money = any(fnmatch.fnmatchcase(folded, pattern) for pattern in _MONEY_MOVING_FOLDED)
         if moves_money and not any(rule.literal for rule in matching):
             return False, (
                 f"{method} {path} moves money out (withdrawal or transfer): refused unless an allow rule "

@@ -27,6 +27,9 @@ __all__ = ["sign_request"]
 
 log = logging.getLogger("vaultd.sign")
 
+#: How far an engine's timestamp may stray from the daemon's clock: signatures for later use
+#: would outlive a change of the allow-list.
+_AHEAD_MS, _PAST_MS = 60_000, 300_000
 #: Schemes whose signed string carries a random nonce that the daemon picks.
 _RANDOM_NONCE = frozenset({"deribit", "coinbase"})
 
@@ -42,6 +45,12 @@ async def sign_request(
     nonce_lock: trio.Lock,
     persist: Callable[[], Awaitable[None]],
 ) -> dict[str, Any]:
+    """The ``token.sign`` result for one request.
+
+    Raises:
+        RpcError: INVALID_PARAMS (bad URL, method, timestamp, options, or a body the scheme
+            refuses), FORBIDDEN (the allow-list), STORAGE_FAILED (a Kraken nonce mark).
+    """
     provider = credential.provider
     if not isinstance(provider, SignProvider):
         raise _invalid(f"credential {credential.name!r} is a {provider.kind} credential: use token.get, not token.sign")
@@ -58,6 +67,8 @@ async def sign_request(
         if value is not None and not 0 < value < 2**63:
             raise _invalid(f"{label!r} must be a positive whole number")
     now_ms = int(clock() * 1000)
+    if timestamp is not None and not now_ms - _PAST_MS <= timestamp <= now_ms + _AHEAD_MS:
+        raise _invalid("'timestamp' must be within a minute of the daemon's clock (or left out)")
     options = {**provider.options(), **(request.get("options") or {})}
     if provider.scheme in _RANDOM_NONCE:  # a random nonce in the signed string, new every time
         options.setdefault("nonce", secrets.token_hex(16))
@@ -105,7 +116,28 @@ def _split_url(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
         raise _invalid("'url' has a malformed query string") from None
-    return parts.scheme, parts.netloc, parts.path or "/", query
+    path = parts.path or "/"
+    _check_canonical(path)
+    return parts.scheme, parts.netloc, path, query
+
+
+def _check_canonical(path: str) -> None:
+    """Refuse a path that could mean another endpoint once decoded or normalised upstream.
+
+    The allow-list judges the path as written; an exchange's front end might decode ``%2F``
+    or resolve ``..`` after checking the signature, and reach an endpoint never allowed.
+    """
+    segments = path.split("/")[1:]
+    if (
+        "%" in path
+        or "\\" in path
+        or not path.startswith("/")
+        or any(segment in ("", ".", "..") for segment in segments[:-1])
+        or (len(segments) > 1 and segments[-1] in ("", ".", ".."))
+        or segments[-1] in (".", "..")
+        or not path.isprintable()
+    ):
+        raise _invalid("'url' must have a plain path: no %-escapes, '//', '.' or '..' segments, or trailing '/'")
 
 
 async def _kraken_nonce(
@@ -122,11 +154,12 @@ async def _kraken_nonce(
         except SignError as exc:
             raise _invalid(str(exc)) from None
         if provider.needs_reservation():
-            previous = provider.reserved_nonce
-            provider.reserve()
+            previous = provider.reserve()
+            saved = False
             try:
                 await persist()
-            except RpcError:
-                provider.reserved_nonce = previous  # not on disk: the next signer tries again
-                raise
+                saved = True
+            finally:
+                if not saved:  # an error, or a cancelled call: the mark is not on disk
+                    provider.unreserve(previous)
         return nonce

@@ -275,6 +275,9 @@ class Vault:
                 raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
             if existing is not None:
                 credential.created_at = existing.created_at
+                carry = getattr(credential.provider, "carry_nonce_from", None)
+                if carry is not None and type(existing.provider) is type(credential.provider):
+                    carry(existing.provider)
             updated = {**self._credentials, name: credential}
             try:
                 await self._persist(opened, epoch, updated)

@@ -17,10 +17,13 @@ class Authorizer:
         self._signs = None if kind is None else kind == "sign"
 
     def signs(self) -> bool:
-        if self._signs is None:
-            credentials = self.client.status().get("credentials", [])
-            kind = next((c["kind"] for c in credentials if c.get("name") == self.name), None)
-            self._signs = kind == "sign"
+        if self._signs is not None:
+            return self._signs
+        credentials = self.client.status().get("credentials", [])
+        kind = next((c["kind"] for c in credentials if c.get("name") == self.name), None)
+        if kind is None:
+            return False  # locked or unknown now: ask again next time (token.get will say why)
+        self._signs = kind == "sign"
         return self._signs
 
     def bearer_headers(self) -> dict[str, str]:

@@ -105,10 +105,11 @@ StartServer = Callable[..., Awaitable[Served]]
 
 @pytest.fixture
 def start_server(nursery: trio.Nursery, short_tmp: Path) -> StartServer:
-    async def start(limits: ServerLimits | None = None, delay: FailureDelay | None = None) -> Served:
+    async def start(limits: ServerLimits | None = None, delay: FailureDelay | None = None, clock: Any = None) -> Served:
         socket_path = short_tmp / "run" / "vaultd.sock"
         sock = bind_unix_socket(socket_path)
-        vault = Vault(short_tmp / "data", nursery=nursery, failure_delay=delay)
+        extra = {} if clock is None else {"clock": clock}
+        vault = Vault(short_tmp / "data", nursery=nursery, failure_delay=delay, **extra)
         (short_tmp / "data").mkdir(mode=0o700, exist_ok=True)
         dispatcher = Dispatcher(vault, socket_path)
         listener = trio.socket.from_stdlib_socket(sock)

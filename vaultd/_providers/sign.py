@@ -25,7 +25,11 @@ _FIELDS = {
 }  # fmt: skip
 #: How far ahead of the last nonce the vault's high-water mark is written (ms-based nonces).
 NONCE_RESERVE = 60_000
+_MAX_AHEAD_MS = 86_400_000
+_MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
+#: Schemes whose signature covers the parameters but not the path (the exchange's design).
+_PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit"})
 
 
 class SignProvider:
@@ -83,8 +87,8 @@ class SignProvider:
                 raise ConfigError(f"scheme {scheme!r} signs with a 'private_key' (PEM), not a 'secret'")
         passphrase = secret_field(config, "passphrase", required=scheme == "okx")
         last_nonce = config.get("last_nonce", 0)
-        if isinstance(last_nonce, bool) or not isinstance(last_nonce, int) or not 0 <= last_nonce < 2**63:
-            raise ConfigError("'last_nonce' must be a whole number from 0")
+        if isinstance(last_nonce, bool) or not isinstance(last_nonce, int) or not 0 <= last_nonce <= _MAX_NONCE:
+            raise ConfigError(f"'last_nonce' must be a whole number from 0 to {_MAX_NONCE}")
         return cls(
             scheme=scheme,
             api_key=req_str(config, "api_key", max_len=1024),
@@ -140,6 +144,16 @@ class SignProvider:
         }
 
     def warnings(self, now: float) -> list[str]:
+        if self.scheme in _PATH_UNBOUND:
+            return [
+                f"{self.scheme} signatures do not cover the request path: the allow-list limits what vaultd "
+                "signs, not where a signature is valid; disable withdrawals on the exchange's key"
+            ]
+        if self.scheme == "deribit":
+            return [
+                "a Deribit signature can also be used to log in (public/auth client_signature): restrict the "
+                "key's scope on Deribit, or use an oauth2 credential with the deribit dialect instead"
+            ]
         return []
 
     async def fetch(self, ctx: FetchContext) -> Issued:
@@ -164,6 +178,8 @@ class SignProvider:
         if proposed is not None:
             if proposed <= self.last_nonce:
                 raise SignError(f"nonce must be above the last one handed out ({self.last_nonce})")
+            if proposed > now_ms + _MAX_AHEAD_MS:
+                raise SignError("a proposed nonce may be at most a day of milliseconds ahead of the clock")
             nonce = proposed
         else:
             nonce = max(self.last_nonce + 1, now_ms)
@@ -174,8 +190,19 @@ class SignProvider:
         """Whether the vault must be written (a higher mark) before the last nonce may be used."""
         return self.last_nonce > self.reserved_nonce
 
-    def reserve(self) -> None:
-        self.reserved_nonce = self.last_nonce + NONCE_RESERVE
+    def reserve(self) -> int:
+        """Raise the mark to write ahead of the last nonce; return the previous mark."""
+        previous, self.reserved_nonce = self.reserved_nonce, min(self.last_nonce + NONCE_RESERVE, _MAX_NONCE)
+        return previous
+
+    def unreserve(self, previous: int) -> None:
+        """The raised mark did not reach the disk: the next signer must write it again."""
+        self.reserved_nonce = previous
+
+    def carry_nonce_from(self, older: SignProvider) -> None:
+        """A replaced credential keeps its nonces above everything the old one handed out."""
+        if older.scheme == "kraken" and self.scheme == "kraken":
+            self.last_nonce = self.reserved_nonce = max(self.last_nonce, older.reserved_nonce, older.last_nonce)
 
     def options(self) -> dict[str, str]:
         """Scheme knobs the operator set on the credential (an engine's own take precedence)."""
