@@ -79,12 +79,17 @@ async def sign_request(
     nonce: int | None = proposed
     if provider.scheme == "kraken":
         nonce = await _kraken_nonce(provider, proposed, now_ms, nonce_lock, persist)
+    body = bytes(request.get("body") or b"")
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _invalid(f"'body' must be UTF-8 text: {provider.scheme} signs it as text") from None
     signing = SignRequest(
         method=method,
         host=netloc,
         path=path,
         query=tuple(query),
-        body=bytes(request.get("body") or b""),
+        body=body,
         timestamp_ms=timestamp or now_ms,
         nonce=nonce,
         extra=options,

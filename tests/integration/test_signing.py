@@ -119,6 +119,7 @@ async def test_bad_sign_requests_are_invalid_params(start_server: StartServer) -
         {"method": "PO ST", "url": "https://api.kraken.com/0/private/Balance"},
         {"method": "POST", "url": "https://api.kraken.com/0/private/Balance", "nonce": -5},
         {"method": "POST", "url": "https://api.kraken.com/0/private/Balance", "body": b"x" * 61_500},
+        {"method": "POST", "url": "https://api.kraken.com/0/private/Balance", "body": b"pair=\xff\xfe"},
     ]
     for params in cases:
         response = await client.call("token.sign", name="kraken", **params)
