@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urljoin, urlsplit
+
 from ._sync import Client
 from ._types import Signed
+from .errors import RedirectRefused
 
-__all__ = ["Authorizer"]
+__all__ = ["Authorizer", "refuse_cross_host_redirect"]
 
 
 class Authorizer:
@@ -31,3 +34,12 @@ class Authorizer:
 
     def sign(self, method: str, url: str, body: bytes) -> Signed:
         return self.client.sign(self.name, method, url, body=body)
+
+
+def refuse_cross_host_redirect(url: str, status: int, location: str | None) -> None:
+    """Raises: RedirectRefused: a redirect from ``url`` to another host (or scheme)."""
+    if status not in (301, 302, 303, 307, 308) or not location:
+        return
+    before, after = urlsplit(url), urlsplit(urljoin(url, location))
+    if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+        raise RedirectRefused(f"refusing to follow a signed request's redirect to {after.scheme}://{after.netloc}")

@@ -26,6 +26,7 @@ __all__ = [
     "NeedsReauth",
     "NotInitialized",
     "ProtocolError",
+    "RedirectRefused",
     "RemoteError",
     "RenewalFailed",
     "StorageFailed",
@@ -76,6 +77,11 @@ class UntrustedSocket(TransportError):
         )
         self.socket_path = socket_path
         self.uid = uid
+
+
+class RedirectRefused(VaultdError):
+    """An HTTP adapter refused to follow a signed request's redirect to another host: the
+    signed headers (API key, passphrase) must not travel there."""
 
 
 class ConnectionLost(TransportError):

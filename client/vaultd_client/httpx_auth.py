@@ -5,6 +5,8 @@
     httpx.post(url, data=form, auth=VaultdAuth("binance"))
 
 Imported only by those who use it: ``vaultd_client`` itself never imports httpx.
+httpx follows no redirect unless asked; do not ask for signed requests: httpx follows
+redirects beneath the auth layer, carrying the signed headers to wherever it is sent.
 """
 
 from __future__ import annotations

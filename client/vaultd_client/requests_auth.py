@@ -13,7 +13,7 @@ from typing import Any
 
 from requests.auth import AuthBase
 
-from ._auth import Authorizer
+from ._auth import Authorizer, refuse_cross_host_redirect
 from ._sync import Client
 
 __all__ = ["VaultdAuth"]
@@ -37,4 +37,11 @@ class VaultdAuth(AuthBase):
         if signed.body != body:
             request.body = signed.body
             request.headers["Content-Length"] = str(len(signed.body))
+        request.register_hook("response", _refuse_redirects)
         return request
+
+
+def _refuse_redirects(response: Any, *args: Any, **kwargs: Any) -> Any:
+    """requests follows redirects by default, carrying the signed headers: not to another host."""
+    refuse_cross_host_redirect(response.url, response.status_code, response.headers.get("location"))
+    return response

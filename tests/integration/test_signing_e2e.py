@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from vaultd_client import Client
+from vaultd_client.errors import RedirectRefused
 from vaultd_client.httpx_auth import VaultdAuth as HttpxAuth
 from vaultd_client.requests_auth import VaultdAuth as RequestsAuth
 
@@ -44,7 +45,15 @@ class VerifyingExchange(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(json.dumps({"ok": ok}).encode())
 
-    do_GET = do_POST = _check
+    def _route(self) -> None:
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.2:9/elsewhere")
+            self.end_headers()
+            return
+        self._check()
+
+    do_GET = do_POST = _route
 
     def log_message(self, *args: object) -> None:
         pass
@@ -82,6 +91,10 @@ def test_both_adapters_sign_real_requests_that_the_server_verifies(
         assert bearer.status_code == 200
         unsigned = requests.get(verifying_exchange + "/api/v3/account", timeout=10)
         assert unsigned.status_code == 401, "the server really checks"
+        with pytest.raises(RedirectRefused):  # requests follows by default: not with signed headers
+            requests.get(verifying_exchange + "/redirect", auth=RequestsAuth("binance", client), timeout=10)
+        held = httpx.get(verifying_exchange + "/redirect", auth=HttpxAuth("binance", client))
+        assert held.status_code == 302, "httpx follows no redirect unless asked"
     shown = daemon.ctl("sign", "binance", "GET", verifying_exchange + "/api/v3/account")
     assert "X-MBX-APIKEY: fake-key" in shown.stdout and "signature=" in shown.stdout
     assert SECRET not in daemon.log and SECRET not in shown.stdout + shown.stderr
