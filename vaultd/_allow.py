@@ -9,8 +9,9 @@ rule names that very path, without a wildcard: ``"POST /*"`` never opens a withd
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._providers._base import ConfigError
 
@@ -35,16 +36,21 @@ MONEY_MOVING: tuple[str, ...] = (
     # Coinbase
     "/v2/accounts/*/transactions", "/v2/accounts/*/withdrawals*", "/api/v3/brokerage/portfolios/move_funds",
 )  # fmt: skip
-_MONEY_MOVING_FOLDED = tuple(pattern.lower() for pattern in MONEY_MOVING)
+#: One regex for the whole list, matched without regard to case: checked on every signature.
+_MONEY_MOVING_RE = re.compile("|".join(fnmatch.translate(p) for p in MONEY_MOVING), re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     method: str  # an upper-case method, or "*"
     path: str  # a glob over the path, e.g. "/api/v3/*"
+    _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_regex", re.compile(fnmatch.translate(self.path)))
 
     def matches(self, method: str, path: str) -> bool:
-        return self.method in ("*", method) and fnmatch.fnmatchcase(path, self.path)
+        return self.method in ("*", method) and self._regex.match(path) is not None
 
     @property
     def literal(self) -> bool:
@@ -104,8 +110,8 @@ class AllowList:
         matching = [rule for rule in self.rules if rule.matches(method, path)]
         if not matching:
             return False, f"{method} {path} matches no rule of the credential's allow-list"
-        folded = path.lower()  # an exchange's router may not care about case: this check must not either
-        moves_money = any(fnmatch.fnmatchcase(folded, pattern) for pattern in _MONEY_MOVING_FOLDED)
+        # An exchange's router may not care about case: this check must not either.
+        moves_money = _MONEY_MOVING_RE.match(path) is not None
         if moves_money and not any(rule.literal for rule in matching):
             return False, (
                 f"{method} {path} moves money out (withdrawal or transfer): refused unless an allow rule "

@@ -360,6 +360,15 @@ class Renewer:
         backoff_pending = credential.failures and (credential.next_renewal or 0) > self._wall()
         return not backoff_pending
 
+    def serve_now(self, name: str, min_ttl: float) -> dict[str, Any] | None:
+        """A valid token from memory, or None when ``get`` has to decide (and maybe wait)."""
+        credential = self._credentials().get(name)
+        if credential is None or getattr(credential.provider, "per_get", False):
+            return None
+        if not getattr(credential.provider, "issues_tokens", True):
+            return None
+        return self._serve(credential, min_ttl)
+
     async def _mint(self, credential: Credential) -> dict[str, Any]:
         """A local token made for this one call (a ``jwt`` without reuse)."""
         issued = await credential.provider.fetch(FetchContext(self._wall, self._http))

@@ -29,7 +29,7 @@ from vaultd_protocol import (
 from . import __version__
 from ._errors import RpcError
 from ._secret import Secret
-from ._server import Session
+from ._server import NOT_NOW, Session
 from ._vault import Vault
 
 __all__ = ["Dispatcher"]
@@ -63,6 +63,28 @@ class Dispatcher:
             Method.CREDENTIAL_LIST: self._list,
             Method.CREDENTIAL_RENEW: self._renew,
         }
+
+    def immediate(self, request: Request, session: Session) -> Any:
+        """Answer ``token.get`` and ``token.sign`` at once when memory suffices; else :data:`NOT_NOW`.
+
+        The hot path: no task, no extra deadline. Anything that may wait (a renewal, a Kraken
+        nonce write) or that is refused for vault reasons goes the slow way.
+
+        Raises:
+            RpcError: the same errors the methods answer, when they are known at once.
+        """
+        if request.method not in (Method.TOKEN_GET, Method.TOKEN_SIGN):
+            return NOT_NOW
+        method = Method(request.method)
+        try:
+            params = parse_params(method, request.params)
+        except InvalidParams as exc:
+            raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        if method is Method.TOKEN_GET:
+            result = self.vault.get_now(params["name"], params["min_ttl"])
+        else:
+            result = self.vault.sign_now(params["name"], params)
+        return NOT_NOW if result is None else result
 
     async def __call__(self, request: Request, session: Session) -> Any:
         try:

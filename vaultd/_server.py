@@ -36,7 +36,7 @@ from vaultd_protocol import (
 from ._errors import RpcError
 from ._peer import Peer, peer_of
 
-__all__ = ["Handler", "ServerLimits", "Session", "serve", "serve_stream"]
+__all__ = ["NOT_NOW", "Handler", "ServerLimits", "Session", "serve", "serve_stream"]
 
 log = logging.getLogger("vaultd.server")
 
@@ -73,8 +73,11 @@ class Session:
             callback()
 
 
-#: Answers one request on one connection: returns the result, or raises RpcError.
+#: Answers one request on one connection: returns the result, or raises RpcError. A handler
+#: may also have an ``immediate(request, session)`` method that answers synchronously when it
+#: can, or returns :data:`NOT_NOW` (the request then goes to a task of its own).
 Handler = Callable[[Request, Session], Awaitable[Any]]
+NOT_NOW: Any = object()
 
 #: accept() failures that say "not now" (out of fds or memory, a peer gone before we took it).
 _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
@@ -212,6 +215,12 @@ class _ServerConnection:
                     return
             elif isinstance(event, Request):
                 self._frame_started = None  # the next message's clock starts with its first byte
+                answer = self._answer_now(event)
+                if answer is not None:  # answered from memory: no task, no extra deadline
+                    if not await self._send(answer):
+                        nursery.cancel_scope.cancel()
+                        return
+                    continue
                 await self._slots.acquire()
                 nursery.start_soon(self._answer, event, nursery)
             elif isinstance(event, Notification):
@@ -249,6 +258,19 @@ class _ServerConnection:
                 continue  # an answer is pending, or was just sent: not idle
             log.info("closing connection (%s): idle", self._peer)
             return False
+
+    def _answer_now(self, request: Request) -> Response | None:
+        """The answer, if the handler can give it at once without waiting (a fast path)."""
+        immediate = getattr(self._handler, "immediate", None)
+        if immediate is None:
+            return None
+        try:
+            result = immediate(request, self._session)
+        except RpcError as exc:
+            return Response(request.msgid, exc.to_error_info(), None)
+        except Exception:  # the slow path will answer it, and log whatever went wrong
+            return None
+        return None if result is NOT_NOW else Response(request.msgid, None, result)
 
     async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
         try:

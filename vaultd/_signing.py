@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -23,7 +24,7 @@ from ._providers._http import is_loopback
 from ._providers.sign import SignProvider
 from ._schemes import SignError, SignRequest, encode_query
 
-__all__ = ["sign_request"]
+__all__ = ["sign_now", "sign_request"]
 
 log = logging.getLogger("vaultd.sign")
 
@@ -36,6 +37,34 @@ _RANDOM_NONCE = frozenset({"deribit", "coinbase"})
 
 def _invalid(message: str) -> RpcError:
     return RpcError(ErrorCode.INVALID_PARAMS, message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A checked request, everything decided but the Kraken nonce."""
+
+    provider: SignProvider
+    method: str
+    scheme: str
+    netloc: str
+    path: str
+    query: tuple[tuple[str, str], ...]
+    body: bytes
+    timestamp_ms: int
+    proposed: int | None
+    options: dict[str, str]
+
+
+def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[], float]) -> dict[str, Any] | None:
+    """The ``token.sign`` result at once, or None for a scheme whose nonce needs a vault write.
+
+    Raises:
+        RpcError: as :func:`sign_request`.
+    """
+    prepared = _prepare(credential, request, clock)
+    if prepared.provider.scheme == "kraken":
+        return None
+    return _finish(prepared, prepared.proposed)
 
 
 async def sign_request(
@@ -51,6 +80,15 @@ async def sign_request(
         RpcError: INVALID_PARAMS (bad URL, method, timestamp, options, or a body the scheme
             refuses), FORBIDDEN (the allow-list), STORAGE_FAILED (a Kraken nonce mark).
     """
+    prepared = _prepare(credential, request, clock)
+    nonce = prepared.proposed
+    if prepared.provider.scheme == "kraken":
+        now_ms = int(clock() * 1000)
+        nonce = await _kraken_nonce(prepared.provider, prepared.proposed, now_ms, nonce_lock, persist)
+    return _finish(prepared, nonce)
+
+
+def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[], float]) -> _Prepared:
     provider = credential.provider
     if not isinstance(provider, SignProvider):
         raise _invalid(f"credential {credential.name!r} is a {provider.kind} credential: use token.get, not token.sign")
@@ -76,32 +114,33 @@ async def sign_request(
         isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 256 for k, v in options.items()
     ):
         raise _invalid("'options' must map short strings to short strings")
-    nonce: int | None = proposed
-    if provider.scheme == "kraken":
-        nonce = await _kraken_nonce(provider, proposed, now_ms, nonce_lock, persist)
     body = bytes(request.get("body") or b"")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
         raise _invalid(f"'body' must be UTF-8 text: {provider.scheme} signs it as text") from None
+    return _Prepared(provider, method, scheme, netloc, path, tuple(query), body, timestamp or now_ms, proposed, options)
+
+
+def _finish(prepared: _Prepared, nonce: int | None) -> dict[str, Any]:
     signing = SignRequest(
-        method=method,
-        host=netloc,
-        path=path,
-        query=tuple(query),
-        body=body,
-        timestamp_ms=timestamp or now_ms,
+        method=prepared.method,
+        host=prepared.netloc,
+        path=prepared.path,
+        query=prepared.query,
+        body=prepared.body,
+        timestamp_ms=prepared.timestamp_ms,
         nonce=nonce,
-        extra=options,
+        extra=prepared.options,
     )
     try:
-        signed = provider.sign(signing)
+        signed = prepared.provider.sign(signing)
     except SignError as exc:
         raise _invalid(str(exc)) from None
     final_query = encode_query(signed.query)  # exactly as signed: not urlencode's '+' for spaces
     return {
         "headers": dict(signed.headers),
-        "url": urlunsplit((scheme, netloc, path, final_query, "")),
+        "url": urlunsplit((prepared.scheme, prepared.netloc, prepared.path, final_query, "")),
         "query": [list(pair) for pair in signed.query],
         "body": signed.body,
         "valid_until": signed.valid_until,

@@ -29,7 +29,7 @@ from ._errors import RpcError
 from ._renewer import Renewer
 from ._sealing import OpenFailed
 from ._secret import Secret
-from ._signing import sign_request
+from ._signing import sign_now, sign_request
 from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
@@ -333,6 +333,17 @@ class Vault:
 
     # -- reader methods --------------------------------------------------------------------
 
+    def get_now(self, name: str, min_ttl: float) -> dict[str, Any] | None:
+        """``token.get`` from memory: the result if a token is ready, None if it needs waiting.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL.
+        """
+        renewer = self._renewer
+        if self._open is None or renewer is None:
+            return None  # the slow path says which refusal
+        return renewer.serve_now(name, min_ttl)
+
     async def get(self, name: str, min_ttl: float) -> dict[str, Any]:
         """The ``token.get`` result for ``name``.
 
@@ -346,6 +357,17 @@ class Vault:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
         return await renewer.get(name, min_ttl)
+
+    def sign_now(self, name: str, request: dict[str, Any]) -> dict[str, Any] | None:
+        """``token.sign`` at once when no vault write is needed; None otherwise (or when locked).
+
+        Raises:
+            RpcError: INVALID_PARAMS, FORBIDDEN (as :meth:`sign`).
+        """
+        credential = self._credentials.get(name) if self._open is not None else None
+        if credential is None:
+            return None  # the slow path says which refusal
+        return sign_now(credential, request, self._clock)
 
     async def sign(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
         """Sign one request with credential ``name`` (``token.sign``); see ``_signing``.
