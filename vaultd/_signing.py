@@ -61,9 +61,10 @@ def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[]
     Raises:
         RpcError: as :func:`sign_request`.
     """
+    provider = credential.provider
+    if isinstance(provider, SignProvider) and provider.scheme == "kraken":
+        return None  # its nonce may need a vault write: the slow path prepares it, once
     prepared = _prepare(credential, request, clock)
-    if prepared.provider.scheme == "kraken":
-        return None
     return _finish(prepared, prepared.proposed)
 
 

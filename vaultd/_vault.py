@@ -99,7 +99,6 @@ class Vault:
         self._generation = 0
         #: The last failed write, shown by ``status`` until a write succeeds.
         self.last_write_error: str | None = None
-        self._on_lock: list[Callable[[], None]] = []
         self._kdf_profile: str | None = None
         self._peek_header()
 
@@ -134,10 +133,6 @@ class Vault:
             return
         self._kdf_profile = header.kdf.profile_name()
         self._generation = header.generation
-
-    def on_lock(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (synchronously) every time the vault locks."""
-        self._on_lock.append(callback)
 
     def describe(self) -> list[dict[str, Any]]:
         """Every credential's public description, by name (empty unless unlocked)."""
@@ -253,8 +248,6 @@ class Vault:
         if was_open:
             log.info("vault locked")
             self.hub.end_all(LOCKED, {})
-            for callback in self._on_lock:
-                callback()
 
     # -- admin methods: passphrase in every call -----------------------------------------
 
