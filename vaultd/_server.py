@@ -79,6 +79,10 @@ class Session:
 Handler = Callable[[Request, Session], Awaitable[Any]]
 NOT_NOW: Any = object()
 
+#: Reads and writes a connection may do at once, without yielding to other tasks, before it
+#: must take the awaited path (which yields): a pipelining peer cannot starve the scheduler.
+_EAGER_LIMIT = 16
+
 #: accept() failures that say "not now" (out of fds or memory, a peer gone before we took it).
 _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
 
@@ -157,12 +161,20 @@ async def serve_stream(stream: trio.abc.Stream, peer: Peer, handler: Handler, li
 
 
 class _ServerConnection:
-    """One accepted connection: a read loop plus one task per request in flight."""
+    """One accepted connection: a read loop plus one task per request in flight.
+
+    On a socket, reads and writes are first tried at once on the non-blocking descriptor, and
+    only when the kernel says "not now" does the connection wait through trio (with its
+    deadlines): a request answered from memory then costs no scheduler pass of its own.
+    """
 
     def __init__(self, stream: trio.abc.Stream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:
         self._stream = stream
+        self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        self._eager = 0
         self._peer = peer
         self._handler = handler
+        self._immediate: Callable[[Request, Session], Any] | None = getattr(handler, "immediate", None)
         self._limits = limits
         self._conn = Connection(Role.SERVER, limits.protocol)
         self._send_lock = trio.Lock()
@@ -236,6 +248,14 @@ class _ServerConnection:
         slowly it trickles; a connection with nothing in flight closes after ``idle_timeout``.
         """
         limits = self._limits
+        if self._fd is not None and self._eager < _EAGER_LIMIT:
+            ready = self._read_now()
+            if ready is not None:
+                self._eager += 1
+                self._last_activity = trio.current_time()
+                self._conn.receive_data(ready)
+                return True
+        self._eager = 0
         while True:
             if self._conn.mid_message:
                 if self._frame_started is None:
@@ -247,7 +267,9 @@ class _ServerConnection:
                 if self._conn.in_flight:  # not idle: look again later
                     deadline = max(deadline, trio.current_time() + limits.idle_timeout)
             with trio.move_on_at(deadline):
-                data = await self._stream.receive_some(limits.receive_size)
+                data = await self._receive_some()
+                if data is None:
+                    continue  # woken, yet nothing to read: wait again
                 self._last_activity = trio.current_time()
                 self._conn.receive_data(data)
                 return True
@@ -259,9 +281,25 @@ class _ServerConnection:
             log.info("closing connection (%s): idle", self._peer)
             return False
 
+    async def _receive_some(self) -> bytes | bytearray | None:
+        if self._fd is None:
+            return await self._stream.receive_some(self._limits.receive_size)
+        await trio.lowlevel.wait_readable(self._fd)
+        return self._read_now()
+
+    def _read_now(self) -> bytes | None:
+        """What the socket holds now (``b""`` at end of stream), or None if nothing yet."""
+        assert self._fd is not None
+        try:
+            return os.read(self._fd, self._limits.receive_size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:  # reset by the peer, or closed under us
+            raise trio.BrokenResourceError(exc.strerror) from None
+
     def _answer_now(self, request: Request) -> Response | None:
         """The answer, if the handler can give it at once without waiting (a fast path)."""
-        immediate = getattr(self._handler, "immediate", None)
+        immediate = self._immediate
         if immediate is None:
             return None
         try:
@@ -298,6 +336,20 @@ class _ServerConnection:
     async def _send(self, message: Response | Notification) -> bool:
         """Write one message; False if the peer is gone or will not read."""
         data = self._conn.send(message)
+        if self._fd is not None and self._eager < _EAGER_LIMIT and not self._send_lock.locked():
+            # Nobody is mid-write, and no yield happens before the lock is taken below.
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the peer is gone
+                return False
+            if sent == len(data):
+                self._eager += 1
+                self._last_activity = trio.current_time()
+                return True
+            data = data[sent:]
+        self._eager = 0
         with trio.move_on_after(self._limits.send_timeout):
             async with self._send_lock:
                 try:

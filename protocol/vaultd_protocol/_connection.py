@@ -23,7 +23,7 @@ from ._events import (
     Request,
     Response,
 )
-from ._framing import FrameScanner, peek_msgid
+from ._framing import FrameScanner, decode_whole, peek_msgid
 from ._limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["MAX_MSGID", "Connection", "Role", "encode", "error_response"]
@@ -66,6 +66,8 @@ class Connection:
         self._buf = bytearray()
         self._start = 0
         self._scanner = FrameScanner(limits)
+        #: Whether the current message was found incomplete once: scan it, do not retry decoding.
+        self._scanning = False
         self._eof = False
         self._error: RemoteProtocolError | None = None
         # Server: requests received and not answered yet. Client: requests sent.
@@ -110,6 +112,13 @@ class Connection:
         """
         if self._error is not None:
             raise self._error
+        if not self._scanning and self._start < len(self._buf):
+            whole = decode_whole(self._buf, self._start, self.limits)
+            if whole is not None:
+                obj, size = whole
+                self._consumed(size)
+                return self._to_event_from(obj)
+            self._scanning = True  # incomplete (or refused): the scanner takes this message
         try:
             length = self._scanner.scan(self._buf, self._start)
         except RemoteProtocolError as exc:
@@ -121,11 +130,7 @@ class Connection:
                 return ConnectionClosed()
             return NEED_DATA
         frame = bytes(self._buf[self._start : self._start + length])
-        self._start += length
-        self._scanner.reset()
-        if self._start > 4096 and self._start * 2 > len(self._buf):
-            del self._buf[: self._start]
-            self._start = 0
+        self._consumed(length)
         return self._to_event(frame)
 
     def send(self, event: Request | Response | Notification) -> bytes:
@@ -165,6 +170,14 @@ class Connection:
         self._error = exc
         return exc
 
+    def _consumed(self, length: int) -> None:
+        self._start += length
+        self._scanner.reset()
+        self._scanning = False
+        if self._start > 4096 and self._start * 2 > len(self._buf):
+            del self._buf[: self._start]
+            self._start = 0
+
     def _to_event(self, frame: bytes) -> Event:
         try:
             obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
@@ -173,6 +186,9 @@ class Connection:
                 RemoteProtocolError(f"undecodable MessagePack: {type(exc).__name__}"),
                 peek_msgid(frame[:_PEEK_BYTES]),
             ) from None
+        return self._to_event_from(obj)
+
+    def _to_event_from(self, obj: Any) -> Event:
         if not isinstance(obj, list) or not obj or not isinstance(obj[0], int) or isinstance(obj[0], bool):
             raise self._fail(RemoteProtocolError("a message must be an array starting with its type"))
         kind = obj[0]

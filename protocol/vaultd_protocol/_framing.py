@@ -9,12 +9,14 @@ bytes of a complete frame are then decoded by msgpack's C unpacker in one call.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 
 from ._errors import ErrorCode, RemoteProtocolError
 from ._limits import Limits
 
-__all__ = ["FrameScanner", "peek_msgid"]
+__all__ = ["FrameScanner", "decode_whole", "peek_msgid"]
 
 # For every first byte: (header length, bytes of length field, fixed payload, container
 # multiplier). A length field, when present, starts at offset 1 and is big-endian; the
@@ -138,6 +140,38 @@ class FrameScanner:
             # The last payload is still arriving; keep the stack empty and wait.
             return None
         return pos
+
+
+def decode_whole(buf: bytearray, start: int, limits: Limits) -> tuple[Any, int] | None:
+    """Decode the object at ``buf[start:]`` in one C call when all of it is there: (object, length).
+
+    The fast path for the common case, a whole message already buffered. Returns None when it
+    cannot decide (the object is incomplete, over a limit, or not decodable): the caller then
+    scans the headers as usual, which finds the same object or raises the precise error. Cost
+    is bounded: msgpack sees at most ``max_message_size`` bytes and allocates no more than it
+    was given, and the nesting is checked after decoding, on the decoded containers only.
+    """
+    with memoryview(buf) as whole, whole[start : start + limits.max_message_size] as view:
+        try:
+            obj = msgpack.unpackb(view, raw=False, strict_map_key=True, use_list=True)
+            length = len(view)
+        except msgpack.ExtraData as extra:
+            obj, length = extra.unpacked, len(view) - len(extra.extra)
+        except (msgpack.UnpackException, ValueError):
+            return None
+    if isinstance(obj, (list, dict)) and _too_deep(obj, limits.max_depth):
+        return None
+    return obj, length
+
+
+def _too_deep(container: list[Any] | dict[str, Any], budget: int) -> bool:
+    """Whether ``container`` (itself one level) nests more than ``budget`` levels."""
+    if budget <= 0:
+        return True
+    for value in container.values() if isinstance(container, dict) else container:
+        if isinstance(value, (list, dict)) and _too_deep(value, budget - 1):
+            return True
+    return False
 
 
 def peek_msgid(head: bytes) -> int | None:

@@ -15,7 +15,7 @@ import trio.testing
 
 from vaultd._listen import AlreadyRunning, bind_unix_socket
 from vaultd._server import ServerLimits
-from vaultd_protocol import ErrorCode, Notification
+from vaultd_protocol import ErrorCode, Notification, Request, Response
 
 from .conftest import PASS, StartServer
 
@@ -95,6 +95,20 @@ async def test_hostile_input_closes_that_connection_only(start_server: StartServ
         else:
             assert answers == [], label
         assert (await bystander.ok("token.get", name="ex"))["token"] == "fake-token-inproc", label
+
+
+async def test_a_pipelined_burst_is_answered_whole_and_in_order(start_server: StartServer) -> None:
+    # 3,000 requests in one write: the daemon answers them at once (yielding every few), in order.
+    served = await start_server()
+    await served.ready(token="fake-token-" + "x" * 1000)
+    client = await served.connect()
+    wire = b"".join(client.conn.send(Request(msgid, "token.get", [{"name": "ex"}])) for msgid in range(3000))
+    await client.send_raw(wire)
+    answers = [await client.receive() for _ in range(3000)]
+    assert [a.msgid for a in answers if isinstance(a, Response)] == list(range(3000))
+    assert all(isinstance(a, Response) and a.result["token"].endswith("x" * 1000) for a in answers)
+    probe = await served.connect()  # and the daemon still serves others
+    assert (await probe.ok("token.get", name="ex"))["token"].startswith("fake-token-")
 
 
 async def test_connection_cap(start_server: StartServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any
+from unittest import mock
 
 import msgpack
 from hypothesis import given, settings
@@ -66,3 +67,36 @@ def test_arbitrary_msgpack_values_fail_only_cleanly(obj: Any) -> None:
     server.receive_data(msgpack.packb([0, 1, "m", [obj]], use_bin_type=True))
     with contextlib.suppress(RemoteProtocolError):  # e.g. integer map keys: refused, never a crash
         _events(server)
+
+
+def _outcome(data: bytes, limits: Limits, *, fast: bool) -> list[Any]:
+    """Events, then the error (code, msgid, text) if one ends the stream."""
+    server = Connection(Role.SERVER, limits)
+    out: list[Any] = []
+    # The reference decodes every message by scanning its headers first: the whole-message fast
+    # path is switched off by patching it (no other way to reach the slow path with whole frames).
+    with contextlib.ExitStack() as stack:
+        if not fast:
+            stack.enter_context(mock.patch("vaultd_protocol._connection.decode_whole", return_value=None))
+        if data:
+            server.receive_data(data)
+        server.receive_data(b"")
+        try:
+            out += _events(server)
+        except RemoteProtocolError as exc:
+            out.append((exc.code, exc.msgid, str(exc)))
+    return out
+
+
+messages = st.builds(
+    lambda msgid, obj: msgpack.packb([0, msgid, "m", [obj]], use_bin_type=True), st.integers(0, 2**32 - 1), values
+)
+nested = st.integers(1, 24).map(lambda depth: b"\x94\x00\x07\xa1m" + b"\x91" * depth + b"\xc0")
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(messages | nested | st.binary(max_size=40), max_size=5), depth=st.integers(2, 20))
+def test_whole_message_fast_path_agrees_with_the_header_scanner(parts: list[bytes], depth: int) -> None:
+    limits = Limits(max_message_size=256, max_depth=depth)
+    data = b"".join(parts)
+    assert _outcome(data, limits, fast=True) == _outcome(data, limits, fast=False)

@@ -143,3 +143,25 @@ async def test_requests_in_flight_are_capped_by_not_reading(autojump_clock: trio
         answers, _ = await read_until_closed(client)
     assert sorted(a[1] for a in answers) == [1, 2, 3, 4, 5]
     assert handler.started == 5
+
+
+class AtOnce(Recorder):
+    """A handler that answers at once (the server's fast path), with ``pad`` bytes of filler."""
+
+    def immediate(self, request: Request, peer: Peer) -> Any:
+        return {"pad": "x" * request.params[0]["pad"], "id": request.msgid}
+
+
+async def test_answers_written_at_once_survive_a_full_socket() -> None:
+    # A real socket pair with a small send buffer: the daemon's non-blocking writes stop part-way
+    # through an answer, and the rest must follow through the waiting path, byte for byte.
+    client_sock, server_sock = trio.socket.socketpair()
+    server_sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, 4096)
+    client = trio.SocketStream(client_sock)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_stream, trio.SocketStream(server_sock), PEER, AtOnce(), ServerLimits())
+        await client.send_all(b"".join(req(msgid, pad=3000) for msgid in range(200)))
+        await trio.testing.wait_all_tasks_blocked()  # the daemon is stuck on a full socket
+        await client.send_eof()
+        answers, _ = await read_until_closed(client)
+    assert [(a[1], a[3]["id"], len(a[3]["pad"])) for a in answers] == [(i, i, 3000) for i in range(200)]

@@ -147,7 +147,15 @@ def encode_query(pairs: Iterable[tuple[str, str]]) -> str:
     Only the unreserved characters (``A-Z a-z 0-9 - _ . ~``) stay as they are; UTF-8 bytes of
     anything else become ``%XX``: the form Binance documents for its signature payload.
     """
-    return "&".join(f"{quote(name, safe='')}={quote(value, safe='')}" for name, value in pairs)
+    return "&".join(f"{_quote(name)}={_quote(value)}" for name, value in pairs)
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quote(text: str) -> str:
+    # Most names and values are unreserved already: one regex match instead of quote()'s work.
+    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
 
 
 def check_request(request: SignRequest, scheme: str) -> None:

@@ -81,7 +81,7 @@ def sign_rest(request: SignRequest, keys: Keys, scheme: str, sign: Signer) -> Si
     """
     check_request(request, scheme)
     check_extra(request, _EXTRA, scheme)
-    present = list(request.query) + _form_pairs(request.body, scheme)
+    present = list(request.query) + (_form_pairs(request.body, scheme) if request.body else [])
     if _one(present, "signature", scheme) is not None:
         raise SignError(f"{scheme}: the request already carries a 'signature'")
     added: list[tuple[str, str]] = []
