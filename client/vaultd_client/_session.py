@@ -1,35 +1,56 @@
-"""The client's sans-IO session: request ids, pending calls, and turning answers into results.
+"""The client's sans-IO session: request ids, answers, errors, and what every driver shares.
 
-Drivers (sync today; asyncio and trio next) own the socket and call this for everything
-else, so they all number requests, match answers and raise errors the same way.
+Drivers (sync, asyncio, trio) own the socket and the waiting; everything else lives here so
+that they number requests, match answers, raise errors, build params, read watch events and
+back off between reconnects the same way.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from typing import Any
 
 from vaultd_protocol import (
     MAX_MSGID,
     NEED_DATA,
+    PROTOCOL_VERSION,
     Connection,
     ConnectionClosed,
     Limits,
+    Method,
     Notification,
+    Notify,
     RemoteProtocolError,
     Request,
     Response,
     Role,
 )
 
-from .errors import ConnectionLost, MalformedResponse, error_from_info
+from ._types import Token, WatchEvent
+from .errors import ConnectionLost, MalformedResponse, ProtocolError, TooLarge, error_from_info
 
-__all__ = ["RESPONSE_LIMITS", "ClientSession"]
+__all__ = [
+    "RESPONSE_LIMITS",
+    "RETRY_SAFE",
+    "Backoff",
+    "ClientSession",
+    "breaks_connection",
+    "hello_params",
+    "sign_params",
+    "token_params",
+    "watch_event",
+]
 
 
 #: Answers can be far larger than requests (``status`` with thousands of credentials), and
 #: come from the daemon, not from a stranger: a generous but finite bound.
 RESPONSE_LIMITS = Limits(max_message_size=64 * 1024 * 1024, max_depth=32)
+
+#: Calls that may be sent again on a fresh connection when the old one turned out dead.
+RETRY_SAFE = frozenset({Method.HELLO, Method.STATUS, Method.TOKEN_GET, Method.VAULT_LOCK})
+
+_WATCH_KINDS = {Notify.TOKEN_UPDATED: "updated", Notify.TOKEN_EXPIRED: "expired", Notify.VAULT_LOCKED: "locked"}
 
 
 class ClientSession:
@@ -54,7 +75,8 @@ class ClientSession:
 
         Raises:
             ConnectionLost: the daemon closed the connection.
-            MalformedResponse: the daemon sent something that is not valid protocol.
+            MalformedResponse: the daemon sent something that is not valid protocol (garbage,
+                or an answer to a request this connection never sent).
         """
         try:
             event = self._conn.next_event()
@@ -78,3 +100,64 @@ class ClientSession:
         if response.error is not None:
             raise error_from_info(response.error)
         return response.result
+
+
+def breaks_connection(exc: BaseException) -> bool:
+    """Whether the daemon closes the connection after answering with this error."""
+    return isinstance(exc, (TooLarge, ProtocolError))
+
+
+def token_params(name: str, min_ttl: float) -> dict[str, Any]:
+    return {"name": name, "min_ttl": min_ttl}
+
+
+def hello_params(client: str) -> dict[str, Any]:
+    return {"protocol": PROTOCOL_VERSION, "client": client}
+
+
+def sign_params(  # noqa: PLR0917 - the fields of one token.sign request
+    name: str,
+    method: str,
+    url: str,
+    body: bytes | str,
+    timestamp: int | None,
+    nonce: int | None,
+    options: dict[str, str] | None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"name": name, "method": method, "url": url, "body": body}
+    if timestamp is not None:
+        params["timestamp"] = timestamp
+    if nonce is not None:
+        params["nonce"] = nonce
+    if options:
+        params["options"] = options
+    return params
+
+
+def watch_event(message: Notification) -> WatchEvent | None:
+    """The watch event a notification carries, or None for one this client does not know."""
+    try:
+        kind = _WATCH_KINDS[Notify(message.method)]
+    except ValueError:
+        return None
+    params: dict[str, Any] = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
+    name = params.get("name")
+    token = Token.from_result(name, params) if kind == "updated" and isinstance(name, str) else None
+    return WatchEvent(kind, name if isinstance(name, str) else None, token)
+
+
+class Backoff:
+    """Delays between reconnect attempts: from ``first`` doubling to ``cap``, with jitter."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay * random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not a secret
+
+    def reset(self) -> None:
+        self._next = self.first

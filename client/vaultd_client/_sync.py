@@ -1,70 +1,35 @@
 """The synchronous client: a blocking Unix socket, shared safely by many threads.
 
 Connects lazily on the first call, and again on the next call after the connection
-breaks; a read-only call that finds a stale connection (the daemon restarted) is retried
-once on a fresh one. Every call has a timeout.
+broke; a read-only call that finds a stale connection (the daemon restarted) is retried
+once on a fresh one. After a failed connect it backs off: calls answer DaemonUnavailable
+at once until the next attempt is due. Every call has a timeout. A fresh token from the
+in-process cache is answered without the lock or the socket.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from vaultd_protocol import PROTOCOL_VERSION, Method, Response, default_socket_path
+from vaultd_protocol import Method, Response
 
-from ._session import ClientSession
+from ._cache import DEFAULT_MARGIN, TokenCache
+from ._session import RETRY_SAFE, Backoff, ClientSession, breaks_connection, hello_params, sign_params, token_params
 from ._types import Signed, Token
+from ._unix import RECEIVE_SIZE, connect_unix, resolve_path
 from ._watch import Watch
-from .errors import (
-    ConnectionLost,
-    DaemonUnavailable,
-    MalformedResponse,
-    ProtocolError,
-    Timeout,
-    TooLarge,
-    UntrustedSocket,
-)
+from .errors import ConnectionLost, DaemonUnavailable, MalformedResponse, RemoteError, Timeout
 
 __all__ = ["Client"]
-
-_RETRY_SAFE = frozenset({Method.HELLO, Method.STATUS, Method.TOKEN_GET, Method.VAULT_LOCK})
-_RECV = 65536
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 class _NotDelivered(ConnectionLost):
     """The request could not be sent at all, so it is safe to send again."""
-
-
-def listener_uid(sock: socket.socket) -> int:
-    """The uid of the process at the other end of a connected AF_UNIX socket."""
-    _, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
-    return int(uid)
-
-
-def connect_unix(path: str, timeout: float) -> socket.socket:
-    """Connect to the daemon's socket, and check it is served by this very user.
-
-    Raises:
-        DaemonUnavailable: nothing listens there.
-        UntrustedSocket: another user's process listens there (nothing was sent).
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-        server_uid = listener_uid(sock)
-    except OSError as exc:
-        sock.close()
-        raise DaemonUnavailable(path, exc.strerror or type(exc).__name__) from None
-    if server_uid != os.getuid():
-        sock.close()
-        raise UntrustedSocket(path, server_uid)
-    return sock
 
 
 class Client:
@@ -72,7 +37,9 @@ class Client:
 
     ``socket_path`` defaults to ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``.
     ``timeout`` (seconds) bounds every call; calls that run the passphrase KDF use
-    ``slow_timeout``.
+    ``slow_timeout``. ``cache`` keeps tokens in process until ``cache_margin`` seconds before
+    they expire (a token without a known expiry for a minute); a watch opened with
+    :meth:`watch` replaces a cached token as soon as the daemon renews it.
     """
 
     def __init__(
@@ -81,13 +48,19 @@ class Client:
         *,
         timeout: float = 10.0,
         slow_timeout: float = 120.0,
+        cache: bool = True,
+        cache_margin: float = DEFAULT_MARGIN,
     ) -> None:
-        self.socket_path = os.fspath(socket_path) if socket_path else default_socket_path(os.environ, os.getuid())
+        self.socket_path = resolve_path(socket_path)
         self.timeout = timeout
         self.slow_timeout = slow_timeout
+        self._cache = TokenCache(margin=cache_margin) if cache else None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._session = ClientSession()
+        self._backoff = Backoff()
+        self._retry_at = 0.0
+        self._last_failure: str | None = None
 
     # -- the engine's methods ---------------------------------------------------------------
 
@@ -98,8 +71,13 @@ class Client:
             Locked, UnknownCredential, TokenExpired, ...: the daemon's errors.
             DaemonUnavailable, Timeout, ConnectionLost: transport errors.
         """
-        result = self.call(Method.TOKEN_GET, {"name": name, "min_ttl": min_ttl})
-        return Token.from_result(name, result)
+        cache = self._cache
+        if cache is not None and min_ttl >= 0 and (cached := cache.get(name, min_ttl)) is not None:
+            return cached
+        token = Token.from_result(name, self.call(Method.TOKEN_GET, token_params(name, min_ttl)))
+        if cache is not None:
+            cache.put(token)
+        return token
 
     def sign(
         self,
@@ -117,13 +95,7 @@ class Client:
         ``timestamp`` (ms) defaults to the daemon's clock; ``nonce`` is for schemes that take
         one (the daemon picks Kraken's). Raises Forbidden outside the credential's allow-list.
         """
-        params: dict[str, Any] = {"name": name, "method": method, "url": url, "body": body}
-        if timestamp is not None:
-            params["timestamp"] = timestamp
-        if nonce is not None:
-            params["nonce"] = nonce
-        if options:
-            params["options"] = options
+        params = sign_params(name, method, url, body, timestamp, nonce, options)
         return Signed.from_result(self.call(Method.TOKEN_SIGN, params))
 
     def status(self) -> dict[str, Any]:
@@ -133,7 +105,7 @@ class Client:
 
     def hello(self, client: str = "vaultd_client") -> dict[str, Any]:
         """Protocol and server version, vault state, and the identity the daemon saw."""
-        result: dict[str, Any] = self.call(Method.HELLO, {"protocol": PROTOCOL_VERSION, "client": client})
+        result: dict[str, Any] = self.call(Method.HELLO, hello_params(client))
         return result
 
     def watch(self, names: Iterable[str], *, timeout: float | None = None) -> Watch:
@@ -141,13 +113,18 @@ class Client:
 
         It has its own connection; iterate it in a thread of its own, or with ``timeout``
         (seconds without an event before :class:`Timeout`). Close it (or use ``with``)
-        when done. Subscribe first, then call :meth:`token` for the current value.
+        when done. Subscribe first, then call :meth:`token` for the current value. Its
+        events refresh this client's token cache; after a daemon restart it subscribes
+        again by itself.
         """
-        return Watch(self.socket_path, list(names), connect_timeout=self.timeout, timeout=timeout)
+        return Watch(self.socket_path, list(names), connect_timeout=self.timeout, timeout=timeout, cache=self._cache)
 
     def lock(self) -> dict[str, Any]:
-        """Lock the vault now: every token method answers Locked until an unlock."""
+        """Lock the vault now: every token method answers Locked until an unlock (this client's
+        cache is emptied too)."""
         result: dict[str, Any] = self.call(Method.VAULT_LOCK)
+        if self._cache is not None:
+            self._cache.clear()
         return result
 
     def unlock(self, passphrase: str) -> dict[str, Any]:
@@ -167,7 +144,7 @@ class Client:
                 if not reused:
                     raise
             except ConnectionLost:
-                if not (reused and method in _RETRY_SAFE):
+                if not (reused and method in RETRY_SAFE):
                     raise
             # The daemon restarted since this connection was made: one more try on a new one.
             return self._call_locked(method, params, timeout)
@@ -186,7 +163,16 @@ class Client:
         return f"Client(socket_path={self.socket_path!r})"
 
     def _connect(self) -> socket.socket:
-        sock = connect_unix(self.socket_path, self.timeout)
+        if time.monotonic() < self._retry_at and self._last_failure is not None:
+            raise DaemonUnavailable(self.socket_path, self._last_failure)  # backing off: at once
+        try:
+            sock = connect_unix(self.socket_path, self.timeout)
+        except DaemonUnavailable as exc:
+            self._last_failure = f"{exc.reason} (will try again shortly)"
+            self._retry_at = time.monotonic() + self._backoff.next_delay()
+            raise
+        self._backoff.reset()
+        self._last_failure = None
         self._sock = sock
         self._session = ClientSession()
         return sock
@@ -209,7 +195,7 @@ class Client:
             response = self._wait_for(sock, msgid)
         except TimeoutError:
             self._disconnect()  # a late answer would confuse the next call
-            raise Timeout(f"no answer to {method} within {timeout or self.timeout:.0f} s") from None
+            raise Timeout(f"no answer to {method} within {timeout or self.timeout:g} s") from None
         except OSError as exc:
             self._disconnect()
             raise ConnectionLost(f"connection to vaultd lost: {exc.strerror or type(exc).__name__}") from None
@@ -218,15 +204,16 @@ class Client:
             raise
         try:
             return ClientSession.result(response)
-        except (TooLarge, ProtocolError):
-            self._disconnect()  # the daemon closes the connection after these
+        except RemoteError as exc:
+            if breaks_connection(exc):
+                self._disconnect()  # the daemon closes the connection after these
             raise
 
     def _wait_for(self, sock: socket.socket, msgid: int) -> Response:
         while True:
             message = self._session.next_message()
             if message is None:
-                self._session.receive_data(sock.recv(_RECV))
+                self._session.receive_data(sock.recv(RECEIVE_SIZE))
             elif isinstance(message, Response) and message.msgid == msgid:
                 return message
-            # Notifications (and nothing else yet) are ignored by the sync client.
+            # Notifications do not come on this connection: watches have their own.

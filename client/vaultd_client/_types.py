@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Signed", "Token"]
+__all__ = ["Signed", "Token", "WatchEvent"]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -68,3 +68,13 @@ class Signed:
 
     def __repr__(self) -> str:
         return f"Signed(url={self.url.split('?')[0]!r}, valid_until={self.valid_until!r}, headers=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """``kind`` is ``updated`` (``token`` holds the new token), ``expired`` or ``locked``
+    (the vault was locked: the watch ends after this event)."""
+
+    kind: str
+    name: str | None = None
+    token: Token | None = None

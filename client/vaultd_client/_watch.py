@@ -1,90 +1,132 @@
-"""Following renewals from the sync client: a blocking iterator over one dedicated connection."""
+"""Following renewals from the sync client: a blocking iterator over one dedicated connection.
+
+If the connection breaks (the daemon restarted), the watch connects and subscribes again by
+itself, backing off while the daemon is down or still locked, so the caller simply keeps
+iterating.
+"""
 
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
 
-from vaultd_protocol import Method, Notification, Notify, Response
+from vaultd_protocol import Method, Notification, Response
 
-from ._session import ClientSession
-from ._types import Token
-from .errors import ConnectionLost, Timeout
+from ._cache import TokenCache
+from ._session import Backoff, ClientSession, watch_event
+from ._types import WatchEvent
+from ._unix import RECEIVE_SIZE, connect_unix
+from .errors import ConnectionLost, Locked, MalformedResponse, NotInitialized, Timeout, TransportError
 
 __all__ = ["Watch", "WatchEvent"]
 
-_KINDS = {Notify.TOKEN_UPDATED: "updated", Notify.TOKEN_EXPIRED: "expired", Notify.VAULT_LOCKED: "locked"}
-
-
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
-    """``kind`` is ``updated`` (``token`` holds the new token), ``expired`` or ``locked``
-    (the vault was locked: the watch ends after this event)."""
-
-    kind: str
-    name: str | None = None
-    token: Token | None = None
+#: While resubscribing, these mean "not yet": the daemon is down, restarting, or still locked.
+_NOT_YET = (TransportError, Locked, NotInitialized)
 
 
 class Watch:
-    """Iterate for events; the iteration ends after ``locked`` or when closed."""
+    """Iterate for events; the iteration ends after ``locked`` or when closed.
 
-    def __init__(self, socket_path: str, names: list[str], *, connect_timeout: float, timeout: float | None) -> None:
-        from ._sync import connect_unix  # noqa: PLC0415 - the two modules refer to each other
+    ``timeout`` (seconds without an event) raises :class:`Timeout` from the iteration;
+    None waits for ever.
+    """
 
+    def __init__(
+        self,
+        socket_path: str,
+        names: list[str],
+        *,
+        connect_timeout: float,
+        timeout: float | None,
+        cache: TokenCache | None = None,
+    ) -> None:
+        if not names:
+            raise ValueError("watch needs at least one credential name")
         self.names = names
+        self._socket_path = socket_path
+        self._connect_timeout = connect_timeout
         self._timeout = timeout
-        self._session = ClientSession()
-        self._sock: socket.socket | None = connect_unix(socket_path, connect_timeout)
+        self._cache = cache
+        self._backoff = Backoff(first=0.05, cap=1.0)
         self._ended = False
-        msgid, data = self._session.request(Method.TOKEN_WATCH, {"names": names})
-        try:
-            self._sock.sendall(data)
-            while True:
-                message = self._next_message()
-                if isinstance(message, Response) and message.msgid == msgid:
-                    ClientSession.result(message)  # raises Locked, UnknownCredential, ...
-                    break
-        except BaseException:
-            self.close()
-            raise
-        self._sock.settimeout(timeout)
+        self._sock: socket.socket | None = None
+        self._session = ClientSession()
+        self._subscribe()  # a refusal (Locked, UnknownCredential, no daemon) is raised here
 
     def __iter__(self) -> Iterator[WatchEvent]:
         return self
 
     def __next__(self) -> WatchEvent:
-        if self._ended or self._sock is None:
-            raise StopIteration
-        while True:
-            message = self._next_message()
-            if isinstance(message, Notification) and message.method in _KINDS:
-                event = _event(message)
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while not self._ended:
+            if self._sock is None:
+                self._resubscribe(deadline)
+                continue
+            try:
+                message = self._next_message(deadline)
+            except (ConnectionLost, MalformedResponse):
+                self._drop()  # the daemon went away: subscribe again on the next turn
+                continue
+            if isinstance(message, Notification) and (event := watch_event(message)) is not None:
+                if self._cache is not None:
+                    self._cache.apply(event)
                 if event.kind == "locked":
                     self.close()
                 return event
+        raise StopIteration
 
-    def _next_message(self) -> Response | Notification:
-        assert self._sock is not None
+    def _subscribe(self) -> None:
+        sock = connect_unix(self._socket_path, self._connect_timeout)
+        session = ClientSession()
+        msgid, data = session.request(Method.TOKEN_WATCH, {"names": self.names})
+        self._sock, self._session = sock, session
+        try:
+            sock.sendall(data)
+            while True:
+                message = self._next_message(time.monotonic() + self._connect_timeout)
+                if isinstance(message, Response) and message.msgid == msgid:
+                    ClientSession.result(message)  # raises Locked, UnknownCredential, ...
+                    return
+        except BaseException:
+            self._drop()
+            raise
+
+    def _resubscribe(self, deadline: float | None) -> None:
+        try:
+            self._subscribe()
+            self._backoff.reset()
+        except _NOT_YET:
+            delay = self._backoff.next_delay()
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise Timeout(f"no watch event within {self._timeout} s (vaultd unreachable or locked)") from None
+            time.sleep(delay)
+
+    def _next_message(self, deadline: float | None) -> Response | Notification:
         while True:
             message = self._session.next_message()
             if message is not None:
                 return message
+            sock = self._sock
+            if sock is None:
+                raise ConnectionLost("the watch is closed")
+            sock.settimeout(None if deadline is None else max(deadline - time.monotonic(), 0.001))
             try:
-                data = self._sock.recv(65536)
+                data = sock.recv(RECEIVE_SIZE)
             except TimeoutError:
                 raise Timeout(f"no watch event within {self._timeout} s") from None
             except OSError as exc:
                 raise ConnectionLost(f"connection to vaultd lost: {exc.strerror}") from None
             self._session.receive_data(data)
 
-    def close(self) -> None:
-        self._ended = True
+    def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+    def close(self) -> None:
+        self._ended = True
+        self._drop()
 
     def __enter__(self) -> Watch:
         return self
@@ -92,10 +134,5 @@ class Watch:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-
-def _event(message: Notification) -> WatchEvent:
-    params: dict[str, Any] = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
-    kind = _KINDS[Notify(message.method)]
-    name = params.get("name")
-    token = Token.from_result(name, params) if kind == "updated" and isinstance(name, str) else None
-    return WatchEvent(kind, name if isinstance(name, str) else None, token)
+    def __repr__(self) -> str:
+        return f"Watch(names={self.names!r})"

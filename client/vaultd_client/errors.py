@@ -61,6 +61,7 @@ class DaemonUnavailable(TransportError):
     def __init__(self, socket_path: str, reason: str) -> None:
         super().__init__(f"vaultd is not reachable at {socket_path}: {reason}")
         self.socket_path = socket_path
+        self.reason = reason
 
 
 class UntrustedSocket(TransportError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import inspect
 import subprocess
 import sys
 import threading
@@ -21,11 +22,21 @@ from ..daemon_process import DaemonProcess
 
 def test_public_surface_is_pinned() -> None:
     assert sorted(vaultd_client.__all__) == [
-        "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError", "Signed", "Timeout", "Token",
-        "TransportError", "UntrustedSocket", "VaultdError", "Watch", "WatchEvent", "errors",
+        "AsyncClient", "AsyncWatch", "Client", "ConnectionLost", "DaemonUnavailable", "Locked", "RemoteError",
+        "Signed", "Timeout", "Token", "TransportError", "TrioClient", "UntrustedSocket", "VaultdError", "Watch",
+        "WatchEvent", "errors",
     ]  # fmt: skip
-    for name in ("token", "status", "lock", "unlock", "hello", "call", "close"):
-        assert callable(getattr(Client, name))
+    methods = ("token", "sign", "watch", "status", "lock", "unlock", "hello", "call")
+    for driver in (Client, vaultd_client.AsyncClient, vaultd_client.TrioClient):
+        for name in methods:
+            assert callable(getattr(driver, name)), (driver, name)
+    assert callable(Client.close) and callable(vaultd_client.AsyncClient.aclose)
+    for name in methods:  # the async drivers take the sync client's arguments
+        sync_params = list(inspect.signature(getattr(Client, name)).parameters)
+        for driver in (vaultd_client.AsyncClient, vaultd_client.TrioClient):
+            assert list(inspect.signature(getattr(driver, name)).parameters)[: len(sync_params) - 1] == (
+                sync_params[: len(sync_params) - 1]
+            ), (driver, name)
     assert set(vaultd_protocol.__all__) == {
         "DEFAULT_LIMITS", "MAX_MSGID", "METHODS", "NEED_DATA", "PROTOCOL_VERSION", "SOCKET_ENV",
         "SUPPORTED_PROTOCOLS", "Connection", "ConnectionClosed", "CredentialState", "ErrorCode", "ErrorInfo",
@@ -36,9 +47,10 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_importing_the_client_pulls_in_neither_trio_nor_pynacl() -> None:
+    # Nor asyncio: it alone costs an engine ~10 ms of start-up; the async drivers load on use.
     code = (
         "import sys, vaultd_client; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'nacl', 'vaultd')))"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('trio', 'nacl', 'vaultd', 'asyncio')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

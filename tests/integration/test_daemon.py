@@ -47,7 +47,7 @@ def test_operator_and_engine_end_to_end(daemon: DaemonProcess) -> None:
     status_text = daemon.ctl("status", "--json").stdout
     assert TOKEN not in status_text and "fake-json-token" not in status_text
 
-    with Client(daemon.socket_path) as engine:
+    with Client(daemon.socket_path, cache=False) as engine:  # the cache and a lock: tests/client
         token = engine.token("ex")
         assert token.value == TOKEN and token.headers == {"Authorization": f"Bearer {TOKEN}"}
         assert TOKEN not in repr(token)
@@ -246,13 +246,14 @@ def test_no_daemon_is_exit_3_naming_the_socket(daemon: DaemonProcess) -> None:
 def test_client_reconnects_after_a_daemon_restart(daemon: DaemonProcess) -> None:
     daemon.start()
     daemon.ready()
-    with Client(daemon.socket_path) as engine:
-        assert engine.token("ex").value == "fake-token-e2e-1"
+    with Client(daemon.socket_path, cache=False) as engine, Client(daemon.socket_path) as cached:
+        assert engine.token("ex").value == cached.token("ex").value == "fake-token-e2e-1"
         daemon.stop()
         daemon.start()
         assert engine.status()["state"] == "LOCKED"  # the stale connection was replaced
         with pytest.raises(Locked):
             engine.token("ex")
+        assert cached.token("ex").value == "fake-token-e2e-1"  # a token it holds outlives the restart
 
 
 @pytest.mark.parametrize("command", [["vaultd", "--help"], ["vaultctl", "--help"], ["vaultctl", "add", "--help"]])

@@ -1,0 +1,76 @@
+"""The trio client: :class:`TrioClient`. Imported only when used, so the library needs no trio.
+
+A thin driver over the shared engine in ``_async_core``: trio's sockets, events and
+deadlines. Many concurrent calls share one pipelined connection; no task runs in the
+background, so no nursery is needed.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ._async_core import AsyncClientBase, Backend
+from ._unix import RECEIVE_SIZE, check_listener, unavailable
+
+__all__ = ["TrioClient"]
+
+
+class _TrioBackend:
+    too_slow: tuple[type[BaseException], ...] = (trio.TooSlowError,)
+
+    async def connect(self, path: str) -> trio.socket.SocketType:
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await sock.connect(path)
+            check_listener(sock, path)  # type: ignore[arg-type]  # trio's socket has getsockopt
+        except OSError as exc:
+            sock.close()
+            raise unavailable(path, exc) from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def send_all(self, sock: trio.socket.SocketType, data: bytes) -> None:
+        with memoryview(data) as view:
+            sent = 0
+            while sent < len(view):
+                sent += await sock.send(view[sent:])
+
+    async def receive_some(self, sock: trio.socket.SocketType) -> bytes:
+        try:
+            return await sock.recv(RECEIVE_SIZE)
+        except trio.ClosedResourceError:
+            return b""
+
+    def close(self, sock: trio.socket.SocketType) -> None:
+        sock.close()
+
+    def event(self) -> trio.Event:
+        return trio.Event()
+
+    def lock(self) -> trio.Lock:
+        return trio.Lock()
+
+    @asynccontextmanager
+    async def fail_after(self, seconds: float) -> AsyncIterator[None]:
+        with trio.fail_after(seconds):
+            yield
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+class TrioClient(AsyncClientBase):
+    """Talk to the local vaultd from trio: ``async with TrioClient() as client``.
+
+    The same methods and arguments as :class:`vaultd_client.AsyncClient`.
+    """
+
+    @staticmethod
+    def _backend() -> Backend:
+        return _TrioBackend()
