@@ -29,3 +29,10 @@ def test_the_signing_benchmark_runs_beside_ssh_agent() -> None:
     for row in ("vaultd token.get (static)", "vaultd token.sign HMAC-SHA256", "vaultd token.sign Ed25519"):
         assert row in printed
     assert "ssh-agent SIGN_REQUEST Ed25519" in printed or "left out: ssh-agent" in printed
+
+
+def test_the_client_benchmark_runs_beside_its_floor() -> None:
+    printed = smoke_run("client_drivers.py")
+    for row in ("cached token(), sync", "cached token(), asyncio", "cached token(), trio", "round trip p50: vaultd",
+                "64 concurrent on one connection", "import vaultd_client"):  # fmt: skip
+        assert row in printed
