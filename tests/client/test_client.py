@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import inspect
+import socket
 import subprocess
 import sys
 import threading
@@ -34,8 +34,9 @@ def test_public_surface_is_pinned() -> None:
     for name in methods:  # the async drivers take the sync client's arguments
         sync_params = list(inspect.signature(getattr(Client, name)).parameters)
         for driver in (vaultd_client.AsyncClient, vaultd_client.TrioClient):
-            assert list(inspect.signature(getattr(driver, name)).parameters)[: len(sync_params) - 1] == (
-                sync_params[: len(sync_params) - 1]
+            assert (
+                list(inspect.signature(getattr(driver, name)).parameters)[: len(sync_params) - 1]
+                == (sync_params[: len(sync_params) - 1])
             ), (driver, name)
     assert set(vaultd_protocol.__all__) == {
         "DEFAULT_LIMITS", "MAX_MSGID", "METHODS", "NEED_DATA", "PROTOCOL_VERSION", "SOCKET_ENV",
