@@ -17,7 +17,7 @@ from ..daemon_process import DaemonProcess
 
 README = Path(__file__).parents[2] / "client" / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-DRIVER_EXAMPLES = [block for block in BLOCKS if "signed = " in block and 'vault.sign("binance"' in block]
+DRIVER_EXAMPLES = [block for block in BLOCKS if "signed = " in block and 'vault.token("deribit", min_ttl=60)' in block]
 
 
 def test_the_readme_has_one_example_per_driver() -> None:
