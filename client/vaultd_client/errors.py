@@ -180,7 +180,7 @@ class BadPassphrase(RemoteError):
 
 
 class Forbidden(RemoteError):
-    """Policy does not allow this caller this method or credential."""
+    """The credential's allow-list refuses this request: nothing was signed."""
 
     code = ErrorCode.FORBIDDEN
 

@@ -74,7 +74,7 @@ class ErrorInfo:
         Raises:
             RemoteProtocolError: ``obj`` is not a map with an integer ``code``.
         """
-        if not isinstance(obj, dict) or not isinstance(obj.get("code"), int):
+        if not isinstance(obj, dict) or not isinstance(obj.get("code"), int) or isinstance(obj.get("code"), bool):
             raise RemoteProtocolError("response error is not a map with an integer 'code'")
         code: int = obj["code"]
         name = obj.get("name")
