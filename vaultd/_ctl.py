@@ -22,6 +22,7 @@ from vaultd_client.errors import AlreadyExists, DaemonUnavailable, Locked, Remot
 from vaultd_protocol import KdfProfile, Method
 
 from . import __version__
+from ._ctl_env import ENV_COMMANDS, add_env_parsers
 from ._passphrase import PassphraseError, read_passphrase
 
 __all__ = ["main"]
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-ttl", type=float, default=0.0, metavar="SECONDS", help="require at least this much validity")
     p.add_argument("--json", action="store_true", help="print the token and its metadata as JSON")
 
+    add_env_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     return parser
 
@@ -374,6 +376,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "sign": cmd_sign,
     "watch": cmd_watch,
     "demo": cmd_demo,
+    **ENV_COMMANDS,
 }
 
 
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 < args.timeout < 86400:
         _fail("--timeout must be a number of seconds above 0 and below 86400", EXIT_USAGE)
-    client = Client(args.socket or os.environ.get("VAULTD_SOCKET") or None, timeout=args.timeout)
+    client = Client(args.socket or os.environ.get("VAULTD_SOCKET") or None, timeout=args.timeout, cache=False)
     try:
         with client:
             return _COMMANDS[args.command](client, args)
