@@ -23,6 +23,7 @@ from vaultd_protocol import KdfProfile, Method
 
 from . import __version__
 from ._ctl_env import ENV_COMMANDS, add_env_parsers
+from ._ctl_systemd import SYSTEMD_COMMANDS, add_systemd_parsers
 from ._passphrase import PassphraseError, read_passphrase
 
 __all__ = ["main"]
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the token and its metadata as JSON")
 
     add_env_parsers(sub)
+    add_systemd_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     return parser
 
@@ -215,6 +217,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     print(f"vault:      {status['vault_path']} (generation {status['generation']}, KDF profile {profile})")
     print(f"socket:     {status['socket']}")
     print(f"daemon:     vaultd {status['version']}, pid {status['pid']}, up {status['uptime']:.0f} s")
+    print(f"memory:     {'locked' if status.get('memory_locked') else 'not locked (see vaultctl doctor)'}")
     if status["state"] == "UNLOCKED":
         print(f"credentials: {len(status['credentials'])}")
         print("\n".join(_credential_table(status["credentials"])))
@@ -377,6 +380,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "watch": cmd_watch,
     "demo": cmd_demo,
     **ENV_COMMANDS,
+    **SYSTEMD_COMMANDS,
 }
 
 

@@ -1,8 +1,10 @@
 """``vaultd``: parse the command line, claim the socket and data folder, run until a signal.
 
-Start-up (folders, locks, the socket) runs before the event loop, so every start-up
-failure is one line on stderr and exit status 1. Shutdown on SIGTERM or SIGINT locks the
-vault (dropping every secret), removes the socket and exits 0.
+Start-up (hardening, folders, locks, the socket) runs before the event loop, so every
+start-up failure is one line on stderr and exit status 1. Under systemd the socket may come
+from the socket unit, and the service manager hears READY, STATUS and STOPPING (see
+``_systemd``). Shutdown on SIGTERM or SIGINT locks the vault (dropping every secret), removes
+the socket (unless systemd owns it) and exits 0; SIGHUP reloads the log level.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import resource
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import trio
 
-from vaultd_protocol import Limits
+from vaultd_protocol import Limits, VaultState
 
-from . import __version__, _paths
+from . import __version__, _harden, _paths, _systemd
 from ._atomic import StorageError, ensure_private_dir, remove_stale_temps
+from ._errors import RpcError
 from ._listen import SocketSetupError, bind_unix_socket, hold_lock_file
 from ._rpc import Dispatcher
 from ._server import ServerLimits, serve
@@ -47,6 +50,8 @@ class DaemonConfig:
     #: operator, whose folder is warned about rather than chmod-ed).
     own_socket_folder: bool = True
     own_data_folder: bool = True
+    #: Where SIGHUP re-reads the log level from, unless --log-level pinned it.
+    settings_file: Path | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -70,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "environment: VAULTD_SOCKET overrides the socket path; XDG_RUNTIME_DIR and XDG_DATA_HOME "
             "move the default socket and data folders. Stop with SIGTERM or Ctrl-C: the vault is "
-            "locked and the socket removed."
+            "locked and the socket removed. Under systemd: takes the socket from vaultd.socket, "
+            "notifies READY/STATUS/WATCHDOG, and unlocks itself from a 'vaultd-passphrase' credential."
         ),
     )
     parser.add_argument(
@@ -102,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default info); secrets are never logged",
+        choices=_systemd.LOG_LEVELS,
+        help=(
+            "log verbosity on stderr (default: log_level in $XDG_CONFIG_HOME/vaultd/vaultd.toml, re-read "
+            "on SIGHUP, else info); secrets are never logged"
+        ),
     )
     parser.add_argument("--version", action="version", version=f"vaultd {__version__}")
     return parser
@@ -119,15 +127,19 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         limits,
         own_socket_folder=not explicit,
         own_data_folder=not args.data_dir,
+        settings_file=None if args.log_level else _systemd.settings_path(),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="vaultd: %(levelname)s: %(name)s: %(message)s"
-    )
+    try:
+        level = args.log_level or _systemd.configured_log_level(_systemd.settings_path()) or "info"
+    except ValueError as exc:
+        print(f"vaultd: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="vaultd: %(levelname)s: %(name)s: %(message)s")
     # httpx logs every request URL at INFO, and a URL can hold a handle such as a listenKey.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -159,7 +171,12 @@ def _check_fd_limit(max_connections: int) -> None:
 
 def _run(config: DaemonConfig) -> int:
     os.umask(0o077)
+    hardening = _harden.harden()  # before any secret exists, and before any thread starts
     _check_fd_limit(config.limits.max_connections)
+    link = _systemd.ServiceLink.from_environ()
+    inherited = _systemd.listen_socket()
+    if inherited is not None:  # socket-activated: serve where systemd listens
+        config = replace(config, socket_path=Path(inherited.getsockname()))
     # The socket first: "another daemon is listening there" is the likeliest conflict.
     ensure_private_dir(config.socket_path.parent, tighten=config.own_socket_folder)
     socket_lock = hold_lock_file(
@@ -170,25 +187,31 @@ def _run(config: DaemonConfig) -> int:
     data_lock = hold_lock_file(config.data_dir / "vault.lock", f"the data folder {config.data_dir}")
     for stale in remove_stale_temps(config.data_dir):
         log.warning("removed a temp file left by an interrupted write: %s", stale.name)
-    sock = bind_unix_socket(config.socket_path, own_folder=config.own_socket_folder)
+    sock = inherited or bind_unix_socket(config.socket_path, own_folder=config.own_socket_folder)
     try:
-        trio.run(_serve, config, sock)
+        trio.run(_serve, config, sock, link, hardening)
     finally:
-        _remove_own_socket(config.socket_path)
+        if inherited is None:  # systemd's socket stays, for the next activation
+            _remove_own_socket(config.socket_path)
         sock.close()
+        link.close()
         os.close(data_lock)
         os.close(socket_lock)
     log.info("stopped")
     return EXIT_OK
 
 
-async def _serve(config: DaemonConfig, sock: socket.socket) -> None:
+async def _serve(
+    config: DaemonConfig, sock: socket.socket, link: _systemd.ServiceLink, hardening: _harden.Hardening
+) -> None:
     listener = trio.socket.from_stdlib_socket(sock)
     async with trio.open_nursery() as nursery:
-        vault = Vault(config.data_dir, nursery=nursery)
+        vault = Vault(config.data_dir, nursery=nursery, on_change=link.changed)
         try:
-            await nursery.start(_stop_on_signal, nursery.cancel_scope)
-            await nursery.start(serve, listener, Dispatcher(vault, config.socket_path), config.limits)
+            await nursery.start(_on_signals, nursery.cancel_scope, config, link, vault)
+            await _unattended_unlock(vault)
+            dispatcher = Dispatcher(vault, config.socket_path, memory_locked=hardening.memory_locked)
+            await nursery.start(serve, listener, dispatcher, config.limits)
             log.info(
                 "vaultd %s listening on %s (vault %s: %s)",
                 __version__,
@@ -196,20 +219,66 @@ async def _serve(config: DaemonConfig, sock: socket.socket) -> None:
                 vault.path,
                 vault.state,
             )
+            link.ready(_systemd.status_line(vault))
+            nursery.start_soon(link.follow_status, lambda: _systemd.status_line(vault))
+            nursery.start_soon(link.watchdog)
             await trio.sleep_forever()
         finally:
             vault.lock()
 
 
-async def _stop_on_signal(
-    cancel_scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+async def _unattended_unlock(vault: Vault) -> None:
+    """Unlock with the systemd credential 'vaultd-passphrase', if the unit gives one."""
+    passphrase = _systemd.credential_passphrase()
+    if passphrase is None:
+        return
+    try:
+        if vault.state is VaultState.UNINITIALIZED:
+            log.warning("a passphrase credential is set, but there is no vault yet: create one with 'vaultctl init'")
+            return
+        await vault.unlock(passphrase)
+    except RpcError as exc:
+        log.error("unattended unlock from the %r credential failed: %s", _systemd.PASSPHRASE_CREDENTIAL, exc.code.name)
+    finally:
+        passphrase.wipe()
+
+
+async def _on_signals(
+    cancel_scope: trio.CancelScope,
+    config: DaemonConfig,
+    link: _systemd.ServiceLink,
+    vault: Vault,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    """SIGTERM and SIGINT stop the daemon; SIGHUP reloads the log level (RELOADING=1, READY=1)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
+            if signum == signal.SIGHUP:
+                announced = link.reloading()
+                _reload_log_level(config.settings_file)
+                if announced:
+                    link.ready(_systemd.status_line(vault))
+                continue
             log.info("received %s: locking the vault and stopping", signal.Signals(signum).name)
+            link.stopping()
             cancel_scope.cancel()
             return
+
+
+def _reload_log_level(settings_file: Path | None) -> None:
+    """The one setting a running daemon can change; the others need a restart."""
+    if settings_file is None:
+        log.info("SIGHUP: the log level is set by --log-level; nothing to reload")
+        return
+    try:
+        level = _systemd.configured_log_level(settings_file) or "info"
+    except ValueError as exc:
+        log.error("SIGHUP: settings not reloaded: %s", exc)
+        return
+    logging.getLogger().setLevel(level.upper())
+    log.info("SIGHUP: log level %s (from %s)", level, settings_file)
 
 
 def _remove_own_socket(path: Path) -> None:

@@ -72,8 +72,11 @@ class Renewer:
         http: Any = None,
         fetch_timeout: float = 30.0,
         get_wait: float = 30.0,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._credentials = credentials
+        #: Called when a credential's state may have changed (returns at once).
+        self._on_change = on_change or (lambda: None)
         self._wall = wall
         self._persist = persist
         self._hub = hub
@@ -194,6 +197,7 @@ class Renewer:
             self._schedule(credential, _EXPIRE, issued.expires_at)
             return
         log.warning("credential %r: its token expired without a renewal (%s)", credential.name, credential.last_error)
+        self._on_change()
         self._hub.publish(EXPIRED, credential.name, lambda: {"name": credential.name})
         idle = credential.renewing is None and credential.next_renewal is None
         if credential.provider.renewable and idle and credential.state is not CredentialState.NEEDS_REAUTH:
@@ -298,11 +302,13 @@ class Renewer:
                     credential, _RENEW, self._policy.renew_at(issued.issued_at, issued.expires_at, self._rng.random())
                 )
         self._hub.publish(UPDATED, credential.name, lambda: token_result(credential.name, issued, now))
+        self._on_change()
 
     def _failed(self, credential: Credential, message: str, *, reauth: bool = False) -> None:
         credential.last_error = message
         if not self._current(credential):
             return
+        self._on_change()
         if reauth:
             credential.state = CredentialState.NEEDS_REAUTH
             self._cancel(credential, _RENEW)

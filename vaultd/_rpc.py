@@ -28,6 +28,7 @@ from vaultd_protocol import (
 
 from . import __version__
 from ._errors import RpcError
+from ._harden import is_dumpable
 from ._secret import Secret
 from ._server import NOT_NOW, Session
 from ._vault import Vault
@@ -47,6 +48,8 @@ class Dispatcher:
     vault: Vault
     socket_path: Path
     started_at: float = field(default_factory=time.monotonic)
+    #: Whether the daemon locked its memory at start (``_harden``), for ``status``.
+    memory_locked: bool = False
 
     def __post_init__(self) -> None:
         self._handlers: dict[Method, Callable[[_Params, Session], Awaitable[Any]]] = {
@@ -134,6 +137,8 @@ class Dispatcher:
             "kdf_profile": profile,
             "failed_unlocks": vault.failed_attempts,
             "last_write_error": vault.last_write_error,
+            "memory_locked": self.memory_locked,
+            "dumpable": is_dumpable(),
             "credentials": vault.describe(),
             "warnings": warnings,
         }

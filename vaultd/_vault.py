@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import trio
 
-from vaultd_protocol import ErrorCode, KdfProfile, VaultState
+from vaultd_protocol import CredentialState, ErrorCode, KdfProfile, VaultState
 
 from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
@@ -75,12 +76,16 @@ class Vault:
         hub: WatchHub | None = None,
         renewer_options: dict[str, Any] | None = None,
         blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         """``nursery`` runs the renewer while the vault is unlocked (required to unlock);
         ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer`; ``blocking``
         runs the slow calls (KDF, file writes) off the event loop (tests on a virtual clock
-        run them inline, so that time does not jump while a thread works)."""
+        run them inline, so that time does not jump while a thread works); ``on_change`` is
+        called (and must return at once) when the state, the credentials or one's renewal
+        state may have changed: systemd's STATUS line follows it."""
         self._blocking = blocking
+        self._on_change = on_change or _nothing
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
         self._nursery = nursery
@@ -134,6 +139,11 @@ class Vault:
         self._kdf_profile = header.kdf.profile_name()
         self._generation = header.generation
 
+    def state_counts(self) -> Counter[CredentialState]:
+        """How many credentials are in each state now (all zero unless unlocked)."""
+        now = self._clock()
+        return Counter(credential.state_at(now) for credential in self._credentials.values())
+
     def describe(self) -> list[dict[str, Any]]:
         """Every credential's public description, by name (empty unless unlocked)."""
         now = self._clock()
@@ -162,13 +172,16 @@ class Vault:
             except NotDurable as exc:
                 self._initialized = True
                 self._kdf_profile = str(profile)
+                self._on_change()
                 raise RpcError(
-                    ErrorCode.STORAGE_FAILED, f"the vault was created, but it may not survive a power loss: {exc}"
+                    ErrorCode.STORAGE_FAILED,
+                    f"the vault was created and is in effect, but may not survive a power loss: {exc}",
                 ) from None
             finally:
                 data_key.wipe()
             self._initialized = True
             self._kdf_profile = str(profile)
+            self._on_change()
             log.info("vault created (kdf profile %s)%s", profile, _min_warning(profile))
 
     async def unlock(self, passphrase: Secret) -> None:
@@ -217,6 +230,7 @@ class Vault:
             self._kdf_profile = header.kdf.profile_name()
             self._epoch += 1
             await self._start_renewer()
+            self._on_change()
             log.info("vault unlocked (%d credentials, generation %d)", len(credentials), header.generation)
 
     async def _start_renewer(self) -> None:
@@ -227,6 +241,7 @@ class Vault:
             wall=self._clock,
             persist=self._persist_current,
             hub=self.hub,
+            on_change=self._on_change,
             **self._renewer_options,
         )
         self._renewer = renewer
@@ -248,6 +263,7 @@ class Vault:
         if was_open:
             log.info("vault locked")
             self.hub.end_all(LOCKED, {})
+            self._on_change()
 
     # -- admin methods: passphrase in every call -----------------------------------------
 
@@ -452,6 +468,7 @@ class Vault:
         except NotDurable as exc:
             if self._epoch == epoch:
                 self._credentials = credentials
+                self._on_change()
             raise RpcError(
                 ErrorCode.STORAGE_FAILED,
                 f"the change is in effect, but it may not survive a power loss: {exc}",
@@ -459,6 +476,7 @@ class Vault:
         if self._epoch != epoch:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran (the change was saved)")
         self._credentials = credentials
+        self._on_change()
 
     async def _persist_current(self) -> None:
         """Write what memory holds now (a provider adopted a rotated secret).
@@ -476,7 +494,7 @@ class Vault:
             try:
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:
-                message = f"written, but it may not survive a power loss: {exc}"
+                message = f"written and in effect, but it may not survive a power loss: {exc}"
                 raise RpcError(ErrorCode.STORAGE_FAILED, message) from None
 
     async def _write(
@@ -497,6 +515,10 @@ class Vault:
             log.error("vault write failed: %s", exc)
             raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
         self.last_write_error = None
+
+
+def _nothing() -> None:
+    pass
 
 
 def _min_warning(profile: KdfProfile) -> str:
