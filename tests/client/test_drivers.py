@@ -192,6 +192,30 @@ def test_a_lock_seen_by_a_watch_empties_the_cache(daemon: DaemonProcess) -> None
             client.token("ex")
 
 
+def test_an_asyncio_watch_follows_renewals_and_ends_on_a_lock(
+    daemon: DaemonProcess, fake_exchange: FakeExchangeProcess
+) -> None:
+    fake_exchange.control(expires_in=1.5)
+    daemon.start()
+    daemon.ready()
+    add_oauth(daemon, fake_exchange)
+
+    async def run() -> list[str]:
+        kinds: list[str] = []
+        async with AsyncClient(daemon.socket_path) as client, client.watch(["live"]) as watch:
+            async with asyncio.timeout(30):
+                async for event in watch:
+                    kinds.append(event.kind)
+                    if event.kind == "updated":
+                        assert event.token is not None and (await client.token("live")).value == event.token.value
+                        if kinds.count("updated") == 2:
+                            await asyncio.to_thread(daemon.ctl, "lock")
+        return kinds
+
+    kinds = asyncio.run(run())
+    assert kinds[:2] == ["updated", "updated"] and kinds[-1] == "locked"
+
+
 # -- faults -------------------------------------------------------------------------------------
 
 
