@@ -38,7 +38,7 @@ from ._session import (
     watch_event,
 )
 from ._types import Signed, Token, WatchEvent
-from ._unix import resolve_path
+from ._unix import BUSY_RETRY, check_listener, resolve_path, try_connect, unavailable
 from .errors import (
     ConnectionLost,
     DaemonUnavailable,
@@ -62,12 +62,17 @@ class _Event(Protocol):
 
 
 class Backend(Protocol):
-    """What a driver supplies: a checked connect, socket I/O, and its event loop's primitives."""
+    """What a driver supplies: socket I/O and its event loop's primitives.
+
+    ``send`` and ``receive_some`` must be safe to cancel: cancelled, they have sent or read
+    nothing. Each raises OSError when the socket is gone.
+    """
 
     too_slow: tuple[type[BaseException], ...]
 
-    async def connect(self, path: str) -> Any: ...  # raises DaemonUnavailable, UntrustedSocket
-    async def send_all(self, sock: Any, data: bytes) -> None: ...
+    def wrap(self, sock: socket.socket) -> Any: ...  # a connected non-blocking socket, for this loop
+    def shutdown(self, sock: Any) -> None: ...  # both ways: wakes a task reading or writing it
+    async def send(self, sock: Any, data: memoryview) -> int: ...  # bytes written, at least one
     async def receive_some(self, sock: Any) -> bytes: ...  # b"" at end of stream
     def close(self, sock: Any) -> None: ...
     def event(self) -> _Event: ...
@@ -79,13 +84,18 @@ class Backend(Protocol):
 class _Link:
     """One connection: its protocol session and the calls waiting on it."""
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, send_lock: AbstractAsyncContextManager[Any]) -> None:
         self.sock = sock
         self.session = ClientSession()
         self.waiting: dict[int, Response | None] = {}
         self.subscribed: set[str] = set()
+        #: Bumped by every ``vault.locked`` seen here: the daemon ended its watches then.
+        self.lock_epoch = 0
+        self.send_lock = send_lock
         self.reading = False
+        self.sending = 0
         self.dead: TransportError | None = None
+        self.closed = False
 
 
 class _NotDelivered(ConnectionLost):
@@ -105,7 +115,6 @@ class AsyncCore:
         self.cache = cache
         self._link: _Link | None = None
         self._connect_lock = backend.lock()
-        self._send_lock = backend.lock()
         self._changed = backend.event()
         self._backoff = Backoff()
         self._retry_at = 0.0
@@ -122,7 +131,7 @@ class AsyncCore:
         timeout: float | None = None,  # noqa: ASYNC109 - the same per-call timeout as the sync client's
     ) -> Any:
         """Send one request and return its result; raises the daemon's error or a transport one."""
-        limit = timeout or self.timeout
+        limit = self.timeout if timeout is None else timeout
         try:
             async with self.backend.fail_after(limit):
                 link, reused = await self._ensure_link()
@@ -139,6 +148,8 @@ class AsyncCore:
                 return await self._exchange(link, method, params)
         except self.backend.too_slow:
             raise Timeout(f"no answer to {method} within {limit:g} s") from None
+        except _NotDelivered as exc:
+            raise ConnectionLost(str(exc)) from None
 
     async def _ensure_link(self) -> tuple[_Link, bool]:
         link = self._link
@@ -153,16 +164,39 @@ class AsyncCore:
             if time.monotonic() < self._retry_at and self._last_failure is not None:
                 raise DaemonUnavailable(self.socket_path, self._last_failure)  # backing off: at once
             try:
-                sock = await self.backend.connect(self.socket_path)
+                sock = await self._connect()
             except DaemonUnavailable as exc:
                 self._last_failure = f"{exc.reason} (will try again shortly)"
                 self._retry_at = time.monotonic() + self._backoff.next_delay()
                 raise
+            if self._closed:  # aclose() ran while this connect waited
+                self.backend.close(sock)
+                raise ConnectionLost("the client is closed")
             self._backoff.reset()
             self._last_failure = None
-            self._link = link = _Link(sock)
+            self._link = link = _Link(sock, self.backend.lock())
             self._wake()
             return link, False
+
+    async def _connect(self) -> Any:
+        """A connected socket whose listener runs as this user (waiting while the daemon is busy).
+
+        Raises:
+            DaemonUnavailable: nothing listens there. UntrustedSocket: another user listens there.
+        """
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.setblocking(False)
+        try:
+            while not try_connect(raw, self.socket_path):
+                await self.backend.sleep(BUSY_RETRY)  # a full accept queue: the call's timeout bounds this
+            check_listener(raw, self.socket_path)
+        except OSError as exc:
+            raw.close()
+            raise unavailable(self.socket_path, exc) from None
+        except BaseException:
+            raw.close()
+            raise
+        return self.backend.wrap(raw)
 
     async def _exchange(self, link: _Link, method: str, params: dict[str, Any] | None) -> Any:
         msgid, data = link.session.request(method, params)
@@ -180,18 +214,26 @@ class AsyncCore:
             raise
 
     async def _send(self, link: _Link, data: bytes) -> None:
-        async with self._send_lock:
+        async with link.send_lock:
             if link.dead is not None:
                 raise _NotDelivered(str(link.dead))
+            link.sending += 1
+            sent = 0
             try:
-                await self.backend.send_all(link.sock, data)
+                with memoryview(data) as view:
+                    while sent < len(view):
+                        sent += await self.backend.send(link.sock, view[sent:])
             except OSError as exc:
+                # Nothing, or part of a message, reached the daemon: it cannot have run it.
                 self._kill(link, ConnectionLost(f"connection to vaultd lost: {exc.strerror or type(exc).__name__}"))
                 raise _NotDelivered(str(link.dead)) from None
             except BaseException:
-                # Cancelled part-way: half a message may be on the wire, so the stream is unusable.
-                self._kill(link, ConnectionLost("a request was cut short; the connection was dropped"))
+                if sent:  # cancelled part-way: half a message is on the wire, the stream is unusable
+                    self._kill(link, ConnectionLost("a request was cut short; the connection was dropped"))
                 raise
+            finally:
+                link.sending -= 1
+                self._close_if_unused(link)
 
     async def _wait_for(self, link: _Link, msgid: int) -> Response:
         while True:
@@ -199,7 +241,7 @@ class AsyncCore:
             if response is not None:
                 return response
             if link.dead is not None:
-                raise link.dead
+                raise _fresh(link.dead)
             await self._read_or_wait(link)
 
     async def _read_or_wait(self, link: _Link) -> None:
@@ -215,8 +257,7 @@ class AsyncCore:
             return
         finally:
             link.reading = False
-            if link.dead is not None:
-                self.backend.close(link.sock)
+            self._close_if_unused(link)
             self._wake()
         self._take(link, data)
 
@@ -236,13 +277,14 @@ class AsyncCore:
         self._wake()
 
     def _notified(self, link: _Link, message: Notification) -> None:
-        event = watch_event(message)
+        event = watch_event(message)  # MalformedResponse: _take drops the connection
         if event is None:
             return
         if self.cache is not None:
             self.cache.apply(event)
         if event.kind == "locked":
             link.subscribed.clear()  # the daemon ended every watch on this connection
+            link.lock_epoch += 1
         for watcher in self._watchers:
             if event.kind == "locked" or event.name in watcher.names:
                 watcher.deliver(event)
@@ -251,12 +293,18 @@ class AsyncCore:
         if link.dead is None:
             link.dead = why
             with contextlib.suppress(OSError):
-                link.sock.shutdown(socket.SHUT_RDWR)  # wakes a task blocked reading it
-            if not link.reading:
-                self.backend.close(link.sock)
+                self.backend.shutdown(link.sock)  # wakes a task reading or writing it
+            self._close_if_unused(link)
         if self._link is link:
             self._link = None
         self._wake()
+
+    def _close_if_unused(self, link: _Link) -> None:
+        # Closed only once no task waits on it: an event loop must not watch a closed descriptor
+        # (whose number the next socket, perhaps an engine's own, may get).
+        if link.dead is not None and not link.closed and not link.reading and not link.sending:
+            link.closed = True
+            self.backend.close(link.sock)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, self.backend.event()
@@ -287,10 +335,17 @@ class AsyncCore:
         """
         link, _ = await self._ensure_link()
         missing = sorted(set(names) - link.subscribed)
-        if missing:
+        if not missing:
+            return
+        link.subscribed.update(missing)  # at once: a concurrent watch must not subscribe them twice
+        epoch = link.lock_epoch
+        try:
             await self.call(Method.TOKEN_WATCH, {"names": missing})
-            if self._link is link:
-                link.subscribed.update(missing)
+        except BaseException:
+            link.subscribed.difference_update(missing)
+            raise
+        if link.lock_epoch != epoch:  # a lock landed before the answer: the daemon ended this watch
+            link.subscribed.difference_update(missing)
 
     async def wait_for_events(self, watcher: AsyncWatch) -> None:
         """Read (or wait) until ``watcher`` may have something; resubscribe after a reconnect."""
@@ -318,6 +373,8 @@ class AsyncWatch:
     """
 
     def __init__(self, core: AsyncCore, names: Iterable[str]) -> None:
+        if isinstance(names, str):
+            raise TypeError("watch takes a list of credential names, not one string")
         self.names = frozenset(names)
         if not self.names:
             raise ValueError("watch needs at least one credential name")
@@ -336,6 +393,7 @@ class AsyncWatch:
 
     def end(self) -> None:
         self._ended = True
+        self._queue.clear()
         self._core.remove_watcher(self)
 
     async def __aenter__(self) -> AsyncWatch:
@@ -362,7 +420,7 @@ class AsyncWatch:
             if self._queue:
                 event = self._queue.popleft()
                 if event.kind == "locked":
-                    self.end()
+                    self.end()  # whatever came after it is dropped: the watch is over
                 return event
             if self._ended:
                 raise StopAsyncIteration
@@ -416,11 +474,13 @@ class AsyncClientBase:
             DaemonUnavailable, Timeout, ConnectionLost: transport errors.
         """
         cache = self._core.cache
-        if cache is not None and min_ttl >= 0 and (cached := cache.get(name, min_ttl)) is not None:
+        if cache is None:
+            return Token.from_result(name, await self._core.call(Method.TOKEN_GET, token_params(name, min_ttl)))
+        if min_ttl >= 0 and (cached := cache.get(name, min_ttl)) is not None:
             return cached
+        generation = cache.generation
         token = Token.from_result(name, await self._core.call(Method.TOKEN_GET, token_params(name, min_ttl)))
-        if cache is not None:
-            cache.put(token)
+        cache.put(token, generation)  # unless a lock, expiry or renewal was seen meanwhile
         return token
 
     async def sign(
@@ -451,9 +511,11 @@ class AsyncClientBase:
     async def lock(self) -> dict[str, Any]:
         """Lock the vault now: every token method answers Locked until an unlock (this client's
         cache is emptied too)."""
-        result: dict[str, Any] = await self._core.call(Method.VAULT_LOCK)
-        if self._core.cache is not None:
-            self._core.cache.clear()
+        try:
+            result: dict[str, Any] = await self._core.call(Method.VAULT_LOCK)
+        finally:  # also when the answer was lost: the lock may have happened
+            if self._core.cache is not None:
+                self._core.cache.clear()
         return result
 
     async def unlock(self, passphrase: str) -> dict[str, Any]:
@@ -485,3 +547,9 @@ class AsyncClientBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(socket_path={self.socket_path!r})"
+
+
+def _fresh(exc: TransportError) -> TransportError:
+    """A new exception like ``exc``, for one more waiter: a shared one would carry every
+    waiter's traceback (and the locals in it, a passphrase among them) to each of the others."""
+    return type(exc)(str(exc))

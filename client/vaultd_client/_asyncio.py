@@ -1,7 +1,9 @@
 """The asyncio client: :class:`AsyncClient`, for engines built on asyncio (ccxt, aiohttp).
 
-A thin driver over the shared engine in ``_async_core``: asyncio's socket calls, events and
-timeouts. Many concurrent calls share one pipelined connection.
+A thin driver over the shared engine in ``_async_core``: asyncio's events and timeouts, and
+socket I/O that is safe to cancel (it waits for readiness, then reads or writes at once, so a
+cancelled wait has consumed nothing: ``loop.sock_recv`` can lose what it read when a timeout
+fires in the same turn). Many concurrent calls share one pipelined connection.
 """
 
 from __future__ import annotations
@@ -10,33 +12,56 @@ import asyncio
 import socket
 
 from ._async_core import AsyncClientBase, Backend
-from ._unix import RECEIVE_SIZE, check_listener, unavailable
+from ._unix import RECEIVE_SIZE
 
 __all__ = ["AsyncClient"]
+
+
+async def _ready(sock: socket.socket, *, readable: bool) -> None:
+    """Wait until ``sock`` is readable (or writable); cancelling this consumes nothing."""
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+
+    def wake() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    fd = sock.fileno()
+    if readable:
+        loop.add_reader(fd, wake)
+    else:
+        loop.add_writer(fd, wake)
+    try:
+        await woken
+    finally:
+        if readable:
+            loop.remove_reader(fd)
+        else:
+            loop.remove_writer(fd)
 
 
 class _AsyncioBackend:
     too_slow: tuple[type[BaseException], ...] = (TimeoutError,)
 
-    async def connect(self, path: str) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await asyncio.get_running_loop().sock_connect(sock, path)
-            check_listener(sock, path)
-        except OSError as exc:
-            sock.close()
-            raise unavailable(path, exc) from None
-        except BaseException:
-            sock.close()
-            raise
+    def wrap(self, sock: socket.socket) -> socket.socket:
         return sock
 
-    async def send_all(self, sock: socket.socket, data: bytes) -> None:
-        await asyncio.get_running_loop().sock_sendall(sock, data)
+    async def send(self, sock: socket.socket, data: memoryview) -> int:
+        while True:
+            try:
+                return sock.send(data)
+            except BlockingIOError:
+                await _ready(sock, readable=False)
 
     async def receive_some(self, sock: socket.socket) -> bytes:
-        return await asyncio.get_running_loop().sock_recv(sock, RECEIVE_SIZE)
+        while True:
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                await _ready(sock, readable=True)
+
+    def shutdown(self, sock: socket.socket) -> None:
+        sock.shutdown(socket.SHUT_RDWR)
 
     def close(self, sock: socket.socket) -> None:
         sock.close()

@@ -24,7 +24,7 @@ DEFAULT_MAX_AGE = 60.0
 class TokenCache:
     """Tokens by credential name, each with the wall-clock time until which it may be reused."""
 
-    __slots__ = ("_clock", "_entries", "margin", "max_age")
+    __slots__ = ("_clock", "_entries", "generation", "margin", "max_age")
 
     def __init__(
         self,
@@ -39,6 +39,9 @@ class TokenCache:
         self._clock = clock
         # name -> (token, expires_at or None, reusable until when its expiry is unknown)
         self._entries: dict[str, tuple[Token, float | None, float]] = {}
+        #: Bumped whenever the daemon's news (a renewal, an expiry, a lock) changes the cache: an
+        #: answer fetched before it must not be put back over it.
+        self.generation = 0
 
     def get(self, name: str, min_ttl: float = 0) -> Token | None:
         """The cached token for ``name`` if it stays valid long enough, else None."""
@@ -51,12 +54,15 @@ class TokenCache:
             return token if now < until else None  # min_ttl cannot be judged: as the daemon does
         return token if now < expires_at - (min_ttl if min_ttl > self.margin else self.margin) else None
 
-    def put(self, token: Token) -> None:
-        self._entries[token.name] = (token, token.expires_at, self._clock() + self.max_age)
+    def put(self, token: Token, generation: int | None = None) -> None:
+        """Cache ``token``; with ``generation`` (read before the call), only if nothing changed since."""
+        if generation is None or generation == self.generation:
+            self._entries[token.name] = (token, token.expires_at, self._clock() + self.max_age)
 
     def apply(self, event: WatchEvent) -> None:
         """Follow what a watch saw: a renewal replaces, an expiry drops, a lock empties."""
         if event.kind == "updated" and event.token is not None:
+            self.generation += 1
             self.put(event.token)
         elif event.kind == "expired" and event.name is not None:
             self.drop(event.name)
@@ -64,9 +70,11 @@ class TokenCache:
             self.clear()
 
     def drop(self, name: str) -> None:
+        self.generation += 1
         self._entries.pop(name, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
     def __len__(self) -> int:

@@ -72,11 +72,13 @@ class Client:
             DaemonUnavailable, Timeout, ConnectionLost: transport errors.
         """
         cache = self._cache
-        if cache is not None and min_ttl >= 0 and (cached := cache.get(name, min_ttl)) is not None:
+        if cache is None:
+            return Token.from_result(name, self.call(Method.TOKEN_GET, token_params(name, min_ttl)))
+        if min_ttl >= 0 and (cached := cache.get(name, min_ttl)) is not None:
             return cached
+        generation = cache.generation
         token = Token.from_result(name, self.call(Method.TOKEN_GET, token_params(name, min_ttl)))
-        if cache is not None:
-            cache.put(token)
+        cache.put(token, generation)  # unless a lock, expiry or renewal was seen meanwhile
         return token
 
     def sign(
@@ -117,14 +119,18 @@ class Client:
         events refresh this client's token cache; after a daemon restart it subscribes
         again by itself.
         """
+        if isinstance(names, str):
+            raise TypeError("watch takes a list of credential names, not one string")
         return Watch(self.socket_path, list(names), connect_timeout=self.timeout, timeout=timeout, cache=self._cache)
 
     def lock(self) -> dict[str, Any]:
         """Lock the vault now: every token method answers Locked until an unlock (this client's
         cache is emptied too)."""
-        result: dict[str, Any] = self.call(Method.VAULT_LOCK)
-        if self._cache is not None:
-            self._cache.clear()
+        try:
+            result: dict[str, Any] = self.call(Method.VAULT_LOCK)
+        finally:  # also when the answer was lost: the lock may have happened
+            if self._cache is not None:
+                self._cache.clear()
         return result
 
     def unlock(self, passphrase: str) -> dict[str, Any]:
@@ -135,11 +141,19 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------------
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
-        """Send one request and return its result (any method, for tools such as vaultctl)."""
-        with self._lock:
+        """Send one request and return its result (any method, for tools such as vaultctl).
+
+        ``timeout`` (default: the client's) bounds the whole call: waiting for another thread's
+        call, connecting, sending, the answer, and a retry.
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        if not self._lock.acquire(timeout=max(limit, 0.0)):
+            raise Timeout(f"no answer to {method} within {limit:g} s (other threads' calls held the connection)")
+        try:
             reused = self._sock is not None
             try:
-                return self._call_locked(method, params, timeout)
+                return self._call_locked(method, params, deadline, limit)
             except _NotDelivered:
                 if not reused:
                     raise
@@ -147,7 +161,11 @@ class Client:
                 if not (reused and method in RETRY_SAFE):
                     raise
             # The daemon restarted since this connection was made: one more try on a new one.
-            return self._call_locked(method, params, timeout)
+            return self._call_locked(method, params, deadline, limit)
+        except _NotDelivered as exc:
+            raise ConnectionLost(str(exc)) from None
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -162,11 +180,11 @@ class Client:
     def __repr__(self) -> str:
         return f"Client(socket_path={self.socket_path!r})"
 
-    def _connect(self) -> socket.socket:
+    def _connect(self, deadline: float) -> socket.socket:
         if time.monotonic() < self._retry_at and self._last_failure is not None:
             raise DaemonUnavailable(self.socket_path, self._last_failure)  # backing off: at once
         try:
-            sock = connect_unix(self.socket_path, self.timeout)
+            sock = connect_unix(self.socket_path, _remaining(deadline))
         except DaemonUnavailable as exc:
             self._last_failure = f"{exc.reason} (will try again shortly)"
             self._retry_at = time.monotonic() + self._backoff.next_delay()
@@ -182,20 +200,20 @@ class Client:
             self._sock.close()
             self._sock = None
 
-    def _call_locked(self, method: str, params: dict[str, Any] | None, timeout: float | None) -> Any:
-        sock = self._sock or self._connect()
-        sock.settimeout(timeout or self.timeout)
+    def _call_locked(self, method: str, params: dict[str, Any] | None, deadline: float, limit: float) -> Any:
+        sock = self._sock or self._connect(deadline)
         msgid, data = self._session.request(method, params)
         try:
+            sock.settimeout(_remaining(deadline))
             try:
                 sock.sendall(data)
             except (BrokenPipeError, ConnectionResetError) as exc:
                 # The daemon had closed its end before the request was whole: it cannot have run it.
                 raise _NotDelivered(f"connection to vaultd lost: {exc.strerror}") from None
-            response = self._wait_for(sock, msgid)
+            response = self._wait_for(sock, msgid, deadline)
         except TimeoutError:
             self._disconnect()  # a late answer would confuse the next call
-            raise Timeout(f"no answer to {method} within {timeout or self.timeout:g} s") from None
+            raise Timeout(f"no answer to {method} within {limit:g} s") from None
         except OSError as exc:
             self._disconnect()
             raise ConnectionLost(f"connection to vaultd lost: {exc.strerror or type(exc).__name__}") from None
@@ -209,11 +227,18 @@ class Client:
                 self._disconnect()  # the daemon closes the connection after these
             raise
 
-    def _wait_for(self, sock: socket.socket, msgid: int) -> Response:
+    def _wait_for(self, sock: socket.socket, msgid: int, deadline: float) -> Response:
         while True:
             message = self._session.next_message()
             if message is None:
+                sock.settimeout(_remaining(deadline))
                 self._session.receive_data(sock.recv(RECEIVE_SIZE))
             elif isinstance(message, Response) and message.msgid == msgid:
                 return message
             # Notifications do not come on this connection: watches have their own.
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left before ``deadline``; a socket timeout of 0 would mean non-blocking, so the
+    least is a millisecond (the next operation then times out)."""
+    return max(deadline - time.monotonic(), 0.001)

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ._async_core import AsyncClientBase, Backend
-from ._unix import RECEIVE_SIZE, check_listener, unavailable
+from ._unix import RECEIVE_SIZE
 
 __all__ = ["TrioClient"]
 
@@ -22,30 +22,24 @@ __all__ = ["TrioClient"]
 class _TrioBackend:
     too_slow: tuple[type[BaseException], ...] = (trio.TooSlowError,)
 
-    async def connect(self, path: str) -> trio.socket.SocketType:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await sock.connect(path)
-            check_listener(sock, path)  # type: ignore[arg-type]  # trio's socket has getsockopt
-        except OSError as exc:
-            sock.close()
-            raise unavailable(path, exc) from None
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+    def wrap(self, sock: socket.socket) -> trio.socket.SocketType:
+        return trio.socket.from_stdlib_socket(sock)
 
-    async def send_all(self, sock: trio.socket.SocketType, data: bytes) -> None:
-        with memoryview(data) as view:
-            sent = 0
-            while sent < len(view):
-                sent += await sock.send(view[sent:])
+    async def send(self, sock: trio.socket.SocketType, data: memoryview) -> int:
+        # trio checks for cancellation before it writes, never after: cancelled, nothing was sent.
+        try:
+            return await sock.send(data)
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            raise ConnectionResetError(str(exc)) from None
 
     async def receive_some(self, sock: trio.socket.SocketType) -> bytes:
         try:
             return await sock.recv(RECEIVE_SIZE)
-        except trio.ClosedResourceError:
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
             return b""
+
+    def shutdown(self, sock: trio.socket.SocketType) -> None:
+        sock.shutdown(socket.SHUT_RDWR)
 
     def close(self, sock: trio.socket.SocketType) -> None:
         sock.close()

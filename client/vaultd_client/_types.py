@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import MalformedResponse
+
 __all__ = ["Signed", "Token", "WatchEvent"]
 
 
@@ -27,16 +29,23 @@ class Token:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_result(cls, name: str, result: Mapping[str, Any]) -> Token:
-        return cls(
-            name=name,
-            value=result["token"],
-            type=result.get("type", "bearer"),
-            expires_at=result.get("expires_at"),
-            ttl=result.get("ttl"),
-            headers=dict(result.get("headers") or {}),
-            extra=dict(result.get("extra") or {}),
-        )
+    def from_result(cls, name: str, result: Any) -> Token:
+        """Raises: MalformedResponse: ``result`` is not a token map."""
+        try:
+            token = cls(
+                name=name,
+                value=result["token"],
+                type=result.get("type", "bearer"),
+                expires_at=result.get("expires_at"),
+                ttl=result.get("ttl"),
+                headers=dict(result.get("headers") or {}),
+                extra=dict(result.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise MalformedResponse("the daemon sent a token without the fields of one") from None
+        if not isinstance(token.value, str) or not isinstance(token.expires_at, (int, float, type(None))):
+            raise MalformedResponse("the daemon sent a token of the wrong type")
+        return token
 
     def __repr__(self) -> str:
         return f"Token(name={self.name!r}, type={self.type!r}, expires_at={self.expires_at!r}, value=<hidden>)"
@@ -57,14 +66,18 @@ class Signed:
     nonce: int | None = None
 
     @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> Signed:
-        return cls(
-            headers=dict(result.get("headers") or {}),
-            url=result["url"],
-            body=bytes(result.get("body") or b""),
-            valid_until=float(result.get("valid_until") or 0.0),
-            nonce=result.get("nonce"),
-        )
+    def from_result(cls, result: Any) -> Signed:
+        """Raises: MalformedResponse: ``result`` is not a signed request's map."""
+        try:
+            return cls(
+                headers=dict(result.get("headers") or {}),
+                url=str(result["url"]),
+                body=bytes(result.get("body") or b""),
+                valid_until=float(result.get("valid_until") or 0.0),
+                nonce=result.get("nonce"),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise MalformedResponse("the daemon sent a signed request without the fields of one") from None
 
     def __repr__(self) -> str:
         return f"Signed(url={self.url.split('?')[0]!r}, valid_until={self.valid_until!r}, headers=<hidden>)"

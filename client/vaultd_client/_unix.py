@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 
 from vaultd_protocol import default_socket_path
 
 from .errors import DaemonUnavailable, UntrustedSocket
 
-__all__ = ["RECEIVE_SIZE", "check_listener", "connect_unix", "listener_uid", "resolve_path", "unavailable"]
+__all__ = [
+    "BUSY_RETRY",
+    "RECEIVE_SIZE",
+    "check_listener",
+    "connect_unix",
+    "listener_uid",
+    "resolve_path",
+    "try_connect",
+    "unavailable",
+]
 
 RECEIVE_SIZE = 65536
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -38,22 +48,47 @@ def unavailable(path: str, exc: OSError) -> DaemonUnavailable:
     return DaemonUnavailable(path, exc.strerror or type(exc).__name__)
 
 
-def connect_unix(path: str, timeout: float) -> socket.socket:
-    """Connect (blocking, with ``timeout``) and check the listener is this very user.
+#: How long to wait between connect attempts while the daemon's accept backlog is full.
+BUSY_RETRY = 0.005
+
+
+def try_connect(sock: socket.socket, path: str) -> bool:
+    """One non-blocking connect: True once connected, False while the accept backlog is full.
+
+    An AF_UNIX connect never completes later: EAGAIN means "busy, try again", not "in
+    progress" (which asyncio and trio would take it for, then read uid -1 from SO_PEERCRED).
 
     Raises:
-        DaemonUnavailable: nothing listens there.
-        UntrustedSocket: another user's process listens there (nothing was sent).
+        OSError: nothing listens there (or another failure).
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
     try:
         sock.connect(path)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def connect_unix(path: str, timeout: float) -> socket.socket:
+    """Connect within ``timeout`` (waiting while the daemon is busy), then check the listener.
+
+    Raises:
+        DaemonUnavailable: nothing listens there, or it stayed busy for ``timeout``.
+        UntrustedSocket: another user's process listens there (nothing was sent).
+    """
+    deadline = time.monotonic() + timeout
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        while not try_connect(sock, path):
+            if time.monotonic() >= deadline:
+                raise DaemonUnavailable(path, f"busy: its accept queue stayed full for {timeout:g} s")
+            time.sleep(BUSY_RETRY)
         check_listener(sock, path)
     except OSError as exc:
         sock.close()
         raise unavailable(path, exc) from None
-    except UntrustedSocket:
+    except (DaemonUnavailable, UntrustedSocket):
         sock.close()
         raise
+    sock.setblocking(True)
     return sock

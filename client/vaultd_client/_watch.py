@@ -7,8 +7,10 @@ iterating.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections import deque
 from collections.abc import Iterator
 
 from vaultd_protocol import Method, Notification, Response
@@ -52,6 +54,8 @@ class Watch:
         self._ended = False
         self._sock: socket.socket | None = None
         self._session = ClientSession()
+        #: Events that arrived before the answer to ``token.watch`` (a lock can overtake it).
+        self._early: deque[WatchEvent] = deque()
         self._subscribe()  # a refusal (Locked, UnknownCredential, no daemon) is raised here
 
     def __iter__(self) -> Iterator[WatchEvent]:
@@ -60,21 +64,27 @@ class Watch:
     def __next__(self) -> WatchEvent:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         while not self._ended:
+            if self._early:
+                return self._deliver(self._early.popleft())
             if self._sock is None:
                 self._resubscribe(deadline)
                 continue
             try:
                 message = self._next_message(deadline)
+                event = watch_event(message) if isinstance(message, Notification) else None
             except (ConnectionLost, MalformedResponse):
-                self._drop()  # the daemon went away: subscribe again on the next turn
+                self._drop()  # the daemon went away (or spoke nonsense): subscribe again next turn
                 continue
-            if isinstance(message, Notification) and (event := watch_event(message)) is not None:
-                if self._cache is not None:
-                    self._cache.apply(event)
-                if event.kind == "locked":
-                    self.close()
-                return event
+            if event is not None and not self._ended:
+                return self._deliver(event)
         raise StopIteration
+
+    def _deliver(self, event: WatchEvent) -> WatchEvent:
+        if self._cache is not None:
+            self._cache.apply(event)
+        if event.kind == "locked":
+            self.close()
+        return event
 
     def _subscribe(self) -> None:
         sock = connect_unix(self._socket_path, self._connect_timeout)
@@ -88,6 +98,8 @@ class Watch:
                 if isinstance(message, Response) and message.msgid == msgid:
                     ClientSession.result(message)  # raises Locked, UnknownCredential, ...
                     return
+                if isinstance(message, Notification) and (event := watch_event(message)) is not None:
+                    self._early.append(event)
         except BaseException:
             self._drop()
             raise
@@ -120,12 +132,16 @@ class Watch:
             self._session.receive_data(data)
 
     def _drop(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked reading it
+            sock.close()
 
     def close(self) -> None:
+        """End the watch; safe to call from another thread (the iterating one then stops)."""
         self._ended = True
+        self._early.clear()
         self._drop()
 
     def __enter__(self) -> Watch:
