@@ -29,6 +29,7 @@ def daemon(short_tmp: Path) -> Iterator[DaemonProcess]:
     yield proc
     if proc.proc is not None:
         assert proc.stop() == 0, proc.log
+    assert proc.leaked() == [], "a secret reached the daemon's log or audit log"
 
 
 @pytest.fixture

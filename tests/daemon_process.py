@@ -26,9 +26,20 @@ class DaemonProcess:
         self.root = root
         (root / "run").mkdir(mode=0o700, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if k not in ("VAULTD_SOCKET", "XDG_DATA_HOME")}
-        self.env.update({"XDG_RUNTIME_DIR": str(root / "run"), "XDG_DATA_HOME": str(root / "data"), **env})
+        self.env.update(
+            {
+                "XDG_RUNTIME_DIR": str(root / "run"),
+                "XDG_DATA_HOME": str(root / "data"),
+                "XDG_STATE_HOME": str(root / "state"),
+                **env,
+            }
+        )
         self.socket_path = Path(self.env.get("VAULTD_SOCKET") or root / "run" / "vaultd" / "vaultd.sock")
         self.data_dir = Path(self.env["XDG_DATA_HOME"]) / "vaultd"
+        self.audit_log = Path(self.env["XDG_STATE_HOME"]) / "vaultd" / "audit.log"
+        #: Every secret given to this daemon (passphrases, what `vaultctl add` read): none may
+        #: ever appear in its log or its audit log (checked when the test ends).
+        self.secrets: set[str] = {PASS}
         self.passphrase_file = root / "passphrase"
         self.passphrase_file.write_text(PASS + "\n")
         self.log_path = root / "vaultd.log"
@@ -83,6 +94,8 @@ class DaemonProcess:
 
     def ctl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run vaultctl; with ``check``, fail the test unless it exits 0."""
+        if args and args[0] == "add" and stdin:
+            self.secrets.update(_secret_values(stdin))
         proc = subprocess.run(
             [BIN / "vaultctl", *args],
             input=stdin if stdin is not None else "",
@@ -105,6 +118,34 @@ class DaemonProcess:
         self.ctl("init", "--kdf-profile", "min", *self.pw())
         self.ctl("unlock", *self.pw())
         self.ctl("add", "ex", "--kind", "static", *self.pw(), stdin=token + "\n")
+
+    def leaked(self) -> list[str]:
+        """The secrets that appear in the daemon's log or its audit log (should be none)."""
+        texts = [self.log] + [path.read_text(errors="replace") for path in self.audit_log.parent.glob("audit.log*")]
+        return sorted(secret for secret in self.secrets if any(secret in text for text in texts))
+
+
+def _secret_values(stdin: str) -> set[str]:
+    """What `vaultctl add` was given: the bare token, or every string of 8+ characters in its JSON."""
+    text = stdin.strip()
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return {text} if len(text) >= 8 else set()
+    found: set[str] = set()
+
+    def walk(value: object) -> None:
+        if isinstance(value, str) and len(value) >= 8 and not value.startswith(("http://", "https://")):
+            found.add(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(config)
+    return found
 
 
 class FakeExchangeProcess:

@@ -22,7 +22,9 @@ from vaultd_client.errors import AlreadyExists, DaemonUnavailable, Locked, Remot
 from vaultd_protocol import KdfProfile, Method
 
 from . import __version__
+from ._ctl_audit import AUDIT_COMMANDS, add_audit_parsers
 from ._ctl_env import ENV_COMMANDS, add_env_parsers
+from ._ctl_policy import POLICY_COMMANDS, add_policy_parsers
 from ._ctl_systemd import SYSTEMD_COMMANDS, add_systemd_parsers
 from ._passphrase import PassphraseError, read_passphrase
 
@@ -84,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("lock", help="lock the vault now: every token request is refused until unlock")
 
+    p = sub.add_parser(
+        "passwd",
+        help="change the vault's passphrase (tokens keep being served; the old one stops working)",
+        description="Re-wrap the vault's data key under a new passphrase. The vault stays unlocked and engines "
+        "keep getting tokens; afterwards only the new passphrase opens it.",
+    )
+    _passphrase_options(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--new-passphrase-file", metavar="PATH", help="read the new passphrase from the first line")
+    group.add_argument("--new-passphrase-fd", type=int, metavar="N", help="read the new passphrase from fd N")
+
     p = sub.add_parser("status", help="show the daemon's state and each credential's (never a secret)")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
 
@@ -144,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the token and its metadata as JSON")
 
     add_env_parsers(sub)
+    add_policy_parsers(sub)
     add_systemd_parsers(sub)
+    add_audit_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     return parser
 
@@ -175,6 +190,21 @@ def cmd_init(client: Client, args: argparse.Namespace) -> int:
 def cmd_unlock(client: Client, args: argparse.Namespace) -> int:
     result = _slow(client, Method.VAULT_UNLOCK, {"passphrase": _passphrase(args)})
     print(f"vault {result['state'].lower()}")
+    return EXIT_OK
+
+
+def cmd_passwd(client: Client, args: argparse.Namespace) -> int:
+    current = _passphrase(args)
+    try:
+        new = read_passphrase(
+            file=args.new_passphrase_file, fd=args.new_passphrase_fd, prompt="New passphrase: ", confirm=True
+        )
+    except PassphraseError as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+    if new == current:
+        raise CtlError("the new passphrase is the same as the current one", EXIT_USAGE)
+    _slow(client, Method.VAULT_REKEY, {"passphrase": current, "new_passphrase": new})
+    print("passphrase changed: only the new one opens the vault now")
     return EXIT_OK
 
 
@@ -370,6 +400,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "init": cmd_init,
     "unlock": cmd_unlock,
     "lock": cmd_lock,
+    "passwd": cmd_passwd,
     "status": cmd_status,
     "add": cmd_add,
     "rm": cmd_rm,
@@ -380,7 +411,9 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "watch": cmd_watch,
     "demo": cmd_demo,
     **ENV_COMMANDS,
+    **POLICY_COMMANDS,
     **SYSTEMD_COMMANDS,
+    **AUDIT_COMMANDS,
 }
 
 

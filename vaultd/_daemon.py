@@ -26,6 +26,7 @@ from vaultd_protocol import Limits, VaultState
 
 from . import __version__, _harden, _paths, _systemd
 from ._atomic import StorageError, ensure_private_dir, remove_stale_temps
+from ._audit import AuditLog, default_audit_path
 from ._errors import RpcError
 from ._listen import SocketSetupError, bind_unix_socket, hold_lock_file
 from ._rpc import Dispatcher
@@ -52,6 +53,8 @@ class DaemonConfig:
     own_data_folder: bool = True
     #: Where SIGHUP re-reads the log level from, unless --log-level pinned it.
     settings_file: Path | None = None
+    #: The audit log (``_audit``); None writes none (tests of other parts).
+    audit_log: Path | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -114,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
             "on SIGHUP, else info); secrets are never logged"
         ),
     )
+    parser.add_argument(
+        "--audit-log",
+        type=Path,
+        metavar="PATH",
+        help="the audit log, one JSON line per decision (default: $XDG_STATE_HOME/vaultd/audit.log)",
+    )
     parser.add_argument("--version", action="version", version=f"vaultd {__version__}")
     return parser
 
@@ -128,6 +137,7 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         own_socket_folder=not explicit,
         own_data_folder=not args.data_dir,
         settings_file=None if args.log_level else _systemd.settings_path(),
+        audit_log=args.audit_log or default_audit_path(),
     )
 
 
@@ -175,8 +185,8 @@ def _run(config: DaemonConfig) -> int:
     _check_fd_limit(config.limits.max_connections)
     link = _systemd.ServiceLink.from_environ()
     inherited = _systemd.listen_socket()
-    if inherited is not None:  # socket-activated: serve where systemd listens
-        config = replace(config, socket_path=Path(inherited.getsockname()))
+    if inherited is not None:  # socket-activated: serve where systemd listens, in the folder it made
+        config = replace(config, socket_path=Path(inherited.getsockname()), own_socket_folder=False)
     # The socket first: "another daemon is listening there" is the likeliest conflict.
     ensure_private_dir(config.socket_path.parent, tighten=config.own_socket_folder)
     socket_lock = hold_lock_file(
@@ -205,12 +215,21 @@ async def _serve(
     config: DaemonConfig, sock: socket.socket, link: _systemd.ServiceLink, hardening: _harden.Hardening
 ) -> None:
     listener = trio.socket.from_stdlib_socket(sock)
+    audit = None if config.audit_log is None else AuditLog(config.audit_log)
     async with trio.open_nursery() as nursery:
-        vault = Vault(config.data_dir, nursery=nursery, on_change=link.changed)
+
+        def changed() -> None:
+            link.changed()
+            if audit is not None and audit.pending and vault.state is not VaultState.UNLOCKED:
+                nursery.start_soon(trio.to_thread.run_sync, audit.flush)  # at lock: what led up to it
+
+        vault = Vault(config.data_dir, nursery=nursery, on_change=changed)
         try:
             await nursery.start(_on_signals, nursery.cancel_scope, config, link, vault)
+            if audit is not None:
+                await nursery.start(audit.run)  # flushes at least every second, and once more at stop
             await _unattended_unlock(vault)
-            dispatcher = Dispatcher(vault, config.socket_path, memory_locked=hardening.memory_locked)
+            dispatcher = Dispatcher(vault, config.socket_path, memory_locked=hardening.memory_locked, audit=audit)
             await nursery.start(serve, listener, dispatcher, config.limits)
             log.info(
                 "vaultd %s listening on %s (vault %s: %s)",
@@ -225,6 +244,8 @@ async def _serve(
             await trio.sleep_forever()
         finally:
             vault.lock()
+    if audit is not None:
+        audit.close()
 
 
 async def _unattended_unlock(vault: Vault) -> None:

@@ -73,7 +73,7 @@ def run_demo() -> int:
     """Run the demo; 0 when every step behaved as it should."""
     root = Path(tempfile.mkdtemp(prefix="vaultd-demo-"))
     env = {k: v for k, v in os.environ.items() if k != "VAULTD_SOCKET"}
-    env.update(XDG_RUNTIME_DIR=str(root / "run"), XDG_DATA_HOME=str(root / "data"))
+    env.update(XDG_RUNTIME_DIR=str(root / "run"), XDG_DATA_HOME=str(root / "data"), XDG_STATE_HOME=str(root / "state"))
     (root / "run").mkdir(mode=0o700)
     socket_path = root / "run" / "vaultd" / "vaultd.sock"
     passphrase_file = root / "passphrase"

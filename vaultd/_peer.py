@@ -1,15 +1,29 @@
-"""Who is on the other end of a Unix socket: SO_PEERCRED, read once at accept."""
+"""Who is on the other end of a Unix socket: its credentials, systemd unit and executable, read once at accept.
+
+The kernel gives uid, gid and pid (SO_PEERCRED) as they were when the peer connected. The unit
+(from ``/proc/PID/cgroup``) and the executable (``/proc/PID/exe``) are read through the pid, so
+the pid must still be the peer's when they are read: a pidfd pins the peer process (SO_PEERPIDFD,
+Linux 6.5+, else ``pidfd_open`` at once), and what was read counts only if that process is still
+alive afterwards, so a recycled pid cannot pass for another process. Otherwise they are unknown
+(None). The pidfd is closed before returning: no descriptor is kept per connection.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-__all__ = ["Peer", "peer_of"]
+__all__ = ["Peer", "peer_of", "unit_of"]
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_INT = struct.Struct("i")
+SO_PEERPIDFD: Final[int] = getattr(socket, "SO_PEERPIDFD", 77)
+_UNIT_SUFFIXES = (".service", ".scope")
 
 
 class _HasGetsockopt(Protocol):
@@ -18,25 +32,112 @@ class _HasGetsockopt(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """The kernel's word on the peer process, taken when it connected."""
+    """The kernel's word on the peer process, taken when it connected.
+
+    ``unit`` is its systemd unit (``engine-a.service``, ``session-2.scope``) and ``exe`` its
+    executable's path; each is None when it could not be read for certain.
+    """
 
     pid: int
     uid: int
     gid: int
+    unit: str | None = None
+    exe: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"pid": self.pid, "uid": self.uid, "gid": self.gid}
+        return {"pid": self.pid, "uid": self.uid, "gid": self.gid, "unit": self.unit, "exe": self.exe}
 
     def __str__(self) -> str:
-        return f"pid={self.pid} uid={self.uid} gid={self.gid}"
+        return f"pid={self.pid} uid={self.uid} gid={self.gid} unit={_shown(self.unit)} exe={_shown(self.exe)}"
 
 
-def peer_of(sock: _HasGetsockopt) -> Peer:
-    """Read SO_PEERCRED of a connected AF_UNIX socket.
+def peer_of(sock: _HasGetsockopt, proc: str = "/proc") -> Peer:
+    """Read the identity of the peer of a connected AF_UNIX socket.
 
     Raises:
         OSError: the socket has no peer credentials (not AF_UNIX, or already closed).
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     pid, uid, gid = _UCRED.unpack(raw)
-    return Peer(pid, uid, gid)
+    if pid <= 0:  # in a pid namespace we cannot see
+        return Peer(pid, uid, gid)
+    pidfd = _pidfd(sock, pid)
+    if pidfd is None:
+        return Peer(pid, uid, gid)
+    try:
+        unit = unit_of(_read_text(f"{proc}/{pid}/cgroup"))
+        exe = _exe(f"{proc}/{pid}/exe")
+        if not _alive(pidfd):  # the pid may now be another process's: what we read may be too
+            unit = exe = None
+    finally:
+        os.close(pidfd)
+    return Peer(pid, uid, gid, unit, exe)
+
+
+def unit_of(cgroup: str | None) -> str | None:
+    """The systemd unit in ``/proc/PID/cgroup``'s text: the last path component ending in
+    ``.service`` or ``.scope``, from the unified hierarchy (``0::``), else the ``name=systemd`` one."""
+    if cgroup is None:
+        return None
+    unified = named = None
+    for line in cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and not controllers:
+            unified = path
+        elif "name=systemd" in controllers.split(","):
+            named = path
+    for found in (unified, named):
+        for component in reversed((found or "").split("/")):
+            if component.endswith(_UNIT_SUFFIXES) and component.isprintable():
+                return component
+    return None
+
+
+def _pidfd(sock: _HasGetsockopt, pid: int) -> int | None:
+    """A pidfd for the peer: the kernel's own (SO_PEERPIDFD), else one opened on ``pid`` now."""
+    try:
+        return int(_INT.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, _INT.size))[0])
+    except OSError as exc:
+        if exc.errno != errno.ENOPROTOOPT:  # the kernel knows the option: the peer is gone
+            return None
+    try:  # an older kernel: the pid could be recycled between SO_PEERCRED and now (a tiny window)
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except PermissionError:  # another user's process: it exists
+        return True
+    except OSError:  # ESRCH: it has exited
+        return False
+    return True
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(65536).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _exe(path: str) -> str | None:
+    """The executable's path; None if unreadable (another user's or a non-dumpable process) or not UTF-8."""
+    try:
+        target = os.readlink(path)
+        target.encode("utf-8")  # a surrogate from an undecodable name cannot go on the wire
+    except (OSError, UnicodeEncodeError):
+        return None
+    return target
+
+
+def _shown(value: str | None) -> str:
+    if value is None:
+        return "?"
+    return value if value.isprintable() and " " not in value else repr(value)

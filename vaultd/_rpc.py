@@ -2,7 +2,9 @@
 
 No transport here (see ``_server``) and no vault logic (see ``_vault``): this module
 validates params against the protocol's schemas, wraps passphrases in :class:`Secret`
-at once, and shapes results as SPEC.md describes them.
+at once, and shapes results as SPEC.md describes them. It also applies the policy
+(``_policy``) to the reader methods, against the identity each connection had at accept,
+and passes every outcome to one audit hook, :meth:`Dispatcher._audit`.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vaultd_protocol import (
     PROTOCOL_VERSION,
@@ -27,8 +29,11 @@ from vaultd_protocol import (
 )
 
 from . import __version__
+from ._audit import AuditLog
 from ._errors import RpcError
 from ._harden import is_dumpable
+from ._peer import Peer
+from ._policy import Access, Decision, Policy, PolicyError
 from ._secret import Secret
 from ._server import NOT_NOW, Session
 from ._vault import Vault
@@ -39,6 +44,14 @@ log = logging.getLogger("vaultd.rpc")
 
 _MIN_PASSPHRASE = 8
 _Params = dict[str, Any]
+#: What the policy calls each method it governs; the others are open (``hello``, ``vault.lock``)
+#: or governed by the passphrase alone.
+_POLICED: dict[str, str] = {
+    Method.TOKEN_GET: "get",
+    Method.TOKEN_SIGN: "sign",
+    Method.TOKEN_WATCH: "watch",
+    Method.STATUS: "status",
+}
 
 
 @dataclass
@@ -50,6 +63,10 @@ class Dispatcher:
     started_at: float = field(default_factory=time.monotonic)
     #: Whether the daemon locked its memory at start (``_harden``), for ``status``.
     memory_locked: bool = False
+    #: The daemon's own uid, which the policy treats apart.
+    own_uid: int = field(default_factory=os.getuid)
+    #: Where every decision is written (None: nowhere, as in tests of the transport).
+    audit: AuditLog | None = None
 
     def __post_init__(self) -> None:
         self._handlers: dict[Method, Callable[[_Params, Session], Awaitable[Any]]] = {
@@ -65,7 +82,12 @@ class Dispatcher:
             Method.CREDENTIAL_REMOVE: self._remove,
             Method.CREDENTIAL_LIST: self._list,
             Method.CREDENTIAL_RENEW: self._renew,
+            Method.POLICY_GET: self._policy_get,
+            Method.POLICY_SET: self._policy_set,
+            Method.VAULT_REKEY: self._rekey,
         }
+        self._policy_source: object = None  # what vault.policy() gave (None: sealed), compared by identity
+        self._policy: Policy | None = None
 
     def immediate(self, request: Request, session: Session) -> Any:
         """Answer ``token.get`` and ``token.sign`` at once when memory suffices; else :data:`NOT_NOW`.
@@ -83,11 +105,20 @@ class Dispatcher:
             params = parse_params(method, request.params)
         except InvalidParams as exc:
             raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-        if method is Method.TOKEN_GET:
-            result = self.vault.get_now(params["name"], params["min_ttl"])
-        else:
-            result = self.vault.sign_now(params["name"], params)
-        return NOT_NOW if result is None else result
+        name = params["name"]
+        why = self._authorize(session, method, (name,))
+        try:
+            if method is Method.TOKEN_GET:
+                result = self.vault.get_now(name, params["min_ttl"])
+            else:
+                result = self.vault.sign_now(name, params)
+        except RpcError as exc:
+            self._audit(session.peer, method, name, exc.code.name, why=why)
+            raise
+        if result is None:
+            return NOT_NOW
+        self._audit(session.peer, method, name, "ok", token=result.get("token"), why=why)
+        return result
 
     async def __call__(self, request: Request, session: Session) -> Any:
         try:
@@ -99,7 +130,120 @@ class Dispatcher:
             params = parse_params(method, request.params)
         except InvalidParams as exc:
             raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-        return await self._handlers[method](params, session)
+        names: Sequence[str | None] = params["names"] if method is Method.TOKEN_WATCH else (params.get("name"),)
+        credential = ",".join(filter(None, names)) or None
+        why = self._authorize(session, method, names) if method in _POLICED else ""
+        outcome, token = "INTERNAL", None
+        try:
+            result = await self._handlers[method](params, session)
+            outcome = "ok"
+            if method is Method.TOKEN_GET:
+                token = result.get("token")
+            return result
+        except RpcError as exc:
+            outcome = exc.code.name
+            raise
+        finally:
+            self._audit(session.peer, method, credential, outcome, token=token, why=why)
+
+    # -- policy and audit ----------------------------------------------------------------------
+
+    def _audit(
+        self, peer: Peer, method: str, credential: str | None, outcome: str, *, token: str | None = None, why: str = ""
+    ) -> None:
+        """The audit log's one entry point: every decision and outcome passes here.
+
+        ``method`` is an RPC method, ``"accept"`` for a connection refused at accept, or
+        ``token.updated`` for a token pushed to a watcher; ``credential`` the name asked for
+        (several, comma-separated, for ``token.watch``); ``outcome`` ``"ok"``, ``"refused"``
+        (at accept) or the error's name (``FORBIDDEN``, ``LOCKED``, ...); ``token`` the token
+        handed out, to fingerprint (``Vault.fingerprint``), never to write; ``why`` the
+        policy's reason ("" where the policy does not govern the method: the passphrase does, or
+        it is open to every connected peer). Called on the hot path: it must return at once and
+        never raise (``AuditLog.record`` only queues the line).
+        """
+        audit = self.audit
+        if audit is None:
+            return
+        audit.record(
+            identity=peer.to_wire(),
+            method=str(method),
+            credential=credential,
+            outcome=outcome,
+            fingerprint=self.vault.fingerprint(token) if token else None,
+            detail=why or None,
+        )
+
+    def admits(self, peer: Peer) -> bool:
+        """At accept, for a peer of another uid: only while unlocked, and when a rule matches it."""
+        policy = self._current_policy()
+        return policy is not None and policy.match(peer, own_uid=self.own_uid) is not None
+
+    def refused(self, peer: Peer) -> None:
+        """The server refused ``peer`` at accept."""
+        self._audit(peer, "accept", None, "refused", why="another uid, and no policy rule matches it")
+
+    def _current_policy(self) -> Policy | None:
+        """The policy in force, parsed once per change; None while it is sealed (locked)."""
+        source = self.vault.policy()
+        if source is not self._policy_source:
+            self._policy_source, self._policy = source, None
+            if source is not None:
+                try:
+                    self._policy = Policy.from_config(source)
+                except PolicyError as exc:
+                    log.error("the stored policy cannot be read (%s): every reader call is refused", exc)
+                    self._policy = Policy(broken=str(exc))
+        return self._policy
+
+    def _access(self, session: Session) -> Access:
+        """This connection's standing under the policy in force (rebuilt when the policy changes)."""
+        access: Access | None = session.access
+        if access is None or access.source is not self.vault.policy():
+            policy = self._current_policy()
+            access = session.access = Access(policy, session.peer, self.own_uid, self._policy_source)
+        return access
+
+    def _authorize(self, session: Session, method: Method, names: Sequence[str | None]) -> str:
+        """Why ``method`` may go on for every one of ``names``.
+
+        Raises:
+            RpcError: FORBIDDEN (the message names the method and credential, never a secret);
+                LOCKED for a token method of another uid while the policy is sealed.
+        """
+        access = self._access(session)
+        why = ""
+        for name in names:
+            decision = access.check(_POLICED[method], name)
+            if not decision.allowed:
+                self._refuse(session, access, method, name, decision)
+            why = decision.why
+        return why
+
+    def _refuse(
+        self, session: Session, access: Access, method: Method, name: str | None, decision: Decision
+    ) -> NoReturn:
+        peer = session.peer
+        if access.sealed and method is not Method.STATUS:
+            self._audit(peer, method, name, "LOCKED", why=decision.why)
+            raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
+        what = str(method) if name is None else f"{method} of {name!r}"
+        if access.first_denial(str(method), name):
+            log.info("forbidden: %s for %s: %s", what, peer, decision.why)
+        self._audit(peer, method, name, "FORBIDDEN", why=decision.why)
+        raise RpcError(ErrorCode.FORBIDDEN, f"{what} is not allowed for this process: {decision.why}")
+
+    def _push(self, session: Session, method: str, params: dict[str, Any]) -> bool:
+        """A watcher's sink: each notification about a credential is judged by the policy in force."""
+        name = params.get("name")
+        if name is not None:
+            decision = self._access(session).check("watch", name)
+            if not decision.allowed:  # the policy changed since token.watch: end this subscription
+                self._audit(session.peer, method, name, "FORBIDDEN", why=decision.why)
+                return False
+            if "token" in params:
+                self._audit(session.peer, method, name, "ok", token=params["token"], why=decision.why)
+        return session.notify(method, params)
 
     # -- any peer --------------------------------------------------------------------------
 
@@ -118,7 +262,7 @@ class Dispatcher:
         }
 
     async def _status(self, params: _Params, session: Session) -> Any:
-        vault = self.vault
+        vault, access = self.vault, self._access(session)
         profile = vault.kdf_profile()
         warnings = []
         if profile == KdfProfile.MIN:
@@ -139,7 +283,7 @@ class Dispatcher:
             "last_write_error": vault.last_write_error,
             "memory_locked": self.memory_locked,
             "dumpable": is_dumpable(),
-            "credentials": vault.describe(),
+            "credentials": [c for c in vault.describe() if access.shows(c["name"])],
             "warnings": warnings,
         }
 
@@ -157,7 +301,7 @@ class Dispatcher:
         names: list[str] = params["names"]
         self.vault.watchable(names)
         hub = self.vault.hub
-        subscription = hub.subscribe(names, session.notify)
+        subscription = hub.subscribe(names, lambda method, pushed: self._push(session, method, pushed))
         session.on_close(lambda: hub.unsubscribe(subscription))
         return {"watching": names}
 
@@ -193,6 +337,32 @@ class Dispatcher:
 
     async def _renew(self, params: _Params, session: Session) -> Any:
         return {"credential": await self.vault.renew(_secret(params), params["name"])}
+
+    async def _policy_get(self, params: _Params, session: Session) -> Any:
+        stored = await self.vault.get_policy(_secret(params))
+        return {"rules": stored.get("rules", [])}
+
+    async def _policy_set(self, params: _Params, session: Session) -> Any:
+        passphrase = _secret(params)
+        try:
+            policy = Policy.from_config(params["policy"])
+        except PolicyError as exc:
+            passphrase.wipe()
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"policy: {exc}") from None
+        await self.vault.set_policy(passphrase, policy.to_config())
+        return {"rules": len(policy.rules)}
+
+    async def _rekey(self, params: _Params, session: Session) -> Any:
+        new_passphrase = Secret(params.pop("new_passphrase"))
+        try:
+            if len(new_passphrase) < _MIN_PASSPHRASE:
+                raise RpcError(
+                    ErrorCode.INVALID_PARAMS, f"the new passphrase must be at least {_MIN_PASSPHRASE} characters"
+                )
+            await self.vault.rekey(_secret(params), new_passphrase)
+        finally:
+            new_passphrase.wipe()
+        return {}
 
 
 def _secret(params: _Params) -> Secret:

@@ -50,6 +50,8 @@ class Session:
 
     def __init__(self, peer: Peer, outbox: trio.MemorySendChannel[Notification], close: Callable[[], None]) -> None:
         self.peer = peer
+        #: The handler's own per-connection state (the dispatcher keeps its policy decisions here).
+        self.access: Any = None
         self._outbox = outbox
         self._close = close
         self._on_close: list[Callable[[], None]] = []
@@ -75,7 +77,9 @@ class Session:
 
 #: Answers one request on one connection: returns the result, or raises RpcError. A handler
 #: may also have an ``immediate(request, session)`` method that answers synchronously when it
-#: can, or returns :data:`NOT_NOW` (the request then goes to a task of its own).
+#: can, or returns :data:`NOT_NOW` (the request then goes to a task of its own); an
+#: ``admits(peer) -> bool`` method, asked at accept about a peer of another uid (without it,
+#: none is let in); and a ``refused(peer)`` method, told of each peer refused at accept.
 Handler = Callable[[Request, Session], Awaitable[Any]]
 NOT_NOW: Any = object()
 
@@ -110,6 +114,8 @@ async def serve(
 ) -> None:
     """Accept connections on a listening AF_UNIX socket until cancelled."""
     own_uid = os.getuid()
+    admits: Callable[[Peer], bool] | None = getattr(handler, "admits", None)
+    refused: Callable[[Peer], None] | None = getattr(handler, "refused", None)
     open_count = 0
     refused_for_cap = 0
     async with trio.open_nursery() as nursery:
@@ -139,8 +145,7 @@ async def serve(
             except OSError:
                 await stream.aclose()
                 continue
-            if peer.uid != own_uid:
-                log.warning("refused a connection from another user (%s)", peer)
+            if peer.uid != own_uid and not _admitted(peer, admits, refused):
                 await stream.aclose()
                 continue
             open_count += 1
@@ -153,6 +158,19 @@ async def serve(
                     open_count -= 1
 
             nursery.start_soon(run)
+
+
+def _admitted(peer: Peer, admits: Callable[[Peer], bool] | None, refused: Callable[[Peer], None] | None) -> bool:
+    """Whether to serve a peer of another uid; a refusal is logged and told to ``refused``."""
+    try:
+        if admits is not None and admits(peer):
+            return True
+        log.warning("refused a connection from another user (%s): no policy rule lets it in now", peer)
+        if refused is not None:
+            refused(peer)
+    except Exception as exc:  # a bug there must not stop the accept loop: refuse
+        log.error("cannot judge a connection from %s: %s", peer, type(exc).__name__, exc_info=exc)
+    return False
 
 
 async def serve_stream(stream: trio.abc.Stream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:

@@ -10,8 +10,10 @@ emergency brake, and an operation in flight when the vault locked fails with LOC
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -61,6 +63,18 @@ class _Open:
 
     header: _vaultfile.Header
     data_key: Secret
+    #: Who may ask for what (``{"rules": [...]}``, see ``_policy``); stored sealed, set with the passphrase.
+    policy: dict[str, Any]
+    #: Keys the audit log's token fingerprints, so that the log cannot be used to test a guess.
+    audit_key: Secret
+
+    def wipe(self) -> None:
+        self.data_key.wipe()
+        self.audit_key.wipe()
+
+
+def _new_audit_key() -> bytes:
+    return secrets.token_bytes(32)
 
 
 class Vault:
@@ -168,7 +182,8 @@ class Vault:
                 )
             header, data_key = await self._blocking(_vaultfile.new_vault, passphrase, profile)
             try:
-                await self._write(header, data_key, {"credentials": {}}, generation=1)
+                body = {"credentials": {}, "policy": {"rules": []}, "audit_key": _new_audit_key()}
+                await self._write(header, data_key, body, generation=1)
             except NotDurable as exc:
                 self._initialized = True
                 self._kdf_profile = str(profile)
@@ -211,6 +226,10 @@ class Vault:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
             try:
                 credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
+                policy = body.get("policy") or {"rules": []}
+                audit_key = body.get("audit_key") or _new_audit_key()  # an older vault: kept from its next write
+                if not isinstance(policy, dict) or not isinstance(audit_key, bytes):
+                    raise TypeError("policy or audit_key")
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 data_key.wipe()
                 raise RpcError(
@@ -224,7 +243,7 @@ class Vault:
                 for credential in credentials.values():
                     credential.wipe()
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
-            self._open = _Open(header, data_key)
+            self._open = _Open(header, data_key, policy, Secret(audit_key))
             self._credentials = credentials
             self._generation = max(self._generation, header.generation)
             self._kdf_profile = header.kdf.profile_name()
@@ -254,7 +273,7 @@ class Vault:
             self._renewer.stop()
             self._renewer = None
         if self._open is not None:
-            self._open.data_key.wipe()
+            self._open.wipe()
         for credential in self._credentials.values():
             credential.wipe()
         self._open = None
@@ -339,6 +358,81 @@ class Vault:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
         log.info("credential %r: renewal forced by an operator", name)
         return await renewer.renew(name)
+
+    async def get_policy(self, passphrase: Secret) -> dict[str, Any]:
+        """The policy as stored (``{"rules": [...]}``).
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE.
+        """
+        async with self._lock:
+            opened, _ = await self._admin(passphrase)
+            return dict(opened.policy)
+
+    async def set_policy(self, passphrase: Secret, policy: dict[str, Any]) -> None:
+        """Replace the policy (already checked by the caller) and write the vault.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE, STORAGE_FAILED.
+        """
+        async with self._lock:
+            opened, epoch = await self._admin(passphrase)
+            await self._write_open(opened, epoch, replace(opened, policy=policy), "the new policy")
+            log.info("policy replaced (%d rules)", len(policy.get("rules", [])))
+
+    def policy(self) -> dict[str, Any] | None:
+        """The policy in force, or None while locked (it is sealed in the vault)."""
+        return None if self._open is None else self._open.policy
+
+    def fingerprint(self, token: str) -> str | None:
+        """A short keyed fingerprint of ``token`` for the audit log (None while locked)."""
+        opened = self._open
+        if opened is None:
+            return None
+        return hmac.new(opened.audit_key.reveal(), token.encode(), hashlib.sha256).hexdigest()[:16]
+
+    async def rekey(self, passphrase: Secret, new_passphrase: Secret) -> None:
+        """Seal the vault under ``new_passphrase`` with a fresh data key (and salt; the same KDF
+        limits); the old passphrase opens neither the vault nor its backup afterwards. Tokens
+        keep being served throughout: only admin calls wait.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE, STORAGE_FAILED.
+        """
+        async with self._lock:
+            opened, epoch = await self._admin(passphrase)
+            header, data_key = await self._blocking(_vaultfile.rekey, opened.header, new_passphrase)
+            changed = replace(opened, header=header, data_key=data_key)
+            try:
+                await self._write_open(opened, epoch, changed, "the new passphrase")
+                # Once more, so that vault.bak is not the last file the old passphrase opens.
+                await self._write_open(opened, epoch, changed, "the new passphrase")
+            finally:
+                if opened.data_key is not data_key:
+                    data_key.wipe()  # not adopted: nothing was written with it
+            log.info("passphrase changed: the vault is sealed under a new key")
+
+    async def _write_open(self, opened: _Open, epoch: int, changed: _Open, what: str) -> None:
+        """Write the vault as ``changed`` says (a new key and header, or policy), then adopt it.
+
+        Under the write lock, so that a renewer's write never mixes the old and the new.
+
+        Raises:
+            RpcError: LOCKED, STORAGE_FAILED (not written: nothing changed; or written but not
+                synced: in effect).
+        """
+        async with self._write_lock:
+            if self._epoch != epoch or self._open is not opened:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+            body = _body(changed, self._credentials)
+            try:
+                await self._write(changed.header, changed.data_key, body, generation=self._generation + 1)
+            except NotDurable as exc:
+                _adopt(opened, changed)
+                raise RpcError(
+                    ErrorCode.STORAGE_FAILED, f"{what} is in effect, but it may not survive a power loss: {exc}"
+                ) from None
+            _adopt(opened, changed)
 
     # -- reader methods --------------------------------------------------------------------
 
@@ -461,9 +555,9 @@ class Vault:
         Raises:
             RpcError: STORAGE_FAILED; LOCKED if the vault was locked during the write.
         """
-        body = {"credentials": {name: c.to_record() for name, c in credentials.items()}}
         try:
             async with self._write_lock:
+                body = _body(opened, credentials)
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
         except NotDurable as exc:
             if self._epoch == epoch:
@@ -490,7 +584,7 @@ class Vault:
         async with self._write_lock:
             if self._epoch != epoch:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked before the write")
-            body = {"credentials": {name: c.to_record() for name, c in self._credentials.items()}}
+            body = _body(opened, self._credentials)
             try:
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:
@@ -515,6 +609,23 @@ class Vault:
             log.error("vault write failed: %s", exc)
             raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
         self.last_write_error = None
+
+
+def _adopt(opened: _Open, changed: _Open) -> None:
+    """Make the unlocked vault's state what was just written (wiping a data key replaced)."""
+    if changed.data_key is not opened.data_key:
+        old_key, opened.data_key = opened.data_key, changed.data_key
+        old_key.wipe()
+    opened.header, opened.policy = changed.header, changed.policy
+
+
+def _body(opened: _Open, credentials: dict[str, Credential]) -> dict[str, Any]:
+    """What the vault file seals: the credentials' records, the policy, the audit key."""
+    return {
+        "credentials": {name: c.to_record() for name, c in credentials.items()},
+        "policy": opened.policy,
+        "audit_key": opened.audit_key.reveal(),
+    }
 
 
 def _nothing() -> None:

@@ -17,8 +17,9 @@ Changing the passphrase re-wraps the data key only. No file I/O here: see ``_ato
 
 from __future__ import annotations
 
+import secrets
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -100,6 +101,20 @@ def new_vault(passphrase: Secret, profile: KdfProfile) -> tuple[Header, Secret]:
     finally:
         wrapping.wipe()
     return Header(kdf, wrapped, 0), data_key
+
+
+def rekey(header: Header, passphrase: Secret) -> tuple[Header, Secret]:
+    """``header`` with a fresh data key wrapped under a new ``passphrase`` (fresh salt, the
+    same KDF limits), and that key. Slow: runs the KDF. A new key, not the old one re-wrapped:
+    the old passphrase, with any old copy of the file, must not open what is written next."""
+    kdf = replace(header.kdf, salt=secrets.token_bytes(len(header.kdf.salt)))
+    data_key = new_data_key()
+    wrapping = derive_key(passphrase, kdf)
+    try:
+        wrapped = seal(wrapping, data_key.reveal(), _wrap_aad(kdf))
+    finally:
+        wrapping.wipe()
+    return replace(header, kdf=kdf, wrapped_key=wrapped), data_key
 
 
 def unwrap(header: Header, passphrase: Secret) -> Secret:

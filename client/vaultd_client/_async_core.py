@@ -105,10 +105,17 @@ class _NotDelivered(ConnectionLost):
 class AsyncCore:
     """The shared state of one async client (see the module docstring)."""
 
-    def __init__(
-        self, backend: Backend, socket_path: str, timeout: float, slow_timeout: float, cache: TokenCache | None
+    def __init__(  # noqa: PLR0917 - the client's settings, passed on by the drivers
+        self,
+        backend: Backend,
+        socket_path: str,
+        timeout: float,
+        slow_timeout: float,
+        cache: TokenCache | None,
+        server_uid: int | None = None,
     ) -> None:
         self.backend = backend
+        self.server_uid = server_uid
         self.socket_path = socket_path
         self.timeout = timeout
         self.slow_timeout = slow_timeout
@@ -189,7 +196,7 @@ class AsyncCore:
         try:
             while not try_connect(raw, self.socket_path):
                 await self.backend.sleep(BUSY_RETRY)  # a full accept queue: the call's timeout bounds this
-            check_listener(raw, self.socket_path)
+            check_listener(raw, self.socket_path, self.server_uid)
         except OSError as exc:
             raw.close()
             raise unavailable(self.socket_path, exc) from None
@@ -435,7 +442,8 @@ class AsyncClientBase:
 
     ``socket_path`` defaults to ``$VAULTD_SOCKET``, else ``$XDG_RUNTIME_DIR/vaultd/vaultd.sock``;
     ``timeout`` bounds every call (``slow_timeout`` those that run the passphrase KDF);
-    ``cache`` keeps tokens in process until ``cache_margin`` seconds before they expire.
+    ``cache`` keeps tokens in process until ``cache_margin`` seconds before they expire;
+    ``server_uid`` is the uid the daemon must run as (default: this process's own).
     """
 
     def __init__(
@@ -446,9 +454,11 @@ class AsyncClientBase:
         slow_timeout: float = 120.0,
         cache: bool = True,
         cache_margin: float = DEFAULT_MARGIN,
+        server_uid: int | None = None,
     ) -> None:
         token_cache = TokenCache(margin=cache_margin) if cache else None
-        self._core = AsyncCore(self._backend(), resolve_path(socket_path), timeout, slow_timeout, token_cache)
+        path = resolve_path(socket_path)
+        self._core = AsyncCore(self._backend(), path, timeout, slow_timeout, token_cache, server_uid)
 
     @staticmethod
     def _backend() -> Backend:

@@ -39,7 +39,9 @@ class Client:
     ``timeout`` (seconds) bounds every call; calls that run the passphrase KDF use
     ``slow_timeout``. ``cache`` keeps tokens in process until ``cache_margin`` seconds before
     they expire (a token without a known expiry for a minute); a watch opened with
-    :meth:`watch` replaces a cached token as soon as the daemon renews it.
+    :meth:`watch` replaces a cached token as soon as the daemon renews it. ``server_uid`` is
+    the uid the daemon must run as: by default this process's own (an engine of another user,
+    let in by the daemon's policy, names the daemon's uid here).
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class Client:
         slow_timeout: float = 120.0,
         cache: bool = True,
         cache_margin: float = DEFAULT_MARGIN,
+        server_uid: int | None = None,
     ) -> None:
         self.socket_path = resolve_path(socket_path)
+        self.server_uid = server_uid
         self.timeout = timeout
         self.slow_timeout = slow_timeout
         self._cache = TokenCache(margin=cache_margin) if cache else None
@@ -121,7 +125,14 @@ class Client:
         """
         if isinstance(names, str):
             raise TypeError("watch takes a list of credential names, not one string")
-        return Watch(self.socket_path, list(names), connect_timeout=self.timeout, timeout=timeout, cache=self._cache)
+        return Watch(
+            self.socket_path,
+            list(names),
+            connect_timeout=self.timeout,
+            timeout=timeout,
+            cache=self._cache,
+            server_uid=self.server_uid,
+        )
 
     def lock(self) -> dict[str, Any]:
         """Lock the vault now: every token method answers Locked until an unlock (this client's
@@ -184,7 +195,7 @@ class Client:
         if time.monotonic() < self._retry_at and self._last_failure is not None:
             raise DaemonUnavailable(self.socket_path, self._last_failure)  # backing off: at once
         try:
-            sock = connect_unix(self.socket_path, _remaining(deadline))
+            sock = connect_unix(self.socket_path, _remaining(deadline), self.server_uid)
         except DaemonUnavailable as exc:
             self._last_failure = f"{exc.reason} (will try again shortly)"
             self._retry_at = time.monotonic() + self._backoff.next_delay()

@@ -37,10 +37,11 @@ def listener_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
-def check_listener(sock: socket.socket, path: str) -> None:
-    """Raises: UntrustedSocket: another user's process listens there (nothing was sent)."""
+def check_listener(sock: socket.socket, path: str, expected_uid: int | None = None) -> None:
+    """Raises: UntrustedSocket: the listener runs as another uid than ``expected_uid`` (by
+    default this process's own): nothing was sent."""
     server_uid = listener_uid(sock)
-    if server_uid != os.getuid():
+    if server_uid != (os.getuid() if expected_uid is None else expected_uid):
         raise UntrustedSocket(path, server_uid)
 
 
@@ -68,7 +69,7 @@ def try_connect(sock: socket.socket, path: str) -> bool:
     return True
 
 
-def connect_unix(path: str, timeout: float) -> socket.socket:
+def connect_unix(path: str, timeout: float, expected_uid: int | None = None) -> socket.socket:
     """Connect within ``timeout`` (waiting while the daemon is busy), then check the listener.
 
     Raises:
@@ -83,7 +84,7 @@ def connect_unix(path: str, timeout: float) -> socket.socket:
             if time.monotonic() >= deadline:
                 raise DaemonUnavailable(path, f"busy: its accept queue stayed full for {timeout:g} s")
             time.sleep(BUSY_RETRY)
-        check_listener(sock, path)
+        check_listener(sock, path, expected_uid)
     except OSError as exc:
         sock.close()
         raise unavailable(path, exc) from None

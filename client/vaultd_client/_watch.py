@@ -42,6 +42,7 @@ class Watch:
         connect_timeout: float,
         timeout: float | None,
         cache: TokenCache | None = None,
+        server_uid: int | None = None,
     ) -> None:
         if not names:
             raise ValueError("watch needs at least one credential name")
@@ -50,6 +51,7 @@ class Watch:
         self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._cache = cache
+        self._server_uid = server_uid
         self._backoff = Backoff(first=0.05, cap=1.0)
         self._ended = False
         self._sock: socket.socket | None = None
@@ -87,7 +89,7 @@ class Watch:
         return event
 
     def _subscribe(self) -> None:
-        sock = connect_unix(self._socket_path, self._connect_timeout)
+        sock = connect_unix(self._socket_path, self._connect_timeout, self._server_uid)
         session = ClientSession()
         msgid, data = session.request(Method.TOKEN_WATCH, {"names": self.names})
         self._sock, self._session = sock, session

@@ -52,6 +52,8 @@ DESCRIPTION: dict[str, Any] = {
     "updated_at": 1764547200.0,
 }
 
+POLICY_RULE: dict[str, Any] = {"unit": "engine-a.service", "credentials": ["demo*"], "methods": ["get", "watch"]}
+
 TOKEN_RESULT: dict[str, Any] = {
     "name": "demo",
     "token": TOKEN,
@@ -70,7 +72,12 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
         Method.HELLO,
         0,
         [{"protocol": 1, "client": "conformance"}],
-        {"protocol": 1, "server": "vaultd 0.1.0", "state": "UNLOCKED", "peer": {"pid": 4242, "uid": 1000, "gid": 1000}},
+        {
+            "protocol": 1,
+            "server": "vaultd 0.1.0",
+            "state": "UNLOCKED",
+            "peer": {"pid": 4242, "uid": 1000, "gid": 1000, "unit": "engine-a.service", "exe": "/usr/bin/python3.11"},
+        },
     ),
     (
         "status",
@@ -186,6 +193,9 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
         [{"passphrase": PASS, "name": "demo"}],
         {"credential": DESCRIPTION},
     ),
+    ("policy.get", Method.POLICY_GET, 12, [{"passphrase": PASS}], {"rules": [POLICY_RULE]}),
+    ("policy.set", Method.POLICY_SET, 13, [{"passphrase": PASS, "policy": {"rules": [POLICY_RULE]}}], {"rules": 1}),
+    ("vault.rekey", Method.VAULT_REKEY, 14, [{"passphrase": PASS, "new_passphrase": "fake new passphrase"}], {}),
 ]
 
 _GET = [{"name": "demo", "min_ttl": 0}]
@@ -214,11 +224,11 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
     ),
     (
         ErrorCode.UNKNOWN_METHOD,
-        "vault.rekey",
+        "vault.export",
         23,
         [{}],
         None,
-        "unknown method 'vault.rekey'",
+        "unknown method 'vault.export'",
         "",
     ),
     (
@@ -293,7 +303,9 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
         None,
         "not signed: POST /0/private/Withdraw moves money out (withdrawal or transfer): refused unless an allow "
         "rule names this exact path",
-        "",
+        "the policy (SPEC.md section 11) answers FORBIDDEN too, for token.get, token.sign, token.watch and status: "
+        "e.g. \"token.get of 'demo' is not allowed for this process: no rule matches uid 1000, unit "
+        'engine-c.service"',
     ),
     (
         ErrorCode.VAULT_DAMAGED,

@@ -43,6 +43,9 @@ class Method(enum.StrEnum):
     CREDENTIAL_REMOVE = "credential.remove"
     CREDENTIAL_LIST = "credential.list"
     CREDENTIAL_RENEW = "credential.renew"
+    POLICY_GET = "policy.get"
+    POLICY_SET = "policy.set"
+    VAULT_REKEY = "vault.rekey"
 
 
 class Notify(enum.StrEnum):
@@ -134,6 +137,9 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     Method.CREDENTIAL_REMOVE: (_PASSPHRASE, _NAME),
     Method.CREDENTIAL_LIST: (_PASSPHRASE,),
     Method.CREDENTIAL_RENEW: (_PASSPHRASE, _NAME),
+    Method.POLICY_GET: (_PASSPHRASE,),
+    Method.POLICY_SET: (_PASSPHRASE, Field("policy", "map")),
+    Method.VAULT_REKEY: (_PASSPHRASE, Field("new_passphrase", "secret", max_len=4096)),
 }
 
 

@@ -64,6 +64,7 @@ def pinned(cpu: int | None) -> Callable[[], None] | None:
 
 def start_vaultd(root: Path, cpu: int | None = None) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(root / "run"), "XDG_DATA_HOME": str(root / "data")}
+    env["XDG_STATE_HOME"] = str(root / "state")
     env.pop("VAULTD_SOCKET", None)
     (root / "run").mkdir(mode=0o700)
     proc = subprocess.Popen(

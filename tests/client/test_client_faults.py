@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ import msgpack
 import pytest
 import trio
 
-from vaultd_client import AsyncClient, Client, DaemonUnavailable, Timeout, TrioClient
+from vaultd_client import AsyncClient, Client, DaemonUnavailable, Timeout, TrioClient, UntrustedSocket
 from vaultd_client._cache import TokenCache
 from vaultd_client._types import Token
 from vaultd_client.errors import ConnectionLost, MalformedResponse
@@ -357,3 +358,25 @@ def test_a_busy_daemon_is_waited_for_not_taken_for_another_user(short_tmp: Path)
 
     trio.run(on_trio)
     listener.close()
+
+
+def test_server_uid_names_the_uid_the_daemon_must_run_as(fake: Callable[..., FakeDaemon]) -> None:
+    # An engine of another user, let in by the daemon's policy, names the daemon's uid; a
+    # listener of any other uid is refused before a byte is sent, on every driver.
+    daemon = fake(answer_tokens)
+    assert Client(daemon.path, server_uid=os.getuid()).token("ex").value == "fake-ex"
+    with pytest.raises(UntrustedSocket):
+        Client(daemon.path, server_uid=os.getuid() + 1).token("ex")
+
+    async def on_asyncio() -> None:
+        with pytest.raises(UntrustedSocket):
+            await AsyncClient(daemon.path, server_uid=os.getuid() + 1).token("ex")
+
+    asyncio.run(on_asyncio())
+
+    async def on_trio() -> None:
+        with pytest.raises(UntrustedSocket):
+            await TrioClient(daemon.path, server_uid=os.getuid() + 1).token("ex")
+
+    trio.run(on_trio)
+    assert len(daemon.requests) == 1, "nothing was sent to the refused listener"

@@ -14,10 +14,22 @@ import trio.lowlevel
 import trio.testing
 
 from vaultd._listen import AlreadyRunning, bind_unix_socket
+from vaultd._peer import unit_of
 from vaultd._server import ServerLimits
 from vaultd_protocol import ErrorCode, Notification, Request, Response
 
 from .conftest import PASS, StartServer
+
+
+def _this_process() -> dict[str, object]:
+    unit = unit_of(Path("/proc/self/cgroup").read_text())
+    return {
+        "pid": os.getpid(),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "unit": unit,
+        "exe": os.readlink("/proc/self/exe"),
+    }
 
 
 async def test_hello_reports_the_identity_the_daemon_saw(start_server: StartServer) -> None:
@@ -25,7 +37,7 @@ async def test_hello_reports_the_identity_the_daemon_saw(start_server: StartServ
     client = await served.connect()
     result = await client.ok("hello", protocol=1, client="pytest")
     assert result["protocol"] == 1 and result["state"] == "UNINITIALIZED"
-    assert result["peer"] == {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid()}
+    assert result["peer"] == _this_process()
     response = await client.call("hello", protocol=99)
     assert response.error is not None and response.error.name == "UNSUPPORTED_PROTOCOL"
 

@@ -1,0 +1,166 @@
+"""``vaultctl audit`` and ``vaultctl audit verify`` as real processes, on logs written by AuditLog.
+
+Every run points VAULTD_SOCKET at nothing: a command that tried to reach the daemon would fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultd._audit import DEFAULT_KEEP, DEFAULT_MAX_BYTES, AuditLog, fingerprint
+
+from ..daemon_process import BIN
+
+ENGINE = {"uid": 1000, "gid": 1000, "pid": 4242, "unit": "engine-a.service", "exe": "/opt/engine"}
+TOKEN = "fake-token-ctl-audit-42"
+PRINT = fingerprint(b"fake key", TOKEN)
+T0 = 1_800_000_000.25  # 2027-01-15T08:00:00.250Z, 13:30:00.250 in India (TZ=IST-5:30, no tzdata needed)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "vaultd" / "audit.log"
+
+
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "VAULTD_SOCKET": str(tmp_path / "no-daemon.sock"), "TZ": "IST-5:30",
+            "XDG_STATE_HOME": str(tmp_path / "state")}  # fmt: skip
+
+
+def ctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "vaultctl", *args], capture_output=True, text=True, env=env(tmp_path), timeout=60, check=False
+    )
+
+
+def write(path: Path, count: int, *, max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP) -> AuditLog:
+    clock = iter(T0 + n for n in range(10_000))
+    log = AuditLog(path, clock=lambda: next(clock), max_bytes=max_bytes, keep=keep)
+    for n in range(count):
+        log.record(identity=ENGINE, method="token.get", credential=f"deribit-{n}", outcome="allow", fingerprint=PRINT)
+        if n % 5 == 4:
+            log.flush()
+    log.flush()
+    return log
+
+
+def test_audit_prints_a_table_or_the_lines_as_stored_without_a_daemon(tmp_path: Path, path: Path) -> None:
+    log = write(path, 2)
+    log.record(identity={"uid": 1001, "unit": "evil\x1b[2J.service", "pid": 7}, method="token.sign",
+               credential="binance", outcome="FORBIDDEN", detail="rule 3")  # fmt: skip
+    log.flush()
+    table = ctl(tmp_path, "audit")  # the default path, from XDG_STATE_HOME
+    assert table.returncode == 0, table.stderr
+    header, first, _, odd = table.stdout.splitlines()
+    assert header.split() == [
+        "TIME",
+        "WHO",
+        "(uid/unit/pid)",
+        "METHOD",
+        "CREDENTIAL",
+        "OUTCOME",
+        "FINGERPRINT",
+        "DETAIL",
+    ]
+    assert first.split() == ["2027-01-15T13:30:00.250+05:30", "1000/engine-a.service/4242", "token.get", "deribit-0",
+                             "allow", PRINT, "-"]  # fmt: skip
+    assert odd.split() == ["2027-01-15T13:30:02.250+05:30", "1001/evil\\x1b[2J.service/7", "token.sign", "binance",
+                           "FORBIDDEN", "-", "rule", "3"]  # fmt: skip
+    assert "\x1b" not in table.stdout  # a peer's unit name cannot drive the operator's terminal
+    raw = ctl(tmp_path, "audit", "--json", "--path", str(path))
+    assert raw.returncode == 0 and raw.stderr == ""
+    assert raw.stdout.encode() == path.read_bytes()
+    assert TOKEN not in table.stdout + raw.stdout
+
+
+def test_verify_passes_across_rotation_and_says_what_it_trusted(tmp_path: Path, path: Path) -> None:
+    write(path, 120, max_bytes=4096, keep=2)
+    result = ctl(tmp_path, "audit", "verify", "--path", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("audit log intact: ") and "lines in 3 files (seq " in result.stdout
+    assert "to 120)" in result.stdout and "taken on trust" in result.stdout
+    as_json = ctl(tmp_path, "audit", "--path", str(path), "verify", "--json")  # options on either side
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 0 and report["ok"] is True and report["files"] == 3 and report["last_seq"] == 120
+    assert report["lines"] == 120 - report["first_seq"] + 1 and report["problem"] is None
+
+
+@pytest.mark.parametrize(
+    ("tamper", "named"),
+    [
+        (lambda lines: lines.pop(6), "audit.log line 7: its 'seq' is 8 where 7 was expected after line 6"),
+        (lambda lines: lines.__setitem__(6, lines[6].replace(b"allow", b"deny!")), "audit.log line 8: its 'prev'"),
+        (lambda lines: lines.__delitem__(slice(-3, None)), "audit.head counts 10 lines, but the log ends at seq 7"),
+    ],
+    ids=["delete", "edit", "truncate"],
+)
+def test_verify_fails_naming_the_first_bad_line(tmp_path: Path, path: Path, tamper: object, named: str) -> None:
+    write(path, 10)
+    lines = path.read_bytes().splitlines(keepends=True)
+    tamper(lines)  # type: ignore[operator]
+    path.write_bytes(b"".join(lines))
+    result = ctl(tmp_path, "audit", "verify", "--path", str(path))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("vaultctl: the audit log does not verify: " + named), result.stderr
+    assert result.stderr.count("\n") == 1
+    report = ctl(tmp_path, "audit", "verify", "--json", "--path", str(path))
+    assert report.returncode == 1 and json.loads(report.stdout)["problem"].startswith(named)
+
+
+def test_missing_log_and_bad_usage(tmp_path: Path, path: Path) -> None:
+    missing = ctl(tmp_path, "audit", "--path", str(path))
+    assert missing.returncode == 1 and missing.stderr == f"vaultctl: no audit log at {path} (the daemon writes it; " \
+        "--path names another)\n"  # fmt: skip
+    nothing = ctl(tmp_path, "audit", "verify", "--path", str(path))
+    assert nothing.returncode == 1 and "no audit log at" in nothing.stderr
+    both = ctl(tmp_path, "audit", "--follow", "verify")
+    assert both.returncode == 2 and "--follow" in both.stderr
+    helped = ctl(tmp_path, "audit", "--help")
+    assert helped.returncode == 0 and "verify" in helped.stdout and "fingerprint" in helped.stdout
+    helped = ctl(tmp_path, "audit", "verify", "--help")
+    assert helped.returncode == 0 and "usage: vaultctl audit verify" in helped.stdout
+
+
+def _lines(proc: subprocess.Popen[str]) -> Iterator[str]:
+    assert proc.stdout is not None
+    yield from proc.stdout
+
+
+def test_follow_prints_lines_written_later_also_after_a_rotation(tmp_path: Path, path: Path) -> None:
+    log = write(path, 3, max_bytes=4096, keep=2)
+    proc = subprocess.Popen(
+        [BIN / "vaultctl", "audit", "--follow", "--json", "--path", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(tmp_path), start_new_session=True,
+    )  # fmt: skip
+    seen: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in _lines(proc):
+            seen.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def next_seq(deadline: float) -> int:
+        return int(json.loads(seen.get(timeout=max(0.0, deadline - time.monotonic())))["seq"])
+
+    try:
+        deadline = time.monotonic() + 20
+        assert [next_seq(deadline) for _ in range(3)] == [1, 2, 3]
+        for n in range(40):  # about 10 KB: rotates audit.log twice while vaultctl follows
+            log.record(identity=ENGINE, method="token.get", credential=f"later-{n}", outcome="allow")
+            log.flush()
+        assert path.with_name("audit.log.1").exists()
+        assert [next_seq(deadline) for _ in range(40)] == list(range(4, 44))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)

@@ -1,0 +1,527 @@
+"""The audit log: one hash-chained JSON line per decision, written in batches, capped and rotated.
+
+Where: ``$XDG_STATE_HOME/vaultd/audit.log`` (platformdirs' user state folder, by default
+``~/.local/state/vaultd/``; folder 0700, files 0600), with rotated files ``audit.log.1``
+(newest) to ``audit.log.4`` (oldest) beside it, and ``audit.head``.
+
+Each line is one JSON object (ASCII, no spaces, so one line whatever it holds), keys in this
+order:
+
+``time``
+    epoch seconds (float) when the decision was recorded;
+``identity``
+    the peer as the daemon saw it, a map as given (``uid``, ``gid``, ``pid``, ``unit``, ``exe``...);
+``method``
+    the method asked for (``token.get``, ``token.sign``, ...);
+``credential``
+    the credential's name, or null;
+``outcome``
+    ``"allow"``, ``"deny"``, or an error code's name (``"LOCKED"``, ...);
+``fingerprint``
+    for a token handed out, the first 16 hex digits of HMAC-SHA256(key, token)
+    (:func:`fingerprint`), else null: it shows which lines handed out the same token (and,
+    to whoever has the key, whether a given token is that one), never the token;
+``detail``
+    a short note (at most 200 characters), or null;
+``seq``
+    1 for the first line ever, then +1 per line: never goes back, across rotation and restarts;
+``prev``
+    hex SHA-256 of the previous line's bytes, newline included (of the last line of the next
+    older file for a file's first line); 64 zeros before the first line ever.
+
+``audit.head`` holds ``{"seq": N, "hash": H}``: the last line written and its SHA-256,
+rewritten (atomically) after each batch, ``seq`` 0 and 64 zeros before any line. So
+:func:`verify` finds a deleted, edited, inserted or reordered line anywhere (the chain),
+and lines cut from the end (the head). It needs no key and no passphrase.
+
+What the chain cannot show: a process of the same user can rewrite the whole chain and the
+head file consistently, or delete the oldest rotated files (which looks like rotation). The
+chain proves the log was not edited by someone who did not also rewrite it from that point
+on; against a same-user attacker, ship the lines elsewhere as they are written (journald,
+a log host) and compare.
+
+Writing never holds up an answer: :meth:`AuditLog.record` queues the entry in memory, and
+:meth:`AuditLog.run` writes the queue every second from a worker thread (one ``os.write`` of
+the whole batch with ``O_APPEND``, then ``fsync``; one per file when the batch crosses a
+rotation), as does :meth:`AuditLog.flush` at lock and at stop. A crash loses at most the last
+second; a line cut short by it is removed at the next start (with a warning), and what remains
+verifies. When the log cannot be written, lines wait in memory (up to :data:`MAX_QUEUED`;
+beyond that they are counted and one line says how many were lost) and each flush tries again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import trio
+
+from ._atomic import ensure_private_dir, remove_stale_temps, write_atomic
+from ._audit_read import (
+    FIELDS,
+    GENESIS,
+    Verified,
+    head_path,
+    parse_head,
+    read,
+    rotated_files,
+    sha256_hex,
+    verify,
+)
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "DEFAULT_MAX_BYTES",
+    "FIELDS",
+    "MAX_QUEUED",
+    "AuditLog",
+    "Verified",
+    "default_audit_path",
+    "fingerprint",
+    "head_path",
+    "read",
+    "verify",
+]
+
+log = logging.getLogger("vaultd.audit")
+
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+DEFAULT_KEEP = 4
+#: Lines waiting in memory at most (while the disk refuses them); more are counted and dropped.
+MAX_QUEUED = 100_000
+_MAX_TEXT = 200
+#: Lines encoded between two releases of the GIL, so that a big batch never holds up the event loop for long.
+_GIL_SLICE = 256
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+_VALUE_TYPES = frozenset({str, int, type(None)})
+
+#: time, identity, method, credential, outcome, fingerprint, detail
+_Entry = tuple[float, dict[str, Any], str, str | None, str, str | None, str | None]
+
+
+def default_audit_path(env: Mapping[str, str] = os.environ) -> Path:
+    """``$XDG_STATE_HOME/vaultd/audit.log``, else ``~/.local/state/vaultd/audit.log``.
+
+    With the process environment this is platformdirs' user state folder; with another
+    mapping (for tests, or a service's environment) the same XDG rule is applied to it.
+    """
+    if env is os.environ:
+        return platformdirs.user_state_path("vaultd", appauthor=False) / "audit.log"
+    state = env.get("XDG_STATE_HOME", "")
+    if not state.strip():
+        state = str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(state) / "vaultd" / "audit.log"
+
+
+def fingerprint(key: bytes, token: str) -> str:
+    """A short keyed fingerprint: the first 16 hex digits of HMAC-SHA256(key, token)."""
+    return hmac.new(key, token.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def _short(text: str | None) -> str | None:
+    return None if text is None else str(text)[:_MAX_TEXT]
+
+
+def _slow_encode(entry: _Entry, seq: int, prev: str) -> bytes:
+    when, identity, method, credential, outcome, print_, detail = entry
+    line = {
+        "time": when, "identity": identity, "method": method, "credential": credential, "outcome": outcome,
+        "fingerprint": print_, "detail": detail, "seq": seq, "prev": prev,
+    }  # fmt: skip
+    try:
+        text = _JSON.encode(line)
+    except (TypeError, ValueError) as exc:  # an identity json cannot take (a circular map, odd keys)
+        line["identity"] = {}
+        line["detail"] = f"identity not encodable ({type(exc).__name__}); dropped from this line"
+        text = _JSON.encode(line)
+    return text.encode("ascii") + b"\n"
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _string(value)
+
+
+class _Encoder:
+    """Lines as ``json.dumps(line, separators=(",", ":"))`` gives them, about four times faster.
+
+    The flush runs in a thread but holds the GIL while it encodes, so its cost is the event
+    loop's too. Most of it is the identity, the same for every request of a connection: its
+    JSON is cached, for maps of str keys and str, int or None values (looked up with the values'
+    types, so that ``True`` does not pass for ``1``; a float, ``-0.0`` for ``0.0``, is never cached).
+    """
+
+    def __init__(self) -> None:
+        self._identities: dict[tuple[tuple[Any, ...], ...], str] = {}
+
+    def __call__(self, entry: _Entry, seq: int, prev: str) -> bytes:
+        when, identity, method, credential, outcome, print_, detail = entry
+        if type(when) is not float or not math.isfinite(when):
+            return _slow_encode(entry, seq, prev)
+        try:
+            who = self._identity(identity)
+        except (TypeError, ValueError):
+            return _slow_encode(entry, seq, prev)
+        return (
+            f'{{"time":{when!r},"identity":{who},"method":{_string(method)},"credential":{_text(credential)},'
+            f'"outcome":{_string(outcome)},"fingerprint":{_text(print_)},"detail":{_text(detail)},'
+            f'"seq":{seq},"prev":"{prev}"}}\n'
+        ).encode("ascii")
+
+    def _identity(self, identity: dict[str, Any]) -> str:
+        keys, values = tuple(identity), tuple(identity.values())
+        key = (keys, values, tuple(map(type, values)))
+        try:
+            cached = self._identities.get(key)
+        except TypeError:  # an unhashable value (a list): not cached
+            return _JSON.encode(identity)
+        if cached is None:
+            cached = _JSON.encode(identity)
+            if _VALUE_TYPES.issuperset(key[2]) and all(type(k) is str for k in keys):
+                if len(self._identities) >= 256:
+                    self._identities.clear()
+                self._identities[key] = cached
+        return cached
+
+
+def _tail(fd: int, size: int) -> tuple[int, bytes | None]:
+    """The end of the last complete line in the first ``size`` bytes of ``fd``, and that line."""
+    step = 8192
+    while True:
+        start = max(0, size - step)
+        data = os.pread(fd, size - start, start)
+        end = data.rfind(b"\n")
+        if end >= 0:
+            begin = data.rfind(b"\n", 0, end) + 1
+            if begin > 0 or start == 0:
+                return start + end + 1, data[begin : end + 1]
+        elif start == 0:
+            return 0, None
+        step *= 4
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Tail:
+    seq: int
+    hash: str
+
+
+class AuditLog:
+    """The daemon's audit log: :meth:`record` queues, :meth:`flush` and :meth:`run` write.
+
+    ``blocking`` runs :meth:`flush` for :meth:`run` (``trio.to_thread.run_sync`` unless a
+    test runs it inline). Thread-safe: :meth:`record` may be called from any thread.
+
+    Raises:
+        ValueError: ``max_bytes`` under 4096 or ``keep`` under 1. Never an I/O error: a
+            log that cannot be read or written at start is counted in :attr:`write_errors`
+            and tried again at each flush.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        keep: int = DEFAULT_KEEP,
+        clock: Callable[[], float] = time.time,
+        blocking: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+    ) -> None:
+        if max_bytes < 4096:
+            raise ValueError("max_bytes must be at least 4096")
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._clock = clock
+        self._blocking = blocking
+        self._head = head_path(self.path)
+        self._encode = _Encoder()
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Entry] = []
+        self._dropped = 0
+        self._write_lock = threading.Lock()
+        self._unwritten: list[_Entry] = []  # taken from the queue, not yet on disk
+        self._attempt_seq: int | None = None  # the seq the first of them was given last time
+        self._errors = 0
+        self._failing = False
+        self._record_failed = False
+        self._tail: _Tail | None = None  # None: read the end of the log before writing
+        with self._write_lock:
+            try:
+                self._tail = self._recover()
+            except OSError as exc:
+                self._failed(exc)
+
+    # -- the daemon's side ------------------------------------------------------------------
+
+    def record(
+        self,
+        *,
+        identity: Mapping[str, Any],
+        method: str,
+        credential: str | None,
+        outcome: str,
+        fingerprint: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Queue one line. Never blocks, never raises (an I/O failure is logged once and counted).
+
+        ``fingerprint`` must be :func:`fingerprint`'s output, never a token. ``method``,
+        ``credential`` and ``detail`` are cut to 200 characters.
+        """
+        try:
+            entry: _Entry = (
+                self._clock(), dict(identity), str(method)[:_MAX_TEXT], _short(credential), str(outcome),
+                _short(fingerprint), _short(detail),
+            )  # fmt: skip
+            with self._queue_lock:
+                if len(self._queue) + len(self._unwritten) >= MAX_QUEUED:
+                    self._dropped += 1
+                else:
+                    self._queue.append(entry)
+        except Exception:  # a caller's odd identity must not break an answer
+            with self._queue_lock:
+                self._dropped += 1
+            if not self._record_failed:
+                self._record_failed = True
+                log.exception("an audit entry could not be queued (counted as dropped; logged once)")
+
+    def flush(self) -> None:
+        """Write everything queued now (synchronous; called at lock and at stop).
+
+        Waits for a flush in progress in another thread. Never raises an I/O error: a
+        failed write is logged (once until one succeeds again), counted, and retried later.
+        """
+        with self._write_lock:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            entries = self._unwritten
+            entries.extend(batch)
+            if not entries and not self._dropped:
+                return
+            try:
+                self._write(entries)
+            except OSError as exc:
+                self._failed(exc)
+                return
+            if self._failing:
+                self._failing = False
+                log.warning("the audit log %s is written again (%d failed attempts so far)", self.path, self._errors)
+
+    async def run(
+        self, *, interval: float = 1.0, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Flush at least every ``interval`` seconds until cancelled, then flush once more.
+
+        Writes in a worker thread (trio.to_thread) so the event loop never waits on the disk.
+        """
+        if not interval > 0:
+            raise ValueError("interval must be above 0")
+        blocking = self._blocking or trio.to_thread.run_sync
+        task_status.started()
+        try:
+            due = trio.current_time() + interval
+            while True:
+                await trio.sleep_until(due)
+                if self._queue or self._unwritten or self._dropped:
+                    await blocking(self.flush)
+                due = max(due + interval, trio.current_time())
+        finally:
+            with trio.CancelScope(shield=True):
+                await blocking(self.flush)
+
+    @property
+    def write_errors(self) -> int:
+        """Failed attempts to read or write the log (or its head) since start."""
+        return self._errors
+
+    @property
+    def pending(self) -> int:
+        """Lines waiting to be written (queued, or kept after a failed write)."""
+        return len(self._queue) + len(self._unwritten)
+
+    def close(self) -> None:
+        """Flush. Nothing stays open between flushes, so there is nothing else to release."""
+        self.flush()
+
+    # -- writing (under the write lock) -----------------------------------------------------
+
+    def _lost(self, count: int) -> _Entry:
+        identity = {"uid": os.getuid(), "pid": os.getpid()}
+        detail = f"{count} audit lines were dropped: the log could not be written and the queue was full"
+        return (self._clock(), identity, "audit", None, "LINES_DROPPED", None, detail)
+
+    def _failed(self, exc: OSError) -> None:
+        self._errors += 1
+        self._tail = None
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write the audit log %s: %s; lines wait in memory (up to %d) and each flush tries again",
+                self.path, exc.strerror or exc, MAX_QUEUED,
+            )  # fmt: skip
+
+    def _write(self, entries: list[_Entry]) -> None:
+        """Append ``entries`` (the list in ``_unwritten``), rotating as needed, then the head."""
+        if self._tail is None:
+            tail = self._recover()
+            if self._attempt_seq is not None:  # a failed write may have landed some of them
+                landed = max(0, min(len(entries), tail.seq - self._attempt_seq + 1))
+                del entries[:landed]
+            self._tail = tail
+        with self._queue_lock:
+            dropped, self._dropped = self._dropped, 0
+        if dropped:  # said once the log can be written again
+            entries.append(self._lost(dropped))
+        tail = self._tail
+        self._attempt_seq = tail.seq + 1
+        lines: list[bytes] = []
+        hashes: list[str] = []
+        prev = tail.hash
+        for offset, entry in enumerate(entries, start=1):
+            raw = self._encode(entry, tail.seq + offset, prev)
+            if offset % _GIL_SLICE == 0:
+                time.sleep(0)  # lets the event loop's thread take the GIL
+            prev = sha256_hex(raw)
+            lines.append(raw)
+            hashes.append(prev)
+        ensure_private_dir(self.path.parent)
+        done = 0
+        while done < len(lines):
+            fd = self._open()
+            try:
+                size = total = os.fstat(fd).st_size
+                take = done
+                while take < len(lines) and (total == 0 or total + len(lines[take]) <= self.max_bytes):
+                    total += len(lines[take])
+                    take += 1
+                if take > done:
+                    data = memoryview(b"".join(lines[done:take]))
+                    while data:
+                        data = data[os.write(fd, data) :]
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if size == 0 and take > done:
+                _fsync_dir(self.path.parent)  # a new file's name must survive a power loss too
+            if take > done:
+                self._tail = _Tail(tail.seq + take, hashes[take - 1])
+                self._attempt_seq = self._tail.seq + 1
+                del entries[: take - done]
+                done = take
+            if done < len(lines):
+                self._rotate()
+        head = json.dumps({"seq": self._tail.seq, "hash": self._tail.hash}) + "\n"
+        write_atomic(self._head, head.encode("ascii"))
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _numbered(self, number: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{number}")
+
+    def _rotate(self) -> None:
+        """audit.log.(keep-1) -> audit.log.keep, ..., audit.log -> audit.log.1; older ones go."""
+        for number in range(self.keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self._numbered(number), self._numbered(number + 1))
+        os.replace(self.path, self._numbered(1))
+        for number, stale in rotated_files(self.path):
+            if number > self.keep:
+                stale.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+
+    def _recover(self) -> _Tail:
+        """Where the chain goes on: the last complete line, after cutting off a torn one."""
+        directory = self.path.parent
+        ensure_private_dir(directory)
+        remove_stale_temps(directory, (self._head.name,))
+        head: tuple[int, str] | None = None
+        try:
+            head = parse_head(self._head.read_bytes())
+        except FileNotFoundError:
+            pass
+        except ValueError as exc:
+            log.warning("%s is not a valid audit head (%s); 'vaultctl audit verify' will say so", self._head, exc)
+        line = self._repair()
+        if line is None:
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(self._numbered(1), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    line = _tail(fd, os.fstat(fd).st_size)[1]
+                finally:
+                    os.close(fd)
+        if line is not None and not self._head.exists():
+            log.warning("%s is missing but the audit log has lines: it was deleted", self._head)
+        if line is None:
+            if head is None:
+                write_atomic(self._head, json.dumps({"seq": 0, "hash": GENESIS}).encode("ascii") + b"\n")
+                return _Tail(0, GENESIS)
+            if head[0] > 0:
+                log.warning("no audit log is left in %s, but %s counts %d lines: the log was deleted",
+                            directory, self._head.name, head[0])  # fmt: skip
+            return _Tail(*head)
+        seq = 0
+        try:
+            seq = int(json.loads(line)["seq"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("the last line of the audit log is not a valid entry; 'vaultctl audit verify' will say more")
+        if head is not None and head[0] > seq:
+            log.warning(
+                "%s counts %d lines but the audit log ends at seq %d: lines were removed from its end; "
+                "the next line's seq continues from the head, so 'vaultctl audit verify' keeps reporting it",
+                self._head.name, head[0], seq,
+            )  # fmt: skip
+            seq = head[0]
+        return _Tail(seq, sha256_hex(line))
+
+    def _repair(self) -> bytes | None:
+        """Cut a torn last line off audit.log; its last complete line, or None if it has none."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            end, line = _tail(fd, size)
+            if end < size:
+                log.warning(
+                    "the audit log %s ended with an incomplete line (%d bytes, a write cut short by a crash "
+                    "or power loss): cut off at the last complete line",
+                    self.path, size - end,
+                )  # fmt: skip
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+            return line
+        finally:
+            os.close(fd)

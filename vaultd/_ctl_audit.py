@@ -1,0 +1,193 @@
+"""``vaultctl audit`` and ``vaultctl audit verify``: print the audit log, and check its hash chain.
+
+Both read the files directly: they do not talk to the daemon and need no passphrase, so
+they work with the daemon stopped, locked or gone. Neither ever prints a token: the log
+holds none (only a short keyed fingerprint of each token handed out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from vaultd_client import Client
+
+from ._audit import default_audit_path, read, verify
+
+__all__ = ["AUDIT_COMMANDS", "add_audit_parsers", "table_row"]
+
+#: vaultctl's statuses (the table is in ``_ctl``).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_COLUMNS = (("TIME", 29), ("WHO (uid/unit/pid)", 34), ("METHOD", 16), ("CREDENTIAL", 18), ("OUTCOME", 13))
+
+_AUDIT_EPILOG = """\
+each line of the log is one JSON object, keys in this order:
+  time         epoch seconds when the daemon decided
+  identity     the peer as the daemon saw it: uid, gid, pid, unit, exe...
+  method       what it asked for (token.get, token.sign, ...)
+  credential   the credential's name, or null
+  outcome      allow, deny, or an error code's name (LOCKED, ...)
+  fingerprint  for a token handed out, the first 16 hex digits of an HMAC of it (never the token)
+  detail       a short note, or null
+  seq          1, 2, 3...: never goes back, across rotation and restarts
+  prev         SHA-256 of the previous line (64 zeros before the first line ever)
+
+The table shows time in local ISO-8601, then uid/unit/pid, method, credential, outcome,
+fingerprint and detail. Reading does not check the chain: 'vaultctl audit verify' does.
+Files: audit.log, then audit.log.1 (newest) .. audit.log.4 (oldest) and audit.head, in
+$XDG_STATE_HOME/vaultd (default ~/.local/state/vaultd).
+
+Exit status: 0 ok, 1 no log at that path or a line that is not JSON, 2 usage.
+"""
+
+_VERIFY_EPILOG = """\
+Checks every line from the oldest kept file (audit.log.N) to audit.log: valid JSON with the
+keys in order, 'seq' one more than the line before, 'prev' the SHA-256 of the line before.
+The oldest kept line's link to what rotation dropped is taken on trust, and said so.
+audit.head (the last seq and hash, rewritten after each write) shows lines removed from the
+end. A deleted, edited, inserted or reordered line fails, naming the file and line.
+
+Not detected: a process of your user that rewrites the whole chain and audit.head, or deletes
+the oldest files. Ship the log elsewhere as it is written to guard against that.
+
+Exit status: 0 the chain holds, 1 it does not (the first bad file and line on stderr), 2 usage.
+"""
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    print(f"vaultctl: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _printable(value: Any) -> str:
+    """``value`` as text a terminal shows as is: control characters come escaped."""
+    text = "-" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _when(epoch: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(epoch)).astimezone().isoformat(timespec="milliseconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return f"{epoch!r} (not a time)"
+
+
+def _who(identity: Any) -> str:
+    if not isinstance(identity, dict):
+        return _printable(identity)
+    return "/".join(_printable(identity.get(key)) for key in ("uid", "unit", "pid"))
+
+
+def _header() -> str:
+    return "".join(f"{name:<{width}} " for name, width in _COLUMNS) + "FINGERPRINT      DETAIL"
+
+
+def table_row(entry: dict[str, Any]) -> str:
+    """One log entry as a table row (escaped for the terminal)."""
+    cells = (
+        _when(entry.get("time")), _who(entry.get("identity")), _printable(entry.get("method")),
+        _printable(entry.get("credential")), _printable(entry.get("outcome")),
+    )  # fmt: skip
+    row = "".join(f"{cell:<{width}} " for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
+    row += f"{_printable(entry.get('fingerprint')):<16} {_printable(entry.get('detail'))}"
+    return row.rstrip()
+
+
+def _show(entries: Iterable[dict[str, Any]], *, as_json: bool) -> int:
+    status = EXIT_OK
+    if not as_json:
+        print(_header(), flush=True)
+    for entry in entries:
+        if "error" in entry and "seq" not in entry:
+            print(f"vaultctl: {entry['error']} (run 'vaultctl audit verify')", file=sys.stderr, flush=True)
+            status = EXIT_FAILED
+        elif as_json:
+            print(json.dumps(entry, separators=(",", ":")), flush=True)
+        else:
+            print(table_row(entry), flush=True)
+    return status
+
+
+def _path(args: argparse.Namespace) -> Path:
+    return Path(args.path).expanduser() if args.path else default_audit_path()
+
+
+def cmd_audit(client: Client, args: argparse.Namespace) -> int:
+    """``vaultctl audit [verify]``: the client is not used (no daemon needed)."""
+    path = _path(args)
+    try:
+        if args.audit_command == "verify":
+            if args.follow:
+                _fail("--follow goes with 'vaultctl audit', not with 'verify'", EXIT_USAGE)
+            return _verify(path, as_json=args.json)
+        if not args.follow and not path.exists():
+            _fail(f"no audit log at {path} (the daemon writes it; --path names another)", EXIT_FAILED)
+        if args.follow and not path.exists():
+            print(f"vaultctl: waiting for {path} to appear", file=sys.stderr, flush=True)
+        return _show(read(path, follow=args.follow), as_json=args.json)
+    except BrokenPipeError:  # 'vaultctl audit | head': the reader is gone, and that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except OSError as exc:
+        _fail(f"cannot read the audit log at {path}: {exc.strerror or exc}", EXIT_FAILED)
+
+
+def _verify(path: Path, *, as_json: bool) -> int:
+    result = verify(path)
+    if as_json:
+        print(json.dumps({"path": str(path), **asdict(result)}, indent=2))
+        return EXIT_OK if result.ok else EXIT_FAILED
+    if not result.ok:
+        checked = f" ({result.lines} lines checked before it)" if result.lines else ""
+        _fail(f"the audit log does not verify: {result.problem}{checked}", EXIT_FAILED)
+    span = f" (seq {result.first_seq} to {result.last_seq})" if result.first_seq is not None else ""
+    print(f"audit log intact: {result.lines} lines in {result.files} files{span}, {path}")
+    if result.note:
+        print(f"note: {result.note}")
+    return EXIT_OK
+
+
+def add_audit_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``audit`` (and its ``verify``) on vaultctl's subcommands."""
+    default = default_audit_path()
+    p = sub.add_parser(
+        "audit",
+        help="print the audit log (--follow, --json); 'vaultctl audit verify' checks its hash chain",
+        description=(
+            "Print the audit log, oldest line first: one line per decision the daemon made. "
+            "Reads the files directly: no daemon and no passphrase needed."
+        ),
+        usage=(
+            "vaultctl audit [-h] [--follow] [--json] [--path FILE]\n"
+            "       vaultctl audit verify [-h] [--json] [--path FILE]"
+        ),
+        epilog=_AUDIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing lines as they are written (as tail -F)")
+    p.add_argument("--json", action="store_true", help="print each entry as one JSON line, as stored")
+    p.add_argument("--path", metavar="FILE", help=f"the audit log (default {default})")
+    actions = p.add_subparsers(dest="audit_command", title="actions")
+    v = actions.add_parser(
+        "verify",
+        prog="vaultctl audit verify",
+        help="check the hash chain: exit 0 when it holds, 1 naming the first bad file and line",
+        description="Check the audit log's hash chain and its head file. Needs no daemon and no passphrase.",
+        epilog=_VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # SUPPRESS: given before 'verify' or after it, either way counts.
+    v.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON")
+    v.add_argument("--path", metavar="FILE", default=argparse.SUPPRESS, help=f"the audit log (default {default})")
+
+
+AUDIT_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {"audit": cmd_audit}
