@@ -1,7 +1,8 @@
 """``vaultctl``: the operator's command line, a thin shell over the client library.
 
-Every command talks to the running daemon through :class:`vaultd_client.Client`; secrets
-come from the terminal, a file, an fd or stdin, never from argv. Output for people by
+Commands talk to the running daemon through :class:`vaultd_client.Client` (``demo``,
+``install``, ``audit`` and ``policy test --file`` work without it); secrets come from the
+terminal, a file, an fd or stdin, never from argv. Output for people by
 default, ``--json`` where scripts read it. Exit status: 0 success, 1 the daemon refused,
 2 bad usage, 3 no daemon, 4 the vault is locked.
 """
