@@ -138,7 +138,8 @@ def _finish(prepared: _Prepared, nonce: int | None) -> dict[str, Any]:
         signed = prepared.provider.sign(signing)
     except SignError as exc:
         raise _invalid(str(exc)) from None
-    final_query = encode_query(signed.query)  # exactly as signed: not urlencode's '+' for spaces
+    # Exactly as signed: not urlencode's '+' for spaces.
+    final_query = encode_query(signed.query) if signed.query_string is None else signed.query_string
     return {
         "headers": dict(signed.headers),
         "url": urlunsplit((prepared.scheme, prepared.netloc, prepared.path, final_query, "")),
@@ -158,12 +159,32 @@ def _split_url(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
     if parts.username or parts.password or parts.fragment:
         raise _invalid("'url' must not carry credentials or a fragment")
     try:
-        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        query = parse_query(parts.query)
     except ValueError:
         raise _invalid("'url' has a malformed query string") from None
     path = parts.path or "/"
     _check_canonical(path)
     return parts.scheme, parts.netloc, path, query
+
+
+def parse_query(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, strict_parsing=True)``, quicker for the common
+    query with nothing escaped (no ``%`` or ``+``): every ``&``-separated part must hold ``=``.
+
+    Raises:
+        ValueError: a part without ``=`` (an empty one included).
+    """
+    if not text:
+        return []
+    if "%" in text or "+" in text:
+        return parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    pairs = []
+    for part in text.split("&"):
+        name, equals, value = part.partition("=")
+        if not equals:
+            raise ValueError(f"bad query field: {part!r}")
+        pairs.append((name, value))
+    return pairs
 
 
 def _check_canonical(path: str) -> None:

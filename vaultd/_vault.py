@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +67,17 @@ class _Open:
     policy: dict[str, Any]
     #: Keys the audit log's token fingerprints, so that the log cannot be used to test a guess.
     audit_key: Secret
+    #: Token -> fingerprint, for tokens handed out since the unlock (dropped at lock).
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def wipe(self) -> None:
         self.data_key.wipe()
         self.audit_key.wipe()
+        self.fingerprints.clear()
+
+
+#: Fingerprints remembered at most (then forgotten all at once): tokens renew, names are few.
+_FINGERPRINTS_KEPT = 4096
 
 
 def _new_audit_key() -> bytes:
@@ -385,11 +392,21 @@ class Vault:
         return None if self._open is None else self._open.policy
 
     def fingerprint(self, token: str) -> str | None:
-        """A short keyed fingerprint of ``token`` for the audit log (None while locked)."""
+        """A short keyed fingerprint of ``token`` for the audit log (None while locked).
+
+        Remembered per token while unlocked (a token is handed out many times): the hot path
+        pays the HMAC once per token, not once per request.
+        """
         opened = self._open
         if opened is None:
             return None
-        return hmac.new(opened.audit_key.reveal(), token.encode(), hashlib.sha256).hexdigest()[:16]
+        known = opened.fingerprints.get(token)
+        if known is None:
+            if len(opened.fingerprints) >= _FINGERPRINTS_KEPT:
+                opened.fingerprints.clear()
+            known = hmac.new(opened.audit_key.reveal(), token.encode(), hashlib.sha256).hexdigest()[:16]
+            opened.fingerprints[token] = known
+        return known
 
     async def rekey(self, passphrase: Secret, new_passphrase: Secret) -> None:
         """Seal the vault under ``new_passphrase`` with a fresh data key (and salt; the same KDF

@@ -19,6 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey, VerifyKey
 
 import vaultd._schemes as schemes
@@ -31,6 +33,7 @@ from vaultd._schemes.deribit import client_signature
 from vaultd._schemes.kraken import body_with_nonce
 from vaultd._schemes.okx import iso_timestamp, prehash
 from vaultd._secret import Secret
+from vaultd._signing import parse_query
 
 # Binance Spot API docs, "Request security" (rest-api/request-security, formerly rest-api.md
 # "SIGNED Endpoint Examples for POST /api/v3/order") and the WebSocket API "Request security":
@@ -666,3 +669,24 @@ def test_signed_repr_shows_header_names_only() -> None:
     assert PASSPHRASE_TEXT not in repr(signed)
     assert "OK-ACCESS-PASSPHRASE" in repr(signed)
     assert SECRET_TEXT not in repr(hmac_keys(SECRET_TEXT, passphrase=PASSPHRASE_TEXT))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.text(alphabet="ab=&%+2F0 é", max_size=24))
+def test_the_quick_query_parser_agrees_with_parse_qsl(text: str) -> None:
+    try:
+        expected: list[tuple[str, str]] | None = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        expected = None
+    try:
+        got: list[tuple[str, str]] | None = parse_query(text)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+def test_binance_hands_over_the_query_string_it_signed() -> None:
+    signed = SCHEMES["binance-hmac"].sign(request(query=BINANCE_PARAMS, recvWindow="5000"), hmac_keys("s"))
+    assert signed.query_string == encode_query(signed.query)
+    with_body = SCHEMES["binance-hmac"].sign(request(body=b"symbol=BTCUSDT"), hmac_keys("s"))
+    assert with_body.query_string == encode_query(with_body.query) == ""

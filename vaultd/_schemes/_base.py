@@ -91,6 +91,8 @@ class Signed:
     body: bytes
     #: Epoch seconds until which the exchange accepts this signature.
     valid_until: float
+    #: ``encode_query(query)``, when the scheme has it at hand already (it signed it).
+    query_string: str | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         # Header values can be credentials (OKX's passphrase, Coinbase's bearer JWT): names only.

@@ -108,12 +108,14 @@ def sign_rest(request: SignRequest, keys: Keys, scheme: str, sign: Signer) -> Si
         query += tuple(added)
     elif added:
         body += b"&" + encode_query(added).encode("ascii")
-    signature = sign(encode_query(query).encode("ascii") + body)
+    query_string = encode_query(query)
+    signature = sign(query_string.encode("ascii") + body)
     if body:
         body += f"&signature={quote(signature, safe='')}".encode("ascii")
     else:
         query += (("signature", signature),)
-    return Signed({"X-MBX-APIKEY": keys.api_key}, query, body, valid_until)
+        query_string += ("&" if query_string else "") + encode_query(query[-1:])
+    return Signed({"X-MBX-APIKEY": keys.api_key}, query, body, valid_until, query_string)
 
 
 def _hmac_signer(keys: Keys, scheme: str) -> Signer:
