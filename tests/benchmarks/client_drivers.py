@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import trio
-from sign_vs_ssh_agent import PASS, add, start_vaultd, summary, timed
+from sign_vs_ssh_agent import PASS, add, pinned, start_vaultd, summary, timed
 
 from vaultd_client import AsyncClient, Client, TrioClient
 
@@ -89,9 +89,12 @@ def import_ms(runs: int) -> tuple[float, float]:
     return median_ms("pass"), median_ms("import vaultd_client")
 
 
-def start_floor(root: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_floor(root: Path, cpu: int | None = None) -> tuple[subprocess.Popen[bytes], Path]:
     path = root / "floor.sock"
-    proc = subprocess.Popen([sys.executable, str(HERE / "floor_server.py"), str(path)])
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "floor_server.py"), str(path)],
+        preexec_fn=pinned(cpu),  # noqa: PLW1509 - sched_setaffinity only
+    )
     for _ in range(400):
         if path.exists():
             break

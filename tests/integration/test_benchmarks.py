@@ -36,3 +36,14 @@ def test_the_client_benchmark_runs_beside_its_floor() -> None:
     for row in ("cached token(), sync", "cached token(), asyncio", "cached token(), trio", "round trip p50: vaultd",
                 "64 concurrent on one connection", "import vaultd_client"):  # fmt: skip
         assert row in printed
+
+
+def test_the_benchmark_suite_prints_every_row_and_its_ratios() -> None:
+    printed = smoke_run("suite.py")
+    for row in ("floor token.get", "vaultd token.get static", "vaultd token.get oauth2", "vaultd token.sign HMAC",
+                "vaultd token.sign Ed25519", "requests per second", "cached token()", "import vaultd_client",
+                "start to READY", "unlock, KDF profile min", "RSS idle", "CPU per hour idle",
+                "token.get p50 / floor p50", "64-connection throughput / floor"):  # fmt: skip
+        assert row in printed, row
+    assert "ssh-agent SIGN_REQUEST Ed25519" in printed or "left out: ssh-agent" in printed
+    assert "gnome-keyring" in printed  # measured, or left out with the reason

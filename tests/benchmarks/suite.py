@@ -1,0 +1,393 @@
+"""The benchmark suite: vaultd beside its floor and its peers, in one run, with ratios.
+
+    python tests/benchmarks/suite.py                  # the full run (a few minutes)
+    python tests/benchmarks/suite.py --short          # a smoke run (CI): every row, few samples
+    python tests/benchmarks/suite.py --out DIR        # also DIR/bench.txt, bench.json, bench.png
+
+Rows (each measured here, in this run, on this machine):
+- the floor: ``floor_server.py``, a bare trio MessagePack-RPC server answering a fixed 200-byte
+  token, timed with the same clients as vaultd;
+- vaultd ``token.get`` (static, and oauth2 against the fake exchange) and ``token.sign`` (HMAC,
+  Ed25519): p50 and p99 on one connection (sync client, both processes pinned to one core),
+  and requests per second at 1, 8 and 64 connections (asyncio, one client per connection);
+- peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), and gnome-keyring
+  through secretstorage (left out, with the reason, where it is not installed);
+- the cached ``token()`` per call; ``import vaultd_client`` over bare Python; the daemon's
+  start to READY (a NOTIFY_SOCKET of our own); unlock time per KDF profile; RSS idle with
+  10,000 credentials; CPU per hour idle with 10,000 credentials (the renewer on trio's
+  MockClock, as in renewal_scheduler.py).
+The audit log is on throughout (the daemon's default). Figures, never assertions: the
+targets are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+from client_drivers import import_ms, per_call_us, start_floor
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from renewal_scheduler import idle_renewer
+from sign_vs_ssh_agent import PASS, SshAgent, add, pinned, summary, timed
+
+from vaultd import _vaultfile
+from vaultd._secret import Secret
+from vaultd_client import AsyncClient, Client
+from vaultd_protocol import KdfProfile
+
+URL = "https://api.binance.com/api/v3/order?symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01"
+CONNECTIONS = (1, 8, 64)
+TARGETS = {
+    "token.get p50 / floor p50": "<= 1.2",
+    "64-connection throughput / floor": ">= 0.8",
+    "Ed25519 sign p50 / ssh-agent sign p50": "<= 0.25",
+    "cached token() us": "<= 2",
+    "import ms over bare python": "<= 30",
+    "start to READY ms": "<= 400",
+}
+
+
+class Daemon:
+    """A real vaultd in a throwaway root, pinned to ``cpu``; READY is heard on our own NOTIFY_SOCKET."""
+
+    def __init__(self, root: Path, cpu: int | None = None) -> None:
+        self.root = root
+        (root / "run").mkdir(mode=0o700, exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items() if k != "VAULTD_SOCKET"}
+        self.env.update(
+            XDG_RUNTIME_DIR=str(root / "run"), XDG_DATA_HOME=str(root / "data"), XDG_STATE_HOME=str(root / "state")
+        )
+        self.path = root / "run" / "vaultd" / "vaultd.sock"
+        self.cpu = cpu
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def start(self) -> float:
+        """Start it; return the seconds from spawn to READY=1."""
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify_path = self.root / "notify.sock"
+        notify_path.unlink(missing_ok=True)
+        notify.bind(str(notify_path))
+        notify.settimeout(30)
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vaultd", "--log-level", "warning"],
+            env={**self.env, "NOTIFY_SOCKET": str(notify_path)},
+            preexec_fn=pinned(self.cpu),  # noqa: PLW1509 - sched_setaffinity only
+        )
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        took = time.perf_counter() - started
+        notify.setblocking(False)  # open until stop: the daemon keeps sending STATUS lines
+        self.notify = notify
+        return took
+
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+            self.notify.close()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def throughput(path: Path, connections: int, seconds: float, call: str, params: dict[str, Any]) -> float:
+    """Requests per second from ``connections`` asyncio clients (one connection each), sequential each."""
+
+    async def run() -> float:
+        clients = [AsyncClient(path, cache=False) for _ in range(connections)]
+        done = 0
+        deadline = 0.0
+
+        async def one(client: AsyncClient) -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await client.call(call, params)
+                done += 1
+
+        for client in clients:
+            await client.call(call, params)  # connect and warm up
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        await asyncio.gather(*(one(client) for client in clients))
+        elapsed = time.perf_counter() - started
+        for client in clients:
+            await client.aclose()
+        return done / elapsed
+
+    return asyncio.run(run())
+
+
+def bulk_vault(data_dir: Path, count: int) -> None:
+    """A vault file holding ``count`` static credentials, written directly (10,000 puts would
+    rewrite the file 10,000 times)."""
+    data_dir.mkdir(parents=True, mode=0o700)
+    header, key = _vaultfile.new_vault(Secret(PASS), KdfProfile.MIN)
+    now = time.time()
+    credentials = {
+        f"c{i}": {"kind": "static", "config": {"token": f"fake-token-{i:05d}"}, "created_at": now, "updated_at": now}
+        for i in range(count)
+    }
+    body = {"credentials": credentials, "policy": {"rules": []}, "audit_key": secrets.token_bytes(32)}
+    (data_dir / "vault").write_bytes(_vaultfile.encode(header, key, body))
+    (data_dir / "vault").chmod(0o600)
+
+
+def oauth_config(exchange_url: str, refresh: str) -> dict[str, Any]:
+    return {
+        "token_url": exchange_url + "/oauth/token",
+        "grant_type": "refresh_token",
+        "client_id": "fake-client",
+        "client_secret": "fake-secret",
+        "refresh_token": refresh,
+    }
+
+
+def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    count, seconds = args.count, args.seconds
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
+    daemon = Daemon(root, cpu)
+    floor, floor_path = start_floor(root, cpu)
+    exchange = subprocess.Popen(
+        [sys.executable, "-m", "vaultd._fake_exchange", "--expires-in", "86400"], stdout=subprocess.PIPE, text=True
+    )
+    agent: SshAgent | None = None
+    os.sched_setaffinity(0, {cpu})
+    try:
+        assert exchange.stdout is not None
+        exchange_url = f"http://127.0.0.1:{int(exchange.stdout.readline())}"
+        ready = [daemon.start()]
+        with Client(daemon.path, timeout=60, cache=False) as admin:
+            admin.call("vault.init", {"passphrase": PASS, "kdf_profile": "min"}, timeout=60)
+            admin.unlock(PASS)
+            add(admin, "tok", "static", {"token": "f" * 200})
+            control = urllib.request.Request(
+                exchange_url + "/_control", data=json.dumps({"new_refresh_token": True}).encode(), method="POST"
+            )
+            with urllib.request.urlopen(control, timeout=10) as answer:
+                refresh = json.loads(answer.read())["refresh_token"]
+            add(admin, "oauth", "oauth2", oauth_config(exchange_url, refresh))
+            add(admin, "hmac", "sign", {"scheme": "binance-hmac", "api_key": "fake-key", "secret": "fake-secret"})
+            pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            add(admin, "ed", "sign", {"scheme": "binance-ed25519", "api_key": "fake-key", "private_key": pem.decode()})
+            admin.token("oauth")  # the first oauth2 token comes from the exchange
+
+        client = Client(daemon.path, cache=False)
+        floor_client = Client(floor_path, cache=False)
+        latency: dict[str, tuple[float, float]] = {}
+        latency["floor token.get"] = summary(timed(lambda: floor_client.call("token.get", {"name": "x"}), count))
+        latency["vaultd token.get static"] = summary(timed(lambda: client.token("tok"), count))
+        latency["vaultd token.get oauth2"] = summary(timed(lambda: client.token("oauth"), count))
+        latency["vaultd token.sign HMAC"] = summary(timed(lambda: client.sign("hmac", "POST", URL), count))
+        latency["vaultd token.sign Ed25519"] = summary(timed(lambda: client.sign("ed", "POST", URL), count))
+        if shutil.which("ssh-agent") and shutil.which("ssh-keygen") and shutil.which("ssh-add"):
+            agent = SshAgent(root, cpu)
+            payload = URL.encode()
+            latency["ssh-agent REQUEST_IDENTITIES"] = summary(timed(agent.identities, count))
+            latency["ssh-agent SIGN_REQUEST Ed25519"] = summary(timed(lambda: agent.sign(payload), count))
+        else:
+            results["left out"].append("ssh-agent: ssh-agent, ssh-keygen or ssh-add is not installed")
+        results["latency_us"] = {k: {"p50": round(p50, 1), "p99": round(p99, 1)} for k, (p50, p99) in latency.items()}
+
+        rates: dict[str, dict[int, float]] = {}
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) | set(range(os.cpu_count() or 1)))
+        for label, path, method, params in (
+            ("floor token.get", floor_path, "token.get", {"name": "x"}),
+            ("vaultd token.get static", daemon.path, "token.get", {"name": "tok"}),
+            ("vaultd token.sign Ed25519", daemon.path, "token.sign", {"name": "ed", "method": "POST", "url": URL}),
+        ):
+            rates[label] = {n: round(throughput(path, n, seconds, method, params)) for n in CONNECTIONS}
+        results["requests_per_s"] = rates
+
+        cached = Client(daemon.path)
+        cached.token("tok")
+        results["cached_token_us"] = round(per_call_us(lambda: cached.token("tok"), count * 20), 3)
+        for _ in range(args.starts - 1):
+            daemon.stop()
+            ready.append(daemon.start())
+        results["start_to_ready_ms"] = round(statistics.median(ready) * 1000, 1)
+        client.close()
+    finally:
+        if agent is not None:
+            agent.stop()
+        daemon.stop()
+        floor.kill()
+        exchange.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def measure_unlock(profiles: list[str], results: dict[str, Any]) -> None:
+    unlock: dict[str, float] = {}
+    for profile in profiles:
+        root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
+        daemon = Daemon(root)
+        try:
+            daemon.start()
+            with Client(daemon.path, timeout=120, slow_timeout=300) as admin:
+                admin.call("vault.init", {"passphrase": PASS, "kdf_profile": profile}, timeout=300)
+                started = time.perf_counter()
+                admin.unlock(PASS)
+                unlock[profile] = round((time.perf_counter() - started) * 1000, 1)
+        finally:
+            daemon.stop()
+            shutil.rmtree(root, ignore_errors=True)
+    results["unlock_ms"] = unlock
+
+
+def measure_idle(count: int, idle_seconds: float, results: dict[str, Any]) -> None:
+    root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
+    daemon = Daemon(root)
+    try:
+        bulk_vault(root / "data" / "vaultd", count)
+        daemon.start()
+        before = rss_mib(daemon.pid())
+        with Client(daemon.path, timeout=120, slow_timeout=300) as admin:
+            admin.unlock(PASS)
+            admin.token("c0")
+        time.sleep(1)  # let the renewer settle (static tokens: nothing to renew)
+        results["rss_idle_mib"] = {
+            "locked": round(before, 1),
+            f"unlocked, {count:,} credentials": round(rss_mib(daemon.pid()), 1),
+        }
+    finally:
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    cpu = trio.run(idle_renewer, count, idle_seconds, clock=trio.testing.MockClock(autojump_threshold=0))
+    results["idle_cpu_s_per_hour"] = {f"{count:,} credentials": round(cpu * 3600 / idle_seconds, 4)}
+
+
+def secretstorage_row(results: dict[str, Any]) -> None:
+    try:
+        import secretstorage  # type: ignore[import-not-found]  # noqa: F401 - optional peer
+    except ImportError:
+        results["left out"].append("gnome-keyring: the secretstorage package is not installed")
+        return
+    results["left out"].append("gnome-keyring: no D-Bus session with a keyring here (needs a desktop session)")
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    latency, rates = results["latency_us"], results["requests_per_s"]
+    out = {
+        "token.get p50 / floor p50": latency["vaultd token.get static"]["p50"] / latency["floor token.get"]["p50"],
+        "64-connection throughput / floor": rates["vaultd token.get static"][64] / rates["floor token.get"][64],
+        "cached token() us": results["cached_token_us"],
+        "import ms over bare python": results["import_ms_over_bare"],
+        "start to READY ms": results["start_to_ready_ms"],
+    }
+    if "ssh-agent SIGN_REQUEST Ed25519" in latency:
+        out["Ed25519 sign p50 / ssh-agent sign p50"] = (
+            latency["vaultd token.sign Ed25519"]["p50"] / latency["ssh-agent SIGN_REQUEST Ed25519"]["p50"]
+        )
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"vaultd benchmark suite ({results['mode']}), {results['machine']}", ""]
+    lines.append(f"one connection, sequential, one core (microseconds){'p50':>14} {'p99':>9}")
+    for label, figure in results["latency_us"].items():
+        lines.append(f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f}")
+    lines.append("")
+    lines.append("requests per second, asyncio client, one connection per client: " + ", ".join(map(str, CONNECTIONS)))
+    for label, rate in results["requests_per_s"].items():
+        lines.append(f"  {label:48} " + " ".join(f"{rate[n]:>9,}" for n in CONNECTIONS))
+    lines.append("")
+    lines.append(f"  cached token()                                  {results['cached_token_us']:9.3f} us per call")
+    lines.append(f"  import vaultd_client over bare python           {results['import_ms_over_bare']:9.1f} ms")
+    lines.append(f"  start to READY (median)                         {results['start_to_ready_ms']:9.1f} ms")
+    for profile, ms in results["unlock_ms"].items():
+        lines.append(f"  unlock, KDF profile {profile:28} {ms:9.1f} ms")
+    for label, mib in results["rss_idle_mib"].items():
+        lines.append(f"  RSS idle, {label:38} {mib:9.1f} MiB")
+    for label, cpu in results["idle_cpu_s_per_hour"].items():
+        lines.append(f"  CPU per hour idle, {label:29} {cpu:9.4f} s (renewer, accelerated clock)")
+    lines.append("")
+    lines.append("targets (ratios from this run)")
+    for name, value in results["ratios"].items():
+        lines.append(f"  {name:48} {value:9.3f}   target {TARGETS[name]}")
+    lines.extend(f"left out: {reason}" for reason in results["left out"])
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot: matplotlib is not installed (pip install '.[bench]')"
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for label, rate in results["requests_per_s"].items():
+        latencies = [n / rate[n] * 1e6 for n in CONNECTIONS]  # Little's law: mean latency per call
+        axes.plot(CONNECTIONS, latencies, marker="o", label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("concurrent connections")
+    axes.set_ylabel("mean latency per call (us)")
+    axes.set_title("latency against connections")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--short", action="store_true", help="a smoke run: every row, few samples (CI)")
+    parser.add_argument("--out", type=Path, help="also write bench.txt, bench.json and bench.png here")
+    args = parser.parse_args()
+    args.count, args.seconds, args.starts = (200, 0.3, 2) if args.short else (5000, 3.0, 7)
+    profiles = ["min", "interactive"] if args.short else ["min", "interactive", "moderate"]
+    idle_count, idle_seconds = (1000, 600.0) if args.short else (10_000, 1800.0)
+    results: dict[str, Any] = {"mode": "short" if args.short else "full", "left out": []}
+    results["machine"] = f"{os.cpu_count()} CPUs, {os.uname().machine}, Python {sys.version.split()[0]}"
+    measure_vaultd(args, results)
+    bare, imported = import_ms(3 if args.short else 15)
+    results["import_ms_over_bare"] = round(imported - bare, 1)
+    measure_unlock(profiles, results)
+    measure_idle(idle_count, idle_seconds, results)
+    secretstorage_row(results)
+    results["ratios"] = ratios(results)
+    text = render(results)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.txt").write_text(text + "\n")
+        (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+        missing = plot(results, args.out / "bench.png")
+        if missing:
+            print(missing)
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
