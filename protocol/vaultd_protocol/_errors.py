@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs an engine ~7 ms of import: annotations only
+    from typing import Any
 
 __all__ = [
     "ErrorCode",
