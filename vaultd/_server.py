@@ -202,12 +202,19 @@ class _ServerConnection:
         self._session = Session(peer, self._outbox, self._scope.cancel)
         self._last_activity = trio.current_time()
         self._frame_started: float | None = None
+        #: Set when a deadline moved earlier (half a message arrived): the watch looks again.
+        self._deadline_moved = trio.Event()
+        #: Whether the read loop waits for bytes (a message's clock runs only then: while it
+        #: holds whole requests back for want of a free slot, the peer is not the slow one).
+        self._waiting = False
+        self._maybe_more = False
 
     async def run(self) -> None:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._push_notifications, nursery)
+                    nursery.start_soon(self._watch_deadlines)
                     await self._read_loop(nursery)
                     # The peer closed its side: finish the answers in flight, then stop pushing.
                     await self._drain_answers()
@@ -262,42 +269,61 @@ class _ServerConnection:
     async def _receive(self) -> bool:
         """Read more bytes into the connection; False when the connection should close.
 
-        A message must arrive whole within ``frame_timeout`` of its first byte, however
-        slowly it trickles; a connection with nothing in flight closes after ``idle_timeout``.
+        No deadline here (a cancel scope per read costs more than answering a token):
+        :meth:`_watch_deadlines` closes a connection whose message or silence lasts too long.
         """
-        limits = self._limits
-        if self._fd is not None and self._eager < _EAGER_LIMIT:
+        if self._fd is not None and self._eager < _EAGER_LIMIT and self._maybe_more:
             ready = self._read_now()
             if ready is not None:
                 self._eager += 1
-                self._last_activity = trio.current_time()
-                self._conn.receive_data(ready)
+                self._received(ready)
                 return True
         self._eager = 0
-        while True:
-            if self._conn.mid_message:
-                if self._frame_started is None:
-                    self._frame_started = trio.current_time()
-                deadline = self._frame_started + limits.frame_timeout
-            else:
-                self._frame_started = None
-                deadline = self._last_activity + limits.idle_timeout
-                if self._conn.in_flight:  # not idle: look again later
-                    deadline = max(deadline, trio.current_time() + limits.idle_timeout)
-            with trio.move_on_at(deadline):
+        if self._conn.mid_message and self._frame_started is None:
+            self._frame_started = trio.current_time()  # part of a message is here: its clock starts
+            self._deadline_moved.set()
+        self._waiting = True
+        try:
+            while True:
                 data = await self._receive_some()
-                if data is None:
-                    continue  # woken, yet nothing to read: wait again
-                self._last_activity = trio.current_time()
-                self._conn.receive_data(data)
-                return True
-            if self._conn.mid_message:
-                log.info("closing connection (%s): half a message for too long", self._peer)
-                return False
-            if self._conn.in_flight or self._last_activity + limits.idle_timeout > trio.current_time():
-                continue  # an answer is pending, or was just sent: not idle
-            log.info("closing connection (%s): idle", self._peer)
-            return False
+                if data is not None:  # else: woken, yet nothing to read: wait again
+                    self._received(data)
+                    return True
+        finally:
+            self._waiting = False
+        self._maybe_more = False
+
+    def _received(self, data: bytes | bytearray) -> None:
+        self._last_activity = trio.current_time()
+        self._conn.receive_data(data)
+        # A full read may have left more behind: try the next read at once. After a short one,
+        # a request-answer peer is waiting for us, and a read now would only say "not yet".
+        self._maybe_more = len(data) == self._limits.receive_size
+
+    async def _watch_deadlines(self) -> None:
+        """Close the connection when a message takes longer than ``frame_timeout`` to arrive
+        whole (however slowly it trickles), or when it stays silent with nothing in flight for
+        ``idle_timeout``. Sleeps until the nearest deadline; reads only note the time."""
+        limits = self._limits
+        while True:
+            now = trio.current_time()
+            if self._waiting and self._frame_started is not None and self._conn.mid_message:
+                deadline = self._frame_started + limits.frame_timeout
+                if now >= deadline:
+                    log.info("closing connection (%s): half a message for too long", self._peer)
+                    self._scope.cancel()
+                    return
+            else:
+                deadline = self._last_activity + limits.idle_timeout
+                if now >= deadline:
+                    if not self._conn.in_flight:
+                        log.info("closing connection (%s): idle", self._peer)
+                        self._scope.cancel()
+                        return
+                    deadline = now + limits.idle_timeout  # an answer is pending: not idle
+            self._deadline_moved = moved = trio.Event()
+            with trio.move_on_at(deadline):
+                await moved.wait()
 
     async def _receive_some(self) -> bytes | bytearray | None:
         if self._fd is None:

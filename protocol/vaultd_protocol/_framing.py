@@ -161,9 +161,25 @@ def decode_whole(buf: bytearray, start: int, limits: Limits) -> tuple[Any, int] 
             obj, length = extra.unpacked, len(view) - len(extra.extra)
         except (msgpack.UnpackException, ValueError):
             return None
-    if isinstance(obj, (list, dict)) and _too_deep(obj, limits.max_depth):
+    if isinstance(obj, (list, dict)) and not _flat_call(obj, limits.max_depth) and _too_deep(obj, limits.max_depth):
         return None
     return obj, length
+
+
+def _flat_call(obj: list[Any] | dict[str, Any], max_depth: int) -> bool:
+    """Whether ``obj`` is, at a glance, a message no deeper than 3: ``[.., .., .., [{k: scalar}]]``
+    (nearly every request and answer); the general walk is for everything else."""
+    if max_depth < 3 or not isinstance(obj, list) or len(obj) != 4:
+        return False
+    *head, params = obj
+    if any(isinstance(item, (list, dict)) for item in head) or not isinstance(params, list):
+        return False
+    for item in params:
+        if isinstance(item, list) or (
+            isinstance(item, dict) and any(isinstance(v, (list, dict)) for v in item.values())
+        ):
+            return False
+    return True
 
 
 def _too_deep(container: list[Any] | dict[str, Any], budget: int) -> bool:
