@@ -207,7 +207,6 @@ class _ServerConnection:
         #: Whether the read loop waits for bytes (a message's clock runs only then: while it
         #: holds whole requests back for want of a free slot, the peer is not the slow one).
         self._waiting = False
-        self._maybe_more = False
 
     async def run(self) -> None:
         try:
@@ -272,7 +271,9 @@ class _ServerConnection:
         No deadline here (a cancel scope per read costs more than answering a token):
         :meth:`_watch_deadlines` closes a connection whose message or silence lasts too long.
         """
-        if self._fd is not None and self._eager < _EAGER_LIMIT and self._maybe_more:
+        if self._fd is not None and self._eager < _EAGER_LIMIT:
+            # Even after a short read: the peer may have sent its next request while we answered
+            # (on one core, our write lets it run at once), and then no scheduler pass is needed.
             ready = self._read_now()
             if ready is not None:
                 self._eager += 1
@@ -291,14 +292,10 @@ class _ServerConnection:
                     return True
         finally:
             self._waiting = False
-        self._maybe_more = False
 
     def _received(self, data: bytes | bytearray) -> None:
         self._last_activity = trio.current_time()
         self._conn.receive_data(data)
-        # A full read may have left more behind: try the next read at once. After a short one,
-        # a request-answer peer is waiting for us, and a read now would only say "not yet".
-        self._maybe_more = len(data) == self._limits.receive_size
 
     async def _watch_deadlines(self) -> None:
         """Close the connection when a message takes longer than ``frame_timeout`` to arrive
