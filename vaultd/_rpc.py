@@ -353,9 +353,11 @@ class Dispatcher:
         return {"rules": len(policy.rules)}
 
     async def _rekey(self, params: _Params, session: Session) -> Any:
+        # Characters, as SPEC.md says and vault.init counts (the Secret's length is UTF-8 bytes).
+        too_short = len(params["new_passphrase"]) < _MIN_PASSPHRASE
         new_passphrase = Secret(params.pop("new_passphrase"))
         try:
-            if len(new_passphrase) < _MIN_PASSPHRASE:
+            if too_short:
                 raise RpcError(
                     ErrorCode.INVALID_PARAMS, f"the new passphrase must be at least {_MIN_PASSPHRASE} characters"
                 )

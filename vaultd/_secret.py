@@ -8,10 +8,15 @@ one mutable buffer, overwrites it on :meth:`Secret.wipe`, and keeps it out of ``
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hmac
 from typing import NoReturn
 
-__all__ = ["Secret"]
+__all__ = ["Secret", "scrub_freed_memory"]
+
+#: Zero-filled objects made per small-object size class by :func:`scrub_freed_memory`.
+_SCRUB_PER_CLASS = 512
 
 
 class Secret:
@@ -55,3 +60,22 @@ class Secret:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a Secret cannot be pickled")
+
+
+def scrub_freed_memory() -> None:
+    """Overwrite what it can of the copies of secrets that Python freed without zeroing.
+
+    Called after a lock (best effort, a few milliseconds). ``reveal``, the msgpack codec
+    and the sealing library make transient copies (a token's text for each answer, the
+    plaintext vault body), and freeing memory does not clear it. Three steps: collect
+    reference cycles (a traceback can hold frames that hold secrets); allocate zero-filled
+    objects in every small-object size class, which Python's allocator serves first from
+    the blocks freed last, overwriting them; and ask glibc to hand its free pages back to
+    the kernel (``malloc_trim``), which gives them back zeroed if they are ever used again.
+    """
+    gc.collect()
+    filler = [bytes(size) for size in range(0, 480, 8) for _ in range(_SCRUB_PER_CLASS)]
+    del filler
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the C library already loaded
+    if trim is not None:  # glibc; others have no such call
+        trim(0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,11 @@ NOT_NOW: Any = object()
 #: must take the awaited path (which yields): a pipelining peer cannot starve the scheduler.
 _EAGER_LIMIT = 16
 
+#: Connections taken from the listen backlog at once. An awaited accept costs a scheduler pass
+#: (every busy connection's turn), so one at a time, a client left in the backlog of a loaded
+#: daemon waits seconds to be let in.
+_ACCEPT_BATCH = 64
+
 #: accept() failures that say "not now" (out of fds or memory, a peer gone before we took it).
 _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
 
@@ -118,46 +124,62 @@ async def serve(
     refused: Callable[[Peer], None] | None = getattr(handler, "refused", None)
     open_count = 0
     refused_for_cap = 0
-    async with trio.open_nursery() as nursery:
-        task_status.started()
-        while True:
-            try:
-                sock, _ = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_TRANSIENT:
-                    raise
-                log.error("accept failed (%s): waiting before accepting again", exc.strerror)
-                await trio.sleep(0.1)
-                continue
-            stream = trio.SocketStream(sock)
-            if open_count >= limits.max_connections:
-                refused_for_cap += 1
-                if refused_for_cap == 1 or refused_for_cap % 1000 == 0:
-                    log.warning(
-                        "connection cap of %d reached: refusing new connections (%d refused so far)",
-                        limits.max_connections,
-                        refused_for_cap,
-                    )
-                await stream.aclose()
-                continue
-            try:
-                peer = peer_of(sock)
-            except OSError:
-                await stream.aclose()
-                continue
-            if peer.uid != own_uid and not _admitted(peer, admits, refused):
-                await stream.aclose()
-                continue
-            open_count += 1
-
-            async def run(stream: trio.SocketStream = stream, peer: Peer = peer) -> None:
-                nonlocal open_count
+    # A twin of the listener (the same backlog), to take what else waits there without a yield.
+    with socket.fromfd(listener.fileno(), listener.family, listener.type) as twin:
+        twin.setblocking(False)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
                 try:
-                    await serve_stream(stream, peer, handler, limits)
-                finally:
-                    open_count -= 1
+                    first, _ = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_TRANSIENT:
+                        raise
+                    log.error("accept failed (%s): waiting before accepting again", exc.strerror)
+                    await trio.sleep(0.1)
+                    continue
+                for sock in [first, *_accept_now(twin)]:
+                    if open_count >= limits.max_connections:
+                        refused_for_cap += 1
+                        if refused_for_cap == 1 or refused_for_cap % 1000 == 0:
+                            log.warning(
+                                "connection cap of %d reached: refusing new connections (%d refused so far)",
+                                limits.max_connections,
+                                refused_for_cap,
+                            )
+                        sock.close()
+                        continue
+                    try:
+                        peer = peer_of(sock)
+                    except OSError:
+                        sock.close()
+                        continue
+                    if peer.uid != own_uid and not _admitted(peer, admits, refused):
+                        sock.close()
+                        continue
+                    open_count += 1
+                    stream = trio.SocketStream(sock)
 
-            nursery.start_soon(run)
+                    async def run(stream: trio.SocketStream = stream, peer: Peer = peer) -> None:
+                        nonlocal open_count
+                        try:
+                            await serve_stream(stream, peer, handler, limits)
+                        finally:
+                            open_count -= 1
+
+                    nursery.start_soon(run)
+
+
+def _accept_now(twin: socket.socket) -> list[trio.socket.SocketType]:
+    """The connections waiting in the backlog now (at most ``_ACCEPT_BATCH - 1``), without waiting."""
+    taken: list[trio.socket.SocketType] = []
+    while len(taken) < _ACCEPT_BATCH - 1:
+        try:
+            sock, _ = twin.accept()
+        except OSError:  # none waiting; any other failure, the awaited accept meets and handles
+            break
+        taken.append(trio.socket.from_stdlib_socket(sock))
+    return taken
 
 
 def _admitted(peer: Peer, admits: Callable[[Peer], bool] | None, refused: Callable[[Peer], None] | None) -> bool:

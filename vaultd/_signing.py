@@ -151,7 +151,10 @@ def _finish(prepared: _Prepared, nonce: int | None) -> dict[str, Any]:
 
 
 def _split_url(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed "[" (IPv6), a netloc that NFKC normalisation changes
+        raise _invalid("'url' is not a valid URL") from None
     if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
         raise _invalid("'url' must be an absolute https:// (or wss://) URL")
     if parts.scheme in ("http", "ws") and not is_loopback(parts.hostname):

@@ -31,7 +31,7 @@ from ._credentials import ConfigError, Credential, from_config, from_record
 from ._errors import RpcError
 from ._renewer import Renewer
 from ._sealing import OpenFailed
-from ._secret import Secret
+from ._secret import Secret, scrub_freed_memory
 from ._signing import sign_now, sign_request
 from ._watch import LOCKED, WatchHub
 
@@ -290,6 +290,7 @@ class Vault:
             log.info("vault locked")
             self.hub.end_all(LOCKED, {})
             self._on_change()
+            scrub_freed_memory()  # after the lock took effect: it never waits for this
 
     # -- admin methods: passphrase in every call -----------------------------------------
 
@@ -423,7 +424,13 @@ class Vault:
             try:
                 await self._write_open(opened, epoch, changed, "the new passphrase")
                 # Once more, so that vault.bak is not the last file the old passphrase opens.
-                await self._write_open(opened, epoch, changed, "the new passphrase")
+                try:
+                    await self._write_open(opened, epoch, changed, "the new passphrase")
+                except RpcError as exc:
+                    raise RpcError(
+                        exc.code,
+                        f"the new passphrase is in effect, but vault.bak may still open with the old one: {exc}",
+                    ) from None
             finally:
                 if opened.data_key is not data_key:
                     data_key.wipe()  # not adopted: nothing was written with it

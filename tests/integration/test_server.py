@@ -203,3 +203,48 @@ async def test_a_watcher_that_never_reads_is_dropped_and_others_carry_on(start_s
     await trio.testing.wait_all_tasks_blocked()
     assert served.vault.hub.watchers("ex") == 0, "the slow watcher was dropped"
     assert (await bystander.ok("token.get", name="ex"))["token"] == "fake-token-inproc"
+
+
+# Found by the reliability suite's fuzz row (hypothesis): a URL that urllib cannot split (an
+# unclosed IPv6 bracket; a host that NFKC normalisation changes) made token.sign answer INTERNAL,
+# on the fast path and the slow one. It is INVALID_PARAMS, and the connection carries on.
+@pytest.mark.parametrize(
+    "wire",
+    [
+        bytes.fromhex(
+            "940001aa746f6b656e2e7369676e9183a46e616d65a762696e616e6365a66d6574686f64a3474554a375726cae68747470733a2f2f5b3a3a312f78"
+        ),
+        msgpack.packb([0, 1, "token.sign", [{"name": "binance", "method": "GET", "url": "https://a\uff03b/x"}]]),
+    ],
+)
+async def test_a_url_urllib_cannot_split_is_invalid_params_not_internal(start_server: StartServer, wire: bytes) -> None:
+    served = await start_server()
+    await served.ready()
+    client = await served.connect()
+    config = {"scheme": "binance-hmac", "api_key": "fake-key", "secret": "fake-secret"}
+    await client.ok("credential.put", passphrase=PASS, name="binance", kind="sign", config=config)
+    raw = await served.connect()
+    await raw.send_raw(wire)
+    unpacker = msgpack.Unpacker()
+    with trio.fail_after(5):
+        while not (answers := list(unpacker)):
+            unpacker.feed(await raw.stream.receive_some(65536))
+    [(kind, msgid, error, result)] = answers
+    assert (kind, msgid, result) == (1, 1, None) and error["name"] == "INVALID_PARAMS", error
+    assert (await client.ok("token.get", name="ex"))["token"] == "fake-token-inproc"
+
+
+# Found by the reliability suite's fuzz row (hypothesis): vault.rekey counted the new passphrase
+# in UTF-8 bytes, so three 4-byte characters passed the 8-character minimum that vault.init and
+# SPEC.md apply; the vault was then sealed under a 3-character passphrase.
+async def test_rekey_counts_the_new_passphrase_in_characters(start_server: StartServer) -> None:
+    served = await start_server()
+    await served.ready()
+    client = await served.connect()
+    response = await client.call("vault.rekey", passphrase=PASS, new_passphrase="\U0007e488\U00040b5c\x7f")
+    assert response.error is not None and response.error.name == "INVALID_PARAMS", response.error
+    await client.ok("vault.lock")
+    await client.ok("vault.unlock", passphrase=PASS)  # the old passphrase still opens it
+    await client.ok("vault.rekey", passphrase=PASS, new_passphrase="ééééééé\U0007e488")  # 8 characters
+    await client.ok("vault.lock")
+    await client.ok("vault.unlock", passphrase="ééééééé\U0007e488")

@@ -7,6 +7,7 @@ from typing import Any
 from unittest import mock
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,3 +101,16 @@ def test_whole_message_fast_path_agrees_with_the_header_scanner(parts: list[byte
     limits = Limits(max_message_size=256, max_depth=depth)
     data = b"".join(parts)
     assert _outcome(data, limits, fast=True) == _outcome(data, limits, fast=False)
+
+
+# Found by tests/fuzz/fuzz_decoder.py (atheris): a request array of the wrong length was answered
+# under its msgid, where SPEC.md 3.1 answers only a 4-element array that starts [0, msgid.
+@pytest.mark.parametrize(
+    "wire", [bytes.fromhex("96000000000000"), bytes.fromhex("920005"), b"\x95\x00\x07\xa1m\x90\xc0"]
+)
+def test_a_request_of_the_wrong_length_is_refused_without_an_answer(wire: bytes) -> None:
+    server = Connection(Role.SERVER)
+    server.receive_data(wire)
+    with pytest.raises(RemoteProtocolError, match="4 elements") as caught:
+        server.next_event()
+    assert caught.value.msgid is None
