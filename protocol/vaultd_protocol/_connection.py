@@ -42,15 +42,16 @@ class Role(enum.Enum):
 
 def encode(event: Request | Response | Notification) -> bytes:
     """Encode one event to its wire bytes (no state checks: see :meth:`Connection.send`)."""
-    obj: list[Any]
+    return msgpack.packb(_wire(event), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _wire(event: Request | Response | Notification) -> list[Any]:
     if isinstance(event, Request):
-        obj = [MessageType.REQUEST, event.msgid, event.method, event.params]
-    elif isinstance(event, Response):
+        return [MessageType.REQUEST, event.msgid, event.method, event.params]
+    if isinstance(event, Response):
         error = None if event.error is None else event.error.to_wire()
-        obj = [MessageType.RESPONSE, event.msgid, error, event.result]
-    else:
-        obj = [MessageType.NOTIFICATION, event.method, event.params]
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+        return [MessageType.RESPONSE, event.msgid, error, event.result]
+    return [MessageType.NOTIFICATION, event.method, event.params]
 
 
 class Connection:
@@ -73,6 +74,9 @@ class Connection:
         self._scanning = False
         self._eof = False
         self._error: RemoteProtocolError | None = None
+        # One packer per connection (a connection is used by one task or thread at a time):
+        # msgpack.packb would build a Packer for every message.
+        self._pack = msgpack.Packer(use_bin_type=True).pack
         # Server: requests received and not answered yet. Client: requests sent.
         self._in_flight: set[int] = set()
 
@@ -160,7 +164,7 @@ class Connection:
             self._in_flight.discard(event.msgid)
         elif self._error is not None:
             raise LocalProtocolError("connection is broken")
-        return encode(event)
+        return self._pack(_wire(event))  # type: ignore[no-any-return]
 
     # -- internals ---------------------------------------------------------------------
 

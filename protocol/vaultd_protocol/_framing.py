@@ -153,17 +153,27 @@ def decode_whole(buf: bytearray, start: int, limits: Limits) -> tuple[Any, int] 
     is bounded: msgpack sees at most ``max_message_size`` bytes and allocates no more than it
     was given, and the nesting is checked after decoding, on the decoded containers only.
     """
-    with memoryview(buf) as whole, whole[start : start + limits.max_message_size] as view:
-        try:
-            obj = msgpack.unpackb(view, raw=False, strict_map_key=True, use_list=True)
-            length = len(view)
-        except msgpack.ExtraData as extra:
-            obj, length = extra.unpacked, len(view) - len(extra.extra)
-        except (msgpack.UnpackException, ValueError):
-            return None
+    if start == 0 and len(buf) <= limits.max_message_size:  # the usual case: no view to make
+        decoded = _unpack(buf)
+    else:
+        with memoryview(buf) as whole, whole[start : start + limits.max_message_size] as view:
+            decoded = _unpack(view)
+    if decoded is None:
+        return None
+    obj, length = decoded
     if isinstance(obj, (list, dict)) and not _flat_call(obj, limits.max_depth) and _too_deep(obj, limits.max_depth):
         return None
     return obj, length
+
+
+def _unpack(data: bytearray | memoryview) -> tuple[Any, int] | None:
+    """The first object in ``data`` and its length, or None (incomplete, or not decodable)."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True), len(data)
+    except msgpack.ExtraData as extra:
+        return extra.unpacked, len(data) - len(extra.extra)
+    except (msgpack.UnpackException, ValueError):
+        return None
 
 
 def _flat_call(obj: list[Any] | dict[str, Any], max_depth: int) -> bool:

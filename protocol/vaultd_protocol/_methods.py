@@ -146,6 +146,10 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
 }
 
 
+#: Each method's parameter names, for the unknown-parameter check.
+_KNOWN: Final[dict[Method, frozenset[str]]] = {m: frozenset(f.name for f in fields) for m, fields in METHODS.items()}
+
+
 def parse_params(method: Method, params: list[Any]) -> dict[str, Any]:
     """Check ``params`` against ``method``'s schema and return the map with defaults.
 
@@ -160,7 +164,7 @@ def parse_params(method: Method, params: list[Any]) -> dict[str, Any]:
     else:
         raise InvalidParams("params must be an array holding one map")
     fields = METHODS[method]
-    known = {f.name for f in fields}
+    known = _KNOWN[method]
     for key in given:
         if key not in known:
             shown = key if isinstance(key, str) and len(key) <= 64 and key.isprintable() else "?"
