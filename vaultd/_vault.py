@@ -10,14 +10,12 @@ emergency brake, and an operation in flight when the vault locked fails with LOC
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
 from ._credentials import ConfigError, Credential, from_config, from_record
 from ._errors import RpcError
+from ._opened import OpenVault, adopt, new_audit_key, sealed_body
 from ._renewer import Renewer
 from ._sealing import OpenFailed
 from ._secret import Secret, scrub_freed_memory
@@ -55,33 +54,6 @@ class FailureDelay:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-@dataclass
-class _Open:
-    """What an unlocked vault holds besides the credentials."""
-
-    header: _vaultfile.Header
-    data_key: Secret
-    #: Who may ask for what (``{"rules": [...]}``, see ``_policy``); stored sealed, set with the passphrase.
-    policy: dict[str, Any]
-    #: Keys the audit log's token fingerprints, so that the log cannot be used to test a guess.
-    audit_key: Secret
-    #: Token -> fingerprint, for tokens handed out since the unlock (dropped at lock).
-    fingerprints: dict[str, str] = field(default_factory=dict)
-
-    def wipe(self) -> None:
-        self.data_key.wipe()
-        self.audit_key.wipe()
-        self.fingerprints.clear()
-
-
-#: Fingerprints remembered at most (then forgotten all at once): tokens renew, names are few.
-_FINGERPRINTS_KEPT = 4096
-
-
-def _new_audit_key() -> bytes:
-    return secrets.token_bytes(32)
 
 
 class Vault:
@@ -118,7 +90,7 @@ class Vault:
         self._lock = trio.Lock()
         self._write_lock = trio.Lock()
         self._nonce_locks: dict[str, trio.Lock] = {}
-        self._open: _Open | None = None
+        self._open: OpenVault | None = None
         self._credentials: dict[str, Credential] = {}
         self._epoch = 0
         self._initialized = self.path.exists()
@@ -189,7 +161,7 @@ class Vault:
                 )
             header, data_key = await self._blocking(_vaultfile.new_vault, passphrase, profile)
             try:
-                body = {"credentials": {}, "policy": {"rules": []}, "audit_key": _new_audit_key()}
+                body = {"credentials": {}, "policy": {"rules": []}, "audit_key": new_audit_key()}
                 await self._write(header, data_key, body, generation=1)
             except NotDurable as exc:
                 self._initialized = True
@@ -234,7 +206,7 @@ class Vault:
             try:
                 credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
                 policy = body.get("policy") or {"rules": []}
-                audit_key = body.get("audit_key") or _new_audit_key()  # an older vault: kept from its next write
+                audit_key = body.get("audit_key") or new_audit_key()  # an older vault: kept from its next write
                 if not isinstance(policy, dict) or not isinstance(audit_key, bytes):
                     raise TypeError("policy or audit_key")
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -250,7 +222,7 @@ class Vault:
                 for credential in credentials.values():
                     credential.wipe()
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
-            self._open = _Open(header, data_key, policy, Secret(audit_key))
+            self._open = OpenVault(header, data_key, policy, Secret(audit_key))
             self._credentials = credentials
             self._generation = max(self._generation, header.generation)
             self._kdf_profile = header.kdf.profile_name()
@@ -393,21 +365,9 @@ class Vault:
         return None if self._open is None else self._open.policy
 
     def fingerprint(self, token: str) -> str | None:
-        """A short keyed fingerprint of ``token`` for the audit log (None while locked).
-
-        Remembered per token while unlocked (a token is handed out many times): the hot path
-        pays the HMAC once per token, not once per request.
-        """
+        """A short keyed fingerprint of ``token`` for the audit log (None while locked)."""
         opened = self._open
-        if opened is None:
-            return None
-        known = opened.fingerprints.get(token)
-        if known is None:
-            if len(opened.fingerprints) >= _FINGERPRINTS_KEPT:
-                opened.fingerprints.clear()
-            known = hmac.new(opened.audit_key.reveal(), token.encode(), hashlib.sha256).hexdigest()[:16]
-            opened.fingerprints[token] = known
-        return known
+        return None if opened is None else opened.fingerprint(token)
 
     async def rekey(self, passphrase: Secret, new_passphrase: Secret) -> None:
         """Seal the vault under ``new_passphrase`` with a fresh data key (and salt; the same KDF
@@ -436,7 +396,7 @@ class Vault:
                     data_key.wipe()  # not adopted: nothing was written with it
             log.info("passphrase changed: the vault is sealed under a new key")
 
-    async def _write_open(self, opened: _Open, epoch: int, changed: _Open, what: str) -> None:
+    async def _write_open(self, opened: OpenVault, epoch: int, changed: OpenVault, what: str) -> None:
         """Write the vault as ``changed`` says (a new key and header, or policy), then adopt it.
 
         Under the write lock, so that a renewer's write never mixes the old and the new.
@@ -448,15 +408,15 @@ class Vault:
         async with self._write_lock:
             if self._epoch != epoch or self._open is not opened:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
-            body = _body(changed, self._credentials)
+            body = sealed_body(changed, self._credentials)
             try:
                 await self._write(changed.header, changed.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:
-                _adopt(opened, changed)
+                adopt(opened, changed)
                 raise RpcError(
                     ErrorCode.STORAGE_FAILED, f"{what} is in effect, but it may not survive a power loss: {exc}"
                 ) from None
-            _adopt(opened, changed)
+            adopt(opened, changed)
 
     # -- reader methods --------------------------------------------------------------------
 
@@ -557,7 +517,7 @@ class Vault:
             key.wipe()
         self._delay.reset()
 
-    async def _admin(self, passphrase: Secret) -> tuple[_Open, int]:
+    async def _admin(self, passphrase: Secret) -> tuple[OpenVault, int]:
         """Check the vault is unlocked and ``passphrase`` opens it; return it and its epoch."""
         if self._open is None:
             raise RpcError(
@@ -570,7 +530,7 @@ class Vault:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
         return self._open, epoch
 
-    async def _persist(self, opened: _Open, epoch: int, credentials: dict[str, Credential]) -> None:
+    async def _persist(self, opened: OpenVault, epoch: int, credentials: dict[str, Credential]) -> None:
         """Write ``credentials`` to the vault file, then make them the ones in memory.
 
         Memory always matches the file: it changes when the file did, including when only
@@ -581,7 +541,7 @@ class Vault:
         """
         try:
             async with self._write_lock:
-                body = _body(opened, credentials)
+                body = sealed_body(opened, credentials)
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
         except NotDurable as exc:
             if self._epoch == epoch:
@@ -608,7 +568,7 @@ class Vault:
         async with self._write_lock:
             if self._epoch != epoch:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked before the write")
-            body = _body(opened, self._credentials)
+            body = sealed_body(opened, self._credentials)
             try:
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:
@@ -633,23 +593,6 @@ class Vault:
             log.error("vault write failed: %s", exc)
             raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
         self.last_write_error = None
-
-
-def _adopt(opened: _Open, changed: _Open) -> None:
-    """Make the unlocked vault's state what was just written (wiping a data key replaced)."""
-    if changed.data_key is not opened.data_key:
-        old_key, opened.data_key = opened.data_key, changed.data_key
-        old_key.wipe()
-    opened.header, opened.policy = changed.header, changed.policy
-
-
-def _body(opened: _Open, credentials: dict[str, Credential]) -> dict[str, Any]:
-    """What the vault file seals: the credentials' records, the policy, the audit key."""
-    return {
-        "credentials": {name: c.to_record() for name, c in credentials.items()},
-        "policy": opened.policy,
-        "audit_key": opened.audit_key.reveal(),
-    }
 
 
 def _nothing() -> None:

@@ -1,0 +1,74 @@
+"""What an unlocked vault holds besides its credentials, and the body its file seals.
+
+The data key and the header it is wrapped in, the policy and the audit key (both sealed in
+the file, read at unlock), and the fingerprints of tokens handed out since. ``_vault`` owns
+the lifecycle; this module only holds the state and its two pure helpers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _vaultfile
+from ._credentials import Credential
+from ._secret import Secret
+
+__all__ = ["FINGERPRINTS_KEPT", "OpenVault", "adopt", "new_audit_key", "sealed_body"]
+
+#: Fingerprints remembered at most (then forgotten all at once): tokens renew, names are few.
+FINGERPRINTS_KEPT = 4096
+
+
+@dataclass
+class OpenVault:
+    """What an unlocked vault holds besides the credentials."""
+
+    header: _vaultfile.Header
+    data_key: Secret
+    #: Who may ask for what (``{"rules": [...]}``, see ``_policy``); stored sealed, set with the passphrase.
+    policy: dict[str, Any]
+    #: Keys the audit log's token fingerprints, so that the log cannot be used to test a guess.
+    audit_key: Secret
+    #: Token -> fingerprint, for tokens handed out since the unlock (dropped at lock).
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self, token: str) -> str:
+        """A short keyed fingerprint of ``token``, remembered per token (a token is handed out
+        many times: the hot path pays the HMAC once per token, not once per request)."""
+        known = self.fingerprints.get(token)
+        if known is None:
+            if len(self.fingerprints) >= FINGERPRINTS_KEPT:
+                self.fingerprints.clear()
+            known = hmac.new(self.audit_key.reveal(), token.encode(), hashlib.sha256).hexdigest()[:16]
+            self.fingerprints[token] = known
+        return known
+
+    def wipe(self) -> None:
+        self.data_key.wipe()
+        self.audit_key.wipe()
+        self.fingerprints.clear()
+
+
+def new_audit_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def adopt(opened: OpenVault, changed: OpenVault) -> None:
+    """Make the unlocked vault's state what was just written (wiping a data key replaced)."""
+    if changed.data_key is not opened.data_key:
+        old_key, opened.data_key = opened.data_key, changed.data_key
+        old_key.wipe()
+    opened.header, opened.policy = changed.header, changed.policy
+
+
+def sealed_body(opened: OpenVault, credentials: dict[str, Credential]) -> dict[str, Any]:
+    """What the vault file seals: the credentials' records, the policy, the audit key."""
+    return {
+        "credentials": {name: c.to_record() for name, c in credentials.items()},
+        "policy": opened.policy,
+        "audit_key": opened.audit_key.reveal(),
+    }
