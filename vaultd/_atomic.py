@@ -15,7 +15,7 @@ import os
 import secrets
 from pathlib import Path
 
-__all__ = ["NotDurable", "StorageError", "ensure_private_dir", "remove_stale_temps", "write_atomic"]
+__all__ = ["NotDurable", "StorageError", "ensure_private_dir", "fsync_dir", "remove_stale_temps", "write_atomic"]
 
 _TMP_MARK = ".tmp-"
 
@@ -64,7 +64,8 @@ def ensure_private_dir(path: Path, *, tighten: bool = True) -> bool:
     return True
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the names in ``directory`` (a file created or renamed there) survive a power loss."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -106,7 +107,7 @@ def write_atomic(target: Path, data: bytes, backup: Path | None = None) -> None:
             tmp.unlink()
         raise StorageError(exc.errno, f"writing {target.name} failed: {exc.strerror}") from exc
     try:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         raise NotDurable(exc.errno, f"fsync of {directory} failed: {exc.strerror}") from exc
 

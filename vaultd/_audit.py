@@ -69,7 +69,7 @@ from typing import Any
 import platformdirs
 import trio
 
-from ._atomic import ensure_private_dir, remove_stale_temps, write_atomic
+from ._atomic import ensure_private_dir, fsync_dir, remove_stale_temps, write_atomic
 from ._audit_read import (
     FIELDS,
     GENESIS,
@@ -210,14 +210,6 @@ def _tail(fd: int, size: int) -> tuple[int, bytes | None]:
         elif start == 0:
             return 0, None
         step *= 4
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -425,7 +417,7 @@ class AuditLog:
             finally:
                 os.close(fd)
             if size == 0 and take > done:
-                _fsync_dir(self.path.parent)  # a new file's name must survive a power loss too
+                fsync_dir(self.path.parent)  # a new file's name must survive a power loss too
             if take > done:
                 self._tail = _Tail(tail.seq + take, hashes[take - 1])
                 self._attempt_seq = self._tail.seq + 1
@@ -459,7 +451,7 @@ class AuditLog:
         for number, stale in rotated_files(self.path):
             if number > self.keep:
                 stale.unlink(missing_ok=True)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
     def _recover(self) -> _Tail:
         """Where the chain goes on: the last complete line, after cutting off a torn one."""

@@ -94,12 +94,7 @@ def _wrap_aad(kdf: KdfParams) -> bytes:
 def new_vault(passphrase: Secret, profile: KdfProfile) -> tuple[Header, Secret]:
     """A header with a fresh data key wrapped under ``passphrase`` (slow: runs the KDF)."""
     kdf = KdfParams.for_profile(profile)
-    data_key = new_data_key()
-    wrapping = derive_key(passphrase, kdf)
-    try:
-        wrapped = seal(wrapping, data_key.reveal(), _wrap_aad(kdf))
-    finally:
-        wrapping.wipe()
+    wrapped, data_key = _wrap_new_key(passphrase, kdf)
     return Header(kdf, wrapped, 0), data_key
 
 
@@ -108,13 +103,18 @@ def rekey(header: Header, passphrase: Secret) -> tuple[Header, Secret]:
     same KDF limits), and that key. Slow: runs the KDF. A new key, not the old one re-wrapped:
     the old passphrase, with any old copy of the file, must not open what is written next."""
     kdf = replace(header.kdf, salt=secrets.token_bytes(len(header.kdf.salt)))
+    wrapped, data_key = _wrap_new_key(passphrase, kdf)
+    return replace(header, kdf=kdf, wrapped_key=wrapped), data_key
+
+
+def _wrap_new_key(passphrase: Secret, kdf: KdfParams) -> tuple[bytes, Secret]:
+    """A fresh data key, and that key sealed under the key ``passphrase`` derives with ``kdf``."""
     data_key = new_data_key()
     wrapping = derive_key(passphrase, kdf)
     try:
-        wrapped = seal(wrapping, data_key.reveal(), _wrap_aad(kdf))
+        return seal(wrapping, data_key.reveal(), _wrap_aad(kdf)), data_key
     finally:
         wrapping.wipe()
-    return replace(header, kdf=kdf, wrapped_key=wrapped), data_key
 
 
 def unwrap(header: Header, passphrase: Secret) -> Secret:

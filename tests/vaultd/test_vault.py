@@ -277,7 +277,7 @@ async def test_when_only_the_folder_fsync_fails_memory_still_matches_the_file(
     def failing_dir_fsync(directory: Path) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(atomic_module, "_fsync_dir", failing_dir_fsync)
+    monkeypatch.setattr(atomic_module, "fsync_dir", failing_dir_fsync)
     error = await expect(ErrorCode.STORAGE_FAILED, vault.put(pw(), "b", "static", {"token": "fake-b"}, replace=False))
     assert "in effect" in str(error)
     assert [c["name"] for c in vault.describe()] == ["a", "b"], "memory holds what the file holds"
