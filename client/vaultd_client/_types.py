@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from vaultd_protocol._value import Value, assign
 
 from .errors import MalformedResponse
 
@@ -14,8 +15,7 @@ if TYPE_CHECKING:  # typing costs an engine ~7 ms of import: annotations only
 __all__ = ["Signed", "Token", "WatchEvent"]
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class Token:
+class Token(Value):
     """A short-lived token from the daemon.
 
     ``value`` is the token itself; ``headers`` are ready-made HTTP headers that carry it
@@ -23,13 +23,32 @@ class Token:
     None for a token without a known expiry.
     """
 
+    __slots__ = ("name", "value", "type", "expires_at", "ttl", "headers", "extra")  # noqa: RUF023 - in __init__ order
     name: str
     value: str
     type: str
     expires_at: float | None
-    ttl: float | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    ttl: float | None
+    headers: Mapping[str, str]
+    extra: Mapping[str, Any]
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass it replaces took them
+        self,
+        name: str,
+        value: str,
+        type: str,
+        expires_at: float | None,
+        ttl: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        assign(self, "name", name)
+        assign(self, "value", value)
+        assign(self, "type", type)
+        assign(self, "expires_at", expires_at)
+        assign(self, "ttl", ttl)
+        assign(self, "headers", {} if headers is None else headers)
+        assign(self, "extra", {} if extra is None else extra)
 
     @classmethod
     def from_result(cls, name: str, result: Any) -> Token:
@@ -54,19 +73,28 @@ class Token:
         return f"Token(name={self.name!r}, type={self.type!r}, expires_at={self.expires_at!r}, value=<hidden>)"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class Signed:
+class Signed(Value):
     """What to send for one signed request: add ``headers``, send to ``url`` with ``body``.
 
     ``url`` already carries any query parameters the scheme adds (a timestamp, a signature);
     ``valid_until`` is when the exchange stops accepting it (epoch seconds).
     """
 
+    __slots__ = ("headers", "url", "body", "valid_until", "nonce")  # noqa: RUF023 - in __init__ order
     headers: Mapping[str, str]
     url: str
     body: bytes
     valid_until: float
-    nonce: int | None = None
+    nonce: int | None
+
+    def __init__(
+        self, headers: Mapping[str, str], url: str, body: bytes, valid_until: float, nonce: int | None = None
+    ) -> None:
+        assign(self, "headers", headers)
+        assign(self, "url", url)
+        assign(self, "body", body)
+        assign(self, "valid_until", valid_until)
+        assign(self, "nonce", nonce)
 
     @classmethod
     def from_result(cls, result: Any) -> Signed:
@@ -86,11 +114,16 @@ class Signed:
         return f"Signed(url={self.url.split('?')[0]!r}, valid_until={self.valid_until!r}, headers=<hidden>)"
 
 
-@dataclass(frozen=True, slots=True)
-class WatchEvent:
+class WatchEvent(Value):
     """``kind`` is ``updated`` (``token`` holds the new token), ``expired`` or ``locked``
     (the vault was locked: the watch ends after this event)."""
 
+    __slots__ = ("kind", "name", "token")
     kind: str
-    name: str | None = None
-    token: Token | None = None
+    name: str | None
+    token: Token | None
+
+    def __init__(self, kind: str, name: str | None = None, token: Token | None = None) -> None:
+        assign(self, "kind", kind)
+        assign(self, "name", name)
+        assign(self, "token", token)

@@ -147,7 +147,9 @@ class Connection:
             LocalProtocolError: a request from a server, a response to an id that is not
                 awaiting one, a duplicate request id, or an id out of range.
         """
-        if isinstance(event, Request):
+        if isinstance(event, Response):
+            self._answering(event.msgid)
+        elif isinstance(event, Request):
             if self.role is not Role.CLIENT:
                 raise LocalProtocolError("only a client sends requests")
             if not 0 <= event.msgid <= MAX_MSGID:
@@ -155,16 +157,29 @@ class Connection:
             if event.msgid in self._in_flight:
                 raise LocalProtocolError(f"msgid {event.msgid} is already in flight")
             self._in_flight.add(event.msgid)
-        elif isinstance(event, Response):
-            if self.role is not Role.SERVER:
-                raise LocalProtocolError("only a server sends responses")
-            failed_id = None if self._error is None else self._error.msgid
-            if event.msgid not in self._in_flight and event.msgid != failed_id:
-                raise LocalProtocolError(f"no request {event.msgid} awaits a response")
-            self._in_flight.discard(event.msgid)
         elif self._error is not None:
             raise LocalProtocolError("connection is broken")
         return self._pack(_wire(event))  # type: ignore[no-any-return]
+
+    def send_result(self, msgid: int, result: Any) -> bytes:
+        """``send(Response(msgid, None, result))`` without building the Response: a server's
+        hot path, for an answer that is not an error. The same checks apply.
+
+        Raises:
+            LocalProtocolError: not a server, or no request ``msgid`` awaits a response.
+        """
+        self._answering(msgid)
+        return self._pack([MessageType.RESPONSE, msgid, None, result])  # type: ignore[no-any-return]
+
+    def _answering(self, msgid: int) -> None:
+        """Check that a response to ``msgid`` may go now, and mark the request answered."""
+        if self.role is not Role.SERVER:
+            raise LocalProtocolError("only a server sends responses")
+        if msgid not in self._in_flight:
+            if self._error is None or msgid != self._error.msgid:
+                raise LocalProtocolError(f"no request {msgid} awaits a response")
+        else:
+            self._in_flight.remove(msgid)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -196,9 +211,10 @@ class Connection:
         return self._to_event_from(obj)
 
     def _to_event_from(self, obj: Any) -> Event:
-        if not isinstance(obj, list) or not obj or not isinstance(obj[0], int) or isinstance(obj[0], bool):
+        # Exact type tests: msgpack builds exact lists and ints (and a bool is not a type).
+        kind = obj[0] if type(obj) is list and obj else None
+        if type(kind) is not int:
             raise self._fail(RemoteProtocolError("a message must be an array starting with its type"))
-        kind = obj[0]
         if kind == MessageType.REQUEST:
             return self._request(obj)
         if kind == MessageType.RESPONSE:
@@ -209,9 +225,8 @@ class Connection:
 
     def _request(self, obj: list[Any]) -> Request:
         msgid = obj[1] if len(obj) > 1 else None
-        if not _is_msgid(msgid):
+        if type(msgid) is not int or not 0 <= msgid <= MAX_MSGID:
             raise self._fail(RemoteProtocolError("request msgid must be an unsigned 32-bit integer"))
-        assert isinstance(msgid, int)
         if self.role is not Role.SERVER:
             raise self._fail(RemoteProtocolError("a server sent a request"))
         if len(obj) != 4:

@@ -11,7 +11,8 @@ Two separate trees, as in h11:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from ._value import Value, assign
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an engine ~7 ms of import: annotations only
@@ -52,16 +53,21 @@ class ErrorCode(enum.IntEnum):
     ALREADY_EXISTS = 24
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
+class ErrorInfo(Value):
     """The ``error`` member of a response: ``{code, name, message}`` on the wire.
 
     ``code`` stays an ``int`` so that a client can carry a code it does not know yet.
     """
 
+    __slots__ = ("code", "name", "message")  # noqa: RUF023 - in __init__ order
     code: int
     name: str
     message: str
+
+    def __init__(self, code: int, name: str, message: str) -> None:
+        assign(self, "code", code)
+        assign(self, "name", name)
+        assign(self, "message", message)
 
     @classmethod
     def of(cls, code: ErrorCode, message: str) -> ErrorInfo:

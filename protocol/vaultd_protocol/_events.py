@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from ._errors import ErrorInfo
+from ._value import Value, assign
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs an engine ~7 ms of import: annotations only
@@ -31,46 +31,61 @@ class MessageType(enum.IntEnum):
     NOTIFICATION = 2
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
+class Request(Value):
     """``[0, msgid, method, params]``. ``params`` is the raw array; see ``parse_params``."""
 
+    __slots__ = ("msgid", "method", "params")  # noqa: RUF023 - in __init__ order
     msgid: int
     method: str
     params: list[Any]
+
+    def __init__(self, msgid: int, method: str, params: list[Any]) -> None:
+        assign(self, "msgid", msgid)
+        assign(self, "method", method)
+        assign(self, "params", params)
 
     def __repr__(self) -> str:
         # Admin params carry a passphrase: never print them.
         return f"Request(msgid={self.msgid}, method={self.method!r}, params=<{len(self.params)}>)"
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(Value):
     """``[1, msgid, error, result]``: exactly one of ``error`` and ``result`` is meaningful."""
 
+    __slots__ = ("msgid", "error", "result")  # noqa: RUF023 - in __init__ order
     msgid: int
     error: ErrorInfo | None
     result: Any
+
+    def __init__(self, msgid: int, error: ErrorInfo | None, result: Any) -> None:
+        assign(self, "msgid", msgid)
+        assign(self, "error", error)
+        assign(self, "result", result)
 
     def __repr__(self) -> str:
         # A result may hold a token: never print it.
         return f"Response(msgid={self.msgid}, error={self.error!r}, result=<...>)"
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class Notification(Value):
     """``[2, method, params]``: never answered."""
 
+    __slots__ = ("method", "params")
     method: str
     params: list[Any]
+
+    def __init__(self, method: str, params: list[Any]) -> None:
+        assign(self, "method", method)
+        assign(self, "params", params)
 
     def __repr__(self) -> str:
         return f"Notification(method={self.method!r}, params=<{len(self.params)}>)"
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
+class ConnectionClosed(Value):
     """The peer closed its side cleanly, between messages."""
+
+    __slots__ = ()
 
 
 class NeedData:

@@ -161,7 +161,7 @@ def decode_whole(buf: bytearray, start: int, limits: Limits) -> tuple[Any, int] 
     if decoded is None:
         return None
     obj, length = decoded
-    if isinstance(obj, (list, dict)) and not _flat_call(obj, limits.max_depth) and _too_deep(obj, limits.max_depth):
+    if isinstance(obj, (list, dict)) and not _shallow(obj, limits.max_depth) and _too_deep(obj, limits.max_depth):
         return None
     return obj, length
 
@@ -176,19 +176,30 @@ def _unpack(data: bytearray | memoryview) -> tuple[Any, int] | None:
         return None
 
 
-def _flat_call(obj: list[Any] | dict[str, Any], max_depth: int) -> bool:
-    """Whether ``obj`` is, at a glance, a message no deeper than 3: ``[.., .., .., [{k: scalar}]]``
-    (nearly every request and answer); the general walk is for everything else."""
-    if max_depth < 3 or not isinstance(obj, list) or len(obj) != 4:
+#: The container types msgpack decodes to (``use_list=True``).
+_NESTING = frozenset((list, dict))
+
+
+def _shallow(obj: Any, max_depth: int) -> bool:
+    """Whether ``obj`` (a list or dict) nests at most 3 deep, found in one pass (``_too_deep``
+    walks the rest).
+
+    Nearly every request and answer is that shallow: the message; its params array or result
+    map; a param map or a map in the result (``headers``). On the hot path of every message,
+    both ways: plain loops and exact type tests (msgpack builds exact lists and dicts), no
+    recursion and no generator expressions.
+    """
+    if max_depth < 3:
         return False
-    *head, params = obj
-    if any(isinstance(item, (list, dict)) for item in head) or not isinstance(params, list):
-        return False
-    for item in params:
-        if isinstance(item, list) or (
-            isinstance(item, dict) and any(isinstance(v, (list, dict)) for v in item.values())
-        ):
-            return False
+    for second in obj.values() if type(obj) is dict else obj:
+        kind = type(second)
+        if kind is list or kind is dict:
+            for third in second.values() if kind is dict else second:
+                kind = type(third)
+                if kind is list or kind is dict:
+                    for fourth in third.values() if kind is dict else third:
+                        if type(fourth) in _NESTING:
+                            return False
     return True
 
 

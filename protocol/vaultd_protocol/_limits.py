@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ._value import Value, assign
 
 __all__ = ["DEFAULT_LIMITS", "Limits"]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Value):
     """Bounds on one decoded message.
 
     ``max_message_size`` bounds the encoded size of one whole message, so every string,
@@ -17,14 +16,17 @@ class Limits:
     needs today is 4 deep (message, params array, params map, a map value).
     """
 
-    max_message_size: int = 64 * 1024
-    max_depth: int = 16
+    __slots__ = ("max_message_size", "max_depth")  # noqa: RUF023 - in __init__ order
+    max_message_size: int
+    max_depth: int
 
-    def __post_init__(self) -> None:
-        if self.max_message_size < 64:
+    def __init__(self, max_message_size: int = 64 * 1024, max_depth: int = 16) -> None:
+        if max_message_size < 64:
             raise ValueError("max_message_size must be at least 64 bytes")
-        if not 2 <= self.max_depth <= 512:
+        if not 2 <= max_depth <= 512:
             raise ValueError("max_depth must be between 2 and 512")
+        assign(self, "max_message_size", max_message_size)
+        assign(self, "max_depth", max_depth)
 
 
 DEFAULT_LIMITS = Limits()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import struct
 
 import msgpack
@@ -224,6 +226,36 @@ def test_local_misuse_is_a_local_error() -> None:
         client.send(Request(1, "x", []))  # still in flight
     with pytest.raises(LocalProtocolError):
         client.send(Request(2**32, "x", []))
+    with pytest.raises(LocalProtocolError):
+        server.send_result(5, None)  # nobody asked
+    with pytest.raises(LocalProtocolError):
+        client.send_result(1, None)  # a client answers nothing
+
+
+def test_send_result_is_send_of_a_response_without_the_object() -> None:
+    server = server_with(msgpack.packb([0, 3, "token.get", [{"name": "ex"}]]) + msgpack.packb([0, 4, "status", []]))
+    drain(server)
+    assert msgpack.unpackb(server.send_result(3, {"token": "t"})) == [1, 3, None, {"token": "t"}]
+    assert server.send(Response(4, None, {"token": "t"})) == msgpack.packb([1, 4, None, {"token": "t"}])
+    assert server.in_flight == frozenset()
+    with pytest.raises(LocalProtocolError):
+        server.send_result(3, None)  # answered already
+
+
+def test_events_are_read_only_values_compared_by_their_fields() -> None:
+    request = Request(1, "token.get", [{"name": "ex"}])
+    assert request == Request(1, "token.get", [{"name": "ex"}]) and request != Request(2, "token.get", [{"name": "ex"}])
+    assert request != Notification("token.get", [{"name": "ex"}]) and Response(1, None, None) != (1, None, None)
+    assert hash(ErrorInfo(12, "LOCKED", "m")) == hash(ErrorInfo(12, "LOCKED", "m"))
+    with pytest.raises(AttributeError, match="read-only"):
+        request.msgid = 2  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        request.other = 1  # type: ignore[attr-defined]
+    for value in (request, Response(1, ErrorInfo(12, "LOCKED", "m"), None), Limits(max_depth=8), ConnectionClosed()):
+        assert copy.copy(value) == value and pickle.loads(pickle.dumps(value)) == value
+    assert repr(Limits()) == "Limits(max_message_size=65536, max_depth=16)"
+    with pytest.raises(ValueError, match="max_depth"):
+        Limits(max_depth=1)
 
 
 def test_event_reprs_never_show_params_or_results() -> None:

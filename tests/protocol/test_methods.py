@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vaultd_protocol import InvalidParams, Method, default_socket_path, parse_params
+from vaultd_protocol import METHODS, Field, InvalidParams, Method, default_socket_path, parse_params
+from vaultd_protocol._methods import KINDS, _check
 
 
 def test_defaults_fill_in_and_an_empty_array_is_an_empty_map() -> None:
@@ -43,3 +44,12 @@ def test_default_socket_path() -> None:
     assert default_socket_path({"VAULTD_SOCKET": "/s/v.sock", "XDG_RUNTIME_DIR": "/run/user/7"}, 7) == "/s/v.sock"
     assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/7/"}, 7) == "/run/user/7/vaultd/vaultd.sock"
     assert default_socket_path({}, 7) == "/tmp/vaultd-7/vaultd.sock"
+
+
+def test_a_field_of_an_unknown_kind_is_refused_when_declared() -> None:
+    with pytest.raises(ValueError, match="unknown field kind 'float'"):
+        Field("x", "float")
+    # Every kind a field may declare has its check: each schema field parses a good value.
+    assert {field.kind for fields in METHODS.values() for field in fields} <= KINDS
+    for kind, good in {"int": 1, "bool": True, "map": {}, "names": ["a"], "body": b"b", "secret": "s"}.items():
+        assert _check(Field("x", kind), good) == good
