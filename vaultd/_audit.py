@@ -60,6 +60,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _string
@@ -250,8 +251,10 @@ class AuditLog:
         self._blocking = blocking
         self._head = head_path(self.path)
         self._encode = _Encoder()
+        # Appended to by record() and emptied from the left by flush(), without a lock: deque's
+        # append and popleft are each atomic. The lock guards the dropped count only.
+        self._queue: deque[_Entry] = deque()
         self._queue_lock = threading.Lock()
-        self._queue: list[_Entry] = []
         self._dropped = 0
         self._write_lock = threading.Lock()
         self._unwritten: list[_Entry] = []  # taken from the queue, not yet on disk
@@ -271,7 +274,7 @@ class AuditLog:
     def record(
         self,
         *,
-        identity: Mapping[str, Any],
+        identity: dict[str, Any],
         method: str,
         credential: str | None,
         outcome: str,
@@ -280,20 +283,20 @@ class AuditLog:
     ) -> None:
         """Queue one line. Never blocks, never raises (an I/O failure is logged once and counted).
 
-        ``fingerprint`` must be :func:`fingerprint`'s output, never a token. ``method``,
-        ``credential`` and ``detail`` are cut to 200 characters.
+        ``identity`` is kept as given, not copied (this is the hot path of every request): pass
+        a map that nobody changes afterwards. ``fingerprint`` must be :func:`fingerprint`'s
+        output, never a token. ``method``, ``credential`` and ``detail`` are cut to 200 characters.
         """
         try:
-            entry: _Entry = (
-                self._clock(), dict(identity), str(method)[:_MAX_TEXT], _short(credential), str(outcome),
-                _short(fingerprint), _short(detail),
-            )  # fmt: skip
-            with self._queue_lock:
-                if len(self._queue) + len(self._unwritten) >= MAX_QUEUED:
+            if len(self._queue) + len(self._unwritten) >= MAX_QUEUED:
+                with self._queue_lock:
                     self._dropped += 1
-                else:
-                    self._queue.append(entry)
-        except Exception:  # a caller's odd identity must not break an answer
+                return
+            self._queue.append(
+                (self._clock(), identity, str(method)[:_MAX_TEXT], _short(credential), str(outcome),
+                 _short(fingerprint), _short(detail))
+            )  # fmt: skip
+        except Exception:  # a caller's odd argument must not break an answer
             with self._queue_lock:
                 self._dropped += 1
             if not self._record_failed:
@@ -307,10 +310,8 @@ class AuditLog:
         failed write is logged (once until one succeeds again), counted, and retried later.
         """
         with self._write_lock:
-            with self._queue_lock:
-                batch, self._queue = self._queue, []
-            entries = self._unwritten
-            entries.extend(batch)
+            entries, queue = self._unwritten, self._queue
+            entries.extend(queue.popleft() for _ in range(len(queue)))
             if not entries and not self._dropped:
                 return
             try:

@@ -115,11 +115,11 @@ class Dispatcher:
             else:
                 result = self.vault.sign_now(name, params)
         except RpcError as exc:
-            self._audit(session.peer, method, name, exc.code.name, why=why)
+            self._audit(session.identity, request.method, name, exc.code.name, why=why)
             raise
         if result is None:
             return NOT_NOW
-        self._audit(session.peer, method, name, "ok", token=result.get("token"), why=why)
+        self._audit(session.identity, request.method, name, "ok", token=result.get("token"), why=why)
         return result
 
     async def __call__(self, request: Request, session: Session) -> Any:
@@ -146,12 +146,19 @@ class Dispatcher:
             outcome = exc.code.name
             raise
         finally:
-            self._audit(session.peer, method, credential, outcome, token=token, why=why)
+            self._audit(session.identity, method, credential, outcome, token=token, why=why)
 
     # -- policy and audit ----------------------------------------------------------------------
 
     def _audit(
-        self, peer: Peer, method: str, credential: str | None, outcome: str, *, token: str | None = None, why: str = ""
+        self,
+        identity: dict[str, Any],
+        method: str,
+        credential: str | None,
+        outcome: str,
+        *,
+        token: str | None = None,
+        why: str = "",
     ) -> None:
         """The audit log's one entry point: every decision and outcome passes here.
 
@@ -168,8 +175,8 @@ class Dispatcher:
         if audit is None:
             return
         audit.record(
-            identity=peer.to_wire(),
-            method=str(method),
+            identity=identity,  # the peer's wire form (Session.identity), built once per connection
+            method=method,
             credential=credential,
             outcome=outcome,
             fingerprint=self.vault.fingerprint(token) if token else None,
@@ -183,7 +190,7 @@ class Dispatcher:
 
     def refused(self, peer: Peer) -> None:
         """The server refused ``peer`` at accept."""
-        self._audit(peer, "accept", None, "refused", why="another uid, and no policy rule matches it")
+        self._audit(peer.to_wire(), "accept", None, "refused", why="another uid, and no policy rule matches it")
 
     def _current_policy(self) -> Policy | None:
         """The policy in force, parsed once per change; None while it is sealed (locked)."""
@@ -227,12 +234,12 @@ class Dispatcher:
     ) -> NoReturn:
         peer = session.peer
         if access.sealed and method is not Method.STATUS:
-            self._audit(peer, method, name, "LOCKED", why=decision.why)
+            self._audit(session.identity, method, name, "LOCKED", why=decision.why)
             raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
         what = str(method) if name is None else f"{method} of {name!r}"
         if access.first_denial(str(method), name):
             log.info("forbidden: %s for %s: %s", what, peer, decision.why)
-        self._audit(peer, method, name, "FORBIDDEN", why=decision.why)
+        self._audit(session.identity, method, name, "FORBIDDEN", why=decision.why)
         raise RpcError(ErrorCode.FORBIDDEN, f"{what} is not allowed for this process: {decision.why}")
 
     def _push(self, session: Session, method: str, params: dict[str, Any]) -> bool:
@@ -241,10 +248,10 @@ class Dispatcher:
         if name is not None:
             decision = self._access(session).check("watch", name)
             if not decision.allowed:  # the policy changed since token.watch: end this subscription
-                self._audit(session.peer, method, name, "FORBIDDEN", why=decision.why)
+                self._audit(session.identity, method, name, "FORBIDDEN", why=decision.why)
                 return False
             if "token" in params:
-                self._audit(session.peer, method, name, "ok", token=params["token"], why=decision.why)
+                self._audit(session.identity, method, name, "ok", token=params["token"], why=decision.why)
         return session.notify(method, params)
 
     # -- any peer --------------------------------------------------------------------------

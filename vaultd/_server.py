@@ -51,6 +51,8 @@ class Session:
 
     def __init__(self, peer: Peer, outbox: trio.MemorySendChannel[Notification], close: Callable[[], None]) -> None:
         self.peer = peer
+        #: ``peer.to_wire()``, built once: the audit log keeps it with every line (never change it).
+        self.identity = peer.to_wire()
         #: The handler's own per-connection state (the dispatcher keeps its policy decisions here).
         self.access: Any = None
         self._outbox = outbox
@@ -275,7 +277,7 @@ class _ServerConnection:
                 self._frame_started = None  # the next message's clock starts with its first byte
                 answer = self._answer_now(event)
                 if answer is not None:  # answered from memory: no task, no extra deadline
-                    if not await self._send(answer):
+                    if not await self._send_bytes(answer):
                         nursery.cancel_scope.cancel()
                         return
                     continue
@@ -360,18 +362,18 @@ class _ServerConnection:
         except OSError as exc:  # reset by the peer, or closed under us
             raise trio.BrokenResourceError(exc.strerror) from None
 
-    def _answer_now(self, request: Request) -> Response | None:
-        """The answer, if the handler can give it at once without waiting (a fast path)."""
+    def _answer_now(self, request: Request) -> bytes | None:
+        """The answer's bytes, if the handler can give it at once without waiting (a fast path)."""
         immediate = self._immediate
         if immediate is None:
             return None
         try:
             result = immediate(request, self._session)
         except RpcError as exc:
-            return Response(request.msgid, exc.to_error_info(), None)
+            return self._conn.send(Response(request.msgid, exc.to_error_info(), None))
         except Exception:  # the slow path will answer it, and log whatever went wrong
             return None
-        return None if result is NOT_NOW else Response(request.msgid, None, result)
+        return None if result is NOT_NOW else self._conn.send_result(request.msgid, result)
 
     async def _answer(self, request: Request, nursery: trio.Nursery) -> None:
         try:
@@ -398,7 +400,10 @@ class _ServerConnection:
 
     async def _send(self, message: Response | Notification) -> bool:
         """Write one message; False if the peer is gone or will not read."""
-        data = self._conn.send(message)
+        return await self._send_bytes(self._conn.send(message))
+
+    async def _send_bytes(self, data: bytes) -> bool:
+        """Write one message's bytes (from ``self._conn``); False if the peer is gone or will not read."""
         if self._fd is not None and self._eager < _EAGER_LIMIT and not self._send_lock.locked():
             # Nobody is mid-write, and no yield happens before the lock is taken below.
             try:

@@ -220,8 +220,10 @@ class Audits(list[tuple[Any, ...]]):
 def audits(monkeypatch: pytest.MonkeyPatch) -> Audits:
     calls = Audits()
 
-    def record(self: Dispatcher, peer: Any, method: str, credential: str | None, outcome: str, **kw: Any) -> None:
-        calls.record((peer.uid, str(method), credential, outcome, kw.get("token")))
+    def record(
+        self: Dispatcher, identity: dict[str, Any], method: str, credential: str | None, outcome: str, **kw: Any
+    ) -> None:
+        calls.record((identity["uid"], str(method), credential, outcome, kw.get("token")))
 
     monkeypatch.setattr(Dispatcher, "_audit", record)
     return calls
