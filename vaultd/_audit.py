@@ -104,8 +104,9 @@ DEFAULT_KEEP = 4
 #: Lines waiting in memory at most (while the disk refuses them); more are counted and dropped.
 MAX_QUEUED = 100_000
 _MAX_TEXT = 200
-#: Lines encoded between two releases of the GIL, so that a big batch never holds up the event loop for long.
-_GIL_SLICE = 256
+#: Lines encoded between two releases of the GIL, so that a big batch never holds up the event loop for
+#: long: 32 lines are about 0.1 ms (256 held it 0.8 ms: a p99 of 790 us for requests during a flush).
+_GIL_SLICE = 32
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 _VALUE_TYPES = frozenset({str, int, type(None)})
 
