@@ -14,8 +14,19 @@ import sys
 import msgpack
 import trio
 
-#: A 200-byte token, in the shape ``token.get`` answers.
-ANSWER = {"token": "f" * 200, "type": "bearer", "expires_at": None, "ttl": None, "headers": {}, "extra": {}}
+TOKEN = "f" * 200
+#: A 200-byte token, in the very map vaultd answers ``token.get`` with for a static credential
+#: named ``tok`` holding it (its name and its ready-made header included), so that the client
+#: decodes the same bytes from both servers and the difference is the daemon's own work.
+ANSWER = {
+    "name": "tok",
+    "token": TOKEN,
+    "type": "bearer",
+    "expires_at": None,
+    "ttl": None,
+    "headers": {"Authorization": "Bearer " + TOKEN},
+    "extra": {},
+}
 
 
 async def answer(stream: trio.SocketStream) -> None:
