@@ -289,6 +289,8 @@ class AuditLog:
         output, never a token. ``method``, ``credential`` and ``detail`` are cut to 200 characters.
         """
         try:
+            if type(identity) is not dict:  # the encoder reads it as one, later, in another thread
+                raise TypeError(f"identity must be a dict, not {type(identity).__name__}")
             if len(self._queue) + len(self._unwritten) >= MAX_QUEUED:
                 with self._queue_lock:
                     self._dropped += 1

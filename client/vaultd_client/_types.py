@@ -23,7 +23,7 @@ class Token(Value):
     None for a token without a known expiry.
     """
 
-    __slots__ = ("name", "value", "type", "expires_at", "ttl", "headers", "extra")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("name", "value", "type", "expires_at", "ttl", "headers", "extra")
     name: str
     value: str
     type: str
@@ -80,7 +80,7 @@ class Signed(Value):
     ``valid_until`` is when the exchange stops accepting it (epoch seconds).
     """
 
-    __slots__ = ("headers", "url", "body", "valid_until", "nonce")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("headers", "url", "body", "valid_until", "nonce")
     headers: Mapping[str, str]
     url: str
     body: bytes
@@ -118,7 +118,7 @@ class WatchEvent(Value):
     """``kind`` is ``updated`` (``token`` holds the new token), ``expired`` or ``locked``
     (the vault was locked: the watch ends after this event)."""
 
-    __slots__ = ("kind", "name", "token")
+    __slots__ = __match_args__ = ("kind", "name", "token")
     kind: str
     name: str | None
     token: Token | None

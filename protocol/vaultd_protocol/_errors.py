@@ -59,7 +59,7 @@ class ErrorInfo(Value):
     ``code`` stays an ``int`` so that a client can carry a code it does not know yet.
     """
 
-    __slots__ = ("code", "name", "message")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("code", "name", "message")
     code: int
     name: str
     message: str

@@ -34,7 +34,7 @@ class MessageType(enum.IntEnum):
 class Request(Value):
     """``[0, msgid, method, params]``. ``params`` is the raw array; see ``parse_params``."""
 
-    __slots__ = ("msgid", "method", "params")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("msgid", "method", "params")
     msgid: int
     method: str
     params: list[Any]
@@ -52,7 +52,7 @@ class Request(Value):
 class Response(Value):
     """``[1, msgid, error, result]``: exactly one of ``error`` and ``result`` is meaningful."""
 
-    __slots__ = ("msgid", "error", "result")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("msgid", "error", "result")
     msgid: int
     error: ErrorInfo | None
     result: Any
@@ -70,7 +70,7 @@ class Response(Value):
 class Notification(Value):
     """``[2, method, params]``: never answered."""
 
-    __slots__ = ("method", "params")
+    __slots__ = __match_args__ = ("method", "params")
     method: str
     params: list[Any]
 

@@ -16,7 +16,7 @@ class Limits(Value):
     needs today is 4 deep (message, params array, params map, a map value).
     """
 
-    __slots__ = ("max_message_size", "max_depth")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("max_message_size", "max_depth")
     max_message_size: int
     max_depth: int
 

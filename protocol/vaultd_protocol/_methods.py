@@ -101,7 +101,7 @@ class Field(Value):
     is a bin, or a str taken as its UTF-8 bytes, of at most ``max_len`` bytes.
     """
 
-    __slots__ = ("name", "kind", "required", "default", "max_len", "nullable")  # noqa: RUF023 - in __init__ order
+    __slots__ = __match_args__ = ("name", "kind", "required", "default", "max_len", "nullable")
     name: str
     kind: str
     required: bool

@@ -2,9 +2,11 @@
 
 ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis`` and ``tokenize``): about 7 ms of an
 engine's start, for classes this small. A subclass of :class:`Value` lists its fields in
-``__slots__``, in the order its ``__init__`` takes them, and sets each once with
-:func:`assign`. It then compares, hashes, prints, copies and pickles by those fields, as a
-``@dataclass(frozen=True, slots=True)`` would, and refuses to be changed afterwards.
+``__slots__ = __match_args__ = (...)``, in the order its ``__init__`` takes them, and sets
+each once with :func:`assign`. It then compares, hashes, prints, copies, pickles and matches
+(``case``) by those fields, as a ``@dataclass(frozen=True, slots=True)`` would, and refuses to
+be changed afterwards (AttributeError). Unlike a dataclass, the ``dataclasses`` helpers
+(``replace``, ``fields``, ``asdict``) do not apply to it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Value:
 
     __slots__: tuple[str, ...] = ()
 
-    def fields(self) -> tuple[Any, ...]:
+    def _values(self) -> tuple[Any, ...]:
         """The field values, in ``__slots__`` order."""
         return tuple(getattr(self, name) for name in self.__slots__)
 
@@ -38,10 +40,10 @@ class Value:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, Value)
-        return self.fields() == other.fields()
+        return self._values() == other._values()
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.fields()))
+        return hash((type(self).__name__, self._values()))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
@@ -49,4 +51,4 @@ class Value:
 
     def __reduce__(self) -> tuple[type[Value], tuple[Any, ...]]:
         # copy and pickle rebuild through __init__ (their default sets the slots one by one).
-        return type(self), self.fields()
+        return type(self), self._values()

@@ -232,6 +232,19 @@ def test_local_misuse_is_a_local_error() -> None:
         client.send_result(1, None)  # a client answers nothing
 
 
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ([True, 1, "m", []], "starting with its type"),  # a bool is not a message type
+        ([0, True, "m", []], "msgid must be an unsigned 32-bit integer"),  # nor a msgid
+        ([0, 1.0, "m", []], "msgid must be an unsigned 32-bit integer"),
+    ],
+)
+def test_a_bool_or_float_in_the_envelope_is_refused(message: list[object], error: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=error):
+        server_with(msgpack.packb(message)).next_event()
+
+
 def test_send_result_is_send_of_a_response_without_the_object() -> None:
     server = server_with(msgpack.packb([0, 3, "token.get", [{"name": "ex"}]]) + msgpack.packb([0, 4, "status", []]))
     drain(server)
@@ -254,6 +267,11 @@ def test_events_are_read_only_values_compared_by_their_fields() -> None:
     for value in (request, Response(1, ErrorInfo(12, "LOCKED", "m"), None), Limits(max_depth=8), ConnectionClosed()):
         assert copy.copy(value) == value and pickle.loads(pickle.dumps(value)) == value
     assert repr(Limits()) == "Limits(max_message_size=65536, max_depth=16)"
+    match Response(4, None, {"token": "t"}):
+        case Response(msgid, None, result):
+            assert (msgid, result) == (4, {"token": "t"})
+        case _:
+            pytest.fail("a Response did not match its own fields")
     with pytest.raises(ValueError, match="max_depth"):
         Limits(max_depth=1)
 

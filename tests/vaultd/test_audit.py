@@ -450,6 +450,24 @@ def test_an_unwritable_folder_never_raises_is_counted_logged_once_and_caught_up(
     assert verify(path).ok
 
 
+def test_an_identity_that_is_not_a_map_is_dropped_at_once_and_later_lines_still_flush(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # record() keeps the identity it is given and encodes it later, in the flush thread: a
+    # list there would fail every flush from then on. It is counted as dropped instead.
+    log = AuditLog(path)
+    with caplog.at_level(logging.ERROR, logger="vaultd.audit"):
+        for odd in (["uid", 0], None):
+            log.record(identity=odd, method="token.get", credential="x", outcome="ok")  # type: ignore[arg-type]
+    assert log.pending == 0
+    assert len([r for r in caplog.records if "could not be queued" in r.getMessage()]) == 1  # logged once
+    add(log, 2)
+    entries = list(read(path))
+    assert [e["outcome"] for e in entries] == ["allow", "allow", "LINES_DROPPED"]
+    assert entries[-1]["detail"].startswith("2 audit lines were dropped")
+    assert verify(path).ok
+
+
 def test_files_are_0600_and_the_folder_0700_whatever_the_umask(path: Path) -> None:
     old = os.umask(0)
     try:
