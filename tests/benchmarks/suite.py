@@ -9,7 +9,8 @@ Rows (each measured here, in this run, on this machine):
   token (the very map vaultd answers with), timed with the same client calls as vaultd;
 - vaultd ``token.get`` (static, and oauth2 against the fake exchange) and ``token.sign`` (HMAC,
   Ed25519): p50 and p99 on one connection (sync client, both processes pinned to one core;
-  the median over several starts of every server, see ``over_starts``), and requests per
+  the median over several starts of every server, see ``over_starts``), the CPU each server
+  spends per ``token.get`` (from /proc, over all starts: steadier than a p50), and requests per
   second at 1, 8 and 64 connections (asyncio, one client per connection);
 - peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), and gnome-keyring
   through secretstorage (left out, with the reason, where it is not installed);
@@ -45,6 +46,7 @@ import trio.testing
 from client_drivers import import_ms, per_call_us, start_floor
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from gnome_keyring import GnomeKeyring, missing
 from renewal_scheduler import idle_renewer
 from sign_vs_ssh_agent import PASS, SshAgent, add, pinned, summary, timed
 
@@ -173,23 +175,36 @@ def oauth_config(exchange_url: str, refresh: str) -> dict[str, Any]:
     }
 
 
-def latency_rows(daemon_path: Path, floor_path: Path, agent: SshAgent | None, count: int) -> dict[str, Sample]:
-    """(p50, p99) of each one-connection row, against the servers of one start."""
-    client = Client(daemon_path, cache=False)
-    floor_client = Client(floor_path, cache=False)
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def latency_rows(
+    servers: dict[str, Any], agent: SshAgent | None, keyring: GnomeKeyring | None, count: int, *, floor_first: bool
+) -> tuple[dict[str, Sample], dict[str, float]]:
+    """(p50, p99) of each one-connection row against the servers of one start, and the CPU
+    seconds each server spent on its ``token.get`` row (``servers``: path and pid by name)."""
     rows: dict[str, Sample] = {}
-    rows["floor token.get"] = summary(timed(lambda: floor_client.token("tok"), count))  # the same call
-    rows["vaultd token.get static"] = summary(timed(lambda: client.token("tok"), count))
-    rows["vaultd token.get oauth2"] = summary(timed(lambda: client.token("oauth"), count))
-    rows["vaultd token.sign HMAC"] = summary(timed(lambda: client.sign("hmac", "POST", URL), count))
-    rows["vaultd token.sign Ed25519"] = summary(timed(lambda: client.sign("ed", "POST", URL), count))
+    cpu: dict[str, float] = {}
+    with Client(servers["vaultd"][0], cache=False) as client, Client(servers["floor"][0], cache=False) as floor:
+        pair = [("floor", "floor token.get", floor), ("vaultd", "vaultd token.get static", client)]
+        for name, label, caller in pair if floor_first else pair[::-1]:
+            before = cpu_seconds(servers[name][1])
+            rows[label] = summary(timed(lambda caller=caller: caller.token("tok"), count))  # the same call
+            cpu[name] = cpu_seconds(servers[name][1]) - before
+        rows = {label: rows[label] for _, label, _ in pair}  # the floor's row first, whichever ran first
+        rows["vaultd token.get oauth2"] = summary(timed(lambda: client.token("oauth"), count))
+        rows["vaultd token.sign HMAC"] = summary(timed(lambda: client.sign("hmac", "POST", URL), count))
+        rows["vaultd token.sign Ed25519"] = summary(timed(lambda: client.sign("ed", "POST", URL), count))
     if agent is not None:
         payload = URL.encode()
         rows["ssh-agent REQUEST_IDENTITIES"] = summary(timed(agent.identities, count))
         rows["ssh-agent SIGN_REQUEST Ed25519"] = summary(timed(lambda: agent.sign(payload), count))
-    client.close()
-    floor_client.close()
-    return rows
+    if keyring is not None:
+        rows["gnome-keyring get_secret (secretstorage)"] = summary(timed(keyring.get, count))
+    return rows, cpu
 
 
 def over_starts(per_start: list[dict[str, Sample]]) -> dict[str, dict[str, Any]]:
@@ -219,9 +234,13 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         [sys.executable, "-m", "vaultd._fake_exchange", "--expires-in", "86400"], stdout=subprocess.PIPE, text=True
     )
     agent: SshAgent | None = None
+    keyring: GnomeKeyring | None = None
     has_agent = all(shutil.which(tool) for tool in ("ssh-agent", "ssh-keygen", "ssh-add"))
     if not has_agent:
         results["left out"].append("ssh-agent: ssh-agent, ssh-keygen or ssh-add is not installed")
+    keyring_missing = missing()
+    if keyring_missing:
+        results["left out"].append(keyring_missing)
     os.sched_setaffinity(0, {cpu})
     try:
         assert exchange.stdout is not None
@@ -246,6 +265,7 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
         # The one-connection rows at each of several starts of every server (see over_starts).
         per_start = []
+        server_seconds = {"floor": 0.0, "vaultd": 0.0}
         for start in range(args.starts):
             if start:
                 daemon.stop()
@@ -259,11 +279,24 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
             if has_agent:
                 (root / f"agent-{start}").mkdir()
                 agent = SshAgent(root / f"agent-{start}", cpu)
-            per_start.append(latency_rows(daemon.path, floor_path, agent, count))
+            if not keyring_missing:
+                keyring = GnomeKeyring(root / f"keyring-{start}", cpu)
+            servers = {"vaultd": (daemon.path, daemon.pid()), "floor": (floor_path, floor.pid)}
+            rows, spent = latency_rows(servers, agent, keyring, count, floor_first=start % 2 == 0)
+            per_start.append(rows)
+            for name, spent_seconds in spent.items():
+                server_seconds[name] += spent_seconds
             if agent is not None:
                 agent.stop()
                 agent = None
+            if keyring is not None:
+                keyring.stop()
+                keyring = None
         results["latency_us"] = over_starts(per_start)
+        calls = args.starts * (count + min(200, count))  # timed() warms up with up to 200 calls
+        results["server_cpu_us_per_token_get"] = {
+            name: round(total / calls * 1e6, 1) for name, total in server_seconds.items()
+        }
         results["start_to_ready_ms"] = round(statistics.median(ready) * 1000, 1)
 
         rates: dict[str, dict[int, float]] = {}
@@ -283,9 +316,12 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
     finally:
         if agent is not None:
             agent.stop()
+        if keyring is not None:
+            keyring.stop()
         daemon.stop()
-        floor.kill()
-        exchange.kill()
+        for proc in (floor, exchange):
+            proc.kill()
+            proc.wait()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -329,15 +365,6 @@ def measure_idle(count: int, idle_seconds: float, results: dict[str, Any]) -> No
     results["idle_cpu_s_per_hour"] = {f"{count:,} credentials": round(cpu * 3600 / idle_seconds, 4)}
 
 
-def secretstorage_row(results: dict[str, Any]) -> None:
-    try:
-        import secretstorage  # type: ignore[import-not-found]  # noqa: F401 - optional peer
-    except ImportError:
-        results["left out"].append("gnome-keyring: the secretstorage package is not installed")
-        return
-    results["left out"].append("gnome-keyring: no D-Bus session with a keyring here (needs a desktop session)")
-
-
 def ratios(results: dict[str, Any]) -> dict[str, float]:
     latency, rates = results["latency_us"], results["requests_per_s"]
     out = {
@@ -362,6 +389,11 @@ def render(results: dict[str, Any]) -> str:
     for label, figure in results["latency_us"].items():
         spread = figure["p50 per start"]
         lines.append(f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f}   {min(spread):.1f}-{max(spread):.1f}")
+    server_cpu = results["server_cpu_us_per_token_get"]
+    lines.append(
+        f"  server CPU per token.get, all starts (us)      floor {server_cpu['floor']:.1f}, "
+        f"vaultd {server_cpu['vaultd']:.1f} ({server_cpu['vaultd'] / server_cpu['floor']:.2f}x)"
+    )
     lines.append("")
     lines.append("requests per second, asyncio client, one connection per client: " + ", ".join(map(str, CONNECTIONS)))
     for label, rate in results["requests_per_s"].items():
@@ -421,7 +453,6 @@ def main() -> None:
     results["import_ms_over_bare"] = round(imported - bare, 1)
     measure_unlock(profiles, results)
     measure_idle(idle_count, idle_seconds, results)
-    secretstorage_row(results)
     results["ratios"] = ratios(results)
     text = render(results)
     print(text)
