@@ -162,20 +162,21 @@ class Dispatcher:
     ) -> None:
         """The audit log's one entry point: every decision and outcome passes here.
 
-        ``method`` is an RPC method, ``"accept"`` for a connection refused at accept, or
-        ``token.updated`` for a token pushed to a watcher; ``credential`` the name asked for
-        (several, comma-separated, for ``token.watch``); ``outcome`` ``"ok"``, ``"refused"``
-        (at accept) or the error's name (``FORBIDDEN``, ``LOCKED``, ...); ``token`` the token
-        handed out, to fingerprint (``Vault.fingerprint``), never to write; ``why`` the
-        policy's reason ("" where the policy does not govern the method: the passphrase does, or
-        it is open to every connected peer). Called on the hot path: it must return at once and
-        never raise (``AuditLog.record`` only queues the line).
+        ``identity`` is the peer's wire form (``Session.identity``, or ``peer.to_wire()`` at
+        accept), kept by the log as it is; ``method`` an RPC method, ``"accept"`` for a
+        connection refused at accept, or ``token.updated`` for a token pushed to a watcher;
+        ``credential`` the name asked for (several, comma-separated, for ``token.watch``);
+        ``outcome`` ``"ok"``, ``"refused"`` (at accept) or the error's name (``FORBIDDEN``,
+        ``LOCKED``, ...); ``token`` the token handed out, to fingerprint (``Vault.fingerprint``),
+        never to write; ``why`` the policy's reason ("" where the policy does not govern the
+        method: the passphrase does, or it is open to every connected peer). Called on the hot
+        path: it must return at once and never raise (``AuditLog.record`` only queues the line).
         """
         audit = self.audit
         if audit is None:
             return
         audit.record(
-            identity=identity,  # the peer's wire form (Session.identity), built once per connection
+            identity=identity,
             method=method,
             credential=credential,
             outcome=outcome,
