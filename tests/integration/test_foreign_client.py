@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from ..daemon_process import DaemonProcess
+from ..squatter import start_squatter
 
 ROOT = Path(__file__).parents[2]
 PROGRAM = ROOT / "tests" / "foreign" / "fetch_token.mjs"
@@ -142,23 +143,6 @@ print(len(conn.recv(65536)), flush=True)
 """
 
 
-def _squat(root: Path, name: str, *, as_nobody: bool) -> tuple[subprocess.Popen[str], Path]:
-    script = root / "squatter.py"
-    script.write_text(SQUATTER)
-    script.chmod(0o644)
-    path, ready = root / name / "vaultd.sock", root / f"{name}.ready"
-    command = ["/usr/bin/python3", str(script), str(path), str(ready)]
-    if as_nobody:
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/")
-    for _ in range(200):
-        if ready.exists():
-            break
-        time.sleep(0.05)  # another process's start-up: no clock of ours to drive
-    assert ready.exists(), "the squatter did not start"
-    return proc, path
-
-
 def test_the_foreign_client_never_talks_to_another_users_socket(short_tmp: Path) -> None:
     """Another user bound the path first (as in /tmp without XDG_RUNTIME_DIR): nothing is sent."""
     if os.geteuid() != 0:
@@ -167,12 +151,12 @@ def test_the_foreign_client_never_talks_to_another_users_socket(short_tmp: Path)
         pytest.skip("needs root to switch uid with setpriv (CI runs it as root)")
     short_tmp.chmod(0o1777)  # like /tmp: anyone may create a folder in it, none may replace another's
 
-    squatter, path = _squat(short_tmp, "ours", as_nobody=False)
+    squatter, path = start_squatter(short_tmp, SQUATTER, "ours", as_nobody=False)
     control = run_node("ex", "--socket", str(path))
     out, _ = squatter.communicate(timeout=10)
     assert control.returncode == 3 and int(out) > 0, "positive control: the same listener, ours, hears the client"
 
-    squatter, path = _squat(short_tmp, "theirs", as_nobody=True)
+    squatter, path = start_squatter(short_tmp, SQUATTER, "theirs", as_nobody=True)
     try:
         proc = run_node("ex", "--socket", str(path))
     finally:

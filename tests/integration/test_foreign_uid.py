@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from vaultd_client import Client, ConnectionLost, UntrustedSocket
 
 from ..daemon_process import BIN, DaemonProcess
+from ..squatter import start_squatter
 
 TOKEN = "fake-token-foreign-uid-check"
 
@@ -112,38 +112,20 @@ print(len(received))
 """
 
 
-def _squat(root: Path, *, as_nobody: bool) -> tuple[subprocess.Popen[str], Path]:
-    """Another user's listener at a socket path the client will use."""
-    script = root / "squatter.py"
-    script.write_text(SQUATTER)
-    script.chmod(0o644)
-    path, ready = root / "squat" / "vaultd.sock", root / "squatter.ready"
-    command = ["/usr/bin/python3", str(script), str(path), str(ready)]
-    if as_nobody:
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd="/")
-    for _ in range(200):
-        if ready.exists():
-            break
-        time.sleep(0.05)  # another process's start-up: no trio clock to drive
-    assert ready.exists(), "the squatter did not start"
-    return proc, path
-
-
 def test_the_client_never_talks_to_another_users_socket(short_tmp: Path) -> None:
     """A user without XDG_RUNTIME_DIR uses /tmp/vaultd-UID: another user could get there first."""
     _require_root()
     short_tmp.chmod(0o777)
-    squatter, path = _squat(short_tmp, as_nobody=True)
+    squatter, path = start_squatter(short_tmp, SQUATTER, "squat", as_nobody=True)
     with pytest.raises(UntrustedSocket, match="served by uid 65534"):
         Client(path).unlock("fake passphrase never sent")
     squatter.kill()  # it is still waiting for bytes that will never come
     squatter.wait(timeout=10)
     shutil.rmtree(short_tmp / "squat")
-    (short_tmp / "squatter.ready").unlink()
+    (short_tmp / "squat.ready").unlink()
 
     # Positive control: the same listener run by our own user does receive the request.
-    squatter, path = _squat(short_tmp, as_nobody=False)
+    squatter, path = start_squatter(short_tmp, SQUATTER, "squat", as_nobody=False)
     with pytest.raises(ConnectionLost):
         Client(path).unlock("fake passphrase sent")
     out, _ = squatter.communicate(timeout=10)
@@ -153,7 +135,7 @@ def test_the_client_never_talks_to_another_users_socket(short_tmp: Path) -> None
 def test_vaultctl_refuses_another_users_socket_with_exit_3(short_tmp: Path) -> None:
     _require_root()
     short_tmp.chmod(0o777)
-    squatter, path = _squat(short_tmp, as_nobody=True)
+    squatter, path = start_squatter(short_tmp, SQUATTER, "squat", as_nobody=True)
     try:
         proc = subprocess.run(
             [BIN / "vaultctl", "--socket", str(path), "status"], capture_output=True, text=True, timeout=30, check=False
