@@ -293,13 +293,7 @@ def add_env_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_EXEC_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--min-ttl",
-        type=_min_ttl,
-        default=0.0,
-        metavar="SECONDS",
-        help="fetch tokens valid at least this long (default 0)",
-    )
+    _add_min_ttl(p)
     p.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     p = sub.add_parser(
@@ -313,14 +307,19 @@ def add_env_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "names", nargs="+", metavar="NAME", help="a credential; NAME=VAR picks its variable; comma-separated"
     )
-    p.add_argument(
+    _add_min_ttl(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object of variable names to values")
+
+
+def _add_min_ttl(parser: argparse.ArgumentParser) -> None:
+    """``--min-ttl``, the same for ``exec`` and ``env``."""
+    parser.add_argument(
         "--min-ttl",
         type=_min_ttl,
         default=0.0,
         metavar="SECONDS",
         help="fetch tokens valid at least this long (default 0)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object of variable names to values")
 
 
 ENV_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {"exec": cmd_exec, "env": cmd_env}
