@@ -75,7 +75,14 @@ class Session:
     def closed(self) -> None:
         callbacks, self._on_close = self._on_close, []
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception as exc:  # one callback's bug must not skip the others' cleanup
+                log.error("cleanup after a connection failed: %s", type(exc).__name__, exc_info=exc)
+
+    def close(self) -> None:
+        """End this connection now (its requests in progress are abandoned unanswered)."""
+        self._close()
 
 
 #: Answers one request on one connection: returns the result, or raises RpcError. A handler
@@ -94,6 +101,9 @@ _EAGER_LIMIT = 16
 #: (every busy connection's turn), so one at a time, a client left in the backlog of a loaded
 #: daemon waits seconds to be let in.
 _ACCEPT_BATCH = 64
+
+#: What reading or writing meets when the peer has gone: an ordinary end of the stream.
+_PEER_GONE = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
 
 #: accept() failures that say "not now" (out of fds or memory, a peer gone before we took it).
 _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED})
@@ -172,6 +182,31 @@ async def serve(
                     nursery.start_soon(run)
 
 
+#: Exception types whose traceback was logged already: a bug shows its traceback once, then a line per connection.
+_TRACED: set[str] = set()
+
+
+def _log_end(peer: Peer, exc: Exception) -> None:
+    """Log, once, why a connection ended by an exception (the connection is closed by the caller)."""
+    leaves = _leaves(exc)
+    if all(isinstance(leaf, (trio.BrokenResourceError, trio.ClosedResourceError)) for leaf in leaves):
+        log.info("connection (%s) ended: the peer went away", peer)
+        return
+    kinds = ", ".join(sorted({type(leaf).__name__ for leaf in leaves}))
+    if kinds in _TRACED or len(_TRACED) >= 64:
+        log.error("connection (%s) closed by an internal error (%s; traceback logged before)", peer, kinds)
+        return
+    _TRACED.add(kinds)
+    log.error("connection (%s) closed by an internal error (%s)", peer, kinds, exc_info=exc)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) groups, or ``[exc]`` when it is no group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def _accept_now(twin: socket.socket) -> list[trio.socket.SocketType]:
     """The connections waiting in the backlog now (at most ``_ACCEPT_BATCH - 1``), without waiting."""
     taken: list[trio.socket.SocketType] = []
@@ -233,6 +268,12 @@ class _ServerConnection:
         self._waiting = False
 
     async def run(self) -> None:
+        """Serve until the connection ends, however it ends; never raises but Cancelled.
+
+        One connection is one failure domain: a reset, a handler's bug or an ``ExceptionGroup``
+        out of this connection's nursery ends this connection, is logged once, and never
+        reaches the accept loop.
+        """
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
@@ -242,8 +283,8 @@ class _ServerConnection:
                     # The peer closed its side: finish the answers in flight, then stop pushing.
                     await self._drain_answers()
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except Exception as exc:  # groups included: whatever it is, it ends this connection alone
+            _log_end(self._peer, exc)
         finally:
             self._session.closed()
             await trio.aclose_forcefully(self._stream)
@@ -348,19 +389,32 @@ class _ServerConnection:
 
     async def _receive_some(self) -> bytes | bytearray | None:
         if self._fd is None:
-            return await self._stream.receive_some(self._limits.receive_size)
+            try:
+                return await self._stream.receive_some(self._limits.receive_size)
+            except trio.BrokenResourceError:  # a reset: the peer is gone, as at end of stream
+                return b""
         await trio.lowlevel.wait_readable(self._fd)
         return self._read_now()
 
     def _read_now(self) -> bytes | None:
-        """What the socket holds now (``b""`` at end of stream), or None if nothing yet."""
+        """What the socket holds now, or None if nothing yet.
+
+        ``b""`` at end of stream, and also when the peer is gone without one: a peer that
+        closes with answers unread makes the kernel reset the connection (ECONNRESET), which
+        is how engines usually leave (SIGKILL, a crash, a client closed mid-call).
+
+        Raises:
+            trio.ClosedResourceError: the descriptor was closed under us (EBADF).
+        """
         assert self._fd is not None
         try:
             return os.read(self._fd, self._limits.receive_size)
         except BlockingIOError:
             return None
-        except OSError as exc:  # reset by the peer, or closed under us
-            raise trio.BrokenResourceError(exc.strerror) from None
+        except OSError as exc:
+            if exc.errno in _PEER_GONE:
+                return b""
+            raise trio.ClosedResourceError(exc.strerror) from None
 
     def _answer_now(self, request: Request) -> bytes | None:
         """The answer's bytes, if the handler can give it at once without waiting (a fast path)."""
@@ -389,6 +443,12 @@ class _ServerConnection:
                 result = await self._handler(request, self._session)
         except RpcError as exc:
             return Response(request.msgid, exc.to_error_info(), None)
+        except ExceptionGroup as group:  # a handler that ran tasks: one RpcError inside is its answer
+            leaves = _leaves(group)
+            if len(leaves) == 1 and isinstance(leaves[0], RpcError):
+                return Response(request.msgid, leaves[0].to_error_info(), None)
+            log.error("internal error in %s: %s", request.method, type(group).__name__, exc_info=group)
+            return error_response(request.msgid, ErrorCode.INTERNAL, "internal error (see the daemon's log)")
         except trio.TooSlowError:
             log.error("%s from %s took longer than %.0f s", request.method, self._peer, self._limits.request_timeout)
             return error_response(request.msgid, ErrorCode.INTERNAL, "the request timed out inside the daemon")

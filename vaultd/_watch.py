@@ -7,6 +7,7 @@ slow watcher can never stall renewals for everyone else.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from vaultd_protocol import Notify
 
 __all__ = ["EXPIRED", "LOCKED", "UPDATED", "Subscription", "WatchHub"]
+
+log = logging.getLogger("vaultd.watch")
 
 UPDATED = Notify.TOKEN_UPDATED.value
 EXPIRED = Notify.TOKEN_EXPIRED.value
@@ -65,5 +68,10 @@ class WatchHub:
         self._subscriptions.clear()
 
     def _deliver(self, subscription: Subscription, method: str, params: dict[str, Any]) -> None:
-        if not subscription.sink(method, params):
+        try:
+            taken = subscription.sink(method, params)
+        except Exception as exc:  # a sink's bug ends that subscription, never the renewer that publishes
+            log.error("a watcher's notification failed (%s): its subscription ends", type(exc).__name__, exc_info=exc)
+            taken = False
+        if not taken:
             self._subscriptions.discard(subscription)
