@@ -55,6 +55,8 @@ class DaemonConfig:
     settings_file: Path | None = None
     #: The audit log (``_audit``); None writes none (tests of other parts).
     audit_log: Path | None = None
+    #: Credentials one connection may watch at once.
+    max_watch_names: int = 256
 
 
 def _positive_int(text: str) -> int:
@@ -103,6 +105,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse connections beyond N (default 256)",
     )
     parser.add_argument(
+        "--max-connections-per-uid",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="connections any one other user (a uid a policy rule lets in) may hold open at once (default 64)",
+    )
+    parser.add_argument(
+        "--reserved-connections",
+        type=int,
+        metavar="N",
+        help=(
+            "of --max-connections, slots only the daemon's own user may use, so other users can never "
+            "shut out 'vaultctl lock' (default 16, or a quarter of --max-connections if that is fewer)"
+        ),
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="requests one connection may have in progress; beyond, the daemon stops reading it (default 32)",
+    )
+    parser.add_argument(
+        "--max-queued-notifications",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="notifications a watcher may leave unread before it is disconnected (default 256)",
+    )
+    parser.add_argument(
+        "--max-watch-names",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="credentials one connection may watch at once, over all its token.watch calls (default 256)",
+    )
+    parser.add_argument(
         "--max-message-size",
         type=_positive_int,
         default=64 * 1024,
@@ -128,7 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> DaemonConfig:
-    limits = ServerLimits(protocol=Limits(max_message_size=args.max_message_size), max_connections=args.max_connections)
+    if args.max_connections < 1:
+        raise ValueError("--max-connections must be at least 1")
+    reserved = min(16, args.max_connections // 4) if args.reserved_connections is None else args.reserved_connections
+    if not 0 <= reserved < args.max_connections:
+        raise ValueError("--reserved-connections must be at least 0 and fewer than --max-connections")
+    limits = ServerLimits(
+        protocol=Limits(max_message_size=args.max_message_size),
+        max_connections=args.max_connections,
+        max_connections_per_uid=args.max_connections_per_uid,
+        reserved_connections=reserved,
+        max_in_flight=args.max_in_flight,
+        max_queued=args.max_queued_notifications,
+    )
     explicit = args.socket or os.environ.get("VAULTD_SOCKET")
     return DaemonConfig(
         _paths.socket_path(args.socket),
@@ -138,6 +189,7 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         own_data_folder=not args.data_dir,
         settings_file=None if args.log_level else _systemd.settings_path(),
         audit_log=args.audit_log or default_audit_path(),
+        max_watch_names=args.max_watch_names,
     )
 
 
@@ -229,7 +281,13 @@ async def _serve(
             if audit is not None:
                 await nursery.start(audit.run)  # flushes at least every second, and once more at stop
             await _unattended_unlock(vault)
-            dispatcher = Dispatcher(vault, config.socket_path, memory_locked=hardening.memory_locked, audit=audit)
+            dispatcher = Dispatcher(
+                vault,
+                config.socket_path,
+                memory_locked=hardening.memory_locked,
+                audit=audit,
+                max_watch_names=config.max_watch_names,
+            )
             await nursery.start(serve, listener, dispatcher, config.limits)
             log.info(
                 "vaultd %s listening on %s (vault %s: %s)",

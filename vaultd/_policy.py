@@ -2,10 +2,11 @@
 
 A policy is a list of rules. Each rule matches peers by ``uid``, ``unit`` (a glob on the
 systemd unit) and ``exe`` (an exact path), and allows ``credentials`` (globs) and ``methods``
-(``get``, ``sign``, ``watch``, ``status``). The first rule that matches a peer decides: what
-it allows is allowed, everything else is refused. A rule without ``uid`` matches the daemon's
-own uid only, so that no rule reaches another user unless it names that uid. With no rules at
-all, the daemon's own uid may do everything (as ssh-agent does) and any other uid nothing.
+(``get``, ``sign``, ``watch``, ``status``, and for other uids ``lock`` and ``admin``). The
+first rule that matches a peer decides: what it allows is allowed, everything else is refused.
+A rule without ``uid`` matches the daemon's own uid only, so that no rule reaches another user
+unless it names that uid. With no rules at all, the daemon's own uid may do everything (as
+ssh-agent does) and any other uid nothing.
 
 The policy is stored sealed in the vault as ``{"rules": [...]}`` (lists, strings and ints,
 for msgpack) and written by operators as TOML ``[[rule]]`` tables.
@@ -23,8 +24,9 @@ from typing import Any, Protocol
 
 __all__ = ["METHODS", "Access", "Decision", "Identity", "Policy", "PolicyError", "Rule", "Who"]
 
-#: What a rule may allow, in the order shown.
-METHODS = ("get", "sign", "watch", "status")
+#: What a rule may allow, in the order shown. ``lock`` (``vault.lock``) and ``admin`` (the
+#: passphrase methods) are asked of other uids only: the daemon's own uid always has them.
+METHODS = ("get", "sign", "watch", "status", "lock", "admin")
 #: Methods that act on a credential (``status`` does not).
 _ON_CREDENTIALS = frozenset({"get", "sign", "watch"})
 _KEYS = ("uid", "unit", "exe", "credentials", "methods")

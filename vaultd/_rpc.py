@@ -37,6 +37,7 @@ from ._policy import Access, Decision, Policy, PolicyError
 from ._secret import Secret
 from ._server import NOT_NOW, Session
 from ._vault import Vault
+from ._watch import Subscription
 
 __all__ = ["Dispatcher"]
 
@@ -46,13 +47,26 @@ _MIN_PASSPHRASE = 8
 #: The methods :meth:`Dispatcher.immediate` may answer at once, by their wire names.
 _FAST = {Method.TOKEN_GET.value: Method.TOKEN_GET, Method.TOKEN_SIGN.value: Method.TOKEN_SIGN}
 _Params = dict[str, Any]
-#: What the policy calls each method it governs; the others are open (``hello``, ``vault.lock``)
-#: or governed by the passphrase alone.
+#: What the policy calls each method it governs for every peer; ``hello`` is open to all.
 _POLICED: dict[str, str] = {
     Method.TOKEN_GET: "get",
     Method.TOKEN_SIGN: "sign",
     Method.TOKEN_WATCH: "watch",
     Method.STATUS: "status",
+}
+#: Methods open to the daemon's own uid (with the passphrase where they take one) that another
+#: uid may call only where a rule allows them, by these names.
+_OWNER_METHODS: dict[str, str] = {
+    Method.VAULT_LOCK: "lock",
+    Method.VAULT_INIT: "admin",
+    Method.VAULT_UNLOCK: "admin",
+    Method.CREDENTIAL_PUT: "admin",
+    Method.CREDENTIAL_REMOVE: "admin",
+    Method.CREDENTIAL_LIST: "admin",
+    Method.CREDENTIAL_RENEW: "admin",
+    Method.POLICY_GET: "admin",
+    Method.POLICY_SET: "admin",
+    Method.VAULT_REKEY: "admin",
 }
 
 
@@ -69,6 +83,8 @@ class Dispatcher:
     own_uid: int = field(default_factory=os.getuid)
     #: Where every decision is written (None: nowhere, as in tests of the transport).
     audit: AuditLog | None = None
+    #: Credential names one connection may watch at once (over all its ``token.watch`` calls).
+    max_watch_names: int = 256
 
     def __post_init__(self) -> None:
         self._handlers: dict[Method, Callable[[_Params, Session], Awaitable[Any]]] = {
@@ -90,6 +106,10 @@ class Dispatcher:
         }
         self._policy_source: object = None  # what vault.policy() gave (None: sealed), compared by identity
         self._policy: Policy | None = None
+        #: Open connections of other uids: closed at once when a lock or a new policy shuts them out.
+        self._foreign: set[Session] = set()
+        self._standing: object = None
+        self.vault.add_listener(self._vault_changed)
 
     def immediate(self, request: Request, session: Session) -> Any:
         """Answer ``token.get`` and ``token.sign`` at once when memory suffices; else :data:`NOT_NOW`.
@@ -134,7 +154,12 @@ class Dispatcher:
             raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
         names: Sequence[str | None] = params["names"] if method is Method.TOKEN_WATCH else (params.get("name"),)
         credential = ",".join(filter(None, names)) or None
-        why = self._authorize(session, method, names) if method in _POLICED else ""
+        if method in _POLICED:
+            why = self._authorize(session, method, names)
+        elif method in _OWNER_METHODS and session.peer.uid != self.own_uid:
+            why = self._authorize_other_uid(session, method, credential, params)
+        else:
+            why = ""
         outcome, token = "INTERNAL", None
         try:
             result = await self._handlers[method](params, session)
@@ -230,6 +255,41 @@ class Dispatcher:
             why = decision.why
         return why
 
+    def _authorize_other_uid(self, session: Session, method: Method, name: str | None, params: _Params) -> str:
+        """Why another uid may call ``vault.lock`` or a passphrase method: a rule allows it.
+
+        Raises:
+            RpcError: FORBIDDEN (the passphrase in ``params`` is wiped first: it is never checked).
+        """
+        decision = self._access(session).check(_OWNER_METHODS[method], None)
+        if not decision.allowed:
+            for key in ("passphrase", "new_passphrase"):
+                params.pop(key, None)
+            self._refuse(session, self._access(session), method, name, decision)
+        return decision.why
+
+    def opened(self, session: Session) -> None:
+        """The server's hook for a new connection: keep those of other uids, to close on revocation."""
+        if session.peer.uid != self.own_uid:
+            self._foreign.add(session)
+            session.on_close(lambda: self._foreign.discard(session))
+
+    def _vault_changed(self) -> None:
+        """The vault's listener: a lock or a new policy closes each other-uid connection it shuts out."""
+        standing = (self.vault.state, self.vault.policy())
+        before = self._standing
+        if isinstance(before, tuple) and before[0] == standing[0] and before[1] is standing[1]:
+            return
+        self._standing = standing
+        for session in list(self._foreign):
+            if not self.admits(session.peer):
+                log.info("closing a connection of another user (%s): the lock or the policy shuts it out", session.peer)
+                self._audit(
+                    session.identity, "revoke", None, "closed", why="access withdrawn by a lock or a new policy"
+                )
+                self._foreign.discard(session)
+                session.close()
+
     def _refuse(
         self, session: Session, access: Access, method: Method, name: str | None, decision: Decision
     ) -> NoReturn:
@@ -308,12 +368,32 @@ class Dispatcher:
         return await self.vault.sign(params["name"], params)
 
     async def _token_watch(self, params: _Params, session: Session) -> Any:
+        """One subscription per connection: a further call adds its names to it, up to
+        :attr:`max_watch_names` (a lock, or a refusal, ends it: the next call starts afresh)."""
         names: list[str] = params["names"]
         self.vault.watchable(names)
         hub = self.vault.hub
-        subscription = hub.subscribe(names, lambda method, pushed: self._push(session, method, pushed))
-        session.on_close(lambda: hub.unsubscribe(subscription))
+        held: Subscription | None = session.watch
+        if held is not None and not hub.active(held):
+            held = session.watch = None
+        wanted = frozenset(names) | (held.names if held is not None else frozenset())
+        if len(wanted) > self.max_watch_names:
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                f"a connection may watch at most {self.max_watch_names} credentials: "
+                f"this one would watch {len(wanted)} (nothing was added)",
+            )
+        if held is None:
+            session.on_close(lambda: self._unwatch(session))
+        else:
+            hub.unsubscribe(held)
+        session.watch = hub.subscribe(wanted, lambda method, pushed: self._push(session, method, pushed))
         return {"watching": names}
+
+    def _unwatch(self, session: Session) -> None:
+        if session.watch is not None:
+            self.vault.hub.unsubscribe(session.watch)
+            session.watch = None
 
     # -- passphrase methods ------------------------------------------------------------------
 

@@ -53,8 +53,10 @@ class Session:
         self.peer = peer
         #: ``peer.to_wire()``, built once: the audit log keeps it with every line (never change it).
         self.identity = peer.to_wire()
-        #: The handler's own per-connection state (the dispatcher keeps its policy decisions here).
+        #: The handler's own per-connection state (the dispatcher keeps its policy decisions here,
+        #: and the connection's one watch subscription).
         self.access: Any = None
+        self.watch: Any = None
         self._outbox = outbox
         self._close = close
         self._on_close: list[Callable[[], None]] = []
@@ -89,7 +91,8 @@ class Session:
 #: may also have an ``immediate(request, session)`` method that answers synchronously when it
 #: can, or returns :data:`NOT_NOW` (the request then goes to a task of its own); an
 #: ``admits(peer) -> bool`` method, asked at accept about a peer of another uid (without it,
-#: none is let in); and a ``refused(peer)`` method, told of each peer refused at accept.
+#: none is let in); a ``refused(peer)`` method, told of each peer refused at accept; and an
+#: ``opened(session)`` method, told of each connection before its first byte is read.
 Handler = Callable[[Request, Session], Awaitable[Any]]
 NOT_NOW: Any = object()
 
@@ -112,7 +115,12 @@ _ACCEPT_TRANSIENT = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     protocol: Limits = field(default_factory=Limits)
+    #: Open connections in all; the last ``reserved_connections`` of them (all but one, if the cap
+    #: is smaller) only the daemon's own uid may use.
     max_connections: int = 256
+    #: Open connections of any one uid other than the daemon's.
+    max_connections_per_uid: int = 64
+    reserved_connections: int = 16
     max_in_flight: int = 32
     frame_timeout: float = 10.0
     idle_timeout: float = 300.0
@@ -121,6 +129,57 @@ class ServerLimits:
     receive_size: int = 65536
     #: Notifications queued for a peer that has not read them yet, before it is dropped.
     max_queued: int = 256
+
+    def __post_init__(self) -> None:
+        if self.reserved_connections < 0:
+            raise ValueError("reserved connections cannot be negative")
+        for name in ("max_connections", "max_connections_per_uid", "max_in_flight", "max_queued"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1")
+
+
+class _Shares:
+    """Who holds how many of the connection slots: each other uid its own share, and the
+    last ``reserved`` slots kept for the daemon's own uid, so no other user can hold the desk
+    (shut the operator's ``vaultctl lock`` out)."""
+
+    def __init__(self, limits: ServerLimits, own_uid: int) -> None:
+        self._total = limits.max_connections
+        # At least one slot stays open to other uids (a small cap with the default reserve).
+        self._others_total = max(1, limits.max_connections - limits.reserved_connections)
+        self._per_uid = limits.max_connections_per_uid
+        self._own = own_uid
+        self.open = 0
+        self._others = 0
+        self._by_uid: dict[int, int] = {}
+
+    def full(self) -> bool:
+        return self.open >= self._total
+
+    def take(self, uid: int) -> str | None:
+        """Take a slot for ``uid``; None when taken, else why not."""
+        if self.open >= self._total:
+            return f"the connection cap of {self._total} is reached"
+        if uid != self._own:
+            held = self._by_uid.get(uid, 0)
+            if held >= self._per_uid:
+                return f"uid {uid} holds its share of {self._per_uid} connections"
+            if self._others >= self._others_total:
+                return f"other users hold all {self._others_total} connections open to them"
+            self._by_uid[uid] = held + 1
+            self._others += 1
+        self.open += 1
+        return None
+
+    def give_back(self, uid: int) -> None:
+        self.open -= 1
+        if uid != self._own:
+            self._others -= 1
+            left = self._by_uid[uid] - 1
+            if left:
+                self._by_uid[uid] = left
+            else:
+                del self._by_uid[uid]
 
 
 async def serve(
@@ -134,7 +193,7 @@ async def serve(
     own_uid = os.getuid()
     admits: Callable[[Peer], bool] | None = getattr(handler, "admits", None)
     refused: Callable[[Peer], None] | None = getattr(handler, "refused", None)
-    open_count = 0
+    shares = _Shares(limits, own_uid)
     refused_for_cap = 0
     # A twin of the listener (the same backlog), to take what else waits there without a yield.
     with socket.fromfd(listener.fileno(), listener.family, listener.type) as twin:
@@ -151,33 +210,36 @@ async def serve(
                     await trio.sleep(0.1)
                     continue
                 for sock in [first, *_accept_now(twin)]:
-                    if open_count >= limits.max_connections:
+                    why = f"the connection cap of {limits.max_connections} is reached" if shares.full() else None
+                    peer = None
+                    if why is None:
+                        try:
+                            peer = peer_of(sock)
+                        except OSError:
+                            sock.close()
+                            continue
+                        if peer.uid != own_uid and not _admitted(peer, admits, refused):
+                            sock.close()
+                            continue
+                        why = shares.take(peer.uid)
+                    if why is not None or peer is None:
                         refused_for_cap += 1
                         if refused_for_cap == 1 or refused_for_cap % 1000 == 0:
                             log.warning(
-                                "connection cap of %d reached: refusing new connections (%d refused so far)",
-                                limits.max_connections,
+                                "refusing a connection (%s): %s (%d refused so far for want of a slot)",
+                                peer or "not read",
+                                why,
                                 refused_for_cap,
                             )
                         sock.close()
                         continue
-                    try:
-                        peer = peer_of(sock)
-                    except OSError:
-                        sock.close()
-                        continue
-                    if peer.uid != own_uid and not _admitted(peer, admits, refused):
-                        sock.close()
-                        continue
-                    open_count += 1
                     stream = trio.SocketStream(sock)
 
                     async def run(stream: trio.SocketStream = stream, peer: Peer = peer) -> None:
-                        nonlocal open_count
                         try:
                             await serve_stream(stream, peer, handler, limits)
                         finally:
-                            open_count -= 1
+                            shares.give_back(peer.uid)
 
                     nursery.start_soon(run)
 
@@ -276,6 +338,9 @@ class _ServerConnection:
         """
         try:
             with self._scope:
+                opened: Callable[[Session], None] | None = getattr(self._handler, "opened", None)
+                if opened is not None:
+                    opened(self._session)
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._push_notifications, nursery)
                     nursery.start_soon(self._watch_deadlines)

@@ -78,7 +78,8 @@ class Vault:
         called (and must return at once) when the state, the credentials or one's renewal
         state may have changed: systemd's STATUS line follows it."""
         self._blocking = blocking
-        self._on_change = on_change or _nothing
+        self._on_change = self._changed
+        self._listeners: list[Callable[[], None]] = [on_change] if on_change is not None else []
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
         self._nursery = nursery
@@ -101,6 +102,14 @@ class Vault:
         self._peek_header()
 
     # -- state -----------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (it must return at once) whenever ``on_change`` would be called."""
+        self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     @property
     def state(self) -> VaultState:
@@ -413,10 +422,12 @@ class Vault:
                 await self._write(changed.header, changed.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:
                 adopt(opened, changed)
+                self._on_change()
                 raise RpcError(
                     ErrorCode.STORAGE_FAILED, f"{what} is in effect, but it may not survive a power loss: {exc}"
                 ) from None
             adopt(opened, changed)
+            self._on_change()  # a new policy: connections it shuts out are closed at once
 
     # -- reader methods --------------------------------------------------------------------
 
@@ -593,10 +604,6 @@ class Vault:
             log.error("vault write failed: %s", exc)
             raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
         self.last_write_error = None
-
-
-def _nothing() -> None:
-    pass
 
 
 def _min_warning(profile: KdfProfile) -> str:

@@ -46,6 +46,13 @@ class WatchHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
+    def active(self, subscription: Subscription) -> bool:
+        """Whether ``subscription`` still hears (not ended by a lock, a refusal or a full queue)."""
+        return subscription in self._subscriptions
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
     def watchers(self, name: str) -> int:
         return sum(1 for s in self._subscriptions if name in s.names)
 

@@ -105,13 +105,16 @@ StartServer = Callable[..., Awaitable[Served]]
 
 @pytest.fixture
 def start_server(nursery: trio.Nursery, short_tmp: Path) -> StartServer:
-    async def start(limits: ServerLimits | None = None, delay: FailureDelay | None = None, clock: Any = None) -> Served:
+    async def start(
+        limits: ServerLimits | None = None, delay: FailureDelay | None = None, clock: Any = None, **options: Any
+    ) -> Served:
+        """``options`` go to the :class:`Dispatcher` (``max_watch_names=2``)."""
         socket_path = short_tmp / "run" / "vaultd.sock"
         sock = bind_unix_socket(socket_path)
         extra = {} if clock is None else {"clock": clock}
         vault = Vault(short_tmp / "data", nursery=nursery, failure_delay=delay, **extra)
         (short_tmp / "data").mkdir(mode=0o700, exist_ok=True)
-        dispatcher = Dispatcher(vault, socket_path)
+        dispatcher = Dispatcher(vault, socket_path, **options)
         listener = trio.socket.from_stdlib_socket(sock)
         await nursery.start(serve, listener, dispatcher, limits or ServerLimits())
         return Served(socket_path, vault)

@@ -533,8 +533,8 @@ def test_vaultctl_policy_set_show_and_test(daemon: DaemonProcess, short_tmp: Pat
     proc = daemon.ctl("policy", "set", str(bad), *daemon.pw(), check=False)
     assert proc.returncode == 2, proc.stderr
     assert (
-        proc.stderr
-        == f"vaultctl: {bad}: rule 1 (line 2): unknown method 'delete' in 'methods' (known: get, sign, watch, status)\n"
+        proc.stderr == f"vaultctl: {bad}: rule 1 (line 2): unknown method 'delete' in 'methods' "
+        "(known: get, sign, watch, status, lock, admin)\n"
     )
     assert daemon.ctl("policy", "set", str(path), *daemon.pw()).stdout == "policy set: 2 rules\n"
 
