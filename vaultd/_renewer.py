@@ -221,6 +221,8 @@ class Renewer:
         recorded = False
         try:
             recorded = await self._renew_once(credential, forced=forced)
+        except Exception as exc:  # groups too: one attempt's bug must not stop the renewer (and the daemon)
+            log.error("credential %r: renewal failed: %s", credential.name, type(exc).__name__, exc_info=exc)
         finally:
             credential.renewing = None
             done.set()

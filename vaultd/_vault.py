@@ -109,7 +109,10 @@ class Vault:
 
     def _changed(self) -> None:
         for callback in self._listeners:
-            callback()
+            try:
+                callback()
+            except Exception as exc:  # a listener's bug must not fail the renewal or lock that told it
+                log.error("a vault listener failed: %s", type(exc).__name__, exc_info=exc)
 
     @property
     def state(self) -> VaultState:
