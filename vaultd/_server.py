@@ -159,7 +159,7 @@ class _Shares:
     def take(self, uid: int) -> str | None:
         """Take a slot for ``uid``; None when taken, else why not."""
         if self.open >= self._total:
-            return f"the connection cap of {self._total} is reached"
+            return f"connection cap of {self._total} reached"
         if uid != self._own:
             held = self._by_uid.get(uid, 0)
             if held >= self._per_uid:
@@ -210,7 +210,7 @@ async def serve(
                     await trio.sleep(0.1)
                     continue
                 for sock in [first, *_accept_now(twin)]:
-                    why = f"the connection cap of {limits.max_connections} is reached" if shares.full() else None
+                    why = f"connection cap of {limits.max_connections} reached" if shares.full() else None
                     peer = None
                     if why is None:
                         try:
