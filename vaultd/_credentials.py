@@ -1,6 +1,6 @@
 """One credential: its name, its provider (config and secrets), and where its renewal stands.
 
-The state machine (DESIGN.md section 7) is the ``state`` field plus the wall clock:
+The state machine (docs/ARCHITECTURE.md section 7) is the ``state`` field plus the wall clock:
 FRESH -> RENEW_DUE -> (renewing) -> FRESH; a failed renewal with the token still valid is
 DEGRADED; a token past its expiry is EXPIRED whatever the stored state says (so a suspended
 machine never serves one); NEEDS_REAUTH holds until an operator acts. The renewer

@@ -15,7 +15,7 @@ _EPSILON = 1e-9
 
 @dataclass(frozen=True, slots=True)
 class RenewalPolicy:
-    """DESIGN.md section 7.
+    """docs/ARCHITECTURE.md section 7.
 
     Renew at the earlier of ``fraction`` of the lifetime (less up to ``jitter`` of the lifetime,
     so that many credentials issued together spread out) and ``expires_at - margin``, where the

@@ -13,7 +13,7 @@ Counts go into the figures, with the same count taken while unlocked for referen
 fetches: 13 copies while unlocked; after the lock, 11 before the mitigation
 (``vaultd._secret.scrub_freed_memory``, run by every lock) and 1 with it: the plaintext
 vault body in a buffer that PyNaCl's cffi allocated in a worker thread's malloc arena. The
-row never fails on residue: Python cannot promise to wipe every copy (DESIGN.md section 2).
+row never fails on residue: Python cannot promise to wipe every copy (docs/ARCHITECTURE.md section 2).
 It fails only when the measurement cannot run (not root, or ``/proc/PID/mem`` unreadable).
 """
 
