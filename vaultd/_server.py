@@ -157,6 +157,7 @@ async def serve(
                         sock.close()
                         continue
                     if peer.uid != own_uid and not _admitted(peer, admits, refused):
+                        peer.close()
                         sock.close()
                         continue
                     open_count += 1
@@ -168,6 +169,7 @@ async def serve(
                             await serve_stream(stream, peer, handler, limits)
                         finally:
                             open_count -= 1
+                            peer.close()  # its exe mark: one descriptor per open connection
 
                     nursery.start_soon(run)
 
