@@ -34,8 +34,9 @@ __all__ = ["MAX_FDS_SCANNED", "ExeMark", "exe_at_connect", "peer_inode"]
 log = logging.getLogger("vaultd.peer")
 
 #: Descriptors of the peer looked at, at most, to find its end of the connection: a bound on
-#: the work one accept can cost. An engine with more open files may find its ``exe`` unknown.
-MAX_FDS_SCANNED: Final = 4096
+#: the work one accept can cost (about 1.7 ms). An engine whose connection is not among its
+#: first 1,024 descriptors has its ``exe`` unknown.
+MAX_FDS_SCANNED: Final = 1024
 
 # sock_diag (linux/sock_diag.h, linux/unix_diag.h): ask the kernel for a Unix socket's peer.
 _NETLINK_SOCK_DIAG = 4
@@ -165,19 +166,24 @@ def _holds(pid: int, sock_fd: int, proc: str) -> bool:
     if inode is None:
         return False
     wanted = f"socket:[{inode}]"
-    folder = f"{proc}/{pid}/fd"
     try:
-        with os.scandir(folder) as entries:
+        folder = os.open(f"{proc}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        with os.scandir(folder) as entries:  # read in batches: a huge table is not listed whole
             for seen, entry in enumerate(entries):
                 if seen >= MAX_FDS_SCANNED:
                     break
                 try:
-                    if os.readlink(entry.path) == wanted:
+                    if os.readlink(entry.name, dir_fd=folder) == wanted:  # about 1.7 us each
                         return True
                 except OSError:  # closed while we looked
                     continue
     except OSError:
         return False
+    finally:
+        os.close(folder)
     return False
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from vaultd import _exe
 from vaultd._peer import SO_PEERPIDFD, Peer, peer_of, unit_of
 
 HYBRID = """\
@@ -248,3 +249,25 @@ def test_the_mark_stops_holding_when_the_process_execs_or_exits_and_keeps_one_de
         _end(exits)
         assert not peer.exe_holds()
         peer.close()
+
+
+def test_a_peer_end_beyond_the_scanned_descriptors_leaves_the_exe_unknown(
+    engine: str, listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan of the peer's descriptors is bounded (the cost of one accept): past the bound, no exe."""
+    sock, path = listener
+    proc = subprocess.Popen(
+        [engine, "-c", f"import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect({path!r}); {WAIT}"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        accepted, _ = sock.accept()
+        with accepted:
+            held = sorted(int(name) for name in os.listdir(f"/proc/{proc.pid}/fd"))
+            assert len(held) > 3  # stdin, stdout, stderr, and the socket after them
+            monkeypatch.setattr(_exe, "MAX_FDS_SCANNED", 3)
+            assert peer_of(accepted).exe is None
+            monkeypatch.setattr(_exe, "MAX_FDS_SCANNED", len(held))  # control: within the bound
+            assert peer_of(accepted).exe == engine
+    finally:
+        _end(proc)
