@@ -6,6 +6,9 @@ each decision, that the process has not exec'd: one ``pread``), alternating whic
 on the same daemon, in the same run. Both the client's p50/p99 and the server's CPU per call
 (from /proc) are given: the difference is a microsecond at most, under the p50's spread.
 
+Per decision, in process (``check_rows``): ``Access.check`` under each rule, for a real peer
+(this process, through a socketpair) — the figure the end-to-end rows are too noisy to show.
+
 At accept (``accept_rows``): ``peer_of`` on a connection from a live peer holding few and many
 descriptors, and within it ``exe_at_connect`` (pin, readlink, sock_diag, the descriptor scan).
 Every connection pays this, exe rule or not; a peer with more descriptors costs more (the scan
@@ -29,6 +32,7 @@ from sign_vs_ssh_agent import PASS, summary, timed
 
 from vaultd._exe import exe_at_connect
 from vaultd._peer import peer_of
+from vaultd._policy import Access, Policy
 from vaultd_client import Client
 
 #: A peer that opens ``argv[2]`` descriptors, connects to ``argv[1]`` and waits for stdin's end.
@@ -70,6 +74,29 @@ def rule_rows(path: Path, pid: int, count: int, rounds: int, cpu_seconds: Callab
         }
         for label in rules
     }
+
+
+def check_rows(count: int) -> dict[str, float]:
+    """Nanoseconds per ``Access.check`` (a cached decision) under a rule by uid and one by exe."""
+    exe = os.readlink("/proc/self/exe")
+    policies = {
+        "rule by uid": {"credentials": ["tok"], "methods": ["get"]},
+        "rule by exe": {"exe": exe, "credentials": ["tok"], "methods": ["get"]},
+    }
+    out: dict[str, float] = {}
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        peer = peer_of(a)
+        try:
+            assert peer.exe == exe and peer.exe_holds()
+            for label, rule in policies.items():
+                access = Access(Policy.from_config({"rules": [rule]}), peer, os.getuid())
+                assert access.check("get", "tok").allowed
+                out[label] = round(_per_call_ns(lambda access=access: access.check("get", "tok"), count * 100), 1)
+            out["of which exe_holds()"] = round(_per_call_ns(peer.exe_holds, count * 100), 1)
+        finally:
+            peer.close()
+    return out
 
 
 def accept_rows(count: int, descriptors: tuple[int, ...] = (16, 1000)) -> dict[str, Any]:
@@ -115,3 +142,14 @@ def _median_us(call: Callable[[], object], count: int) -> float:
         call()
         samples.append((time.perf_counter_ns() - started) / 1000)
     return statistics.median(samples)
+
+
+def _per_call_ns(call: Callable[[], object], count: int) -> float:
+    """The best of five runs of ``count`` calls, per call (scheduling noise only ever adds)."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter_ns()
+        for _ in range(count):
+            call()
+        best = min(best, (time.perf_counter_ns() - started) / count)
+    return best
