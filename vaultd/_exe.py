@@ -22,6 +22,7 @@ the program that connected. Linux only, as the daemon is.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -83,7 +84,8 @@ class ExeMark:
             os.close(fd)
 
     def __del__(self) -> None:  # a Peer dropped without close(): the descriptor goes with it
-        self.close()
+        with contextlib.suppress(Exception):  # at interpreter exit, os may be half torn down
+            self.close()
 
     def __repr__(self) -> str:
         return f"ExeMark(fd={self._fd})"
@@ -149,13 +151,13 @@ def peer_inode(sock_fd: int) -> int | None:
 
 
 def _pin(pid: int, proc: str) -> ExeMark | None:
-    for name in ("pagemap", "maps"):  # pagemap is the cheaper read; maps where it is compiled out
+    # pagemap is the cheaper read; maps where pagemap is compiled out or kept for root (before 4.2).
+    # Both fail alike (EACCES) for another user's or a non-dumpable process, and for one gone.
+    for name in ("pagemap", "maps"):
         try:
             return ExeMark(os.open(f"{proc}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC))
-        except FileNotFoundError:
+        except OSError:
             continue
-        except OSError:  # EACCES: another user's, or a non-dumpable process; ESRCH: gone
-            return None
     return None
 
 
@@ -198,6 +200,7 @@ def _readlink(path: str) -> str | None:
 
 
 def _warn_once(code: int | None, message: str) -> None:
-    if code not in _warned:
-        _warned.add(code or 0)
+    key = code or 0
+    if key not in _warned:
+        _warned.add(key)
         log.warning("%s: no connection can match an 'exe' rule", message)

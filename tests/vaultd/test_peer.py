@@ -10,6 +10,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -271,3 +272,27 @@ def test_a_peer_end_beyond_the_scanned_descriptors_leaves_the_exe_unknown(
             assert peer_of(accepted).exe == engine
     finally:
         _end(proc)
+
+
+def test_without_sock_diag_no_exe_is_vouched_for_and_the_log_says_so_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As under a sandbox without AF_NETLINK: the exe is unknown (no exe rule matches), not guessed."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    real = socket.socket
+
+    def no_netlink(family: int = -1, *args: Any, **kwargs: Any) -> socket.socket:
+        if family == socket.AF_NETLINK:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        return real(family, *args, **kwargs)
+
+    with a, b:
+        assert peer_of(a).exe == os.readlink("/proc/self/exe")  # control: with sock_diag
+        monkeypatch.setattr(_exe, "_warned", set())
+        monkeypatch.setattr(socket, "socket", no_netlink)
+        assert peer_of(a).exe is None and peer_of(a).exe is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "vaultd.peer"]
+    assert warnings == [
+        "cannot ask the kernel for a peer socket (sock_diag: Address family not supported by protocol)"
+        ": no connection can match an 'exe' rule"
+    ]
