@@ -6,9 +6,9 @@ as one program and then exec'd another (keeping the connection through a forked 
 pass for the second. Two facts close most of that gap:
 
 - **An exec closes close-on-exec descriptors**, and a socket is close-on-exec by default in
-  Python, Go, Rust, Java, Node and glibc's ``SOCK_CLOEXEC`` users. So if the process still holds
-  the peer end of this very connection after its executable was read, it has not exec'd since
-  it connected (unless it made that descriptor inheritable: see README).
+  Python, Go, Rust and Node (libuv), and in C wherever ``SOCK_CLOEXEC`` is used. So if the
+  process still holds the peer end of this very connection after its executable was read, it
+  has not exec'd since it connected (unless it made that descriptor inheritable: see README).
 - **An exec replaces the address space**, and an open ``/proc/PID/pagemap`` (or ``maps``) stays
   bound to the one it was opened on: once that one is gone (an exec, or the process's exit)
   reading it gives nothing. Opening it also waits for an exec under way to finish (the kernel's
