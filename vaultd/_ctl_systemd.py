@@ -86,8 +86,9 @@ RestrictRealtime=yes
 RestrictSUIDSGID=yes
 RestrictNamespaces=yes
 KeyringMode=private
-# Unix for engines, IP for token endpoints.
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+# Unix for engines, IP for token endpoints, netlink for sock_diag (which process holds the
+# other end of a connection: what an 'exe' rule relies on).
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources

@@ -223,7 +223,8 @@ def _check_fd_limit(max_connections: int) -> None:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    if soft != resource.RLIM_INFINITY and max_connections + 64 > soft:
+    # Two per connection: its socket, and the mark that watches its peer's exe (``_exe``).
+    if soft != resource.RLIM_INFINITY and 2 * max_connections + 64 > soft:
         log.warning(
             "--max-connections %d is close to the open-files limit %d: accepts may fail under load",
             max_connections,

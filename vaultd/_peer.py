@@ -5,7 +5,12 @@ The kernel gives uid, gid and pid (SO_PEERCRED) as they were when the peer conne
 the pid must still be the peer's when they are read: a pidfd pins the peer process (SO_PEERPIDFD,
 Linux 6.5+, else ``pidfd_open`` at once), and what was read counts only if that process is still
 alive afterwards, so a recycled pid cannot pass for another process. Otherwise they are unknown
-(None). The pidfd is closed before returning: no descriptor is kept per connection.
+(None). The pidfd is closed before returning.
+
+The executable is also the one the process had when it *connected*, not one it exec'd since
+(``_exe``): it counts only if the process still holds its end of the connection. The peer then
+keeps an :class:`~vaultd._exe.ExeMark` (one descriptor, closed by :meth:`Peer.close`) that says
+whether it still runs that program: the policy asks it on each request an ``exe`` rule decides.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import os
 import signal
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+
+from ._exe import ExeMark, exe_at_connect
 
 __all__ = ["Peer", "peer_of", "unit_of"]
 
@@ -28,6 +35,7 @@ _UNIT_SUFFIXES = (".service", ".scope")
 
 class _HasGetsockopt(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int) -> bytes: ...
+    def fileno(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +43,9 @@ class Peer:
     """The kernel's word on the peer process, taken when it connected.
 
     ``unit`` is its systemd unit (``engine-a.service``, ``session-2.scope``) and ``exe`` its
-    executable's path; each is None when it could not be read for certain.
+    executable's path; each is None when it could not be read for certain. ``mark`` (from
+    :func:`peer_of` when ``exe`` is known) tells whether the process still runs ``exe``; a Peer
+    built by hand has none, and its ``exe`` is taken as given.
     """
 
     pid: int
@@ -43,6 +53,17 @@ class Peer:
     gid: int
     unit: str | None = None
     exe: str | None = None
+    mark: ExeMark | None = field(default=None, compare=False, repr=False)
+
+    def exe_holds(self) -> bool:
+        """Whether the process that connected still runs ``exe``: it has not exec'd or exited since
+        (False when ``exe`` is unknown)."""
+        return self.exe is not None and (self.mark is None or self.mark.holds())
+
+    def close(self) -> None:
+        """Let go of the mark's descriptor (when the connection ends); ``exe_holds`` is then False."""
+        if self.mark is not None:
+            self.mark.close()
 
     def to_wire(self) -> dict[str, Any]:
         return {"pid": self.pid, "uid": self.uid, "gid": self.gid, "unit": self.unit, "exe": self.exe}
@@ -64,14 +85,18 @@ def peer_of(sock: _HasGetsockopt, proc: str = "/proc") -> Peer:
     pidfd = _pidfd(sock, pid)
     if pidfd is None:
         return Peer(pid, uid, gid)
+    mark = None
     try:
         unit = unit_of(_read_text(f"{proc}/{pid}/cgroup"))
-        exe = _exe(f"{proc}/{pid}/exe")
+        exe, mark = exe_at_connect(sock.fileno(), pid, proc)
         if not _alive(pidfd):  # the pid may now be another process's: what we read may be too
             unit = exe = None
+            if mark is not None:
+                mark.close()
+                mark = None
     finally:
         os.close(pidfd)
-    return Peer(pid, uid, gid, unit, exe)
+    return Peer(pid, uid, gid, unit, exe, mark)
 
 
 def unit_of(cgroup: str | None) -> str | None:
@@ -125,16 +150,6 @@ def _read_text(path: str) -> str | None:
             return handle.read(65536).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-
-
-def _exe(path: str) -> str | None:
-    """The executable's path; None if unreadable (another user's or a non-dumpable process) or not UTF-8."""
-    try:
-        target = os.readlink(path)
-        target.encode("utf-8")  # a surrogate from an undecodable name cannot go on the wire
-    except (OSError, UnicodeEncodeError):
-        return None
-    return target
 
 
 def _shown(value: str | None) -> str:

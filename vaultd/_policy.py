@@ -1,4 +1,4 @@
-"""Who may ask for what: the policy's rules, checked, and the decision for one peer (pure, no I/O).
+"""Who may ask for what: the policy's rules, checked, and the decision for one peer (no I/O of its own).
 
 A policy is a list of rules. Each rule matches peers by ``uid``, ``unit`` (a glob on the
 systemd unit) and ``exe`` (an exact path), and allows ``credentials`` (globs) and ``methods``
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
@@ -230,9 +230,27 @@ class Access:
     daemon's own uid may then do everything (reader methods answer LOCKED on their own) and
     another uid nothing. ``source`` is what the policy was read from: the dispatcher compares
     it by identity to know when to build a new Access.
+
+    When the rule found has an ``exe``, each decision first asks the peer whether it still runs
+    that exe (``who.exe_holds()``, where ``who`` has it: :class:`vaultd._peer.Peer`); once it
+    does not (an exec, or the process's exit, since it connected), the peer's exe is unknown for
+    good and the first rule that matches without it decides, the reason saying why. Connections
+    under other rules pay nothing for it.
     """
 
-    __slots__ = ("_all", "_cache", "_denied", "_own", "_policy", "_rule", "_who", "sealed", "source")
+    __slots__ = (
+        "_all",
+        "_cache",
+        "_denied",
+        "_exe_holds",
+        "_lost",
+        "_own",
+        "_policy",
+        "_rule",
+        "_who",
+        "sealed",
+        "source",
+    )
 
     def __init__(self, policy: Policy | None, who: Who, own_uid: int, source: object = None) -> None:
         self.source = source
@@ -241,6 +259,11 @@ class Access:
         self._who = who
         self._own = own_uid
         self._rule = None if policy is None else policy.match(who, own_uid=own_uid)
+        #: Asked before each decision of an ``exe`` rule: does the process still run that exe?
+        self._exe_holds: Callable[[], bool] | None = None
+        if self._rule is not None and self._rule.exe is not None:
+            self._exe_holds = getattr(who, "exe_holds", None)
+        self._lost = ""
         self._cache: dict[tuple[str, str | None], Decision] = {}
         self._denied: set[tuple[str, str | None]] = set()
         self._all: Decision | None = None
@@ -254,6 +277,8 @@ class Access:
         """The decision for ``method`` (one of :data:`METHODS`) on ``credential``."""
         if self._all is not None:
             return self._all
+        if self._exe_holds is not None and not self._exe_holds():
+            self._lose_exe()
         key = (method, credential)
         decision = self._cache.get(key)
         if decision is None:
@@ -261,9 +286,21 @@ class Access:
                 decision = Decision(False, None, "the vault is locked: the policy is sealed in it")
             else:
                 decision = self._policy.judge(self._rule, self._who, credential, method, own_uid=self._own)
+                if self._lost:
+                    decision = Decision(decision.allowed, decision.rule, f"{decision.why} ({self._lost})")
             if len(self._cache) < _CACHE_MAX:
                 self._cache[key] = decision
         return decision
+
+    def _lose_exe(self) -> None:
+        """The process that connected has exec'd or exited: from now on its ``exe`` is unknown,
+        as if it had never been read, and the first rule that matches without it decides."""
+        who = self._who
+        self._lost = f"its exe {who.exe} no longer holds: the process that connected has exec'd or exited since"
+        self._who = Identity(who.uid, who.unit, None)
+        self._rule = self._policy.match(self._who, own_uid=self._own)
+        self._exe_holds = None
+        self._cache.clear()
 
     def first_denial(self, method: str, credential: str | None) -> bool:
         """True the first time this connection is refused ``method`` on ``credential`` (to log it once)."""
@@ -277,6 +314,8 @@ class Access:
         """Whether ``status`` shows this credential: every one by default, else its rule's globs."""
         if self._all is not None:
             return True
+        if self._exe_holds is not None and not self._exe_holds():
+            self._lose_exe()
         return self._rule is not None and self._rule.glob_for(credential) is not None
 
 

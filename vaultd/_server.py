@@ -219,10 +219,13 @@ async def serve(
                             sock.close()
                             continue
                         if peer.uid != own_uid and not _admitted(peer, admits, refused):
+                            peer.close()
                             sock.close()
                             continue
                         why = shares.take(peer.uid)
                     if why is not None or peer is None:
+                        if peer is not None:
+                            peer.close()
                         refused_for_cap += 1
                         if refused_for_cap == 1 or refused_for_cap % 1000 == 0:
                             log.warning(
@@ -240,6 +243,7 @@ async def serve(
                             await serve_stream(stream, peer, handler, limits)
                         finally:
                             shares.give_back(peer.uid)
+                            peer.close()  # its exe mark: one descriptor per open connection
 
                     nursery.start_soon(run)
 

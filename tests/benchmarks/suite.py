@@ -14,6 +14,10 @@ Rows (each measured here, in this run, on this machine):
   second at 1, 8 and 64 connections (asyncio, one client per connection);
 - peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), and gnome-keyring
   through secretstorage (left out, with the reason, where it is not installed);
+- what an ``exe`` rule costs (``exe_rule.py``): ``token.get`` under a rule by exe beside one by
+  uid on the same daemon (p50, p99, server CPU per call), the policy's decision under each in
+  process (nanoseconds), and ``peer_of`` at accept on a peer with few and many descriptors open
+  (of which the exe check);
 - the cached ``token()`` per call; ``import vaultd_client`` over bare Python; the daemon's
   start to READY (a NOTIFY_SOCKET of our own); unlock time per KDF profile; RSS idle with
   10,000 credentials; CPU per hour idle with 10,000 credentials (the renewer on trio's
@@ -46,6 +50,7 @@ import trio.testing
 from client_drivers import import_ms, per_call_us, start_floor
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from exe_rule import accept_rows, check_rows, rule_rows
 from gnome_keyring import GnomeKeyring, missing
 from renewal_scheduler import idle_renewer
 from sign_vs_ssh_agent import PASS, SshAgent, add, pinned, summary, timed
@@ -313,6 +318,11 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         cached.token("tok")
         results["cached_token_us"] = round(per_call_us(lambda: cached.token("tok"), count * 20), 3)
         cached.close()
+
+        os.sched_setaffinity(0, {cpu})  # as the latency rows: client and daemon on one core
+        results["exe_rule"] = rule_rows(daemon.path, daemon.pid(), count, args.starts, cpu_seconds)
+        results["exe_check_ns"] = check_rows(count)
+        results["accept_us"] = accept_rows(count)
     finally:
         if agent is not None:
             agent.stop()
@@ -394,6 +404,19 @@ def render(results: dict[str, Any]) -> str:
         f"  server CPU per token.get, all starts (us)      floor {server_cpu['floor']:.1f}, "
         f"vaultd {server_cpu['vaultd']:.1f} ({server_cpu['vaultd'] / server_cpu['floor']:.2f}x)"
     )
+    lines.append("")
+    lines.append("an exe rule, per request: one connection, same daemon, alternating (us)")
+    lines.append(f"  {'':48} {'p50':>9} {'p99':>9}   server CPU per call")
+    for label, figure in results["exe_rule"].items():
+        lines.append(f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f}   {figure['server_cpu_us']:.1f}")
+    checks = results["exe_check_ns"]
+    lines.append(
+        f"  the policy's decision in process (ns)          rule by uid {checks['rule by uid']:.0f}, "
+        f"rule by exe {checks['rule by exe']:.0f} (of which exe_holds {checks['of which exe_holds()']:.0f})"
+    )
+    lines.append("at accept, peer_of (us; every connection pays it)  whole     of which the exe check")
+    for label, figure in results["accept_us"].items():
+        lines.append(f"  peer with {label:38} {figure['peer_of_us']:9.1f} {figure['exe_check_us']:9.1f}")
     lines.append("")
     lines.append("requests per second, asyncio client, one connection per client: " + ", ".join(map(str, CONNECTIONS)))
     for label, rate in results["requests_per_s"].items():

@@ -41,7 +41,8 @@ PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
 PYTHON_EXE = os.path.realpath(PYTHON)  # what /proc/PID/exe says
 HELLO = ["hello", {"protocol": 1, "client": "policy-test"}]
 
-CLIENT = r"""
+#: A stdlib-only MessagePack codec for engines: ``enc(value)``, ``decode(bytes) -> (value, used)``.
+CODEC = r"""
 import json, os, socket, struct, sys
 
 class Incomplete(Exception):
@@ -106,7 +107,11 @@ def decode(b):
         raise ValueError("type %#x" % t)
     value = one()
     return value, pos[0]
+"""
 
+CLIENT = (
+    CODEC
+    + r"""
 config = json.loads(sys.argv[1])
 if config.get("cgroup"):
     with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as procs:
@@ -148,6 +153,7 @@ for msgid, (method, params) in enumerate(config["requests"], 1):
 if config.get("send_fd") is not None:
     socket.send_fds(socket.socket(fileno=config["send_fd"]), [b"fd"], [sock.fileno()])
 """
+)
 
 
 def _unavailable(message: str) -> None:

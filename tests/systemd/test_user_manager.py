@@ -57,6 +57,7 @@ ACCEPTED_EXPOSURES = {
     "IPAddressDeny=": "BPF in the system manager; endpoints are arbitrary hosts",
     "RestrictAddressFamilies=~AF_UNIX": "the socket engines connect to",
     "RestrictAddressFamilies=~AF_(INET|INET6)": "token endpoints",
+    "RestrictAddressFamilies=~AF_NETLINK": "sock_diag: which process holds a connection's other end (exe rules)",
 }
 
 
@@ -157,6 +158,8 @@ def test_socket_activation_ready_status_reload_and_clean_stop(installed: UserMan
     with Client(manager.socket_path, timeout=20) as client:
         hello = client.hello("pytest")  # the first connection starts the service
     assert hello["state"] in ("UNINITIALIZED", "LOCKED")
+    # The sandbox lets the daemon vouch for an exe (sock_diag needs AF_NETLINK): else None.
+    assert hello["peer"]["exe"] == os.readlink("/proc/self/exe")
     assert manager.systemctl("is-active", "vaultd.service").stdout.strip() == "active"
     pid = _main_pid(manager)
     assert pid > 0 and manager.prop("vaultd.service", "ActiveState") == "active"

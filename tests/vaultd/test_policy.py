@@ -234,3 +234,45 @@ def test_a_stored_policy_that_cannot_be_read_refuses_everything() -> None:
     decision = decide(broken, SHELL, "x", "get")
     assert not decision.allowed and "cannot be read (rule 1: is empty)" in decision.why
     assert not Access(broken, SHELL, OWN).check("status", None).allowed
+
+
+class _Execs:
+    """A peer whose process may exec: ``exe_holds`` as :class:`vaultd._peer.Peer` has it, counted."""
+
+    def __init__(self, who: Identity) -> None:
+        self.uid, self.unit, self.exe = who.uid, who.unit, who.exe
+        self.holds = True
+        self.asked = 0
+
+    def exe_holds(self) -> bool:
+        self.asked += 1
+        return self.holds
+
+
+def test_an_exe_rule_is_rechecked_per_decision_and_lost_for_good_once_the_process_execs() -> None:
+    policy = rules(
+        {"exe": "/opt/engines/bin/engine", "credentials": ["deribit*"], "methods": ["get", "status"]},
+        {"credentials": ["binance"], "methods": ["status"]},
+    )
+    peer = _Execs(ENGINE_A)
+    access = Access(policy, peer, OWN)
+    assert access.check("get", "deribit-main").allowed and access.shows("deribit-main")
+    assert peer.asked == 2  # each decision asks, cached or not
+    assert access.check("get", "deribit-main").allowed and peer.asked == 3
+    peer.holds = False  # the process exec'd another program (or exited)
+    decision = access.check("get", "deribit-main")
+    assert not decision.allowed and decision.rule == 2
+    assert decision.why == (
+        "rule 2 (any process of the daemon's uid) does not allow get (its exe /opt/engines/bin/engine"
+        " no longer holds: the process that connected has exec'd or exited since)"
+    )
+    assert access.shows("binance") and not access.shows("deribit-main")  # rule 2's share now
+    peer.holds = True  # an exec back to the engine does not bring the rule back
+    assert not access.check("get", "deribit-main").allowed
+    assert peer.asked == 4  # lost once, never asked again
+
+    # Under a rule without exe (or with no rules) the peer is never asked: no cost on that path.
+    for other_policy, who in ((policy, _Execs(SHELL)), (Policy(), _Execs(ENGINE_A))):
+        other = Access(other_policy, who, OWN)
+        assert other.check("status", None).allowed and other.shows("binance")
+        assert who.asked == 0
