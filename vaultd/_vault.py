@@ -2,7 +2,8 @@
 
 The one writer of the vault file. Slow work (Argon2id, file writes) runs in worker
 threads; state changes happen on the trio thread. Passphrase checks are serialised under
-one lock, so a failed passphrase costs a growing delay that parallel guessing cannot skip;
+one lock and pass the daemon's one gate (``_throttle``), so a failed passphrase costs a
+growing delay that neither parallel guessing nor a cancelled request can skip;
 file writes under another, so a rotated refresh token is never stuck behind that delay.
 Unlocking starts the renewer; locking stops it and never waits for either lock: it is the
 emergency brake, and an operation in flight when the vault locked fails with LOCKED.
@@ -15,7 +16,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,28 +33,12 @@ from ._renewer import Renewer
 from ._sealing import OpenFailed
 from ._secret import Secret, scrub_freed_memory
 from ._signing import sign_now, sign_request
+from ._throttle import FailureDelay
 from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
 
 log = logging.getLogger("vaultd.vault")
-
-
-@dataclass
-class FailureDelay:
-    """ssh-agent's rule: each failed passphrase waits ``step`` seconds more, up to ``cap``."""
-
-    step: float = 0.1
-    cap: float = 10.0
-    failures: int = 0
-
-    def record_failure(self) -> float:
-        """Count one failure and return how long to wait before answering it."""
-        self.failures += 1
-        return min(self.step * self.failures, self.cap)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Vault:
@@ -192,17 +177,21 @@ class Vault:
             if not self._initialized:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             epoch = self._epoch
+            turn = await self._delay.begin()
             try:
                 header, data_key, body = await self._blocking(self._read_and_open, passphrase)
             except OpenFailed as exc:
-                await self._fail_passphrase()
+                await self._delay.failed()
                 raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
             except _vaultfile.VaultFormatError as exc:
+                self._delay.not_a_guess(turn)
                 log.error("vault %s cannot be opened: %s", self.path, exc)
                 raise RpcError(ErrorCode.VAULT_DAMAGED, f"{self.path}: {exc}") from None
             except FileNotFoundError:
+                self._delay.not_a_guess(turn)
                 self._initialized = False
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
+            self._delay.passed()
             try:
                 credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
                 policy = body.get("policy") or {"rules": []}
@@ -216,7 +205,6 @@ class Vault:
                     f"vault holds a record this version cannot read ({type(exc).__name__})",
                 ) from None
             del body
-            self._delay.reset()
             if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
                 data_key.wipe()
                 for credential in credentials.values():
@@ -490,11 +478,6 @@ class Vault:
     def _read_and_open(self, passphrase: Secret) -> tuple[_vaultfile.Header, Secret, dict[str, Any]]:
         return _vaultfile.decode(self.path.read_bytes(), passphrase)
 
-    async def _fail_passphrase(self) -> None:
-        delay = self._delay.record_failure()
-        log.warning("wrong passphrase (failure %d in a row; answering in %.1f s)", self._delay.failures, delay)
-        await trio.sleep(delay)
-
     async def _check_passphrase(self, passphrase: Secret) -> None:
         """Check ``passphrase`` against the open vault.
 
@@ -503,11 +486,13 @@ class Vault:
         """
         assert self._open is not None
         opened, epoch = self._open, self._epoch
+        await self._delay.begin()
         try:
             key = await self._blocking(_vaultfile.unwrap, opened.header, passphrase)
         except OpenFailed as exc:
-            await self._fail_passphrase()
+            await self._delay.failed()
             raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+        self._delay.passed()
         try:
             if self._epoch != epoch or self._open is not opened:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
@@ -515,7 +500,6 @@ class Vault:
                 raise AssertionError("passphrase unwrapped a different data key")
         finally:
             key.wipe()
-        self._delay.reset()
 
     async def _admin(self, passphrase: Secret) -> tuple[OpenVault, int]:
         """Check the vault is unlocked and ``passphrase`` opens it; return it and its epoch."""
