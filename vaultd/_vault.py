@@ -11,6 +11,7 @@ emergency brake, and an operation in flight when the vault locked fails with LOC
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -26,10 +27,11 @@ from vaultd_protocol import CredentialState, ErrorCode, KdfProfile, VaultState
 
 from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
-from ._credentials import ConfigError, Credential, from_config, from_record
+from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
-from ._opened import OpenVault, adopt, new_audit_key, sealed_body
+from ._opened import OpenVault, adopt, new_audit_key, read_body, sealed_body
 from ._renewer import Renewer
+from ._rollback import GenerationRecords, Verdict
 from ._sealing import OpenFailed
 from ._secret import Secret, scrub_freed_memory
 from ._signing import sign_now, sign_request
@@ -55,17 +57,21 @@ class Vault:
         renewer_options: dict[str, Any] | None = None,
         blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
         on_change: Callable[[], None] | None = None,
+        record_dirs: Sequence[Path] = (),
     ) -> None:
         """``nursery`` runs the renewer while the vault is unlocked (required to unlock);
         ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer`; ``blocking``
         runs the slow calls (KDF, file writes) off the event loop (tests on a virtual clock
         run them inline, so that time does not jump while a thread works); ``on_change`` is
         called (and must return at once) when the state, the credentials or one's renewal
-        state may have changed: systemd's STATUS line follows it."""
+        state may have changed: systemd's STATUS line follows it; ``record_dirs`` hold a copy
+        of the generation record each, besides the one next to the vault (``_rollback``)."""
         self._blocking = blocking
         self._on_change = on_change or _nothing
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
+        self._records = GenerationRecords.for_vault(self.path, record_dirs)
+        self._records.remove_stale_temps()
         self._nursery = nursery
         self._clock = clock
         self._delay = failure_delay or FailureDelay()
@@ -163,17 +169,21 @@ class Vault:
             self._on_change()
             log.info("vault created (kdf profile %s)%s", profile, _min_warning(profile))
 
-    async def unlock(self, passphrase: Secret) -> None:
+    async def unlock(self, passphrase: Secret, *, accept_rollback: bool = False) -> str:
         """Open the vault with ``passphrase``. Unlocking an unlocked vault checks the passphrase.
+
+        Returns what was accepted with ``accept_rollback`` (for the audit log), else "".
 
         Raises:
             RpcError: NOT_INITIALIZED, BAD_PASSPHRASE (after the failure delay),
-                VAULT_DAMAGED (a file this version cannot read; nothing changes).
+                VAULT_DAMAGED (a file this version cannot read; nothing changes), ROLLBACK
+                (older than a generation recorded, or a record does not authenticate: see
+                ``_rollback``), STORAGE_FAILED (an accepted rollback could not be written).
         """
         async with self._lock:
             if self._open is not None:
                 await self._check_passphrase(passphrase)
-                return
+                return ""
             if not self._initialized:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             epoch = self._epoch
@@ -193,23 +203,25 @@ class Vault:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
             self._delay.passed()
             try:
-                credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
-                policy = body.get("policy") or {"rules": []}
-                audit_key = body.get("audit_key") or new_audit_key()  # an older vault: kept from its next write
-                if not isinstance(policy, dict) or not isinstance(audit_key, bytes):
-                    raise TypeError("policy or audit_key")
+                credentials, policy, sealed_key = read_body(body)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 data_key.wipe()
                 raise RpcError(
                     ErrorCode.VAULT_DAMAGED,
                     f"vault holds a record this version cannot read ({type(exc).__name__})",
                 ) from None
-            del body
-            if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
+            audit_key = sealed_key or new_audit_key()  # an older vault: kept from its next write
+            try:
+                body = {**body, "audit_key": audit_key}
+                accepted = await self._check_rollback(header, data_key, body, sealed_key, accept_rollback)
+                if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
+                    raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
+            except BaseException:
                 data_key.wipe()
                 for credential in credentials.values():
                     credential.wipe()
-                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
+                raise
+            del body
             self._open = OpenVault(header, data_key, policy, Secret(audit_key))
             self._credentials = credentials
             self._generation = max(self._generation, header.generation)
@@ -217,7 +229,19 @@ class Vault:
             self._epoch += 1
             await self._start_renewer()
             self._on_change()
-            log.info("vault unlocked (%d credentials, generation %d)", len(credentials), header.generation)
+            log.info("vault unlocked (%d credentials, generation %d)", len(credentials), self._generation)
+            return accepted
+
+    async def _check_rollback(
+        self, header: _vaultfile.Header, data_key: Secret, body: dict[str, Any], sealed_key: bytes | None, accept: bool
+    ) -> str:
+        """Raises: RpcError: ROLLBACK (``_rollback``), STORAGE_FAILED (an accepted rollback not written)."""
+        verdict: Verdict = await self._blocking(self._records.check, header.generation, sealed_key, accept)
+        if verdict.rewrite_at is not None:  # accepted: written as the newest, so the generation goes on
+            async with self._write_lock:
+                with contextlib.suppress(NotDurable):  # in place, and logged: the check passes next time
+                    await self._write(header, data_key, body, generation=verdict.rewrite_at)
+        return verdict.accepted
 
     async def _start_renewer(self) -> None:
         if self._nursery is None:
@@ -577,6 +601,7 @@ class Vault:
             log.error("vault write failed: %s", exc)
             raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
         self.last_write_error = None
+        await self._blocking(self._records.write, generation, body["audit_key"])  # after: durable
 
 
 def _nothing() -> None:
