@@ -14,9 +14,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
+
+from vaultd_protocol import ErrorCode
+
+from ._errors import RpcError
+from ._sealing import OpenFailed
 
 __all__ = ["FailureDelay"]
 
@@ -34,6 +41,26 @@ class FailureDelay:
     failures: int = 0
     #: trio time before which the next check's KDF may not start.
     not_before: float = -math.inf
+
+    async def check(self, blocking: Callable[..., Awaitable[Any]], kdf: Callable[..., Any], *args: Any) -> Any:
+        """Run one passphrase check, ``blocking(kdf, *args)``, through the gate; return its result.
+
+        Raises:
+            RpcError: BAD_PASSPHRASE (``kdf`` raised OpenFailed), after the delay.
+            Exception: whatever else ``kdf`` raises (an unreadable file: not counted as a guess).
+                A cancellation is not an Exception: the check stays counted, the delay stays.
+        """
+        before = await self.begin()
+        try:
+            result = await blocking(kdf, *args)
+        except OpenFailed as exc:
+            await self.failed()
+            raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+        except Exception:
+            self.not_a_guess(before)
+            raise
+        self.passed()
+        return result
 
     def delay(self, failures: int) -> float:
         """The wait after ``failures`` failures in a row (0 for none)."""

@@ -32,7 +32,6 @@ from ._errors import RpcError
 from ._opened import OpenVault, adopt, new_audit_key, read_body, sealed_body
 from ._renewer import Renewer
 from ._rollback import GenerationRecords, Verdict
-from ._sealing import OpenFailed
 from ._secret import Secret, scrub_freed_memory
 from ._signing import sign_now, sign_request
 from ._throttle import FailureDelay
@@ -187,21 +186,14 @@ class Vault:
             if not self._initialized:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             epoch = self._epoch
-            turn = await self._delay.begin()
             try:
-                header, data_key, body = await self._blocking(self._read_and_open, passphrase)
-            except OpenFailed as exc:
-                await self._delay.failed()
-                raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+                header, data_key, body = await self._delay.check(self._blocking, self._read_and_open, passphrase)
             except _vaultfile.VaultFormatError as exc:
-                self._delay.not_a_guess(turn)
                 log.error("vault %s cannot be opened: %s", self.path, exc)
                 raise RpcError(ErrorCode.VAULT_DAMAGED, f"{self.path}: {exc}") from None
             except FileNotFoundError:
-                self._delay.not_a_guess(turn)
                 self._initialized = False
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
-            self._delay.passed()
             try:
                 credentials, policy, sealed_key = read_body(body)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -452,9 +444,7 @@ class Vault:
         """
         renewer = self._renewer
         if self._open is None or renewer is None:
-            if not self._initialized:
-                raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
-            raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
+            raise self._closed()
         return await renewer.get(name, min_ttl)
 
     def sign_now(self, name: str, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -476,10 +466,7 @@ class Vault:
                 STORAGE_FAILED (a Kraken nonce mark could not be saved: nothing was signed).
         """
         if self._open is None:
-            raise RpcError(
-                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
-                "the vault is locked: an operator must run 'vaultctl unlock'",
-            )
+            raise self._closed()
         credential = self._credentials.get(name)
         if credential is None:
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
@@ -489,15 +476,18 @@ class Vault:
     def watchable(self, names: Sequence[str]) -> None:
         """Raises: RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL (for ``token.watch``)."""
         if self._open is None:
-            raise RpcError(
-                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
-                "the vault is locked: an operator must run 'vaultctl unlock'",
-            )
+            raise self._closed()
         missing = [name for name in names if name not in self._credentials]
         if missing:
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {missing[0]!r}")
 
     # -- internals -------------------------------------------------------------------------
+
+    def _closed(self) -> RpcError:
+        """The refusal while nothing is unlocked: NOT_INITIALIZED without a vault, else LOCKED."""
+        if not self._initialized:
+            return RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
+        return RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
 
     def _read_and_open(self, passphrase: Secret) -> tuple[_vaultfile.Header, Secret, dict[str, Any]]:
         return _vaultfile.decode(self.path.read_bytes(), passphrase)
@@ -510,13 +500,7 @@ class Vault:
         """
         assert self._open is not None
         opened, epoch = self._open, self._epoch
-        await self._delay.begin()
-        try:
-            key = await self._blocking(_vaultfile.unwrap, opened.header, passphrase)
-        except OpenFailed as exc:
-            await self._delay.failed()
-            raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
-        self._delay.passed()
+        key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, opened.header, passphrase)
         try:
             if self._epoch != epoch or self._open is not opened:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
