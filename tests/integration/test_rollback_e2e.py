@@ -10,8 +10,11 @@ import shutil
 import time
 from typing import Any
 
+import pytest
+
 from vaultd._secret import Secret
 from vaultd._vaultfile import decode
+from vaultd_client.errors import Rollback
 
 from ..daemon_process import PASS, DaemonProcess, FakeExchangeProcess
 
@@ -32,6 +35,9 @@ def test_vault_bak_put_back_and_a_restart_is_refused_until_the_operator_accepts_
     shutil.copy2(daemon.data_dir / "vault.bak", daemon.data_dir / "vault")
     daemon.start()
 
+    with daemon.client() as client, pytest.raises(Rollback) as info:
+        client.unlock(PASS)  # the library's own class for code 17
+    assert info.value.code == 17 and info.value.name == "ROLLBACK"
     refused = daemon.ctl("unlock", *daemon.pw(), check=False)
     assert refused.returncode == 1, refused
     assert "(ROLLBACK)" in refused.stderr and "generation 1" in refused.stderr and "generation 2" in refused.stderr
@@ -85,3 +91,11 @@ def test_a_rotated_refresh_token_put_back_is_never_sent_upstream(
     time.sleep(1.0)  # long enough for a renewer to have tried, were one running
     assert fake_exchange.calls() == calls, "the stale refresh token was sent upstream"
     assert fake_exchange.control(current_of=stale)["current"] == current, "the token family was not revoked"
+
+    # What the refusal prevented: accepted anyway (through the library), the stale token goes
+    # upstream at the next renewal, and reuse detection revokes the whole family.
+    with daemon.client() as client:
+        assert client.unlock(PASS, accept_rollback=True)["state"] == "UNLOCKED"
+    renewed = daemon.ctl("renew", "live", *daemon.pw(), check=False)
+    assert renewed.returncode == 1 and "NEEDS_REAUTH" in renewed.stderr, renewed
+    assert fake_exchange.control(current_of=stale)["current"] is None, "revoked: the operator must log in again"
