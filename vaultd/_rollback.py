@@ -161,8 +161,11 @@ class GenerationRecords:
 
     def write(self, generation: int, audit_key: bytes) -> None:
         """Record ``generation`` everywhere, keyed by the vault's ``audit_key``; log, never
-        raise, on failure (blocking). Call only once the vault file at ``generation`` is durable."""
-        self.highest_seen = max(self.highest_seen, generation)
+        raise, on failure (blocking). Call only once the vault file at ``generation`` is durable.
+
+        The newest durable write is the highest generation there is, also when it is lower than
+        what was recorded before: only ``vault.init`` writes a lower one, for a new vault."""
+        self.highest_seen = generation
         data = encode(record_key(audit_key), generation)
         for path in self.paths:
             try:

@@ -5,6 +5,8 @@ threads; state changes happen on the trio thread. Passphrase checks are serialis
 one lock and pass the daemon's one gate (``_throttle``), so a failed passphrase costs a
 growing delay that neither parallel guessing nor a cancelled request can skip;
 file writes under another, so a rotated refresh token is never stuck behind that delay.
+Each durable write is followed by its generation record, and unlock refuses a file older
+than that record (``_rollback``).
 Unlocking starts the renewer; locking stops it and never waits for either lock: it is the
 emergency brake, and an operation in flight when the vault locked fails with LOCKED.
 """

@@ -183,6 +183,22 @@ async def test_the_running_daemon_remembers_even_without_records(nursery: trio.N
     assert "generation 2 was written before" in await refused(vault)
 
 
+async def test_a_new_vault_in_place_of_a_deleted_one_is_not_a_rollback(nursery: trio.Nursery, tmp_path: Path) -> None:
+    vault = await created(nursery, tmp_path)
+    await vault.put(pw(), "a", "static", {"token": TOKEN}, replace=False)
+    vault.lock()
+    (tmp_path / "vault").unlink()
+    (tmp_path / "vault.bak").unlink()
+    with pytest.raises(RpcError) as info:
+        await vault.unlock(pw())
+    assert info.value.code is ErrorCode.NOT_INITIALIZED
+    await vault.init(pw(), KdfProfile.MIN)  # the same daemon: generation 1 again, records replaced
+    await vault.unlock(pw())
+    assert record(tmp_path)["generation"] == 1
+    vault.lock()
+    await (await started(nursery, tmp_path)).unlock(pw())
+
+
 async def test_the_state_folder_record_catches_a_restore_of_the_whole_data_folder(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
