@@ -105,7 +105,7 @@ class GenerationRecords:
     paths: Sequence[Path]
     #: The highest generation this process saw in a file it wrote or opened.
     highest_seen: int = 0
-    _warned: set[Path] = field(default_factory=set)
+    _warned: set[Path] = field(default_factory=set, init=False, repr=False)
 
     @classmethod
     def for_vault(cls, vault_path: Path, elsewhere: Sequence[Path] = ()) -> GenerationRecords:
@@ -144,7 +144,7 @@ class GenerationRecords:
                 "newest vault file back, or accept this one with 'vaultctl unlock --accept-rollback'"
             )
         if found < expected or problems:
-            what = f"generation {found} accepted; {expected} was recorded"
+            what = f"generation {found} accepted" + (f"; {expected} was recorded" if found < expected else "")
             if problems:
                 what += f"; untrusted record {problems[0][0].name} replaced"
             log.warning("rollback accepted by the operator: %s", what)
