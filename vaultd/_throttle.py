@@ -32,8 +32,9 @@ log = logging.getLogger("vaultd.vault")
 
 @dataclass
 class FailureDelay:
-    """The daemon's one passphrase gate: call :meth:`begin` right before each KDF, then
-    :meth:`passed` or :meth:`failed` (or :meth:`not_a_guess` when no passphrase was tried)."""
+    """The daemon's one passphrase gate: run every check through :meth:`check` (which calls
+    :meth:`begin` right before the KDF, then :meth:`passed`, :meth:`failed`, or
+    :meth:`not_a_guess` when no passphrase was tried)."""
 
     step: float = 0.1
     cap: float = 10.0
