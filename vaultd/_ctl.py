@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("unlock", help="unlock the vault with its passphrase")
     _passphrase_options(p)
+    p.add_argument(
+        "--accept-rollback",
+        action="store_true",
+        help="unlock even if the vault file is older than one written before (a restored copy): "
+        "it becomes the newest, and the audit log says so",
+    )
 
     sub.add_parser("lock", help="lock the vault now: every token request is refused until unlock")
 
@@ -189,7 +195,10 @@ def cmd_init(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(client: Client, args: argparse.Namespace) -> int:
-    result = _slow(client, Method.VAULT_UNLOCK, {"passphrase": _passphrase(args)})
+    params: dict[str, Any] = {"passphrase": _passphrase(args)}
+    if args.accept_rollback:
+        params["accept_rollback"] = True
+    result = _slow(client, Method.VAULT_UNLOCK, params)
     print(f"vault {result['state'].lower()}")
     return EXIT_OK
 

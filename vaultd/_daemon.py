@@ -276,7 +276,8 @@ async def _serve(
             if audit is not None and audit.pending and vault.state is not VaultState.UNLOCKED:
                 nursery.start_soon(trio.to_thread.run_sync, audit.flush)  # at lock: what led up to it
 
-        vault = Vault(config.data_dir, nursery=nursery, on_change=changed)
+        elsewhere = () if config.audit_log is None else (config.audit_log.parent,)  # a second generation record
+        vault = Vault(config.data_dir, nursery=nursery, on_change=changed, record_dirs=elsewhere)
         try:
             await nursery.start(_on_signals, nursery.cancel_scope, config, link, vault)
             if audit is not None:

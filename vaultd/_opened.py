@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _vaultfile
-from ._credentials import Credential
+from ._credentials import Credential, from_record
 from ._secret import Secret
 
-__all__ = ["FINGERPRINTS_KEPT", "OpenVault", "adopt", "new_audit_key", "sealed_body"]
+__all__ = ["FINGERPRINTS_KEPT", "OpenVault", "adopt", "new_audit_key", "read_body", "sealed_body"]
 
 #: Fingerprints remembered at most (then forgotten all at once): tokens renew, names are few.
 FINGERPRINTS_KEPT = 4096
@@ -55,6 +55,22 @@ class OpenVault:
 
 def new_audit_key() -> bytes:
     return secrets.token_bytes(32)
+
+
+def read_body(body: dict[str, Any]) -> tuple[dict[str, Credential], dict[str, Any], bytes | None]:
+    """The credentials, policy and audit key (None in a vault older than audit keys) a body holds.
+
+    Raises:
+        KeyError, ValueError, TypeError, AttributeError: a record this version cannot read.
+    """
+    credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
+    policy = body.get("policy") or {"rules": []}
+    audit_key = body.get("audit_key")
+    if not isinstance(policy, dict) or not isinstance(audit_key, bytes | None):
+        for credential in credentials.values():
+            credential.wipe()
+        raise TypeError("policy or audit_key")
+    return credentials, policy, audit_key
 
 
 def adopt(opened: OpenVault, changed: OpenVault) -> None:

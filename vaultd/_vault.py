@@ -2,20 +2,24 @@
 
 The one writer of the vault file. Slow work (Argon2id, file writes) runs in worker
 threads; state changes happen on the trio thread. Passphrase checks are serialised under
-one lock, so a failed passphrase costs a growing delay that parallel guessing cannot skip;
+one lock and pass the daemon's one gate (``_throttle``), so a failed passphrase costs a
+growing delay that neither parallel guessing nor a cancelled request can skip;
 file writes under another, so a rotated refresh token is never stuck behind that delay.
+Each durable write is followed by its generation record, and unlock refuses a file older
+than that record (``_rollback``).
 Unlocking starts the renewer; locking stops it and never waits for either lock: it is the
 emergency brake, and an operation in flight when the vault locked fails with LOCKED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +29,19 @@ from vaultd_protocol import CredentialState, ErrorCode, KdfProfile, VaultState
 
 from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
-from ._credentials import ConfigError, Credential, from_config, from_record
+from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
-from ._opened import OpenVault, adopt, new_audit_key, sealed_body
+from ._opened import OpenVault, adopt, new_audit_key, read_body, sealed_body
 from ._renewer import Renewer
-from ._sealing import OpenFailed
+from ._rollback import GenerationRecords, Verdict
 from ._secret import Secret, scrub_freed_memory
 from ._signing import sign_now, sign_request
+from ._throttle import FailureDelay
 from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
 
 log = logging.getLogger("vaultd.vault")
-
-
-@dataclass
-class FailureDelay:
-    """ssh-agent's rule: each failed passphrase waits ``step`` seconds more, up to ``cap``."""
-
-    step: float = 0.1
-    cap: float = 10.0
-    failures: int = 0
-
-    def record_failure(self) -> float:
-        """Count one failure and return how long to wait before answering it."""
-        self.failures += 1
-        return min(self.step * self.failures, self.cap)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Vault:
@@ -70,18 +58,22 @@ class Vault:
         renewer_options: dict[str, Any] | None = None,
         blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
         on_change: Callable[[], None] | None = None,
+        record_dirs: Sequence[Path] = (),
     ) -> None:
         """``nursery`` runs the renewer while the vault is unlocked (required to unlock);
         ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer`; ``blocking``
         runs the slow calls (KDF, file writes) off the event loop (tests on a virtual clock
         run them inline, so that time does not jump while a thread works); ``on_change`` is
         called (and must return at once) when the state, the credentials or one's renewal
-        state may have changed: systemd's STATUS line follows it."""
+        state may have changed: systemd's STATUS line follows it; ``record_dirs`` hold a copy
+        of the generation record each, besides the one next to the vault (``_rollback``)."""
         self._blocking = blocking
         self._on_change = self._changed
         self._listeners: list[Callable[[], None]] = [on_change] if on_change is not None else []
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
+        self._records = GenerationRecords.for_vault(self.path, record_dirs)
+        self._records.remove_stale_temps()
         self._nursery = nursery
         self._clock = clock
         self._delay = failure_delay or FailureDelay()
@@ -190,25 +182,26 @@ class Vault:
             self._on_change()
             log.info("vault created (kdf profile %s)%s", profile, _min_warning(profile))
 
-    async def unlock(self, passphrase: Secret) -> None:
+    async def unlock(self, passphrase: Secret, *, accept_rollback: bool = False) -> str:
         """Open the vault with ``passphrase``. Unlocking an unlocked vault checks the passphrase.
+
+        Returns what was accepted with ``accept_rollback`` (for the audit log), else "".
 
         Raises:
             RpcError: NOT_INITIALIZED, BAD_PASSPHRASE (after the failure delay),
-                VAULT_DAMAGED (a file this version cannot read; nothing changes).
+                VAULT_DAMAGED (a file this version cannot read; nothing changes), ROLLBACK
+                (older than a generation recorded, or a record does not authenticate: see
+                ``_rollback``), STORAGE_FAILED (an accepted rollback could not be written).
         """
         async with self._lock:
             if self._open is not None:
                 await self._check_passphrase(passphrase)
-                return
+                return ""
             if not self._initialized:
                 raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
             epoch = self._epoch
             try:
-                header, data_key, body = await self._blocking(self._read_and_open, passphrase)
-            except OpenFailed as exc:
-                await self._fail_passphrase()
-                raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+                header, data_key, body = await self._delay.check(self._blocking, self._read_and_open, passphrase)
             except _vaultfile.VaultFormatError as exc:
                 log.error("vault %s cannot be opened: %s", self.path, exc)
                 raise RpcError(ErrorCode.VAULT_DAMAGED, f"{self.path}: {exc}") from None
@@ -216,24 +209,25 @@ class Vault:
                 self._initialized = False
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
             try:
-                credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
-                policy = body.get("policy") or {"rules": []}
-                audit_key = body.get("audit_key") or new_audit_key()  # an older vault: kept from its next write
-                if not isinstance(policy, dict) or not isinstance(audit_key, bytes):
-                    raise TypeError("policy or audit_key")
+                credentials, policy, sealed_key = read_body(body)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 data_key.wipe()
                 raise RpcError(
                     ErrorCode.VAULT_DAMAGED,
                     f"vault holds a record this version cannot read ({type(exc).__name__})",
                 ) from None
-            del body
-            self._delay.reset()
-            if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
+            audit_key = sealed_key or new_audit_key()  # an older vault: kept from its next write
+            try:
+                body = {**body, "audit_key": audit_key}
+                accepted = await self._check_rollback(header, data_key, body, sealed_key, accept_rollback)
+                if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
+                    raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
+            except BaseException:
                 data_key.wipe()
                 for credential in credentials.values():
                     credential.wipe()
-                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
+                raise
+            del body
             self._open = OpenVault(header, data_key, policy, Secret(audit_key))
             self._credentials = credentials
             self._generation = max(self._generation, header.generation)
@@ -241,7 +235,19 @@ class Vault:
             self._epoch += 1
             await self._start_renewer()
             self._on_change()
-            log.info("vault unlocked (%d credentials, generation %d)", len(credentials), header.generation)
+            log.info("vault unlocked (%d credentials, generation %d)", len(credentials), self._generation)
+            return accepted
+
+    async def _check_rollback(
+        self, header: _vaultfile.Header, data_key: Secret, body: dict[str, Any], sealed_key: bytes | None, accept: bool
+    ) -> str:
+        """Raises: RpcError: ROLLBACK (``_rollback``), STORAGE_FAILED (an accepted rollback not written)."""
+        verdict: Verdict = await self._blocking(self._records.check, header.generation, sealed_key, accept)
+        if verdict.rewrite_at is not None:  # accepted: written as the newest, so the generation goes on
+            async with self._write_lock:
+                with contextlib.suppress(NotDurable):  # in place, and logged: the check passes next time
+                    await self._write(header, data_key, body, generation=verdict.rewrite_at)
+        return verdict.accepted
 
     async def _start_renewer(self) -> None:
         if self._nursery is None:
@@ -454,9 +460,7 @@ class Vault:
         """
         renewer = self._renewer
         if self._open is None or renewer is None:
-            if not self._initialized:
-                raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
-            raise RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
+            raise self._closed()
         return await renewer.get(name, min_ttl)
 
     def sign_now(self, name: str, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -478,10 +482,7 @@ class Vault:
                 STORAGE_FAILED (a Kraken nonce mark could not be saved: nothing was signed).
         """
         if self._open is None:
-            raise RpcError(
-                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
-                "the vault is locked: an operator must run 'vaultctl unlock'",
-            )
+            raise self._closed()
         credential = self._credentials.get(name)
         if credential is None:
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
@@ -491,23 +492,21 @@ class Vault:
     def watchable(self, names: Sequence[str]) -> None:
         """Raises: RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL (for ``token.watch``)."""
         if self._open is None:
-            raise RpcError(
-                ErrorCode.LOCKED if self._initialized else ErrorCode.NOT_INITIALIZED,
-                "the vault is locked: an operator must run 'vaultctl unlock'",
-            )
+            raise self._closed()
         missing = [name for name in names if name not in self._credentials]
         if missing:
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {missing[0]!r}")
 
     # -- internals -------------------------------------------------------------------------
 
+    def _closed(self) -> RpcError:
+        """The refusal while nothing is unlocked: NOT_INITIALIZED without a vault, else LOCKED."""
+        if not self._initialized:
+            return RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
+        return RpcError(ErrorCode.LOCKED, "the vault is locked: an operator must run 'vaultctl unlock'")
+
     def _read_and_open(self, passphrase: Secret) -> tuple[_vaultfile.Header, Secret, dict[str, Any]]:
         return _vaultfile.decode(self.path.read_bytes(), passphrase)
-
-    async def _fail_passphrase(self) -> None:
-        delay = self._delay.record_failure()
-        log.warning("wrong passphrase (failure %d in a row; answering in %.1f s)", self._delay.failures, delay)
-        await trio.sleep(delay)
 
     async def _check_passphrase(self, passphrase: Secret) -> None:
         """Check ``passphrase`` against the open vault.
@@ -517,11 +516,7 @@ class Vault:
         """
         assert self._open is not None
         opened, epoch = self._open, self._epoch
-        try:
-            key = await self._blocking(_vaultfile.unwrap, opened.header, passphrase)
-        except OpenFailed as exc:
-            await self._fail_passphrase()
-            raise RpcError(ErrorCode.BAD_PASSPHRASE, str(exc)) from None
+        key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, opened.header, passphrase)
         try:
             if self._epoch != epoch or self._open is not opened:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
@@ -529,7 +524,6 @@ class Vault:
                 raise AssertionError("passphrase unwrapped a different data key")
         finally:
             key.wipe()
-        self._delay.reset()
 
     async def _admin(self, passphrase: Secret) -> tuple[OpenVault, int]:
         """Check the vault is unlocked and ``passphrase`` opens it; return it and its epoch."""
@@ -607,6 +601,7 @@ class Vault:
             log.error("vault write failed: %s", exc)
             raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
         self.last_write_error = None
+        await self._blocking(self._records.write, generation, body["audit_key"])  # after: durable
 
 
 def _min_warning(profile: KdfProfile) -> str:

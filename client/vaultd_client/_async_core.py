@@ -528,10 +528,14 @@ class AsyncClientBase:
                 self._core.cache.clear()
         return result
 
-    async def unlock(self, passphrase: str) -> dict[str, Any]:
-        """Unlock the vault. Raises BadPassphrase (after a growing delay) if it is wrong."""
+    async def unlock(self, passphrase: str, *, accept_rollback: bool = False) -> dict[str, Any]:
+        """Unlock the vault. Raises BadPassphrase (after a growing delay) if it is wrong, and
+        Rollback if the file is older than one written before, unless ``accept_rollback``."""
         core = self._core
-        result: dict[str, Any] = await core.call(Method.VAULT_UNLOCK, {"passphrase": passphrase}, core.slow_timeout)
+        params: dict[str, Any] = {"passphrase": passphrase}
+        if accept_rollback:
+            params["accept_rollback"] = True
+        result: dict[str, Any] = await core.call(Method.VAULT_UNLOCK, params, core.slow_timeout)
         return result
 
     def watch(self, names: Iterable[str]) -> AsyncWatch:

@@ -147,9 +147,13 @@ class Client:
                 self._cache.clear()
         return result
 
-    def unlock(self, passphrase: str) -> dict[str, Any]:
-        """Unlock the vault. Raises BadPassphrase (after a growing delay) if it is wrong."""
-        result: dict[str, Any] = self.call(Method.VAULT_UNLOCK, {"passphrase": passphrase}, timeout=self.slow_timeout)
+    def unlock(self, passphrase: str, *, accept_rollback: bool = False) -> dict[str, Any]:
+        """Unlock the vault. Raises BadPassphrase (after a growing delay) if it is wrong, and
+        Rollback if the file is older than one written before, unless ``accept_rollback``."""
+        params: dict[str, Any] = {"passphrase": passphrase}
+        if accept_rollback:
+            params["accept_rollback"] = True
+        result: dict[str, Any] = self.call(Method.VAULT_UNLOCK, params, timeout=self.slow_timeout)
         return result
 
     # -- plumbing ---------------------------------------------------------------------------

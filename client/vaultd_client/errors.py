@@ -29,6 +29,7 @@ __all__ = [
     "RedirectRefused",
     "RemoteError",
     "RenewalFailed",
+    "Rollback",
     "StorageFailed",
     "Timeout",
     "TokenExpired",
@@ -197,6 +198,15 @@ class StorageFailed(RemoteError):
     code = ErrorCode.STORAGE_FAILED
 
 
+class Rollback(RemoteError):
+    """The vault file is older than one written before (a restored copy); nothing was unlocked.
+
+    The operator may accept it with ``vaultctl unlock --accept-rollback``.
+    """
+
+    code = ErrorCode.ROLLBACK
+
+
 class UnknownCredential(RemoteError):
     """No credential has this name."""
 
@@ -232,7 +242,7 @@ _BY_CODE: dict[int, type[RemoteError]] = {
     for cls in (
         ProtocolError, TooLarge, UnknownMethod, InvalidParams, Internal, UnsupportedProtocol, Busy,
         NotInitialized, AlreadyInitialized, Locked, BadPassphrase, Forbidden, VaultDamaged,
-        StorageFailed, UnknownCredential, TokenExpired, RenewalFailed, NeedsReauth, AlreadyExists,
+        StorageFailed, Rollback, UnknownCredential, TokenExpired, RenewalFailed, NeedsReauth, AlreadyExists,
     )
 }  # fmt: skip
 

@@ -325,6 +325,18 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
         "the change was not saved: [Errno 28] writing vault failed: No space left on device",
         "",
     ),
+    (
+        ErrorCode.ROLLBACK,
+        "vault.unlock",
+        42,
+        [{"passphrase": PASS}],
+        None,
+        "the vault file holds generation 5, but generation 7 was written before: it was rolled back (a backup, "
+        "vault.bak or an older copy was put in its place), so a tighter policy, a removed credential or a rotated "
+        "refresh token may be undone. Put the newest vault file back, or accept this one with 'vaultctl unlock "
+        "--accept-rollback'",
+        "vault.unlock with accept_rollback true unlocks it anyway and writes it as the newest",
+    ),
     (ErrorCode.UNKNOWN_CREDENTIAL, "token.get", 34, [{"name": "nope"}], None, "no credential named 'nope'", ""),
     (ErrorCode.TOKEN_EXPIRED, "token.get", 35, _GET, None, "token 'demo' expired (not_after passed)", ""),
     (

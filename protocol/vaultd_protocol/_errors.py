@@ -45,6 +45,7 @@ class ErrorCode(enum.IntEnum):
     FORBIDDEN = 14
     VAULT_DAMAGED = 15
     STORAGE_FAILED = 16
+    ROLLBACK = 17
 
     UNKNOWN_CREDENTIAL = 20
     TOKEN_EXPIRED = 21

@@ -141,7 +141,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
         _PASSPHRASE,
         Field("kdf_profile", "str", required=False, default=KdfProfile.MODERATE),
     ),
-    Method.VAULT_UNLOCK: (_PASSPHRASE,),
+    Method.VAULT_UNLOCK: (_PASSPHRASE, Field("accept_rollback", "bool", required=False, default=False)),
     Method.VAULT_LOCK: (),
     Method.TOKEN_GET: (_NAME, Field("min_ttl", "number", required=False, default=0.0)),
     Method.TOKEN_WATCH: (Field("names", "names", max_len=256),),
