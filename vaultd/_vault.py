@@ -161,7 +161,8 @@ class Vault:
                 raise RpcError(
                     ErrorCode.ALREADY_INITIALIZED,
                     f"{self.backup} exists but {self.path.name} does not: restore it "
-                    f"(mv {self.backup} {self.path}) or move it away first",
+                    f"(mv {self.backup} {self.path}, then 'vaultctl unlock --accept-rollback': it is one "
+                    "generation behind) or move it away first",
                 )
             header, data_key = await self._blocking(_vaultfile.new_vault, passphrase, profile)
             try:
