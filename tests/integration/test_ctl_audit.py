@@ -69,13 +69,14 @@ def test_audit_prints_a_table_or_the_lines_as_stored_without_a_daemon(tmp_path: 
         "METHOD",
         "CREDENTIAL",
         "OUTCOME",
+        "COUNT",
         "FINGERPRINT",
         "DETAIL",
     ]
     assert first.split() == ["2027-01-15T13:30:00.250+05:30", "1000/engine-a.service/4242", "token.get", "deribit-0",
-                             "allow", PRINT, "-"]  # fmt: skip
+                             "allow", "1", PRINT, "-"]  # fmt: skip
     assert odd.split() == ["2027-01-15T13:30:02.250+05:30", "1001/evil\\x1b[2J.service/7", "token.sign", "binance",
-                           "FORBIDDEN", "-", "rule", "3"]  # fmt: skip
+                           "FORBIDDEN", "1", "-", "rule", "3"]  # fmt: skip
     assert "\x1b" not in table.stdout  # a peer's unit name cannot drive the operator's terminal
     raw = ctl(tmp_path, "audit", "--json", "--path", str(path))
     assert raw.returncode == 0 and raw.stderr == ""
@@ -87,12 +88,18 @@ def test_verify_passes_across_rotation_and_says_what_it_trusted(tmp_path: Path, 
     write(path, 120, max_bytes=4096, keep=2)
     result = ctl(tmp_path, "audit", "verify", "--path", str(path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("audit log intact: ") and "lines in 3 files (seq " in result.stdout
-    assert "to 120)" in result.stdout and "taken on trust" in result.stdout
+    first, kept, note = result.stdout.splitlines()
+    assert first.startswith("audit log intact from seq ") and first.endswith(" were rotated away")
+    assert ", not complete: lines 1.." in first and " from 2027-01-15T13:30:00.250+05:30 to 2027-01-15T13:" in first
+    assert kept.startswith(tuple(f"{n} lines kept in 3 files (seq {121 - n} to 120)" for n in range(1, 120)))
+    assert note.startswith("note: the chain starts at seq ") and note.endswith("right after the lines rotated away")
     as_json = ctl(tmp_path, "audit", "--path", str(path), "verify", "--json")  # options on either side
     report = json.loads(as_json.stdout)
     assert as_json.returncode == 0 and report["ok"] is True and report["files"] == 3 and report["last_seq"] == 120
     assert report["lines"] == 120 - report["first_seq"] + 1 and report["problem"] is None
+    gone = report["rotated"]
+    assert (gone["first_seq"], gone["last_seq"], gone["first_time"]) == (1, report["first_seq"] - 1, T0)
+    assert gone["last_time"] == T0 + gone["last_seq"] - 1 and len(gone["last_hash"]) == 64
 
 
 @pytest.mark.parametrize(
