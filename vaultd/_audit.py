@@ -493,16 +493,24 @@ class AuditLog:
         fsync_dir(self.path.parent)
 
     def _note_rotated(self, stale: Path) -> None:
+        """Add what ``stale`` holds to the head's ``rotated``; lines missing before it get a line."""
         first, last = line_ends(stale)
         if last is None:
             log.warning("%s is about to be rotated away, but its last line is not valid: not recorded", stale)
             return
+        before = self._rotated
         seq = first[0] if first is not None and first[0] <= last[0] else last[0]
         gone = Rotated(seq, last[0], first[1] if first is not None else None, last[1], last[2])
-        if self._rotated is None:
+        if before is None:
             self._rotated = gone
-        elif gone.last_seq > self._rotated.last_seq:
-            self._rotated = self._rotated.merged(gone)
+        elif gone.last_seq > before.last_seq:
+            self._rotated = before.merged(gone)
+            if gone.first_seq > before.last_seq + 1:  # deleted by hand: said in the chain, for good
+                detail = (f"lines {before.last_seq + 1}..{gone.first_seq - 1} were gone before rotation reached "
+                          "them: deleted by something else")  # fmt: skip
+                self._queue.append((self._clock(), {"uid": self._own_uid, "pid": os.getpid()}, "audit", None,
+                                    "LINES_MISSING", None, detail, 1))  # fmt: skip
+                log.warning("audit: %s", detail)
 
     def _recover(self) -> _Tail:
         """Where the chain goes on: the last complete line, after cutting off a torn one."""

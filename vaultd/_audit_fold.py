@@ -136,11 +136,9 @@ class Budgets:
         self.budget = budget
         self._all = _Bucket(float(budget.all_burst))
         self._uids: dict[Any, _Bucket] = {}
-
-    @property
-    def counting(self) -> bool:
-        """Whether decisions were counted that no ``LINES_COUNTED`` line has told of yet."""
-        return any(bucket.counted for bucket in self._uids.values())
+        #: Whether decisions were counted that no ``LINES_COUNTED`` line has told of yet (a
+        #: plain attribute: the event loop's thread reads it while a flush may be changing the rest).
+        self.counting = False
 
     def admit(self, entries: list[Entry]) -> list[Entry]:
         """The entries to write; the others (other uids beyond their budget) are counted."""
@@ -157,7 +155,7 @@ class Budgets:
             if bucket is None:
                 bucket = self._uids[uid] = _Bucket(float(budget.burst))
             when = entry[0]
-            if type(when) is float and math.isfinite(when):
+            if isinstance(when, float | int) and math.isfinite(when):
                 bucket.refill(when, budget.burst, budget.every)
                 everyone.refill(when, budget.all_burst, budget.all_every)
             # A uid that is being counted stays counted until its summary line is out: the
@@ -168,6 +166,7 @@ class Budgets:
                 kept.append(entry)
             else:
                 bucket.count(entry)
+                self.counting = True
         return kept
 
     def summaries(self, now: float, *, final: bool = False) -> list[Entry]:
@@ -193,6 +192,7 @@ class Budgets:
                 everyone.tokens -= 1
             lines.append(self._summary(now, uid, bucket))
             bucket.counted, bucket.kinds = 0, {}
+        self.counting = any(bucket.counted for bucket in self._uids.values())
         return lines
 
     def _summary(self, now: float, uid: Any, bucket: _Bucket) -> Entry:
@@ -200,7 +200,7 @@ class Budgets:
         kinds = sorted(bucket.kinds.items(), key=lambda item: -item[1])
         which = ", ".join(f"{' '.join(filter(None, kind))} x{n}" for kind, n in kinds)
         detail = (
-            f"{bucket.counted} from {_utc(bucket.since)} to {_utc(bucket.until)} counted, not written: over "
-            f"{budget.burst} lines then 1 per {budget.every:g} s; {which}"
+            f"{bucket.counted} decisions from {_utc(bucket.since)} to {_utc(bucket.until)} counted, not written "
+            f"(budget: {budget.burst} lines, then 1 per {budget.every:g} s): {which}"
         )[:_MAX_TEXT]
         return (now, {"uid": uid}, "audit", None, "LINES_COUNTED", None, detail, bucket.counted)

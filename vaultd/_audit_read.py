@@ -325,6 +325,8 @@ def _check_rotated(
     if seq > rotated.last_seq + 1:
         return (f"{where} line 1: the log starts at seq {seq}, but {gone}: lines {rotated.last_seq + 1}.."
                 f"{seq - 1} were deleted")  # fmt: skip
+    if rotated.first_seq > 1:
+        notes.append(f"lines 1..{rotated.first_seq - 1} were gone before {name} recorded rotation")
     if seq == rotated.last_seq + 1:
         if prev != rotated.last_hash:
             return f"{where} line 1: its 'prev' does not match the last line rotated away ({gone})"
