@@ -260,6 +260,7 @@ class AuditLog:
         self._blocking = blocking
         self._head = head_path(self.path)
         self._own_uid = os.getuid() if own_uid is None else own_uid
+        self._half_queue = MAX_QUEUED // 2  # where other uids' lines stop
         self._budgets = Budgets(self._own_uid, budget)
         self._rotated: Rotated | None = None  # what rotation deleted so far, as the head says
         self._encode = _Encoder()
@@ -304,7 +305,7 @@ class AuditLog:
             if type(identity) is not dict:  # the encoder reads it as one, later, in another thread
                 raise TypeError(f"identity must be a dict, not {type(identity).__name__}")
             queued = len(self._queue) + len(self._unwritten)
-            if queued >= MAX_QUEUED // 2 and (queued >= MAX_QUEUED or identity.get("uid") != self._own_uid):
+            if queued >= self._half_queue and (queued >= MAX_QUEUED or identity.get("uid") != self._own_uid):
                 with self._queue_lock:  # other uids stop at half: the rest is the owner's
                     self._dropped += 1
                 return
