@@ -384,6 +384,8 @@ class AuditLog:
     def close(self) -> None:
         """Flush, with every count still untold (``final``). Nothing stays open between flushes."""
         self._flush(final=True)
+        if self._queue:  # a LINES_MISSING line that the last rotation queued
+            self._flush(final=True)
 
     # -- writing (under the write lock) -----------------------------------------------------
 

@@ -244,6 +244,28 @@ def test_an_oldest_file_deleted_by_hand_is_not_taken_for_rotation(path: Path) ->
     ]
 
 
+def test_a_rotation_cut_short_after_the_head_was_written_still_verifies_and_a_wrong_hash_does_not(path: Path) -> None:
+    clock = Clock()
+    log = AuditLog(path, clock=clock, own_uid=OWNER, max_bytes=4096, keep=2)
+    write(log, clock, 40)
+    head = path.with_name("audit.head")
+    recorded = json.loads(head.read_bytes())
+    oldest = path.with_name("audit.log.2").read_bytes().splitlines(keepends=True)
+    last = json.loads(oldest[-1])
+    # What a crash between writing the head and deleting audit.log.2 leaves: the head says it is gone.
+    recorded["rotated"].update(last_seq=last["seq"], last_time=last["time"], last_hash=sha(oldest[-1]))
+    head.write_text(json.dumps(recorded))
+    result = verify(path)
+    assert result.ok, result.problem
+    assert (result.note or "").startswith(f"audit.head records lines 1..{last['seq']} as rotated away, but they are "
+                                          "still there from seq ")  # fmt: skip
+    recorded["rotated"]["last_hash"] = sha(oldest[-2])
+    head.write_text(json.dumps(recorded))
+    assert verify(path).problem == (
+        f"audit.head does not match the line with seq {last['seq']}: the log or the head was rewritten"
+    )
+
+
 def test_folded_and_rotated_lines_still_show_an_edit_a_cut_and_a_forged_head(path: Path) -> None:
     clock = Clock()
     log = AuditLog(path, clock=clock, own_uid=OWNER, max_bytes=4096, keep=1)
