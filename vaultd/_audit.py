@@ -390,7 +390,7 @@ class AuditLog:
     # -- writing (under the write lock) -----------------------------------------------------
 
     def _lost(self, count: int) -> _Entry:
-        identity = {"uid": os.getuid(), "pid": os.getpid()}
+        identity = {"uid": self._own_uid, "pid": os.getpid()}
         detail = f"{count} audit lines were dropped: the queue of lines not yet written was full"
         return (self._clock(), identity, "audit", None, "LINES_DROPPED", None, detail, count)
 

@@ -107,7 +107,7 @@ def fold(entries: Iterable[Entry], identity_key: Callable[[dict[str, Any]], str]
 def _utc(epoch: float) -> str:
     try:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-    except (OverflowError, ValueError, OSError):
+    except (OverflowError, ValueError, OSError, TypeError):
         return repr(epoch)
 
 
