@@ -16,7 +16,13 @@ order:
 ``credential``
     the credential's name, or null;
 ``outcome``
-    ``"allow"``, ``"deny"``, or an error code's name (``"LOCKED"``, ...);
+    ``"ok"``, ``"refused"`` (at accept), or an error code's name (``"LOCKED"``, ...);
+``count``
+    how many decisions the line stands for: 1, or n for n identical ones (the same identity,
+    method, credential, outcome, fingerprint and detail) within the second of ``time``, folded
+    into one line (:mod:`vaultd._audit_fold`); for a ``LINES_COUNTED`` or ``LINES_DROPPED``
+    line, how many decisions were counted or dropped instead of written. The sum over the
+    lines is the number of decisions. Lines written before it existed have no ``count``: 1;
 ``fingerprint``
     for a token handed out, the first 16 hex digits of HMAC-SHA256(key, token)
     (:func:`fingerprint`), else null: it shows which lines handed out the same token (and,
@@ -30,15 +36,24 @@ order:
     older file for a file's first line); 64 zeros before the first line ever.
 
 ``audit.head`` holds ``{"seq": N, "hash": H}``: the last line written and its SHA-256,
-rewritten (atomically) after each batch, ``seq`` 0 and 64 zeros before any line. So
+rewritten (atomically) after each batch, ``seq`` 0 and 64 zeros before any line; once a
+rotation has deleted a file, also ``"rotated": {"first_seq", "last_seq", "first_time",
+"last_time", "last_hash"}``: every line deleted so far (written before the deletion). So
 :func:`verify` finds a deleted, edited, inserted or reordered line anywhere (the chain),
-and lines cut from the end (the head). It needs no key and no passphrase.
+lines cut from the end (the head), and oldest files deleted by anything but rotation (the
+oldest kept line must follow ``rotated``); and it says what rotation deleted, from when to
+when. It needs no key and no passphrase.
 
 What the chain cannot show: a process of the same user can rewrite the whole chain and the
-head file consistently, or delete the oldest rotated files (which looks like rotation). The
-chain proves the log was not edited by someone who did not also rewrite it from that point
-on; against a same-user attacker, ship the lines elsewhere as they are written (journald,
-a log host) and compare.
+head file consistently. The chain proves the log was not edited by someone who did not also
+rewrite it from that point on; against a same-user attacker, ship the lines elsewhere as
+they are written (journald, a log host) and compare.
+
+A flood cannot write the owner's decisions away (:mod:`vaultd._audit_fold`): identical
+decisions in one second and batch fold into one line with a ``count``, and the lines of
+every uid but the daemon's own have a budget (:data:`DEFAULT_BUDGET`; beyond it they are
+counted and a ``LINES_COUNTED`` line says how many). In the queue, other uids' lines stop at
+half of :data:`MAX_QUEUED`, so they cannot crowd the owner's out of it either.
 
 Writing never holds up an answer: :meth:`AuditLog.record` queues the entry in memory, and
 :meth:`AuditLog.run` writes the queue every second from a worker thread (one ``os.write`` of
@@ -71,11 +86,16 @@ import platformdirs
 import trio
 
 from ._atomic import ensure_private_dir, fsync_dir, remove_stale_temps, write_atomic
+from ._audit_fold import DEFAULT_BUDGET, Budget, Budgets, Entry, fold
 from ._audit_read import (
     FIELDS,
     GENESIS,
+    Head,
+    Rotated,
     Verified,
     head_path,
+    last_line,
+    line_ends,
     parse_head,
     read,
     rotated_files,
@@ -84,11 +104,13 @@ from ._audit_read import (
 )
 
 __all__ = [
+    "DEFAULT_BUDGET",
     "DEFAULT_KEEP",
     "DEFAULT_MAX_BYTES",
     "FIELDS",
     "MAX_QUEUED",
     "AuditLog",
+    "Budget",
     "Verified",
     "default_audit_path",
     "fingerprint",
@@ -110,8 +132,7 @@ _GIL_SLICE = 32
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 _VALUE_TYPES = frozenset({str, int, type(None)})
 
-#: time, identity, method, credential, outcome, fingerprint, detail
-_Entry = tuple[float, dict[str, Any], str, str | None, str, str | None, str | None]
+_Entry = Entry
 
 
 def default_audit_path(env: Mapping[str, str] = os.environ) -> Path:
@@ -138,10 +159,10 @@ def _short(text: str | None) -> str | None:
 
 
 def _slow_encode(entry: _Entry, seq: int, prev: str) -> bytes:
-    when, identity, method, credential, outcome, print_, detail = entry
+    when, identity, method, credential, outcome, print_, detail, count = entry
     line = {
         "time": when, "identity": identity, "method": method, "credential": credential, "outcome": outcome,
-        "fingerprint": print_, "detail": detail, "seq": seq, "prev": prev,
+        "count": count, "fingerprint": print_, "detail": detail, "seq": seq, "prev": prev,
     }  # fmt: skip
     try:
         text = _JSON.encode(line)
@@ -169,20 +190,21 @@ class _Encoder:
         self._identities: dict[tuple[tuple[Any, ...], ...], str] = {}
 
     def __call__(self, entry: _Entry, seq: int, prev: str) -> bytes:
-        when, identity, method, credential, outcome, print_, detail = entry
-        if type(when) is not float or not math.isfinite(when):
+        when, identity, method, credential, outcome, print_, detail, count = entry
+        if type(when) is not float or not math.isfinite(when) or type(count) is not int:
             return _slow_encode(entry, seq, prev)
         try:
-            who = self._identity(identity)
+            who = self.identity(identity)
         except (TypeError, ValueError):
             return _slow_encode(entry, seq, prev)
         return (
             f'{{"time":{when!r},"identity":{who},"method":{_string(method)},"credential":{_text(credential)},'
-            f'"outcome":{_string(outcome)},"fingerprint":{_text(print_)},"detail":{_text(detail)},'
+            f'"outcome":{_string(outcome)},"count":{count},"fingerprint":{_text(print_)},"detail":{_text(detail)},'
             f'"seq":{seq},"prev":"{prev}"}}\n'
         ).encode("ascii")
 
-    def _identity(self, identity: dict[str, Any]) -> str:
+    def identity(self, identity: dict[str, Any]) -> str:
+        """The identity's JSON (cached); TypeError or ValueError when json cannot encode it."""
         keys, values = tuple(identity), tuple(identity.values())
         key = (keys, values, tuple(map(type, values)))
         try:
@@ -196,22 +218,6 @@ class _Encoder:
                     self._identities.clear()
                 self._identities[key] = cached
         return cached
-
-
-def _tail(fd: int, size: int) -> tuple[int, bytes | None]:
-    """The end of the last complete line in the first ``size`` bytes of ``fd``, and that line."""
-    step = 8192
-    while True:
-        start = max(0, size - step)
-        data = os.pread(fd, size - start, start)
-        end = data.rfind(b"\n")
-        if end >= 0:
-            begin = data.rfind(b"\n", 0, end) + 1
-            if begin > 0 or start == 0:
-                return start + end + 1, data[begin : end + 1]
-        elif start == 0:
-            return 0, None
-        step *= 4
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,8 @@ class AuditLog:
         keep: int = DEFAULT_KEEP,
         clock: Callable[[], float] = time.time,
         blocking: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+        own_uid: int | None = None,
+        budget: Budget = DEFAULT_BUDGET,
     ) -> None:
         if max_bytes < 4096:
             raise ValueError("max_bytes must be at least 4096")
@@ -251,6 +259,10 @@ class AuditLog:
         self._clock = clock
         self._blocking = blocking
         self._head = head_path(self.path)
+        self._own_uid = os.getuid() if own_uid is None else own_uid
+        self._half_queue = MAX_QUEUED // 2  # where other uids' lines stop
+        self._budgets = Budgets(self._own_uid, budget)
+        self._rotated: Rotated | None = None  # what rotation deleted so far, as the head says
         self._encode = _Encoder()
         # Appended to by record() and emptied from the left by flush(), without a lock: deque's
         # append and popleft are each atomic. The lock guards the dropped count only.
@@ -287,17 +299,19 @@ class AuditLog:
         ``identity`` is kept as given, not copied (this is the hot path of every request): pass
         a map that nobody changes afterwards. ``fingerprint`` must be :func:`fingerprint`'s
         output, never a token. ``method``, ``credential`` and ``detail`` are cut to 200 characters.
+        Folding and the budget of other uids are the flush's work, not this one's.
         """
         try:
             if type(identity) is not dict:  # the encoder reads it as one, later, in another thread
                 raise TypeError(f"identity must be a dict, not {type(identity).__name__}")
-            if len(self._queue) + len(self._unwritten) >= MAX_QUEUED:
-                with self._queue_lock:
+            queued = len(self._queue) + len(self._unwritten)
+            if queued >= self._half_queue and (queued >= MAX_QUEUED or identity.get("uid") != self._own_uid):
+                with self._queue_lock:  # other uids stop at half: the rest is the owner's
                     self._dropped += 1
                 return
             self._queue.append(
                 (self._clock(), identity, str(method)[:_MAX_TEXT], _short(credential), str(outcome),
-                 _short(fingerprint), _short(detail))
+                 _short(fingerprint), _short(detail), 1)
             )  # fmt: skip
         except Exception:  # a caller's odd argument must not break an answer
             with self._queue_lock:
@@ -309,12 +323,21 @@ class AuditLog:
     def flush(self) -> None:
         """Write everything queued now (synchronous; called at lock and at stop).
 
-        Waits for a flush in progress in another thread. Never raises an I/O error: a
-        failed write is logged (once until one succeeds again), counted, and retried later.
+        Folds identical entries and applies the budget of other uids first, adding the
+        ``LINES_COUNTED`` lines it allows. Waits for a flush in progress in another thread.
+        Never raises an I/O error: a failed write is logged (once until one succeeds
+        again), counted, and retried later.
         """
+        self._flush(final=False)
+
+    def _flush(self, *, final: bool) -> None:
         with self._write_lock:
             entries, queue = self._unwritten, self._queue
-            entries.extend(queue.popleft() for _ in range(len(queue)))
+            taken = [queue.popleft() for _ in range(len(queue))]
+            if taken:
+                entries.extend(self._budgets.admit(fold(taken, self._encode.identity)))
+            if self._budgets.counting:
+                entries.extend(self._budgets.summaries(self._clock(), final=final))
             if not entries and not self._dropped:
                 return
             try:
@@ -341,7 +364,7 @@ class AuditLog:
             due = trio.current_time() + interval
             while True:
                 await trio.sleep_until(due)
-                if self._queue or self._unwritten or self._dropped:
+                if self._queue or self._unwritten or self._dropped or self._budgets.counting:
                     await blocking(self.flush)
                 due = max(due + interval, trio.current_time())
         finally:
@@ -359,15 +382,17 @@ class AuditLog:
         return len(self._queue) + len(self._unwritten)
 
     def close(self) -> None:
-        """Flush. Nothing stays open between flushes, so there is nothing else to release."""
-        self.flush()
+        """Flush, with every count still untold (``final``). Nothing stays open between flushes."""
+        self._flush(final=True)
+        if self._queue:  # a LINES_MISSING line that the last rotation queued
+            self._flush(final=True)
 
     # -- writing (under the write lock) -----------------------------------------------------
 
     def _lost(self, count: int) -> _Entry:
-        identity = {"uid": os.getuid(), "pid": os.getpid()}
-        detail = f"{count} audit lines were dropped: the log could not be written and the queue was full"
-        return (self._clock(), identity, "audit", None, "LINES_DROPPED", None, detail)
+        identity = {"uid": self._own_uid, "pid": os.getpid()}
+        detail = f"{count} audit lines were dropped: the queue of lines not yet written was full"
+        return (self._clock(), identity, "audit", None, "LINES_DROPPED", None, detail, count)
 
     def _failed(self, exc: OSError) -> None:
         self._errors += 1
@@ -429,8 +454,11 @@ class AuditLog:
                 done = take
             if done < len(lines):
                 self._rotate()
-        head = json.dumps({"seq": self._tail.seq, "hash": self._tail.hash}) + "\n"
-        write_atomic(self._head, head.encode("ascii"))
+        self._write_head()
+
+    def _write_head(self) -> None:
+        assert self._tail is not None
+        write_atomic(self._head, Head(self._tail.seq, self._tail.hash, self._rotated).to_bytes())
 
     def _open(self) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -447,7 +475,17 @@ class AuditLog:
         return self.path.with_name(f"{self.path.name}.{number}")
 
     def _rotate(self) -> None:
-        """audit.log.(keep-1) -> audit.log.keep, ..., audit.log -> audit.log.1; older ones go."""
+        """audit.log.(keep-1) -> audit.log.keep, ..., audit.log -> audit.log.1; older ones go.
+
+        What goes is added to the head's ``rotated`` and the head written first: a crash in
+        between leaves a head that says a little too much (``verify`` allows that), never less.
+        """
+        doomed = [stale for number, stale in reversed(rotated_files(self.path)) if number >= self.keep]
+        for stale in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                self._note_rotated(stale)
+        if doomed:
+            self._write_head()
         for number in range(self.keep - 1, 0, -1):
             with contextlib.suppress(FileNotFoundError):
                 os.replace(self._numbered(number), self._numbered(number + 1))
@@ -457,14 +495,35 @@ class AuditLog:
                 stale.unlink(missing_ok=True)
         fsync_dir(self.path.parent)
 
+    def _note_rotated(self, stale: Path) -> None:
+        """Add what ``stale`` holds to the head's ``rotated``; lines missing before it get a line."""
+        first, last = line_ends(stale)
+        if last is None:
+            log.warning("%s is about to be rotated away, but its last line is not valid: not recorded", stale)
+            return
+        before = self._rotated
+        seq = first[0] if first is not None and first[0] <= last[0] else last[0]
+        gone = Rotated(seq, last[0], first[1] if first is not None else None, last[1], last[2])
+        if before is None:
+            self._rotated = gone
+        elif gone.last_seq > before.last_seq:
+            self._rotated = before.merged(gone)
+            if gone.first_seq > before.last_seq + 1:  # deleted by hand: said in the chain, for good
+                detail = (f"lines {before.last_seq + 1}..{gone.first_seq - 1} were gone before rotation reached "
+                          "them: deleted by something else")  # fmt: skip
+                self._queue.append((self._clock(), {"uid": self._own_uid, "pid": os.getpid()}, "audit", None,
+                                    "LINES_MISSING", None, detail, 1))  # fmt: skip
+                log.warning("audit: %s", detail)
+
     def _recover(self) -> _Tail:
         """Where the chain goes on: the last complete line, after cutting off a torn one."""
         directory = self.path.parent
         ensure_private_dir(directory)
         remove_stale_temps(directory, (self._head.name,))
-        head: tuple[int, str] | None = None
+        head: Head | None = None
         try:
             head = parse_head(self._head.read_bytes())
+            self._rotated = head.rotated
         except FileNotFoundError:
             pass
         except ValueError as exc:
@@ -474,31 +533,31 @@ class AuditLog:
             with contextlib.suppress(FileNotFoundError):
                 fd = os.open(self._numbered(1), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
                 try:
-                    line = _tail(fd, os.fstat(fd).st_size)[1]
+                    line = last_line(fd, os.fstat(fd).st_size)[1]
                 finally:
                     os.close(fd)
         if line is not None and not self._head.exists():
             log.warning("%s is missing but the audit log has lines: it was deleted", self._head)
         if line is None:
             if head is None:
-                write_atomic(self._head, json.dumps({"seq": 0, "hash": GENESIS}).encode("ascii") + b"\n")
+                write_atomic(self._head, Head(0, GENESIS).to_bytes())
                 return _Tail(0, GENESIS)
-            if head[0] > 0:
+            if head.seq > 0:
                 log.warning("no audit log is left in %s, but %s counts %d lines: the log was deleted",
-                            directory, self._head.name, head[0])  # fmt: skip
-            return _Tail(*head)
+                            directory, self._head.name, head.seq)  # fmt: skip
+            return _Tail(head.seq, head.hash)
         seq = 0
         try:
             seq = int(json.loads(line)["seq"])
         except (ValueError, TypeError, KeyError):
             log.warning("the last line of the audit log is not a valid entry; 'vaultctl audit verify' will say more")
-        if head is not None and head[0] > seq:
+        if head is not None and head.seq > seq:
             log.warning(
                 "%s counts %d lines but the audit log ends at seq %d: lines were removed from its end; "
                 "the next line's seq continues from the head, so 'vaultctl audit verify' keeps reporting it",
-                self._head.name, head[0], seq,
+                self._head.name, head.seq, seq,
             )  # fmt: skip
-            seq = head[0]
+            seq = head.seq
         return _Tail(seq, sha256_hex(line))
 
     def _repair(self) -> bytes | None:
@@ -509,7 +568,7 @@ class AuditLog:
             return None
         try:
             size = os.fstat(fd).st_size
-            end, line = _tail(fd, size)
+            end, line = last_line(fd, size)
             if end < size:
                 log.warning(
                     "the audit log %s ended with an incomplete line (%d bytes, a write cut short by a crash "

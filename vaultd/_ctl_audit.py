@@ -25,7 +25,9 @@ __all__ = ["AUDIT_COMMANDS", "add_audit_parsers", "table_row"]
 
 #: vaultctl's statuses (the table is in ``_ctl``).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_COLUMNS = (("TIME", 29), ("WHO (uid/unit/pid)", 34), ("METHOD", 16), ("CREDENTIAL", 18), ("OUTCOME", 13))
+_COLUMNS = (
+    ("TIME", 29), ("WHO (uid/unit/pid)", 34), ("METHOD", 16), ("CREDENTIAL", 18), ("OUTCOME", 13), ("COUNT", 5),
+)  # fmt: skip
 
 _AUDIT_EPILOG = """\
 each line of the log is one JSON object, keys in this order:
@@ -33,14 +35,18 @@ each line of the log is one JSON object, keys in this order:
   identity     the peer as the daemon saw it: uid, gid, pid, unit, exe...
   method       what it asked for (token.get, token.sign, ...)
   credential   the credential's name, or null
-  outcome      allow, deny, or an error code's name (LOCKED, ...)
+  outcome      ok, refused (at accept), or an error code's name (LOCKED, FORBIDDEN, ...)
+  count        how many decisions the line stands for: n identical ones (same identity, method,
+               credential, outcome, fingerprint, detail) in one second are one line; for
+               LINES_COUNTED (another uid over its budget) and LINES_DROPPED, how many were
+               counted or dropped. Absent in lines written before it existed: 1
   fingerprint  for a token handed out, the first 16 hex digits of an HMAC of it (never the token)
   detail       a short note, or null
   seq          1, 2, 3...: never goes back, across rotation and restarts
   prev         SHA-256 of the previous line (64 zeros before the first line ever)
 
 The table shows time in local ISO-8601, then uid/unit/pid, method, credential, outcome,
-fingerprint and detail. Reading does not check the chain: 'vaultctl audit verify' does.
+count, fingerprint and detail. Reading does not check the chain: 'vaultctl audit verify' does.
 Files: audit.log, then audit.log.1 (newest) .. audit.log.4 (oldest) and audit.head, in
 $XDG_STATE_HOME/vaultd (default ~/.local/state/vaultd).
 
@@ -50,12 +56,15 @@ Exit status: 0 ok, 1 no log at that path or a line that is not JSON, 2 usage.
 _VERIFY_EPILOG = """\
 Checks every line from the oldest kept file (audit.log.N) to audit.log: valid JSON with the
 keys in order, 'seq' one more than the line before, 'prev' the SHA-256 of the line before.
-The oldest kept line's link to what rotation dropped is taken on trust, and said so.
 audit.head (the last seq and hash, rewritten after each write) shows lines removed from the
-end. A deleted, edited, inserted or reordered line fails, naming the file and line.
+end, and records what rotation deleted: the oldest kept line must follow it, and verify says
+which lines were rotated away, from when to when ("rotated" in --json). A deleted, edited,
+inserted or reordered line fails, naming the file and line; so do oldest files deleted by
+anything but rotation. (In a log whose head predates that record, the oldest kept line's
+link to what is gone is taken on trust, and said so.)
 
-Not detected: a process of your user that rewrites the whole chain and audit.head, or deletes
-the oldest files. Ship the log elsewhere as it is written to guard against that.
+Not detected: a process of your user that rewrites the whole chain and audit.head. Ship the
+log elsewhere as it is written to guard against that.
 
 Exit status: 0 the chain holds, 1 it does not (the first bad file and line on stderr), 2 usage.
 """
@@ -81,6 +90,10 @@ def _when(epoch: Any) -> str:
         return f"{epoch!r} (not a time)"
 
 
+def _when_known(epoch: float | None) -> str:
+    return "an unknown time" if epoch is None else _when(epoch)
+
+
 def _who(identity: Any) -> str:
     if not isinstance(identity, dict):
         return _printable(identity)
@@ -95,7 +108,7 @@ def table_row(entry: dict[str, Any]) -> str:
     """One log entry as a table row (escaped for the terminal)."""
     cells = (
         _when(entry.get("time")), _who(entry.get("identity")), _printable(entry.get("method")),
-        _printable(entry.get("credential")), _printable(entry.get("outcome")),
+        _printable(entry.get("credential")), _printable(entry.get("outcome")), _printable(entry.get("count", 1)),
     )  # fmt: skip
     row = "".join(f"{cell:<{width}} " for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
     row += f"{_printable(entry.get('fingerprint')):<16} {_printable(entry.get('detail'))}"
@@ -150,7 +163,13 @@ def _verify(path: Path, *, as_json: bool) -> int:
         checked = f" ({result.lines} lines checked before it)" if result.lines else ""
         _fail(f"the audit log does not verify: {result.problem}{checked}", EXIT_FAILED)
     span = f" (seq {result.first_seq} to {result.last_seq})" if result.first_seq is not None else ""
-    print(f"audit log intact: {result.lines} lines in {result.files} files{span}, {path}")
+    gone = result.rotated
+    if gone is None:
+        print(f"audit log intact: {result.lines} lines in {result.files} files{span}, {path}")
+    else:
+        print(f"audit log intact from seq {result.first_seq}, not complete: lines {gone.first_seq}..{gone.last_seq} "
+              f"from {_when_known(gone.first_time)} to {_when_known(gone.last_time)} were rotated away")  # fmt: skip
+        print(f"{result.lines} lines kept in {result.files} files{span}, {path}")
     if result.note:
         print(f"note: {result.note}")
     return EXIT_OK

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -69,13 +70,14 @@ def test_audit_prints_a_table_or_the_lines_as_stored_without_a_daemon(tmp_path: 
         "METHOD",
         "CREDENTIAL",
         "OUTCOME",
+        "COUNT",
         "FINGERPRINT",
         "DETAIL",
     ]
     assert first.split() == ["2027-01-15T13:30:00.250+05:30", "1000/engine-a.service/4242", "token.get", "deribit-0",
-                             "allow", PRINT, "-"]  # fmt: skip
+                             "allow", "1", PRINT, "-"]  # fmt: skip
     assert odd.split() == ["2027-01-15T13:30:02.250+05:30", "1001/evil\\x1b[2J.service/7", "token.sign", "binance",
-                           "FORBIDDEN", "-", "rule", "3"]  # fmt: skip
+                           "FORBIDDEN", "1", "-", "rule", "3"]  # fmt: skip
     assert "\x1b" not in table.stdout  # a peer's unit name cannot drive the operator's terminal
     raw = ctl(tmp_path, "audit", "--json", "--path", str(path))
     assert raw.returncode == 0 and raw.stderr == ""
@@ -83,16 +85,51 @@ def test_audit_prints_a_table_or_the_lines_as_stored_without_a_daemon(tmp_path: 
     assert TOKEN not in table.stdout + raw.stdout
 
 
-def test_verify_passes_across_rotation_and_says_what_it_trusted(tmp_path: Path, path: Path) -> None:
+def test_verify_passes_across_rotation_and_says_what_rotation_deleted(tmp_path: Path, path: Path) -> None:
     write(path, 120, max_bytes=4096, keep=2)
     result = ctl(tmp_path, "audit", "verify", "--path", str(path))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("audit log intact: ") and "lines in 3 files (seq " in result.stdout
-    assert "to 120)" in result.stdout and "taken on trust" in result.stdout
+    first, kept, note = result.stdout.splitlines()
+    assert first.startswith("audit log intact from seq ") and first.endswith(" were rotated away")
+    assert ", not complete: lines 1.." in first and " from 2027-01-15T13:30:00.250+05:30 to 2027-01-15T13:" in first
+    assert kept.startswith(tuple(f"{n} lines kept in 3 files (seq {121 - n} to 120)" for n in range(1, 120)))
+    assert note.startswith("note: the chain starts at seq ") and note.endswith("right after the lines rotated away")
     as_json = ctl(tmp_path, "audit", "--path", str(path), "verify", "--json")  # options on either side
     report = json.loads(as_json.stdout)
     assert as_json.returncode == 0 and report["ok"] is True and report["files"] == 3 and report["last_seq"] == 120
     assert report["lines"] == 120 - report["first_seq"] + 1 and report["problem"] is None
+    gone = report["rotated"]
+    assert (gone["first_seq"], gone["last_seq"], gone["first_time"]) == (1, report["first_seq"] - 1, T0)
+    assert gone["last_time"] == T0 + gone["last_seq"] - 1 and len(gone["last_hash"]) == 64
+
+
+def test_an_oldest_file_deleted_by_hand_fails_verify_and_the_table_shows_counts(tmp_path: Path, path: Path) -> None:
+    write(path, 120, max_bytes=4096, keep=2)
+    report = json.loads(ctl(tmp_path, "audit", "verify", "--json", "--path", str(path)).stdout)
+    last = report["rotated"]["last_seq"]
+    ist = timezone(timedelta(hours=5, minutes=30))
+    until = datetime.fromtimestamp(T0 + last - 1, ist).isoformat(timespec="milliseconds")
+    shown = ctl(tmp_path, "audit", "verify", "--path", str(path))
+    assert shown.returncode == 0 and shown.stdout.splitlines()[0] == (
+        f"audit log intact from seq {last + 1}, not complete: lines 1..{last} "
+        f"from 2027-01-15T13:30:00.250+05:30 to {until} were rotated away"
+    )
+    oldest = path.with_name("audit.log.2")
+    after = json.loads(path.with_name("audit.log.1").read_bytes().splitlines()[0])["seq"]
+    oldest.unlink()  # once, this looked like rotation and verify said "intact"
+    problem = (f"audit.log.1 line 1: the log starts at seq {after}, but audit.head records lines 1..{last} as "
+               f"rotated away: lines {last + 1}..{after - 1} were deleted")  # fmt: skip
+    failed = ctl(tmp_path, "audit", "verify", "--path", str(path))
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr.startswith(f"vaultctl: the audit log does not verify: {problem}"), failed.stderr
+    report = json.loads(ctl(tmp_path, "audit", "verify", "--json", "--path", str(path)).stdout)
+    assert report["ok"] is False and report["problem"] == problem and report["rotated"]["last_seq"] == last
+    log = AuditLog(path, clock=lambda: T0 + 500, max_bytes=4096, keep=2)
+    for _ in range(3):  # one second, one peer, one outcome: one line
+        log.record(identity=ENGINE, method="token.sign", credential="binance", outcome="FORBIDDEN")
+    log.flush()
+    table = ctl(tmp_path, "audit", "--path", str(path))
+    assert table.stdout.splitlines()[-1].split()[2:7] == ["token.sign", "binance", "FORBIDDEN", "3", "-"]
 
 
 @pytest.mark.parametrize(
