@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ._providers._base import ConfigError
 
-__all__ = ["DEFAULT_ALLOW", "MONEY_MOVING", "AllowList", "Rule"]
+__all__ = ["DEFAULT_ALLOW", "MONEY_MOVING", "AllowList", "Rule", "moves_money"]
 
 _GLOB = set("*?[")
 
@@ -38,6 +38,17 @@ MONEY_MOVING: tuple[str, ...] = (
 )  # fmt: skip
 #: One regex for the whole list, matched without regard to case: checked on every signature.
 _MONEY_MOVING_RE = re.compile("|".join(fnmatch.translate(p) for p in MONEY_MOVING), re.IGNORECASE)
+#: A dot and what follows it in a segment: routers that match ``/transfer.json`` as ``/transfer``
+#: (Spring's suffix patterns, Rails' formats) must not let that spelling past the guard.
+_SUFFIX = re.compile(r"\.[^/]*")
+
+
+def moves_money(path: str) -> bool:
+    """Whether ``path`` names a withdrawal or transfer endpoint, in any case, with or without
+    ``.suffix`` extensions on its segments."""
+    if _MONEY_MOVING_RE.match(path) is not None:
+        return True
+    return "." in path and _MONEY_MOVING_RE.match(_SUFFIX.sub("", path)) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +116,13 @@ class AllowList:
     def decide(self, method: str, path: str) -> tuple[bool, str]:
         """Whether ``method path`` may be signed, and why (for the FORBIDDEN message and the log).
 
-        ``path`` must already be canonical (see ``_signing``): no ``%``, ``//``, ``.`` segments.
+        ``path`` must already be plain (see ``_signing``): no ``%``, ``;``, ``//``, ``.`` segments.
         """
         matching = [rule for rule in self.rules if rule.matches(method, path)]
         if not matching:
             return False, f"{method} {path} matches no rule of the credential's allow-list"
-        # An exchange's router may not care about case: this check must not either.
-        moves_money = _MONEY_MOVING_RE.match(path) is not None
-        if moves_money and not any(rule.literal for rule in matching):
+        # An exchange's router may not care about case or a ".json": this check must not either.
+        if moves_money(path) and not any(rule.literal for rule in matching):
             return False, (
                 f"{method} {path} moves money out (withdrawal or transfer): refused unless an allow rule "
                 "names this exact path"

@@ -10,6 +10,7 @@ machine never serves one); NEEDS_REAUTH holds until an operator acts. The renewe
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from vaultd_protocol import CredentialState
 from ._providers import ConfigError, Issued, Provider, provider_from_config, provider_from_record
 from ._renewal import Budget
 
-__all__ = ["NAME_PATTERN", "ConfigError", "Credential", "check_name", "from_config", "from_record"]
+__all__ = ["NAME_PATTERN", "ConfigError", "Credential", "check_name", "from_config", "from_record", "utc_text"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -119,9 +120,23 @@ class Credential:
 
 
 def from_config(name: str, kind: str, config: dict[str, Any], now: float) -> Credential:
-    """Raises: ConfigError: bad name, unknown kind, or invalid config."""
+    """Raises: ConfigError: bad name, unknown kind, invalid config, or a ``not_after`` already past."""
     check_name(name)
-    return Credential(name, provider_from_config(kind, config), now, now)
+    provider = provider_from_config(kind, config)
+    not_after = getattr(provider, "not_after", None)
+    if isinstance(not_after, float) and not_after <= now:
+        # It would never be served, and nothing can renew it: say so now, not in status later.
+        provider.wipe()
+        raise ConfigError(
+            f"'not_after' {utc_text(not_after)} is in the past (it is now {utc_text(now)}): the token would "
+            "never be served; give a later not_after, or none"
+        )
+    return Credential(name, provider, now, now)
+
+
+def utc_text(epoch: float) -> str:
+    """``2026-12-31T00:00:00Z``: a time as messages show it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def from_record(name: str, record: dict[str, Any]) -> Credential:

@@ -4,7 +4,7 @@ Commands talk to the running daemon through :class:`vaultd_client.Client` (``dem
 ``install``, ``audit`` and ``policy test --file`` work without it); secrets come from the
 terminal, a file, an fd or stdin, never from argv. Output for people by
 default, ``--json`` where scripts read it. Exit status: 0 success, 1 the daemon refused,
-2 bad usage, 3 no daemon, 4 the vault is locked.
+2 bad usage, 3 no daemon, 4 the vault is locked, 141 stdout closed by its reader (quietly).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from ._passphrase import PassphraseError, read_passphrase
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
+#: stdout was closed by its reader (128 + SIGPIPE, as a shell reports a program SIGPIPE ended).
+EXIT_BROKEN_PIPE = 141
 #: Credential kinds (the daemon's registry; a test checks the two agree).
 KINDS = ["static", "oauth2", "jwt", "exec", "keepalive", "sign"]
 _MAX_STDIN = 64 * 1024
@@ -433,6 +435,24 @@ def _fail(message: str, status: int) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one vaultctl command; its exit status.
+
+    A reader that closes our stdout early (``vaultctl status | head -1``) ends vaultctl quietly
+    with status 141, as a program killed by SIGPIPE ends in a shell (128 + 13): the output was
+    not all read, and ``set -o pipefail`` scripts can tell. Python would print a traceback, and
+    another complaint while flushing stdout at exit, so stdout is pointed at /dev/null.
+    """
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 < args.timeout < 86400:
         _fail("--timeout must be a number of seconds above 0 and below 86400", EXIT_USAGE)

@@ -1,7 +1,8 @@
 """``vaultd``: parse the command line, claim the socket and data folder, run until a signal.
 
 Start-up (hardening, folders, locks, the socket) runs before the event loop, so every
-start-up failure is one line on stderr and exit status 1. Under systemd the socket may come
+start-up failure, a folder or vault file that cannot be used included, is one line on stderr
+(which path, why, what to do) and exit status 1. Under systemd the socket may come
 from the socket unit, and the service manager hears READY, STATUS and STOPPING (see
 ``_systemd``). Shutdown on SIGTERM or SIGINT locks the vault (dropping every secret), removes
 the socket (unless systemd owns it) and exits 0; SIGHUP reloads the log level.
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import resource
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -211,9 +214,52 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         return _run(config)
-    except (SocketSetupError, StorageError) as exc:
+    except (SocketSetupError, StorageError, StartupError) as exc:
         print(f"vaultd: {exc}", file=sys.stderr)
         return EXIT_STARTUP
+
+
+class StartupError(Exception):
+    """A folder or file the daemon needs cannot be used. The message is one line: which, why,
+    and what to do."""
+
+
+_DATA_HINT = "vaultd keeps its vault there: fix the folder, or choose a writable one with --data-dir"
+_VAULT_HINT = "make it a file this user can read, or restore it (vault.bak is the previous version)"
+_SOCKET_HINT = "fix the folder, or choose another socket path with --socket or VAULTD_SOCKET"
+#: Plainer words than strerror's where it misleads ("File exists" for a file where a folder goes).
+_REASONS = {errno.EEXIST: "it is a file, not a folder", errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+@contextlib.contextmanager
+def _usable(what: str, path: Path, hint: str) -> Iterator[None]:
+    """Turn an OSError of start-up into a :class:`StartupError` naming ``what`` and ``path``."""
+    try:
+        yield
+    except SocketSetupError:
+        raise  # its message already says what to do
+    except OSError as exc:
+        reason = _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != path else ""
+        raise StartupError(f"cannot use {what} {path}: {reason}{where}; {hint}") from None
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse a folder the daemon could open but never write a vault into.
+
+    Raises:
+        OSError: EROFS (a read-only file system) or EACCES (no write permission).
+    """
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+        code = errno.EROFS if read_only else errno.EACCES
+        raise OSError(code, "on a read-only file system" if read_only else "not writable by this user")
+
+
+def _check_readable(vault_file: Path) -> None:
+    """Raises: OSError: ``vault_file`` exists but cannot be read (a missing one is no vault yet)."""
+    with contextlib.suppress(FileNotFoundError), vault_file.open("rb") as vault:
+        vault.read(1)
 
 
 def _check_fd_limit(max_connections: int) -> None:
@@ -241,15 +287,21 @@ def _run(config: DaemonConfig) -> int:
     if inherited is not None:  # socket-activated: serve where systemd listens, in the folder it made
         config = replace(config, socket_path=Path(inherited.getsockname()), own_socket_folder=False)
     # The socket first: "another daemon is listening there" is the likeliest conflict.
-    ensure_private_dir(config.socket_path.parent, tighten=config.own_socket_folder)
-    socket_lock = hold_lock_file(
-        config.socket_path.with_name(config.socket_path.name + ".lock"), f"the socket {config.socket_path}"
-    )
-    if not ensure_private_dir(config.data_dir, tighten=config.own_data_folder):
-        log.warning("data folder %s is open to other users; the vault file itself is 0600", config.data_dir)
-    data_lock = hold_lock_file(config.data_dir / "vault.lock", f"the data folder {config.data_dir}")
-    for stale in remove_stale_temps(config.data_dir):
-        log.warning("removed a temp file left by an interrupted write: %s", stale.name)
+    with _usable("the socket folder", config.socket_path.parent, _SOCKET_HINT):
+        ensure_private_dir(config.socket_path.parent, tighten=config.own_socket_folder)
+        socket_lock = hold_lock_file(
+            config.socket_path.with_name(config.socket_path.name + ".lock"), f"the socket {config.socket_path}"
+        )
+    # A failure here ends the process (main prints one line): the lock fds close with it.
+    with _usable("the data folder", config.data_dir, _DATA_HINT):
+        if not ensure_private_dir(config.data_dir, tighten=config.own_data_folder):
+            log.warning("data folder %s is open to other users; the vault file itself is 0600", config.data_dir)
+        data_lock = hold_lock_file(config.data_dir / "vault.lock", f"the data folder {config.data_dir}")
+        _check_writable(config.data_dir)
+        for stale in remove_stale_temps(config.data_dir):
+            log.warning("removed a temp file left by an interrupted write: %s", stale.name)
+    with _usable("the vault file", config.data_dir / "vault", _VAULT_HINT):
+        _check_readable(config.data_dir / "vault")
     sock = inherited or bind_unix_socket(config.socket_path, own_folder=config.own_socket_folder)
     try:
         trio.run(_serve, config, sock, link, hardening)

@@ -23,7 +23,7 @@ import trio
 
 from vaultd_protocol import CredentialState, ErrorCode
 
-from ._credentials import Credential
+from ._credentials import Credential, utc_text
 from ._errors import RpcError
 from ._providers import FetchContext, Issued, UpstreamError
 from ._renewal import RenewalPolicy
@@ -196,7 +196,13 @@ class Renewer:
         if issued.valid_at(self._wall()):  # the trio clock ran ahead of the wall clock
             self._schedule(credential, _EXPIRE, issued.expires_at)
             return
-        log.warning("credential %r: its token expired without a renewal (%s)", credential.name, credential.last_error)
+        if not credential.provider.renewable:
+            credential.last_error = f"its not_after ({utc_text(issued.expires_at)}) has passed: replace the credential"
+            log.warning("credential %r: %s", credential.name, credential.last_error)
+        else:
+            log.warning(
+                "credential %r: its token expired without a renewal (%s)", credential.name, credential.last_error
+            )
         self._on_change()
         self._hub.publish(EXPIRED, credential.name, lambda: {"name": credential.name})
         idle = credential.renewing is None and credential.next_renewal is None
@@ -288,7 +294,11 @@ class Renewer:
     def _succeeded(self, credential: Credential, issued: Issued) -> None:
         now = self._wall()
         if not issued.valid_at(now):
+            expires_at = issued.expires_at
             issued.wipe()
+            if not credential.provider.renewable:  # a stored token past its not_after: no retry helps
+                self._expired_for_good(credential, expires_at)
+                return
             self._failed(credential, "the new token had already expired when it arrived (a slow endpoint?)")
             return
         credential.set_issued(issued)
@@ -305,6 +315,17 @@ class Renewer:
                 )
         self._hub.publish(UPDATED, credential.name, lambda: token_result(credential.name, issued, now))
         self._on_change()
+
+    def _expired_for_good(self, credential: Credential, expires_at: float | None) -> None:
+        """A token that cannot be renewed has passed its end: EXPIRED, with no retry planned."""
+        when = "" if expires_at is None else f" ({utc_text(expires_at)})"
+        credential.last_error = f"its not_after{when} has passed: replace the credential"
+        credential.failures = max(credential.failures, 1)  # no token and a failure: EXPIRED (Credential.state_at)
+        self._cancel(credential, _RENEW)
+        if self._current(credential):
+            log.warning("credential %r: %s", credential.name, credential.last_error)
+            self._on_change()
+            self._hub.publish(EXPIRED, credential.name, lambda: {"name": credential.name})
 
     def _failed(self, credential: Credential, message: str, *, reauth: bool = False) -> None:
         credential.last_error = message

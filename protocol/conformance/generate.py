@@ -393,6 +393,25 @@ NOTIFICATIONS: list[tuple[Notify, dict[str, Any]]] = [
     (Notify.VAULT_LOCKED, {}),
 ]
 
+# Messages from clients written before msgpack's str/bin split (neovim's among them), whose
+# method name is bin (SPEC.md section 2): (label, message, method it stands for or None when
+# refused, refusal message). This daemon's client never sends these.
+METHOD_AS_BIN: list[tuple[str, list[Any], str | None, str]] = [
+    (
+        "a request whose method is bin holding UTF-8",
+        [0, 42, b"hello", [{"protocol": 1, "client": "nvim"}]],
+        "hello",
+        "",
+    ),
+    ("a notification whose method is bin holding UTF-8", [2, b"engine.heartbeat", [{}]], "engine.heartbeat", ""),
+    (
+        "a request whose method is bin that is not UTF-8: answered, then the connection closes",
+        [0, 43, b"hel\xfflo", [{}]],
+        None,
+        "method name is bin but not valid UTF-8",
+    ),
+]
+
 ABOUT = [
     "Conformance vectors for the vaultd wire protocol, version 1 (protocol/SPEC.md section 10).",
     "Every message is given as its values and as its exact bytes (hex). Values use JSON, except that",
@@ -495,6 +514,13 @@ def build() -> dict[str, Any]:
     ]
     if {n["method"] for n in notifications} != {str(n) for n in Notify}:
         raise SystemExit("every Notify needs a notification vector")
+    method_as_bin = []
+    for what, sent, read_as, refusal in METHOD_AS_BIN:
+        entry = {"label": what, "value": to_json(sent), "message": pack(sent).hex(), "method": read_as}
+        if read_as is None:
+            error = {"code": int(ErrorCode.PROTOCOL_ERROR), "name": ErrorCode.PROTOCOL_ERROR.name, "message": refusal}
+            entry["response"] = pack([1, sent[1], error, None]).hex()
+        method_as_bin.append(entry)
     return {
         "about": ABOUT,
         "protocol": 1,
@@ -502,6 +528,7 @@ def build() -> dict[str, Any]:
         "errors": errors,
         "error_variants": variants,
         "notifications": notifications,
+        "method_as_bin": method_as_bin,
     }
 
 

@@ -232,15 +232,16 @@ class Connection:
         if len(obj) != 4:
             # No answer (SPEC.md 3.1): only a 4-element array starting [0, msgid] is answered.
             raise self._fail(RemoteProtocolError("a request has 4 elements"))
-        if not isinstance(obj[2], str):
-            raise self._fail(RemoteProtocolError("request method must be a string"), msgid)
+        method = obj[2]
+        if not isinstance(method, str):
+            method = self._bin_method(method, "request method must be a string", msgid)
         if not isinstance(obj[3], list):
             raise self._fail(RemoteProtocolError("request params must be an array"), msgid)
         if msgid in self._in_flight:
             # Answering would be ambiguous: the first request with this id is still pending.
             raise self._fail(RemoteProtocolError(f"msgid {msgid} is already in flight"))
         self._in_flight.add(msgid)
-        return Request(msgid, obj[2], obj[3])
+        return Request(msgid, method, obj[3])
 
     def _response(self, obj: list[Any]) -> Response:
         if self.role is not Role.CLIENT:
@@ -258,9 +259,26 @@ class Connection:
         return Response(msgid, error, obj[3])
 
     def _notification(self, obj: list[Any]) -> Notification:
-        if len(obj) != 3 or not isinstance(obj[1], str) or not isinstance(obj[2], list):
+        if len(obj) != 3 or not isinstance(obj[2], list):
             raise self._fail(RemoteProtocolError("a notification is [2, method, params]"))
-        return Notification(obj[1], obj[2])
+        method = obj[1]
+        if not isinstance(method, str):
+            method = self._bin_method(method, "a notification is [2, method, params]")
+        return Notification(method, obj[2])
+
+    def _bin_method(self, value: Any, message: str, msgid: int | None = None) -> str:
+        """A method name sent as bin, as MessagePack-RPC clients from before msgpack's str/bin
+        split do (neovim's among them): its text, if it is UTF-8. Off the str path on purpose.
+
+        Raises:
+            RemoteProtocolError: ``value`` is not bin, or not UTF-8 (``message`` or a UTF-8 one).
+        """
+        if type(value) is not bytes:
+            raise self._fail(RemoteProtocolError(message), msgid)
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self._fail(RemoteProtocolError("method name is bin but not valid UTF-8"), msgid) from None
 
 
 def _is_msgid(value: object) -> bool:

@@ -270,3 +270,14 @@ async def test_ed25519_coinbase_and_deribit_through_the_socket(start_server: Sta
     fields = dict(part.split("=", 1) for part in header.removeprefix("deri-hmac-sha256 ").split(","))
     data = f"{fields['ts']}\n{fields['nonce']}\nGET\n/api/v2/private/get_account_summary?currency=BTC\n\n"
     assert fields["sig"] == hmac.new(b"fake-secret", data.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_kraken_wallet_transfer_spellings_are_not_signed(start_server: StartServer) -> None:
+    """Issue 14 item 8: with Kraken's default allow-list these three were signed."""
+    served = await start_server()
+    client = await signing(served, "kraken", KRAKEN)
+    assert await client.ok("token.sign", name="kraken", method="POST", url="https://api.kraken.com/0/private/Balance")
+    for path in ("/0/private/WalletTransfer;x", "/0/private/WalletTransfer;", "/0/private/WalletTransfer."):
+        response = await client.call("token.sign", name="kraken", method="POST", url=f"https://api.kraken.com{path}")
+        assert response.error is not None and response.error.name == "INVALID_PARAMS", path
+        assert "plain path" in response.error.message and KRAKEN_SECRET not in response.error.message

@@ -44,6 +44,7 @@ ANSWERED = [e for e in ERRORS if e["params"] is not None]
 MALFORMED = [e for e in ERRORS if e["params"] is None]
 VARIANTS: list[dict[str, Any]] = VECTORS["error_variants"]
 NOTIFICATIONS: list[dict[str, Any]] = VECTORS["notifications"]
+METHOD_AS_BIN: list[dict[str, Any]] = VECTORS["method_as_bin"]
 
 
 def value(obj: Any) -> Any:
@@ -258,3 +259,40 @@ def test_our_client_decodes_each_notification(vector: dict[str, Any]) -> None:
     session.receive_data(bytes.fromhex(vector["message"]))
     assert session.next_message() == Notification(vector["method"], value(vector["params"]))
     assert session.next_message() is None
+
+
+# -- method names as bin, from clients older than msgpack's str/bin split ----------------------
+
+
+def test_the_method_as_bin_vectors_are_bin_and_cover_both_outcomes() -> None:
+    assert {v["value"][0] for v in METHOD_AS_BIN if v["method"]} == {0, 2}, "a request and a notification"
+    assert any(v["method"] is None for v in METHOD_AS_BIN), "a refused one"
+    for vector in METHOD_AS_BIN:
+        decoded = msgpack.unpackb(bytes.fromhex(vector["message"]), raw=False)
+        assert decoded == value(vector["value"])
+        assert type(decoded[1 if decoded[0] == 2 else 2]) is bytes, "the method name is bin on the wire"
+
+
+@pytest.mark.parametrize("vector", METHOD_AS_BIN, ids=label)
+def test_our_server_reads_a_method_name_sent_as_bin(vector: dict[str, Any]) -> None:
+    message = value(vector["value"])
+    data = bytes.fromhex(vector["message"])
+    server = Connection(Role.SERVER)
+    if vector["method"] is None:
+        with pytest.raises(RemoteProtocolError) as info:
+            for byte in data:
+                server.receive_data(bytes([byte]))
+                server.next_event()
+        exc = info.value
+        assert (exc.code, exc.msgid) == (ErrorCode.PROTOCOL_ERROR, message[1])
+        assert server.send(error_response(message[1], exc.code, str(exc))).hex() == vector["response"]
+        return
+    for byte in data[:-1]:
+        server.receive_data(bytes([byte]))
+        assert server.next_event() is NEED_DATA
+    server.receive_data(data[-1:])
+    event = server.next_event()
+    if message[0] == 0:
+        assert event == Request(message[1], vector["method"], message[3])
+    else:
+        assert event == Notification(vector["method"], message[2])

@@ -280,3 +280,49 @@ def test_event_reprs_never_show_params_or_results() -> None:
     request = Request(1, "vault.unlock", [{"passphrase": "hunter2-hunter2"}])
     response = Response(1, None, {"token": "tok-secret"})
     assert "hunter2" not in repr(request) and "tok-secret" not in repr(response)
+
+
+def _bin_method(message: list[object]) -> bytes:
+    """``message`` packed as a pre-str/bin-split client would: every bytes value (the method) as bin."""
+    return bytes(msgpack.packb(message, use_bin_type=True))
+
+
+@pytest.mark.parametrize("byte_at_a_time", [False, True], ids=["whole", "byte at a time"])
+def test_a_method_name_sent_as_bin_is_accepted_when_it_is_utf8(byte_at_a_time: bool) -> None:
+    """Issue 14 item 9: older MessagePack-RPC clients (neovim's) send the method name as bin."""
+    data = _bin_method([0, 5, b"status", [{}]]) + _bin_method([2, "token.w\u00e4tch".encode(), [{}]])
+    assert data[3] == 0xC4, "the method really is bin 8"
+    server = Connection(Role.SERVER)
+    events: list[object] = []
+    for chunk in (data[i : i + 1] for i in range(len(data))) if byte_at_a_time else [data]:
+        server.receive_data(chunk)
+        events += drain(server)
+    assert events == [Request(5, "status", [{}]), Notification("token.w\u00e4tch", [{}])]
+    assert type(events[0].method) is str  # type: ignore[attr-defined]
+    assert msgpack.unpackb(server.send(Response(5, None, {}))) == [1, 5, None, {}]
+
+
+@pytest.mark.parametrize("byte_at_a_time", [False, True], ids=["whole", "byte at a time"])
+def test_a_method_name_in_bin_that_is_not_utf8_is_a_protocol_error_with_the_msgid(byte_at_a_time: bool) -> None:
+    data = _bin_method([0, 9, b"stat\xffus", [{}]])
+    server = Connection(Role.SERVER)
+    with pytest.raises(RemoteProtocolError) as info:
+        for chunk in (data[i : i + 1] for i in range(len(data))) if byte_at_a_time else [data]:
+            server.receive_data(chunk)
+            drain(server)
+    assert (info.value.code, info.value.msgid) == (ErrorCode.PROTOCOL_ERROR, 9)
+    assert "not valid UTF-8" in str(info.value)
+    assert msgpack.unpackb(server.send(error_response(9, info.value.code, str(info.value))))[1] == 9
+
+
+@pytest.mark.parametrize(
+    "message",
+    [[2, b"\xc3\x28", [{}]], [2, 7, [{}]], [0, 4, 7, [{}]], [0, 4, None, [{}]]],
+    ids=["notification bin not UTF-8", "notification int", "request int", "request nil"],
+)
+def test_other_method_types_stay_protocol_errors(message: list[object]) -> None:
+    server = server_with(_bin_method(message))
+    with pytest.raises(RemoteProtocolError) as info:
+        drain(server)
+    assert info.value.code is ErrorCode.PROTOCOL_ERROR
+    assert info.value.msgid == (4 if message[0] == 0 else None)

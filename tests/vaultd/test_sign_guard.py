@@ -1,0 +1,223 @@
+"""The withdrawal guard of ``token.sign`` has no spelling holes: every money-moving endpoint of
+every scheme, spelled every way a venue's front end might normalise, is refused.
+
+Each spelling is tried twice: under the default allow-list (every endpoint but the guarded
+ones) and under an allow-list that names the plain guarded path literally, where the plain
+spelling does sign (the positive control: a refusal below is the spelling's, not the setup's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from vaultd._allow import MONEY_MOVING, moves_money
+from vaultd._credentials import from_config
+from vaultd._errors import RpcError
+from vaultd._signing import sign_request
+from vaultd_protocol import ErrorCode
+
+NOW = 1_800_000_000.0
+HMAC_SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
+
+
+def _pem(key: Any) -> str:
+    return str(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+    )
+
+
+ED_PEM = _pem(ed25519.Ed25519PrivateKey.generate())
+EC_PEM = _pem(ec.generate_private_key(ec.SECP256R1()))
+
+#: Every scheme: its key config, its host, and one concrete path for each guarded glob of its venue.
+BINANCE_MONEY = (
+    "/sapi/v1/capital/withdraw/apply", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/universalTransfer",
+    "/sapi/v1/sub-account/transfer/subToMaster", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
+    "/sapi/v1/localentity/withdraw/apply", "/sapi/v1/giftcard/createCode",
+)  # fmt: skip
+SCHEMES: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
+    "binance-hmac": ({"api_key": "k", "secret": "s"}, "api.binance.com", BINANCE_MONEY),
+    "binance-ed25519": ({"api_key": "k", "private_key": ED_PEM}, "api.binance.com", BINANCE_MONEY),
+    "binance-ws-logon": ({"api_key": "k", "private_key": ED_PEM}, "ws-api.binance.com", BINANCE_MONEY),
+    "kraken": (
+        {"api_key": "k", "secret": HMAC_SECRET},
+        "api.kraken.com",
+        ("/0/private/Withdraw", "/0/private/WalletTransfer", "/0/private/Transfer", "/0/private/AccountTransfer"),
+    ),
+    "okx": (
+        {"api_key": "k", "secret": "s", "passphrase": "p"},
+        "www.okx.com",
+        ("/api/v5/asset/withdrawal", "/api/v5/asset/transfer", "/api/v5/asset/subaccount/transfer"),
+    ),
+    "bybit": (
+        {"api_key": "k", "secret": "s"},
+        "api.bybit.com",
+        ("/v5/asset/withdraw/create", "/v5/asset/transfer/inter-transfer"),
+    ),
+    "deribit": (
+        {"api_key": "client-id", "secret": "s"},
+        "www.deribit.com",
+        ("/api/v2/private/withdraw", "/api/v2/private/submit_transfer_to_user"),
+    ),
+    "coinbase": (
+        {"api_key": "organizations/o/apiKeys/k", "private_key": EC_PEM},
+        "api.coinbase.com",
+        ("/v2/accounts/abc/transactions", "/v2/accounts/abc/withdrawals", "/api/v3/brokerage/portfolios/move_funds"),
+    ),
+}  # fmt: skip
+
+
+def _fullwidth(c: str) -> str:
+    return chr(ord(c) + 0xFEE0)
+
+
+def _spellings(path: str) -> dict[str, str]:
+    """Other spellings of ``path`` that some server, proxy or framework reads as ``path``."""
+    head, _, last = path.rpartition("/")
+    first, rest = last[0], last[1:]
+    segments = path.split("/")
+    spellings = {
+        "semicolon param": f"{path};x",
+        "empty semicolon": f"{path};",
+        "jsessionid": f"{path};jsessionid=1",
+        "dot-dot-semicolon": f"{head}/..;/{last}",
+        "param mid-path": f"/{segments[1]};x/{'/'.join(segments[2:])}",
+        "trailing dot": f"{path}.",
+        "two trailing dots": f"{path}..",
+        "dot suffix": f"{path}.json",
+        "trailing dot mid-path": f"{head}./{last}",
+        "leading dot": f"{head}/.{last}",
+        "trailing slash": f"{path}/",
+        "trailing slash dot": f"{path}/.",
+        "double slash": f"{head}//{last}",
+        "leading double slash": f"/{path}",
+        "dot segment": f"{head}/./{last}",
+        "dot-dot segment": f"{head}/x/../{last}",
+        "dot-dot at the end": f"{path}/x/..",
+        "backslash": f"{head}\\{last}",
+        "encoded slash": f"{head}%2F{last}",
+        "encoded slash lower": f"{head}%2f{last}",
+        "encoded letter": f"{head}/%{ord(first):02X}{rest}",
+        "encoded dot segment": f"{head}/%2e/{last}",
+        "double encoding": f"{head}%252F{last}",
+        "encoded NUL": f"{path}%00",
+        "NUL": f"{path}\x00",
+        "tab inside": f"{head}/{first}\t{rest}",
+        "CR LF": f"{path}\r\n",
+        "space": f"{path} ",
+        "DEL": f"{path}\x7f",
+        "upper case": path.upper(),
+        "lower case": path.lower(),
+        "fullwidth letter": f"{head}/{_fullwidth(first)}{rest}",
+        "fullwidth solidus": f"{head}\uff0f{last}",
+        "zero-width space": f"{head}/{first}\u200b{rest}",
+        "kelvin or long s": f"{head}/{last.replace('s', chr(0x17F)).replace('k', chr(0x212A))}",
+        "cyrillic a": f"{head}/{last.replace('a', chr(0x430))}",
+        "encoded question mark": f"{path}%3Fa=b",
+        "fragment": f"{path}#x",
+        "query without value": f"{path}?x",
+        "plus": f"{path}+",
+        "colon suffix": f"{path}:x",
+        "NTFS stream": f"{path}::$DATA",
+        "at suffix": f"{path}@x",
+        "comma suffix": f"{path},x",
+        "equals suffix": f"{path}=x",
+        "parenthesis": f"{path}()",
+        "exclamation": f"{path}!",
+        "asterisk": f"{path}*",
+    }
+    return {label: spelled for label, spelled in spellings.items() if spelled != path}
+
+
+CASES = [
+    pytest.param(scheme, path, label, spelled, id=f"{scheme}:{path}:{label}")
+    for scheme, (_, _, paths) in SCHEMES.items()
+    for path in paths
+    for label, spelled in _spellings(path).items()
+]
+
+
+async def _sign(scheme: str, allow: list[str] | None, method: str, path: str, body: bytes = b"") -> dict[str, Any]:
+    keys, host, _ = SCHEMES[scheme]
+    config: dict[str, Any] = {"scheme": scheme, **keys}
+    if allow is not None:
+        config["allow"] = allow
+    credential = from_config("c", "sign", config, NOW)
+
+    async def persist() -> None:
+        pass
+
+    request = {"method": method, "url": f"https://{host}{path}", "body": body}
+    return await sign_request(credential, request, lambda: NOW, trio.Lock(), persist)
+
+
+def test_the_table_covers_every_guarded_glob_and_every_scheme() -> None:
+    from vaultd._schemes import SCHEMES as REGISTRY
+
+    assert set(SCHEMES) == set(REGISTRY)
+    covered = {path for _, _, paths in SCHEMES.values() for path in paths}
+    import fnmatch
+
+    for glob in MONEY_MOVING:
+        assert any(fnmatch.fnmatch(path.lower(), glob.lower()) for path in covered), glob
+    assert all(moves_money(path) for path in covered)
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+async def test_positive_control_the_plain_paths_sign(scheme: str) -> None:
+    _, _, paths = SCHEMES[scheme]
+    plain = "/api/v3/account" if scheme.startswith("binance") else "/0/private/Balance"
+    assert (await _sign(scheme, None, "POST", plain))["headers"] is not None
+    for path in paths:
+        with pytest.raises(RpcError) as refused:
+            await _sign(scheme, None, "POST", path)
+        assert refused.value.code is ErrorCode.FORBIDDEN
+        assert await _sign(scheme, [f"POST {path}"], "POST", path), "named literally, it signs"
+
+
+@pytest.mark.parametrize(("scheme", "path", "label", "spelled"), CASES)
+async def test_no_spelling_of_a_guarded_endpoint_is_signed(scheme: str, path: str, label: str, spelled: str) -> None:
+    for allow in (None, [f"POST {path}", "GET /*"]):
+        with pytest.raises(RpcError) as refused:
+            await _sign(scheme, allow, "POST", spelled)
+        assert refused.value.code in (ErrorCode.FORBIDDEN, ErrorCode.INVALID_PARAMS), label
+        assert HMAC_SECRET not in str(refused.value) and "BEGIN" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"jsonrpc": "2.0", "id": 1, "method": "private/withdraw", "params": {"currency": "BTC"}},
+        [{"jsonrpc": "2.0", "id": 1, "method": "private/withdraw"}],
+    ],
+    ids=["one call", "a batch"],
+)
+async def test_a_deribit_json_rpc_body_cannot_name_another_endpoint(body: object) -> None:
+    encoded = json.dumps(body).encode()
+    for path in ("/api/v2", "/api/v2/private/get_account_summary"):
+        with pytest.raises(RpcError) as refused:
+            await _sign("deribit", None, "POST", path, encoded)
+        assert refused.value.code is ErrorCode.INVALID_PARAMS
+    duplicate = b'{"method": "private/get_account_summary", "method": "private/withdraw"}'
+    with pytest.raises(RpcError):
+        await _sign("deribit", None, "POST", "/api/v2/private/get_account_summary", duplicate)
+    same = {"jsonrpc": "2.0", "id": 1, "method": "private/get_account_summary", "params": {}}
+    assert await _sign("deribit", None, "POST", "/api/v2/private/get_account_summary", json.dumps(same).encode())
+
+
+PLAIN_SPELLINGS: list[Callable[[str], str]] = [lambda p: p, lambda p: f"{p}?a=b"]
+
+
+@pytest.mark.parametrize("path", ["/api/v3/order", "/api/v1.1/account", "/v2/a-b_c~d/BTC-USD/x.y.z", "/"])
+async def test_plain_paths_with_inner_dots_and_unreserved_characters_still_sign(path: str) -> None:
+    for spell in PLAIN_SPELLINGS:
+        assert (await _sign("binance-hmac", None, "POST", spell(path)))["url"]
