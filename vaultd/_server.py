@@ -195,6 +195,7 @@ async def serve(
     refused: Callable[[Peer], None] | None = getattr(handler, "refused", None)
     shares = _Shares(limits, own_uid)
     refused_for_cap = 0
+    refusals: dict[int, int] = {}
     # A twin of the listener (the same backlog), to take what else waits there without a yield.
     with socket.fromfd(listener.fileno(), listener.family, listener.type) as twin:
         twin.setblocking(False)
@@ -218,7 +219,7 @@ async def serve(
                         except OSError:
                             sock.close()
                             continue
-                        if peer.uid != own_uid and not _admitted(peer, admits, refused):
+                        if peer.uid != own_uid and not _admitted(peer, admits, refused, refusals):
                             peer.close()
                             sock.close()
                             continue
@@ -227,7 +228,7 @@ async def serve(
                         if peer is not None:
                             peer.close()
                         refused_for_cap += 1
-                        if refused_for_cap == 1 or refused_for_cap % 1000 == 0:
+                        if _worth_a_line(refused_for_cap):
                             log.warning(
                                 "refusing a connection (%s): %s (%d refused so far for want of a slot)",
                                 peer or "not read",
@@ -285,17 +286,44 @@ def _accept_now(twin: socket.socket) -> list[trio.socket.SocketType]:
     return taken
 
 
-def _admitted(peer: Peer, admits: Callable[[Peer], bool] | None, refused: Callable[[Peer], None] | None) -> bool:
-    """Whether to serve a peer of another uid; a refusal is logged and told to ``refused``."""
+#: Uids whose refusals at accept a server counts at once (for its log), before it starts afresh.
+_REFUSALS_KEPT = 4096
+
+
+def _admitted(
+    peer: Peer,
+    admits: Callable[[Peer], bool] | None,
+    refused: Callable[[Peer], None] | None,
+    refusals: dict[int, int],
+) -> bool:
+    """Whether to serve a peer of another uid; a refusal is told to ``refused`` and logged sparingly.
+
+    ``refusals`` counts them per uid: the 1st, 10th, 100th... is logged, so a peer reconnecting
+    in a loop cannot flood the daemon's own log (the audit log counts every one).
+    """
     try:
         if admits is not None and admits(peer):
             return True
-        log.warning("refused a connection from another user (%s): no policy rule lets it in now", peer)
+        if len(refusals) >= _REFUSALS_KEPT and peer.uid not in refusals:
+            refusals.clear()
+        count = refusals[peer.uid] = refusals.get(peer.uid, 0) + 1
+        if _worth_a_line(count):
+            log.warning(
+                "refused a connection from another user (%s): no policy rule lets it in now (%d from uid %d so far)",
+                peer,
+                count,
+                peer.uid,
+            )
         if refused is not None:
             refused(peer)
     except Exception as exc:  # a bug there must not stop the accept loop: refuse
         log.error("cannot judge a connection from %s: %s", peer, type(exc).__name__, exc_info=exc)
     return False
+
+
+def _worth_a_line(count: int) -> bool:
+    """1, 10, 100, ... then every millionth: a flood shows in the log, and the log stays small."""
+    return count % 1_000_000 == 0 or (count < 1_000_000 and str(count).rstrip("0") == "1")
 
 
 async def serve_stream(stream: trio.abc.Stream, peer: Peer, handler: Handler, limits: ServerLimits) -> None:

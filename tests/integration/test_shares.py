@@ -9,6 +9,7 @@ Each refusal has a positive control beside it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -150,3 +151,15 @@ def _back_to_root() -> Iterator[None]:
     yield
     if os.geteuid() != os.getuid():
         os.seteuid(os.getuid())
+
+
+async def test_a_refused_user_reconnecting_in_a_loop_does_not_flood_the_daemons_log(
+    start_server: StartServer, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    served, _ = await _desk(start_server, short_tmp)  # no rule names uid 65534
+    caplog.set_level(logging.INFO, logger="vaultd.server")
+    for _ in range(300):
+        assert await _closed_without_answer(_connect_as(NOBODY, served.socket_path))
+    lines = [r.getMessage() for r in caplog.records if "refused a connection from another user" in r.getMessage()]
+    assert len(lines) == 3, lines  # the 1st, 10th and 100th
+    assert lines[-1].endswith("(100 from uid 65534 so far)")
