@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import random
 import re
 import signal
@@ -54,9 +55,40 @@ class FakeManager:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.watchdog = 0
+        self._heard: queue.Queue[str] | None = None
+
+    def drain(self) -> None:
+        """From now on, read every datagram as it comes (a thread), as systemd does.
+
+        A datagram socket queues only ``net.unix.max_dgram_qlen`` (10) messages: with a ping
+        every 50 ms, a command that runs half a second on a loaded machine would fill it, and
+        the daemon's next STATUS would be dropped (EAGAIN) before the test reads it.
+        """
+        self._heard = heard = queue.Queue()
+        self.sock.settimeout(0.2)
+
+        def pump() -> None:
+            while self.sock.fileno() != -1:
+                try:
+                    message = self.sock.recv(4096).decode()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if message == "WATCHDOG=1":
+                    self.watchdog += 1
+                else:
+                    heard.put(message)
+
+        threading.Thread(target=pump, daemon=True).start()
 
     def next(self, timeout: float = 20.0) -> str:
         """The next message other than a watchdog ping."""
+        if self._heard is not None:
+            try:
+                return self._heard.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no notification within {timeout} s") from None
         deadline = time.monotonic() + timeout
         while True:
             self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -90,6 +122,7 @@ def test_the_manager_hears_ready_status_reload_and_stopping_in_order(
     config = short_tmp / "config"
     daemon = DaemonProcess(short_tmp, NOTIFY_SOCKET=address, WATCHDOG_USEC="100000", XDG_CONFIG_HOME=str(config))
     heard = []
+    manager.drain()
     daemon.start()
     try:
         heard.append(manager.next())
