@@ -30,8 +30,9 @@ _MAX_FILE = 64 * 1024
 _EPILOG = """\
 A policy file holds [[rule]] tables. Each matches processes by uid (a number; without it, the
 daemon's own uid only), unit (a systemd unit, glob) and exe (the executable's absolute path),
-and allows credentials (globs) and methods (get, sign, watch, status). The first rule that
-matches a process decides; with no rules at all, the daemon's own uid may do everything.
+and allows credentials (globs) and methods (get, sign, watch, status; for another uid also
+lock and admin, which the daemon's own uid always has). The first rule that matches a process
+decides; with no rules at all, the daemon's own uid may do everything.
 
   [[rule]]
   unit = "engine-a.service"

@@ -29,6 +29,8 @@ __all__ = ["METHODS", "Access", "Decision", "Identity", "Policy", "PolicyError",
 METHODS = ("get", "sign", "watch", "status", "lock", "admin")
 #: Methods that act on a credential (``status`` does not).
 _ON_CREDENTIALS = frozenset({"get", "sign", "watch"})
+#: Methods the daemon's own uid always has (the emergency brake; the passphrase governs the rest).
+_OWNER_ALWAYS = frozenset({"lock", "admin"})
 _KEYS = ("uid", "unit", "exe", "credentials", "methods")
 MAX_RULES = 256
 _MAX_GLOBS = 256
@@ -212,6 +214,8 @@ class Policy:
         """As :meth:`decide`, ``rule`` being what :meth:`match` found for ``who`` (cached by a connection)."""
         if method not in METHODS:
             raise ValueError(f"not a policy method: {method!r}")
+        if method in _OWNER_ALWAYS and who.uid == own_uid and (self.rules or self.broken is not None):
+            return Decision(True, None, f"the daemon's own uid: {method} is never governed by rules")
         if self.broken is not None:
             return Decision(False, None, f"the stored policy cannot be read ({self.broken}): everything is refused")
         if rule is not None:

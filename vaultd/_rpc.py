@@ -25,6 +25,7 @@ from vaultd_protocol import (
     KdfProfile,
     Method,
     Request,
+    VaultState,
     parse_params,
 )
 
@@ -337,6 +338,8 @@ class Dispatcher:
         warnings = []
         if profile == KdfProfile.MIN:
             warnings.append("the vault uses the 'min' KDF profile: for tests only, never for real secrets")
+        if vault.state is VaultState.UNINITIALIZED and vault.backup.exists():
+            warnings.append(vault.missing_vault())
         if vault.last_write_error:
             warnings.append(f"the last vault write failed: {vault.last_write_error}")
         return {

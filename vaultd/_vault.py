@@ -95,6 +95,15 @@ class Vault:
 
     # -- state -----------------------------------------------------------------------
 
+    def missing_vault(self) -> str:
+        """Why there is no vault, and what to do (a lone ``vault.bak`` says how to restore it)."""
+        if self.backup.exists() and not self.path.exists():
+            return (
+                f"no vault, but {self.backup} is there: restore it (mv {self.backup} {self.path}), then "
+                "'vaultctl unlock --accept-rollback' (it is older than the last vault written)"
+            )
+        return "no vault yet: create one with 'vaultctl init'"
+
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (it must return at once) whenever ``on_change`` would be called."""
         self._listeners.append(callback)
@@ -161,8 +170,8 @@ class Vault:
                 raise RpcError(
                     ErrorCode.ALREADY_INITIALIZED,
                     f"{self.backup} exists but {self.path.name} does not: restore it "
-                    f"(mv {self.backup} {self.path}, then 'vaultctl unlock --accept-rollback': it is one "
-                    "generation behind) or move it away first",
+                    f"(mv {self.backup} {self.path}, then 'vaultctl unlock --accept-rollback': it is "
+                    "older than the last vault written) or move it away first",
                 )
             header, data_key = await self._blocking(_vaultfile.new_vault, passphrase, profile)
             try:
@@ -198,8 +207,11 @@ class Vault:
             if self._open is not None:
                 await self._check_passphrase(passphrase)
                 return ""
+            if not self._initialized and self.path.exists():  # put back while we ran (mv vault.bak vault)
+                self._initialized = True
+                self._peek_header()
             if not self._initialized:
-                raise RpcError(ErrorCode.NOT_INITIALIZED, "no vault yet: create one with 'vaultctl init'")
+                raise RpcError(ErrorCode.NOT_INITIALIZED, self.missing_vault())
             epoch = self._epoch
             try:
                 header, data_key, body = await self._delay.check(self._blocking, self._read_and_open, passphrase)

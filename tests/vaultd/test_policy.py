@@ -276,3 +276,17 @@ def test_an_exe_rule_is_rechecked_per_decision_and_lost_for_good_once_the_proces
         other = Access(other_policy, who, OWN)
         assert other.check("status", None).allowed and other.shows("binance")
         assert who.asked == 0
+
+
+def test_lock_and_admin_are_always_the_owners_and_a_rule_gives_them_to_another_uid() -> None:
+    """What `vaultctl policy test` says must be what the daemon does (SPEC.md section 11)."""
+    policy = Policy.from_config(
+        {"rules": [{"credentials": ["x"], "methods": ["get"]}, {"uid": 1001, "methods": ["lock"]}]}
+    )
+    for method in ("lock", "admin"):
+        decision = policy.decide(Identity(uid=1000), None, method, own_uid=1000)
+        assert decision.allowed and "never governed by rules" in decision.why
+    assert policy.decide(Identity(uid=1001), None, "lock", own_uid=1000).allowed
+    refused = policy.decide(Identity(uid=1001), None, "admin", own_uid=1000)
+    assert not refused.allowed and "does not allow admin" in refused.why
+    assert not policy.decide(Identity(uid=1002), None, "lock", own_uid=1000).allowed

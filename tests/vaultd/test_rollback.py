@@ -263,3 +263,24 @@ async def test_a_rolled_back_rotating_refresh_token_is_never_used(
     await trio.sleep(3600)  # an hour: nothing may call upstream on the stale token's behalf
     assert exchange.calls["/oauth/token"] == calls, "the stale refresh token was sent upstream"
     assert not exchange.family_revoked(stored), "the family is intact: the current token still works"
+
+
+async def test_a_lone_vault_bak_put_back_while_the_daemon_runs_unlocks_with_acceptance(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """An operator's recovery: the vault file is gone, vault.bak is moved into its place, no restart."""
+    data = tmp_path / "data"
+    vault = await created(nursery, data)
+    await vault.put(pw(), "ex", "static", {"token": TOKEN}, replace=False)
+    vault.lock()
+    (data / "vault").unlink()
+    vault = await started(nursery, data)  # the daemon restarted: nothing to unlock, and it says why
+    assert vault.state is VaultState.UNINITIALIZED
+    with pytest.raises(RpcError) as info:
+        await vault.unlock(pw())
+    assert info.value.code is ErrorCode.NOT_INITIALIZED
+    assert "vault.bak is there: restore it" in str(info.value) and "--accept-rollback" in str(info.value)
+    (data / "vault.bak").rename(data / "vault")  # as the message says, while the daemon runs
+    await refused(vault)  # ROLLBACK, not NOT_INITIALIZED: the daemon sees the file now
+    await vault.unlock(pw(), accept_rollback=True)
+    assert vault.state is VaultState.UNLOCKED
