@@ -226,6 +226,10 @@ class StartupError(Exception):
 
 _DATA_HINT = "vaultd keeps its vault there: fix the folder, or choose a writable one with --data-dir"
 _VAULT_HINT = "make it a file this user can read, or restore it (vault.bak is the previous version)"
+_STATE_HINT = (
+    "vaultd keeps its audit log and a copy of the vault's generation record there: fix the folder, "
+    "or choose another audit log path with --audit-log"
+)
 _SOCKET_HINT = "fix the folder, or choose another socket path with --socket or VAULTD_SOCKET"
 #: Plainer words than strerror's where it misleads ("File exists" for a file where a folder goes).
 _REASONS = {errno.EEXIST: "it is a file, not a folder", errno.ENOTDIR: "a part of the path is a file, not a folder"}
@@ -302,6 +306,10 @@ def _run(config: DaemonConfig) -> int:
             log.warning("removed a temp file left by an interrupted write: %s", stale.name)
     with _usable("the vault file", config.data_dir / "vault", _VAULT_HINT):
         _check_readable(config.data_dir / "vault")
+    if config.audit_log is not None:  # the audit log, and the second generation record beside it
+        with _usable("the state folder", config.audit_log.parent, _STATE_HINT):
+            ensure_private_dir(config.audit_log.parent, tighten=False)
+            _check_writable(config.audit_log.parent)
     sock = inherited or bind_unix_socket(config.socket_path, own_folder=config.own_socket_folder)
     try:
         trio.run(_serve, config, sock, link, hardening)

@@ -48,6 +48,16 @@ def test_a_data_folder_that_cannot_be_made_is_one_line_and_exit_1(daemon: Daemon
     assert daemon.client().status()["state"] == "UNINITIALIZED"
 
 
+def test_a_state_folder_that_cannot_be_used_is_one_line_and_exit_1(daemon: DaemonProcess) -> None:
+    """The audit log and the second generation record live there: without them, no start."""
+    blocker = daemon.root / "state-file"
+    blocker.write_text("not a folder\n")
+    audit = blocker / "vaultd" / "audit.log"
+    one_clear_line(start_up(daemon, "--audit-log", str(audit)), "the state folder", "--audit-log")
+    daemon.start("--audit-log", str(daemon.root / "state" / "audit.log"))  # positive control
+    assert daemon.client().status()["state"] == "UNINITIALIZED"
+
+
 def test_an_unreadable_vault_file_is_one_line_and_exit_1(daemon: DaemonProcess) -> None:
     (daemon.data_dir / "vault").mkdir(parents=True)  # open() fails for root too: EISDIR
     one_clear_line(start_up(daemon), "the vault file", str(daemon.data_dir / "vault"), "vault.bak")
