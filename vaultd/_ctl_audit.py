@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -147,9 +146,8 @@ def cmd_audit(client: Client, args: argparse.Namespace) -> int:
         if args.follow and not path.exists():
             print(f"vaultctl: waiting for {path} to appear", file=sys.stderr, flush=True)
         return _show(read(path, follow=args.follow), as_json=args.json)
-    except BrokenPipeError:  # 'vaultctl audit | head': the reader is gone, and that is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except BrokenPipeError:
+        raise  # 'vaultctl audit | head': vaultctl's main ends quietly with 141, as every command does
     except OSError as exc:
         _fail(f"cannot read the audit log at {path}: {exc.strerror or exc}", EXIT_FAILED)
 

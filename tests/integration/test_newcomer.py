@@ -103,7 +103,7 @@ def test_a_read_only_data_folder_is_one_line_and_exit_1(daemon: DaemonProcess, e
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
-COMMANDS = [["status"], ["status", "--json"], ["list", "--passphrase-file", "PW"], ["doctor", "--json"]]
+COMMANDS = [["status"], ["status", "--json"], ["list", "--passphrase-file", "PW"], ["doctor", "--json"], ["audit"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
