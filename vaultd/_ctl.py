@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the daemon's socket (default: $VAULTD_SOCKET, else the standard path)",
     )
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per-call timeout (default 10)")
+    parser.add_argument(
+        "--server-uid",
+        type=int,
+        metavar="UID",
+        help=(
+            "the uid of the daemon to trust, for a user whose engines another user's vaultd serves "
+            "through a shared socket (default: $VAULTD_SERVER_UID, else your own uid)"
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"vaultctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -456,7 +465,18 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 < args.timeout < 86400:
         _fail("--timeout must be a number of seconds above 0 and below 86400", EXIT_USAGE)
-    client = Client(args.socket or os.environ.get("VAULTD_SOCKET") or None, timeout=args.timeout, cache=False)
+    server_uid = args.server_uid
+    if server_uid is None and os.environ.get("VAULTD_SERVER_UID"):
+        try:
+            server_uid = int(os.environ["VAULTD_SERVER_UID"])
+        except ValueError:
+            _fail("VAULTD_SERVER_UID must be a uid (a whole number)", EXIT_USAGE)
+    client = Client(
+        args.socket or os.environ.get("VAULTD_SOCKET") or None,
+        timeout=args.timeout,
+        cache=False,
+        server_uid=server_uid,
+    )
     try:
         with client:
             return _COMMANDS[args.command](client, args)

@@ -75,7 +75,8 @@ class UntrustedSocket(TransportError):
     def __init__(self, socket_path: str, uid: int) -> None:
         super().__init__(
             f"refusing to talk to {socket_path}: it is served by uid {uid}, not by this user "
-            "(another user may have taken the path; remove it, or set VAULTD_SOCKET)"
+            "(another user may have taken the path: remove it, or set VAULTD_SOCKET; if another user's "
+            "daemon serves you on purpose, pass its uid: server_uid=, or vaultctl --server-uid)"
         )
         self.socket_path = socket_path
         self.uid = uid

@@ -144,3 +144,18 @@ def test_vaultctl_refuses_another_users_socket_with_exit_3(short_tmp: Path) -> N
         squatter.kill()
         squatter.wait(timeout=10)
     assert proc.returncode == 3 and "served by uid 65534" in proc.stderr
+    assert "--server-uid" in proc.stderr, "the message names the way to trust that uid on purpose"
+
+    # Told to trust uid 65534 (a desk whose vaultd runs as another user), vaultctl talks to it.
+    squatter, path = start_squatter(short_tmp, SQUATTER, "squat2", as_nobody=True)
+    try:
+        subprocess.run(
+            [BIN / "vaultctl", "--socket", str(path), "--server-uid", "65534", "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        out, _ = squatter.communicate(timeout=30)
+    assert int(out) > 0, "the request reached the listener of the trusted uid"
