@@ -24,11 +24,13 @@ MONEY_MOVING: tuple[str, ...] = (
     # Binance
     "/sapi/v1/capital/withdraw/*", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/*transfer*",
     "/sapi/v1/sub-account/transfer/*", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
-    "/sapi/v1/localentity/withdraw/*", "/sapi/v1/giftcard/*",
+    "/sapi/v1/localentity/withdraw/*", "/sapi/v1/giftcard/*", "/sapi/v1/managed-subaccount/withdraw",
+    "/sapi/v1/managed-subaccount/deposit",
     # Kraken
     "/0/private/Withdraw*", "/0/private/WalletTransfer", "/0/private/Transfer*", "/0/private/AccountTransfer",
     # OKX
     "/api/v5/asset/withdrawal*", "/api/v5/asset/transfer", "/api/v5/asset/subaccount/transfer",
+    "/api/v5/fiat/create-withdrawal",
     # Bybit
     "/v5/asset/withdraw/*", "/v5/asset/transfer/*",
     # Deribit

@@ -42,7 +42,8 @@ EC_PEM = _pem(ec.generate_private_key(ec.SECP256R1()))
 BINANCE_MONEY = (
     "/sapi/v1/capital/withdraw/apply", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/universalTransfer",
     "/sapi/v1/sub-account/transfer/subToMaster", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
-    "/sapi/v1/localentity/withdraw/apply", "/sapi/v1/giftcard/createCode",
+    "/sapi/v1/localentity/withdraw/apply", "/sapi/v1/giftcard/createCode", "/sapi/v1/managed-subaccount/withdraw",
+    "/sapi/v1/managed-subaccount/deposit",
 )  # fmt: skip
 SCHEMES: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
     "binance-hmac": ({"api_key": "k", "secret": "s"}, "api.binance.com", BINANCE_MONEY),
@@ -56,7 +57,12 @@ SCHEMES: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
     "okx": (
         {"api_key": "k", "secret": "s", "passphrase": "p"},
         "www.okx.com",
-        ("/api/v5/asset/withdrawal", "/api/v5/asset/transfer", "/api/v5/asset/subaccount/transfer"),
+        (
+            "/api/v5/asset/withdrawal",
+            "/api/v5/asset/transfer",
+            "/api/v5/asset/subaccount/transfer",
+            "/api/v5/fiat/create-withdrawal",
+        ),
     ),
     "bybit": (
         {"api_key": "k", "secret": "s"},
@@ -207,6 +213,12 @@ async def test_a_deribit_json_rpc_body_cannot_name_another_endpoint(body: object
         with pytest.raises(RpcError) as refused:
             await _sign("deribit", None, "POST", path, encoded)
         assert refused.value.code is ErrorCode.INVALID_PARAMS
+    # Found by an attacker review: the key spelled with a JSON escape, which a parser reads as "method".
+    for escaped in (b'{"\\u006dethod": "private/withdraw"}', b'{"m\\u0065thod": "private\\/withdraw"}'):
+        for path in ("/api/v2", "/api/v2/public/test"):
+            with pytest.raises(RpcError) as refused:
+                await _sign("deribit", None, "POST", path, escaped)
+            assert refused.value.code is ErrorCode.INVALID_PARAMS, escaped
     duplicate = b'{"method": "private/get_account_summary", "method": "private/withdraw"}'
     with pytest.raises(RpcError):
         await _sign("deribit", None, "POST", "/api/v2/private/get_account_summary", duplicate)
