@@ -53,6 +53,11 @@ REPO = Path(__file__).resolve().parents[2]
 RSS_BOUND_KIB = 48 * 1024
 #: Lifetime of the ``renewing`` credential's tokens: renewed about every 2/3 of it.
 RENEW_EVERY = 4.0
+RESTART_ATTEMPTS = 5
+
+
+class _GaveUp(Exception):
+    """The daemon kept dying: the row stops early (its crashes are counted already)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,19 @@ class _Run:
         if len(self.deaths) == 1:
             print(f"chaos: vaultd died at {at:.1f} s; its log ends:\n{self.daemon.log[-2500:]}", file=sys.stderr)
         self.daemon.proc = None
-        self.daemon.start()
-        with Client(self.daemon.socket_path, timeout=30, cache=False) as client:
-            client.unlock(PASS)
+        for _ in range(RESTART_ATTEMPTS):  # it may die again before it is unlocked
+            try:
+                self.daemon.start()
+                with Client(self.daemon.socket_path, timeout=30, cache=False) as client:
+                    client.unlock(PASS)
+                return
+            except (AssertionError, VaultdError):  # start() asserts that it came up
+                if self.daemon.proc is not None and self.daemon.proc.poll() is None:
+                    self.daemon.proc.kill()
+                    self.daemon.proc.wait()
+                self.daemon.proc = None
+                self.deaths.append("died again while restarted")
+        raise _GaveUp(f"vaultd could not be restarted in {RESTART_ATTEMPTS} attempts")
 
     def step(self, until: float) -> None:
         """Replace the chaos processes that ended; now and then SIGKILL one."""
@@ -135,8 +150,8 @@ def _setup(daemon: DaemonProcess, exchange: FakeExchangeProcess) -> None:
     renewing = {
         "token_url": exchange.url + "/oauth/token",
         "grant_type": "client_credentials",
-        "client_id": "fake-chaos-client",
-        "client_secret": "fake-chaos-client-secret",
+        "client_id": "fake-client",  # what the fake exchange knows
+        "client_secret": "fake-secret",
     }
     setup_vault(daemon.socket_path, PASS, {RENEWING: ("oauth2", renewing)})
 
@@ -263,6 +278,9 @@ def run(mode: Mode) -> Row:
         daemon.start()
         _setup(daemon, exchange)
         _chaos(run_, row)
+    except _GaveUp as exc:
+        row.crashes += len(run_.deaths)
+        row.figures["FAILED"] = str(exc)
     except (VaultdError, OSError) as exc:
         row.errors += 1
         row.figures["FAILED"] = f"the row could not run: {type(exc).__name__}: {exc}"
