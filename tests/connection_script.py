@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import select
 import socket
 import struct
 import time
@@ -31,7 +32,9 @@ __all__ = [
     "Action",
     "Exit",
     "ScriptedConnection",
+    "Step",
     "check_daemon",
+    "run_script",
     "setup_vault",
 ]
 
@@ -79,6 +82,14 @@ ANSWERED = frozenset(
 )
 #: Payloads after which the daemon closes the connection (or waits for the rest of a frame).
 BREAKING = frozenset({"garbage", "half-frame", "oversized"})
+
+
+#: How long CLOSE_UNREAD and HALF_CLOSE wait for an answer to be there (unread) before closing.
+ANSWER_WAIT = 0.05
+
+
+def _until_readable(sock: socket.socket, timeout: float) -> None:
+    select.select([sock], [], [], timeout)
 
 
 @dataclass(frozen=True)
@@ -199,14 +210,16 @@ class ScriptedConnection:
         assert sock is not None
         self.left = how
         with contextlib.suppress(OSError):
-            if how is Exit.POLITE:
+            if how is Exit.CLOSE_UNREAD and self.sent:
+                _until_readable(sock, ANSWER_WAIT)  # an answer is there, unread, when we close
+            elif how is Exit.POLITE:
                 sock.shutdown(socket.SHUT_WR)
                 self.read_until_closed(polite_timeout)
             elif how is Exit.RESET:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             elif how is Exit.HALF_CLOSE:
                 sock.shutdown(socket.SHUT_WR)
-                time.sleep(0.01)
+                _until_readable(sock, ANSWER_WAIT)
             elif how is Exit.GARBAGE:
                 self._write(PAYLOADS["get"](self.next_msgid + 1)[:9] + b"\xc1\xc1\xc1")
             elif how is Exit.STALL:
@@ -286,3 +299,45 @@ def check_daemon(path: Path, timeout: float = 10.0) -> str | None:
     except VaultdError as exc:
         return f"a fresh client failed: {type(exc).__name__}: {exc}"
     return None
+
+
+@dataclass(frozen=True)
+class Step:
+    """One action of a whole-connection script, on connection number ``conn``."""
+
+    conn: int
+    action: Action
+
+
+def run_script(path: Path, exits: list[Exit], steps: list[Step], polite_timeout: float = 5.0) -> list[str]:
+    """Run ``steps`` interleaved on ``len(exits)`` connections, beside a control connection.
+
+    A "leave" step ends its connection the way ``exits`` says for it; the connections still
+    open at the end leave that way too, in order. The control connection asks ``token.get``
+    before the script and again after it, and leaves politely. Returns what went wrong on the
+    control connection and on each connection that sent only whole requests and left politely:
+    another connection's fate must not reach them. Whether the daemon lives is the caller's
+    to judge (it knows the daemon).
+    """
+    control = ScriptedConnection(path)
+    if not control.open():
+        return ["the control connection was refused"]
+    control.send("get")
+    conns = [ScriptedConnection(path) for _ in exits]
+    for step in steps:
+        action = step.action
+        if action.kind == "leave":
+            action = Action("leave", exit=exits[step.conn])
+        conns[step.conn].perform(action)
+    for conn, how in zip(conns, exits, strict=True):
+        if conn.sock is not None and conn.left is None:
+            conn.leave(how, polite_timeout)
+    control.send("get", 3)
+    control.leave(Exit.POLITE, polite_timeout)
+    problems = [f"the control connection: {problem}" for problem in control.problems()]
+    for i, (conn, how) in enumerate(zip(conns, exits, strict=True)):
+        if conn.refused:
+            problems.append(f"connection {i} was refused")
+        elif how is Exit.POLITE and conn.sock is not None and not conn.broken:
+            problems += [f"connection {i} (polite): {problem}" for problem in conn.problems()]
+    return problems
