@@ -55,6 +55,8 @@ RSS_BOUND_KIB = 24 * 1024
 #: Lifetime of the ``renewing`` credential's tokens: renewed about every 2/3 of it.
 RENEW_EVERY = 4.0
 RESTART_ATTEMPTS = 5
+#: Errors a client may never see, whatever it or another peer does: a bug in the daemon.
+NEVER = frozenset({"Internal", "MalformedResponse", "ProtocolError", "UnknownMethod", "InvalidParams"})
 
 
 class _GaveUp(Exception):
@@ -157,8 +159,10 @@ def _setup(daemon: DaemonProcess, exchange: FakeExchangeProcess) -> None:
     setup_vault(daemon.socket_path, PASS, {RENEWING: ("oauth2", renewing)})
 
 
-def _read_actions(logs: list[Path]) -> Counter[str]:
+def _read_actions(logs: list[Path]) -> tuple[Counter[str], Counter[str]]:
+    """What the chaos peers did (client and exit, and "requests") and the errors their clients saw."""
     actions: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     for path in logs:
         if not path.exists():
             continue
@@ -167,9 +171,12 @@ def _read_actions(logs: list[Path]) -> Counter[str]:
                 entry = json.loads(line)
             except ValueError:  # a line cut by a SIGKILL
                 continue
+            if "error" in entry:
+                errors[entry["error"]] += 1
+                continue
             actions[f"{entry['client']} {entry['exit']}"] += 1
             actions["requests"] += entry["requests"]
-    return actions
+    return actions, errors
 
 
 def _chaos(run_: _Run, row: Row) -> None:
@@ -224,7 +231,9 @@ def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Pa
     rss_end = rss_kib(daemon.proc.pid) if alive and daemon.proc is not None else 0
     if rss_end > rss_start + RSS_BOUND_KIB:
         failed.append(f"the daemon's RSS grew by {(rss_end - rss_start) / 1024:.1f} MiB")
-    actions = _read_actions(run_.logs)
+    actions, chaos_errors = _read_actions(run_.logs)
+    if wrong := {kind: n for kind, n in chaos_errors.items() if kind in NEVER}:
+        failed.append(f"the chaos peers' clients saw {wrong}: never right, whatever a peer does")
     tried = {key.split(" ", 1)[1] for key in actions if " " in key}
     missing = sorted({*RAW_EXITS, *LIBRARY_EXITS} - tried - {"sigkill-self"})
     if "sigkill" not in tried and "sigkill-by-row" not in tried:
@@ -268,6 +277,10 @@ def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Pa
     row.figures["chaos exits"] = ", ".join(f"{how} {count:,}" for how, count in sorted(by_exit.items()))
     row.figures["chaos clients"] = ", ".join(
         f"{client} {sum(c for k, c in actions.items() if k.startswith(client + ' ')):,}" for client in CLIENTS
+    )
+    row.figures["chaos clients' errors"] = (
+        ", ".join(f"{kind} {n:,}" for kind, n in chaos_errors.most_common()) + " (expected: not counted but "
+        f"{', '.join(sorted(NEVER))})"
     )
     for i, error in enumerate(engine_errors[:3]):
         row.figures[f"engine error {i + 1}"] = error[:200]
