@@ -98,7 +98,7 @@ class _Chaos:
 
     def note(self, exc: BaseException) -> None:
         if isinstance(exc, VaultdError):
-            self.log.write(json.dumps({"error": type(exc).__name__}) + "\n")
+            self.log.write(json.dumps({"error": f"{type(exc).__name__}: {str(exc)[:60]}"}) + "\n")
             self.log.flush()
 
     def record(self, client: str, how: str, requests: int) -> None:

@@ -26,7 +26,9 @@ and not counted.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -55,6 +57,9 @@ RSS_BOUND_KIB = 24 * 1024
 #: Lifetime of the ``renewing`` credential's tokens: renewed about every 2/3 of it.
 RENEW_EVERY = 4.0
 RESTART_ATTEMPTS = 5
+#: Descriptors the daemon may hold at the end, every peer gone, over its count at the start
+#: (when it held the engines' connections): a connection it never closed is one more.
+FD_SLACK = 4
 #: Errors a client may never see, whatever it or another peer does: a bug in the daemon.
 NEVER = frozenset({"Internal", "MalformedResponse", "ProtocolError", "UnknownMethod", "InvalidParams"})
 
@@ -91,6 +96,7 @@ class _Run:
     killed: int = 0
     deaths: list[str] = field(default_factory=list)
     rss_samples: list[int] = field(default_factory=list)
+    fd_samples: list[int] = field(default_factory=list)
 
     def spawn(self, role: str, until: float) -> tuple[subprocess.Popen[bytes], Path]:
         self.spawned += 1
@@ -159,6 +165,24 @@ def _setup(daemon: DaemonProcess, exchange: FakeExchangeProcess) -> None:
     setup_vault(daemon.socket_path, PASS, {RENEWING: ("oauth2", renewing)})
 
 
+def fd_count(pid: int) -> int:
+    """How many descriptors the process holds open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _settled_fds(pid: int, start: int) -> int:
+    """The daemon's descriptor count once the connections of the peers that left are closed (5 s at most)."""
+    deadline = time.monotonic() + 5.0
+    while (count := fd_count(pid)) > start and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
+def _log_errors(log: str) -> Counter[str]:
+    """The daemon's ERROR lines, with numbers blanked out so that alike lines count together."""
+    return Counter(re.sub(r"\d+", "N", line)[:160] for line in log.splitlines() if ": ERROR: " in line)
+
+
 def _read_actions(logs: list[Path]) -> tuple[Counter[str], Counter[str]]:
     """What the chaos peers did (client and exit, and "requests") and the errors their clients saw."""
     actions: Counter[str] = Counter()
@@ -186,13 +210,14 @@ def _chaos(run_: _Run, row: Row) -> None:
     until = time.time() + plan.seconds
     engines = [run_.spawn("engine", until) for _ in range(plan.engines)]
     time.sleep(1.0)  # the engines are connected and served: the daemon's size to compare with
-    rss_start = rss_kib(pid)
+    rss_start, fds_start = rss_kib(pid), fd_count(pid)
     next_sample = time.monotonic()
     while time.time() < until:
         run_.watch_daemon()
         run_.step(until)
         if time.monotonic() >= next_sample and daemon.proc is not None and daemon.proc.poll() is None:
             run_.rss_samples.append(rss_kib(daemon.proc.pid))
+            run_.fd_samples.append(fd_count(daemon.proc.pid))
             next_sample += 0.5
         time.sleep(0.05)
     for proc, _ in [*engines, *run_.chaos]:
@@ -205,10 +230,13 @@ def _chaos(run_: _Run, row: Row) -> None:
             row.figures.setdefault("FAILED", "")
             row.figures["FAILED"] += "a client process did not end by itself; "
     run_.watch_daemon()
-    _judge(run_, row, engines, pid, rss_start)
+    _judge(run_, row, engines, pid, (rss_start, fds_start))
 
 
-def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Path]], pid: int, rss_start: int) -> None:
+def _judge(
+    run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Path]], pid: int, start: tuple[int, int]
+) -> None:
+    rss_start, fds_start = start
     daemon = run_.daemon
     failed: list[str] = []
     latencies: list[float] = []
@@ -229,10 +257,17 @@ def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Pa
     if alive and (problem := check_daemon(daemon.socket_path)) is not None:
         failed.append(problem)
     rss_end = rss_kib(daemon.proc.pid) if alive and daemon.proc is not None else 0
+    fds_end = _settled_fds(daemon.proc.pid, fds_start) if alive and daemon.proc is not None else 0
+    if fds_end > fds_start + FD_SLACK:
+        failed.append(f"the daemon holds {fds_end} descriptors with every peer gone ({fds_start} at the start)")
+    row.figures["daemon fds"] = (
+        f"start {fds_start} (engines connected), peak {max(run_.fd_samples, default=0)},"
+        f" end {fds_end} (every peer gone; bound start + {FD_SLACK})"
+    )
     if rss_end > rss_start + RSS_BOUND_KIB:
         failed.append(f"the daemon's RSS grew by {(rss_end - rss_start) / 1024:.1f} MiB")
     actions, chaos_errors = _read_actions(run_.logs)
-    if wrong := {kind: n for kind, n in chaos_errors.items() if kind in NEVER}:
+    if wrong := {kind: n for kind, n in chaos_errors.items() if kind.split(":")[0] in NEVER}:
         failed.append(f"the chaos peers' clients saw {wrong}: never right, whatever a peer does")
     tried = {key.split(" ", 1)[1] for key in actions if " " in key}
     missing = sorted({*RAW_EXITS, *LIBRARY_EXITS} - tried - {"sigkill-self"})
@@ -250,6 +285,8 @@ def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Pa
     row.figures["daemon log"] = (
         f"{len(log.splitlines()):,} lines, {log.count(': ERROR: '):,} ERROR, {tracebacks} tracebacks"
     )
+    for i, (line, count) in enumerate(_log_errors(log).most_common(3)):
+        row.figures[f"daemon ERROR {i + 1}"] = f"{count:,}x {line}"
     row.errors += len(failed)
     requests = actions.pop("requests", 0)
     row.inputs = requests
@@ -266,9 +303,11 @@ def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Pa
         f" max {max(latencies, default=0.0) * 1e3:.1f} ms"
     )
     peak = max(run_.rss_samples, default=rss_end)
+    quarters = [run_.rss_samples[len(run_.rss_samples) * q // 4 - 1] for q in (1, 2, 3, 4) if run_.rss_samples]
     row.figures["daemon RSS"] = (
         f"start {rss_start / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB"
-        f" ({(rss_end - rss_start) / 1024:+.1f} MiB; bound +{RSS_BOUND_KIB / 1024:.0f} MiB)"
+        f" ({(rss_end - rss_start) / 1024:+.1f} MiB; bound +{RSS_BOUND_KIB / 1024:.0f} MiB);"
+        f" at each quarter of the run: {', '.join(f'{kib / 1024:.1f}' for kib in quarters)} MiB"
     )
     row.figures["chaos processes"] = f"{run_.spawned - len(engines)} started, {run_.killed} SIGKILLed by the row"
     by_exit: Counter[str] = Counter()
@@ -278,10 +317,15 @@ def _judge(run_: _Run, row: Row, engines: list[tuple[subprocess.Popen[bytes], Pa
     row.figures["chaos clients"] = ", ".join(
         f"{client} {sum(c for k, c in actions.items() if k.startswith(client + ' ')):,}" for client in CLIENTS
     )
+    by_kind = Counter[str]()
+    for kind, n in chaos_errors.items():
+        by_kind[kind.split(":")[0]] += n
     row.figures["chaos clients' errors"] = (
-        ", ".join(f"{kind} {n:,}" for kind, n in chaos_errors.most_common()) + " (expected: not counted but "
+        ", ".join(f"{kind} {n:,}" for kind, n in by_kind.most_common()) + " (expected: not counted but "
         f"{', '.join(sorted(NEVER))})"
     )
+    for i, (kind, n) in enumerate(chaos_errors.most_common(3)):
+        row.figures[f"chaos error {i + 1}"] = f"{n:,}x {kind}"
     for i, error in enumerate(engine_errors[:3]):
         row.figures[f"engine error {i + 1}"] = error[:200]
     if failed:
