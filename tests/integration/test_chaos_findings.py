@@ -11,7 +11,9 @@ waited its turn in the daemon-wide wrong-passphrase delay, run its KDF and paid 
 at end of stream, and at a reset, ``_ServerConnection.run`` drains every answer in flight.
 Each queued guess makes the queue longer (0.1 s more per failure, up to 10 s each), so a
 process that guesses and leaves in a loop holds the connection table, for up to
-``request_timeout`` (120 s) per guess, against every new engine and the operator's vaultctl.
+``request_timeout`` (120 s) per guess, against every new engine and the operator's vaultctl;
+and the guesses of peers long gone are still checked, one after another, each paying its
+delay, before the operator's right passphrase gets its turn (30 one-shot guessers: 45 s).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pytest
 
 from tests.connection_script import Exit, ScriptedConnection, setup_vault
 from tests.daemon_process import PASS, DaemonProcess
+from vaultd_client import Client
 
 CAP = 32
 GUESSERS = 20
@@ -70,3 +73,27 @@ def test_a_peer_that_guessed_a_passphrase_and_left_does_not_keep_its_connection(
     served = _answered_hellos(daemon.socket_path, CAP + 8)
     assert served == baseline, f"{held} descriptors still held for {GUESSERS} peers gone"
     assert held <= 2, f"{held} descriptors still held for {GUESSERS} peers gone"
+
+
+@pytest.mark.xfail(strict=True, reason="found by the chaos row: not fixed yet (see the module's docstring)")
+def test_guesses_of_peers_that_left_do_not_hold_the_operator_back(daemon: DaemonProcess) -> None:
+    """README, Security: "once [a flood of wrong guesses] stops, the wait is at most the 10 s cap".
+
+    Today the guesses of peers that have gone are still checked one after another, each with
+    its delay: after 30 peers guessed once and left, the operator's right passphrase waited
+    45 s. The bound here: the delay after the last failure (1.2 s for 12) plus slack.
+    """
+    daemon.start()
+    setup_vault(daemon.socket_path, PASS)
+    guessers = 12
+    for _ in range(guessers):
+        guesser = ScriptedConnection(daemon.socket_path)
+        assert guesser.open()
+        guesser.send("admin")
+        time.sleep(0.01)
+        guesser.leave(Exit.CLOSE_UNREAD)
+    started = time.monotonic()
+    with Client(daemon.socket_path, timeout=120, cache=False) as operator:
+        operator.call("credential.list", {"passphrase": PASS}, timeout=120)
+    waited = time.monotonic() - started
+    assert waited < 0.1 * guessers + 3.0, f"the operator waited {waited:.1f} s after the guessers had gone"
