@@ -178,9 +178,9 @@ def _settled_fds(pid: int, start: int) -> int:
     return count
 
 
-def _log_errors(log: str) -> Counter[str]:
-    """The daemon's ERROR lines, with numbers blanked out so that alike lines count together."""
-    return Counter(re.sub(r"\d+", "N", line)[:160] for line in log.splitlines() if ": ERROR: " in line)
+def _log_lines(log: str, level: str) -> Counter[str]:
+    """The daemon's lines of ``level``, with numbers blanked out so that alike lines count together."""
+    return Counter(re.sub(r"\d+", "N", line)[:160] for line in log.splitlines() if f": {level}: " in line)
 
 
 def _read_actions(logs: list[Path]) -> tuple[Counter[str], Counter[str]]:
@@ -254,7 +254,8 @@ def _judge(
     alive = daemon.proc is not None and daemon.proc.poll() is None
     if not alive or daemon.proc is None or daemon.proc.pid != pid:
         failed.append(f"the daemon at the end is not the one from the start (pid {pid})")
-    if alive and (problem := check_daemon(daemon.socket_path)) is not None:
+    problem = check_daemon(daemon.socket_path) if alive else "dead"
+    if problem is not None:
         failed.append(problem)
     rss_end = rss_kib(daemon.proc.pid) if alive and daemon.proc is not None else 0
     fds_end = _settled_fds(daemon.proc.pid, fds_start) if alive and daemon.proc is not None else 0
@@ -285,8 +286,9 @@ def _judge(
     row.figures["daemon log"] = (
         f"{len(log.splitlines()):,} lines, {log.count(': ERROR: '):,} ERROR, {tracebacks} tracebacks"
     )
-    for i, (line, count) in enumerate(_log_errors(log).most_common(3)):
-        row.figures[f"daemon ERROR {i + 1}"] = f"{count:,}x {line}"
+    for level in ("ERROR", "WARNING"):
+        for i, (line, count) in enumerate(_log_lines(log, level).most_common(2)):
+            row.figures[f"daemon {level} {i + 1}"] = f"{count:,}x {line}"
     row.errors += len(failed)
     requests = actions.pop("requests", 0)
     row.inputs = requests
@@ -295,7 +297,7 @@ def _judge(
     row.figures["daemon"] = (
         f"pid {pid}, restarts {len(run_.deaths)}"
         + (f" ({'; '.join(run_.deaths[:5])})" if run_.deaths else "")
-        + f", alive and answering at the end: {'yes' if alive and not failed else 'no'}"
+        + f", alive at the end: {'yes' if alive else 'no'}, a fresh client served: {problem or 'yes'}"
     )
     row.figures["engines"] = (
         f"{len(latencies):,} token.get/token.sign answered, {len(engine_errors)} errors;"
