@@ -18,9 +18,11 @@ A daemon that dies is a crash: it is restarted (and unlocked) so that the row go
 counts how often it dies, and when first. Judged at the end: no restart (the same pid from
 start to end, still alive), a fresh client still gets a token and a signature, zero errors
 seen by the engines, the daemon's RSS at the end within ``RSS_BOUND_KIB`` of its RSS at the
-start, no traceback in its log, and every way of leaving tried at least once. The engines' p50/p99 are figures, not
-judged. The chaos peers' own errors are expected (short timeouts, the wrong-passphrase delay)
-and not counted.
+start, its descriptors back to their count at the start (within ``FD_SLACK``) once every peer
+has gone, no traceback in its log, every way of leaving and every client tried at least once.
+The engines' p50/p99 are figures, not judged. The chaos peers' own errors are expected (short
+timeouts, the wrong-passphrase delay, refusals) and not counted, except those no peer may
+ever see (``NEVER``: INTERNAL and the like).
 """
 
 from __future__ import annotations
