@@ -25,6 +25,7 @@ ROW_MODULES = (
     "tests.reliability.row_crash",
     "tests.reliability.row_disk",
     "tests.reliability.row_residue",
+    "tests.reliability.row_chaos",
 )
 
 
