@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -289,6 +290,8 @@ class _ServerConnection:
         #: Whether the read loop waits for bytes (a message's clock runs only then: while it
         #: holds whole requests back for want of a free slot, the peer is not the slow one).
         self._waiting = False
+        #: Whether the peer reset the connection (it is gone: nothing in flight is worth finishing).
+        self._reset = False
 
     async def run(self) -> None:
         """Serve until the connection ends, however it ends; never raises but Cancelled.
@@ -306,14 +309,28 @@ class _ServerConnection:
                     nursery.start_soon(self._push_notifications, nursery)
                     nursery.start_soon(self._watch_deadlines)
                     await self._read_loop(nursery)
-                    # The peer closed its side: finish the answers in flight, then stop pushing.
-                    await self._drain_answers()
+                    if not self._gone():
+                        # The peer only half-closed: it still reads. Finish the answers in flight.
+                        await self._drain_answers()
+                    # Gone for good (closed, reset, killed): nobody reads what is in flight, so
+                    # it is dropped at once with the connection's slot; a passphrase check that
+                    # waits for its turn is dropped before its KDF runs (the delay stands).
                     nursery.cancel_scope.cancel()
         except Exception as exc:  # groups included: whatever it is, it ends this connection alone
             _log_end(self._peer, exc)
         finally:
             self._session.closed()
             await trio.aclose_forcefully(self._stream)
+
+    def _gone(self) -> bool:
+        """Whether the peer is gone for good (reset, or closed both ways: POLLHUP), not half-closed."""
+        if self._reset:
+            return True
+        if self._fd is None:
+            return False
+        poller = select.poll()
+        poller.register(self._fd, select.POLLHUP)
+        return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     async def _drain_answers(self) -> None:
         for _ in range(self._limits.max_in_flight):
@@ -418,6 +435,7 @@ class _ServerConnection:
             try:
                 return await self._stream.receive_some(self._limits.receive_size)
             except trio.BrokenResourceError:  # a reset: the peer is gone, as at end of stream
+                self._reset = True
                 return b""
         await trio.lowlevel.wait_readable(self._fd)
         return self._read_now()
@@ -439,6 +457,7 @@ class _ServerConnection:
             return None
         except OSError as exc:
             if exc.errno in _PEER_GONE:
+                self._reset = True
                 return b""
             raise trio.ClosedResourceError(exc.strerror) from None
 

@@ -603,18 +603,21 @@ class Vault:
         # The generation is spent even if the write fails: it must never go back.
         self._generation = generation
         data = _vaultfile.encode(replace(header, generation=generation), data_key, body)
-        try:
-            await self._blocking(write_atomic, self.path, data, self.backup)
-        except NotDurable as exc:
-            self.last_write_error = str(exc)
-            log.error("vault written, but not confirmed durable: %s", exc)
-            raise
-        except StorageError as exc:
-            self.last_write_error = str(exc)
-            log.error("vault write failed: %s", exc)
-            raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
-        self.last_write_error = None
-        await self._blocking(self._records.write, generation, body["audit_key"])  # after: durable
+        # A write once begun is finished with its record, even if the request is cancelled (its
+        # peer left): the callers adopt it in memory with no checkpoint after this returns.
+        with trio.CancelScope(shield=True):
+            try:
+                await self._blocking(write_atomic, self.path, data, self.backup)
+            except NotDurable as exc:
+                self.last_write_error = str(exc)
+                log.error("vault written, but not confirmed durable: %s", exc)
+                raise
+            except StorageError as exc:
+                self.last_write_error = str(exc)
+                log.error("vault write failed: %s", exc)
+                raise RpcError(ErrorCode.STORAGE_FAILED, f"the change was not saved: {exc}") from None
+            self.last_write_error = None
+            await self._blocking(self._records.write, generation, body["audit_key"])  # after: durable
 
 
 def _min_warning(profile: KdfProfile) -> str:

@@ -291,3 +291,18 @@ def test_a_watcher_sink_that_fails_ends_its_subscription_not_the_publisher() -> 
     hub.publish("token.updated", "ex", lambda: {"name": "ex"})
     hub.publish("token.updated", "ex", lambda: {"name": "ex"})
     assert got == ["ex", "ex"] and hub.watchers("ex") == 1
+
+
+async def test_a_half_closed_peer_still_gets_every_answer(start_server: StartServer) -> None:
+    """Half-closed (SHUT_WR) is not gone: it still reads. Only a peer gone both ways is dropped at once."""
+    served = await start_server(ServerLimits(max_connections=2, reserved_connections=0))
+    await served.ready()
+    sock = await _raw(served)
+    await sock.send(_gets(20))
+    sock.shutdown(socket.SHUT_WR)
+    unpacker = msgpack.Unpacker()
+    with trio.fail_after(10):
+        while (data := await sock.recv(65536)) != b"":
+            unpacker.feed(data)
+    assert [msgid for _, msgid, _, _ in unpacker] == list(range(1, 21))
+    sock.close()
