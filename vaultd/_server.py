@@ -105,6 +105,9 @@ _EAGER_LIMIT = 16
 #: daemon waits seconds to be let in.
 _ACCEPT_BATCH = 64
 
+#: How often a half-closed peer whose answers are still being worked on is checked for being gone.
+_GONE_POLL = 1.0
+
 #: What reading or writing meets when the peer has gone: an ordinary end of the stream.
 _PEER_GONE = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ETIMEDOUT})
 
@@ -333,8 +336,16 @@ class _ServerConnection:
         return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
     async def _drain_answers(self) -> None:
-        for _ in range(self._limits.max_in_flight):
-            await self._slots.acquire()
+        """Wait for the answers in flight of a half-closed peer, unless it goes for good
+        meanwhile (it is looked at every :data:`_GONE_POLL` seconds)."""
+        taken, wanted = 0, self._limits.max_in_flight
+        while True:
+            with trio.move_on_after(_GONE_POLL):
+                while taken < wanted:
+                    await self._slots.acquire()
+                    taken += 1
+            if taken == wanted or self._gone():
+                return
 
     async def _push_notifications(self, nursery: trio.Nursery) -> None:
         async for notification in self._outbox_reader:
