@@ -335,6 +335,21 @@ class _ServerConnection:
         poller.register(self._fd, select.POLLHUP)
         return any(events & (select.POLLHUP | select.POLLERR) for _, events in poller.poll(0))
 
+    async def _take_slot(self) -> bool:
+        """A slot for one more request in flight; False if the peer went for good while every
+        slot was taken (nothing is read meanwhile, so its end of stream would go unseen)."""
+        try:
+            self._slots.acquire_nowait()
+            return True
+        except trio.WouldBlock:
+            pass
+        while True:
+            with trio.move_on_after(_GONE_POLL):
+                await self._slots.acquire()
+                return True
+            if self._gone():
+                return False
+
     async def _drain_answers(self) -> None:
         """Wait for the answers in flight of a half-closed peer, unless it goes for good
         meanwhile (it is looked at every :data:`_GONE_POLL` seconds)."""
@@ -376,7 +391,9 @@ class _ServerConnection:
                         nursery.cancel_scope.cancel()
                         return
                     continue
-                await self._slots.acquire()
+                if not await self._take_slot():
+                    nursery.cancel_scope.cancel()
+                    return
                 nursery.start_soon(self._answer, event, nursery)
             elif isinstance(event, Notification):
                 self._frame_started = None
