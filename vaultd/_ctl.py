@@ -211,6 +211,8 @@ def cmd_unlock(client: Client, args: argparse.Namespace) -> int:
         params["accept_rollback"] = True
     result = _slow(client, Method.VAULT_UNLOCK, params)
     print(f"vault {result['state'].lower()}")
+    if result.get("rollback_accepted"):
+        print(f"rollback accepted: {result['rollback_accepted']} (written to the audit log)", file=sys.stderr)
     return EXIT_OK
 
 

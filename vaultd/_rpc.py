@@ -415,6 +415,7 @@ class Dispatcher:
         accepted = await self.vault.unlock(_secret(params), accept_rollback=params["accept_rollback"])
         if accepted:  # the operator chose to unlock an older vault: its own line, beside the "ok"
             self._audit(session.identity, Method.VAULT_UNLOCK, None, "rollback_accepted", why=accepted)
+            return {"state": str(self.vault.state), "rollback_accepted": accepted}
         return {"state": str(self.vault.state)}
 
     async def _put(self, params: _Params, session: Session) -> Any:

@@ -44,7 +44,9 @@ def test_vault_bak_put_back_and_a_restart_is_refused_until_the_operator_accepts_
     assert "--accept-rollback" in refused.stderr
     assert daemon.client().status()["state"] == "LOCKED"
 
-    daemon.ctl("unlock", "--accept-rollback", *daemon.pw())
+    accepted = daemon.ctl("unlock", "--accept-rollback", *daemon.pw())
+    assert accepted.stdout == "vault unlocked\n"
+    assert "rollback accepted: generation 1 accepted; 2 was recorded" in accepted.stderr, "the operator is told"
     status = daemon.client().status()
     assert status["state"] == "UNLOCKED" and status["generation"] == 3 and status["credentials"] == []
     assert "rollback accepted by the operator: generation 1 accepted; 2 was recorded" in daemon.log
