@@ -271,9 +271,13 @@ class Dispatcher:
 
     def opened(self, session: Session) -> None:
         """The server's hook for a new connection: keep those of other uids, to close on revocation."""
+        session.on_close(lambda: self._subscribe(session, frozenset()))  # its watch ends with it
         if session.peer.uid != self.own_uid:
             self._foreign.add(session)
             session.on_close(lambda: self._foreign.discard(session))
+            if not self.admits(session.peer):  # a lock or a new policy came since its accept
+                self._foreign.discard(session)
+                session.close()
 
     def _vault_changed(self) -> None:
         """The vault's listener: a lock or a new policy closes each other-uid connection it shuts out."""
@@ -309,9 +313,12 @@ class Dispatcher:
         name = params.get("name")
         if name is not None:
             decision = self._access(session).check("watch", name)
-            if not decision.allowed:  # the policy changed since token.watch: end this subscription
+            if not decision.allowed:  # the policy changed since token.watch: stop watching this name
                 self._audit(session.identity, method, name, "FORBIDDEN", why=decision.why)
-                return False
+                held: Subscription | None = session.watch
+                if held is not None:  # the names still allowed go on being watched
+                    self._subscribe(session, held.names - {name})
+                return True
             if "token" in params:
                 self._audit(session.identity, method, name, "ok", token=params["token"], why=decision.why)
         return session.notify(method, params)
@@ -372,7 +379,8 @@ class Dispatcher:
 
     async def _token_watch(self, params: _Params, session: Session) -> Any:
         """One subscription per connection: a further call adds its names to it, up to
-        :attr:`max_watch_names` (a lock, or a refusal, ends it: the next call starts afresh)."""
+        :attr:`max_watch_names` (a lock ends it: the next call starts afresh; a name the policy
+        no longer allows leaves it)."""
         names: list[str] = params["names"]
         self.vault.watchable(names)
         hub = self.vault.hub
@@ -386,17 +394,17 @@ class Dispatcher:
                 f"a connection may watch at most {self.max_watch_names} credentials: "
                 f"this one would watch {len(wanted)} (nothing was added)",
             )
-        if held is None:
-            session.on_close(lambda: self._unwatch(session))
-        else:
-            hub.unsubscribe(held)
-        session.watch = hub.subscribe(wanted, lambda method, pushed: self._push(session, method, pushed))
+        self._subscribe(session, wanted)
         return {"watching": names}
 
-    def _unwatch(self, session: Session) -> None:
+    def _subscribe(self, session: Session, names: frozenset[str]) -> None:
+        """Make ``names`` this connection's one subscription (none if empty), in place of any other."""
+        hub = self.vault.hub
         if session.watch is not None:
-            self.vault.hub.unsubscribe(session.watch)
-            session.watch = None
+            hub.unsubscribe(session.watch)
+        session.watch = (
+            hub.subscribe(names, lambda method, pushed: self._push(session, method, pushed)) if names else None
+        )
 
     # -- passphrase methods ------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from vaultd_protocol import (
     Connection,
     ConnectionClosed,
     ErrorCode,
+    LocalProtocolError,
     Notification,
     RemoteProtocolError,
     Request,
@@ -532,8 +533,13 @@ class _ServerConnection:
         return Response(request.msgid, None, result)
 
     async def _send(self, message: Response | Notification) -> bool:
-        """Write one message; False if the peer is gone or will not read."""
-        return await self._send_bytes(self._conn.send(message))
+        """Write one message; False if the peer is gone or will not read, or the connection
+        broke (the peer sent garbage) before this message's turn came."""
+        try:
+            data = self._conn.send(message)
+        except LocalProtocolError:
+            return False
+        return await self._send_bytes(data)
 
     async def _send_bytes(self, data: bytes) -> bool:
         """Write one message's bytes (from ``self._conn``); False if the peer is gone or will not read."""

@@ -28,7 +28,7 @@ import trio.testing
 from vaultd._errors import RpcError
 from vaultd._listen import bind_unix_socket
 from vaultd._peer import Peer
-from vaultd._server import ServerLimits, Session, serve
+from vaultd._server import ServerLimits, Session, serve, serve_stream
 from vaultd._watch import WatchHub
 from vaultd_client import Client
 from vaultd_protocol import ErrorCode, Request
@@ -306,3 +306,28 @@ async def test_a_half_closed_peer_still_gets_every_answer(start_server: StartSer
             unpacker.feed(data)
     assert [msgid for _, msgid, _, _ in unpacker] == list(range(1, 21))
     sock.close()
+
+
+async def test_garbage_while_a_notification_is_queued_is_an_ordinary_end(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by review: the push task, already woken with a notification, sent it on a connection the
+    garbage had just broken; that raised LocalProtocolError, logged as an internal error."""
+    caplog.set_level(logging.INFO, logger="vaultd.server")
+    sessions: list[Session] = []
+
+    async def handler(request: Request, session: Session) -> Any:
+        sessions.append(session)
+        return {}
+
+    for _ in range(20):  # the order of the two tasks' turns varies: try both often
+        client, server = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_stream, server, Peer(1, os.getuid(), os.getgid()), handler, ServerLimits())
+            await client.send_all(msgpack.packb([0, 1, "x", [{}]]))
+            await client.receive_some()
+            await client.send_all(b"\xc1")
+            sessions[-1].notify("token.updated", {"name": "a"})
+            with trio.move_on_after(5):
+                while await client.receive_some():
+                    pass
+            nursery.cancel_scope.cancel()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "no internal error"

@@ -591,3 +591,21 @@ def test_vaultctl_policy_set_show_and_test(daemon: DaemonProcess, short_tmp: Pat
         "allow"
         in daemon.ctl("policy", "test", "--uid", uid, "--unit", "engine-a.service", "ex", "get", *daemon.pw()).stdout
     )
+
+
+async def test_a_name_the_policy_no_longer_allows_leaves_the_watch_and_the_others_go_on(
+    start_server: StartServer, audits: Audits
+) -> None:
+    """Found by review: one subscription per connection, so a refused name ended the whole watch."""
+    served, admin = await _ready(start_server, "other")
+    watcher = await served.connect()
+    await watcher.ok("token.watch", names=["ex", "other"])
+    await _set_policy(admin, {"credentials": ["other"], "methods": ["watch", "get"]})  # ex no longer
+    await _put(admin, "ex", "fake-token-policy-ex-7")
+    with trio.fail_after(10):
+        await audits.wait_for("token.updated", "ex", "FORBIDDEN")
+    await _put(admin, "other", "fake-token-policy-other-8")
+    with trio.fail_after(10):
+        pushed = await watcher.receive()
+    assert isinstance(pushed, Notification) and pushed.params[0]["name"] == "other", pushed
+    assert served.vault.hub.watchers("ex") == 0 and served.vault.hub.watchers("other") == 1

@@ -20,7 +20,10 @@ import pytest
 import trio
 import trio.testing
 
-from vaultd._server import ServerLimits
+from vaultd._peer import Peer
+from vaultd._rpc import Dispatcher
+from vaultd._server import ServerLimits, Session
+from vaultd._vault import Vault
 
 from .conftest import PASS, RawClient, Served, StartServer
 from .test_policy import _open_to_others, _require_root
@@ -163,3 +166,20 @@ async def test_a_refused_user_reconnecting_in_a_loop_does_not_flood_the_daemons_
     lines = [r.getMessage() for r in caplog.records if "refused a connection from another user" in r.getMessage()]
     assert len(lines) == 3, lines  # the 1st, 10th and 100th
     assert lines[-1].endswith("(100 from uid 65534 so far)")
+
+
+async def test_another_uids_connection_that_starts_after_a_lock_is_closed_at_once(
+    nursery: trio.Nursery, short_tmp: Path
+) -> None:
+    """Found by review: admitted at accept, its task started one scheduler pass later, after a lock
+    had already closed every other-uid connection the daemon knew of. No root needed: no socket."""
+    (short_tmp / "data").mkdir(mode=0o700)
+    dispatcher = Dispatcher(Vault(short_tmp / "data", nursery=nursery), short_tmp / "s.sock")
+    closed: list[str] = []
+
+    def session(uid: int, label: str) -> Session:
+        return Session(Peer(1, uid, uid), trio.open_memory_channel[Any](1)[0], lambda: closed.append(label))
+
+    dispatcher.opened(session(os.getuid(), "own"))  # positive control: the owner's stays
+    dispatcher.opened(session(NOBODY, "other"))  # the vault is locked: nothing lets it in now
+    assert closed == ["other"]
