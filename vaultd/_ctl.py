@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Passphrases are read from the terminal unless --passphrase-file or --passphrase-fd says otherwise; "
             "secrets are never taken from the command line. Exit status: 0 ok, 1 refused by the daemon, "
-            "2 usage, 3 daemon not reachable, 4 vault locked."
+            "2 usage, 3 daemon not reachable, 4 vault locked, 141 output cut off by its reader (| head)."
         ),
     )
     parser.add_argument(
@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "passwd",
         help="change the vault's passphrase (tokens keep being served; the old one stops working)",
-        description="Re-wrap the vault's data key under a new passphrase. The vault stays unlocked and engines "
-        "keep getting tokens; afterwards only the new passphrase opens it.",
+        description="Seal the vault under a new passphrase, with a fresh data key (not only a new wrapping). "
+        "The vault stays unlocked and engines keep getting tokens; afterwards only the new passphrase "
+        "opens it, and vault.bak too.",
     )
     _passphrase_options(p)
     group = p.add_mutually_exclusive_group()

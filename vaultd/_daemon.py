@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "The vaultd credential daemon. Runs in the foreground (systemd, or a terminal), keeps "
             "credentials sealed at rest and unlocked only in memory, and serves short-lived tokens "
-            "to processes of the same user over a Unix socket. Operate it with 'vaultctl'."
+            "to processes of the same user (and of other users a policy rule names) over a Unix socket. "
+            "Operate it with 'vaultctl'."
         ),
         epilog=(
             "environment: VAULTD_SOCKET overrides the socket path; XDG_RUNTIME_DIR and XDG_DATA_HOME "

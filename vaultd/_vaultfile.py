@@ -12,7 +12,8 @@ Layout (all integers big-endian)::
 The data key is wrapped by the Argon2id passphrase key with the KDF parameters as
 associated data; the body is sealed by the data key with *all bytes before it* (magic,
 version, header) as associated data, so any change to the header fails the open.
-Changing the passphrase re-wraps the data key only. No file I/O here: see ``_atomic``.
+Changing the passphrase seals the body under a fresh data key (:func:`rekey`), so a copy made
+before opens with the old passphrase but shows nothing written since. No file I/O here: see ``_atomic``.
 """
 
 from __future__ import annotations
