@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-connections",
-        type=int,
+        type=_positive_int,
         default=256,
         metavar="N",
         help="refuse connections beyond N (default 256)",
@@ -171,8 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> DaemonConfig:
-    if args.max_connections < 1:
-        raise ValueError("--max-connections must be at least 1")
     reserved = min(16, args.max_connections // 4) if args.reserved_connections is None else args.reserved_connections
     if not 0 <= reserved < args.max_connections:
         raise ValueError("--reserved-connections must be at least 0 and fewer than --max-connections")

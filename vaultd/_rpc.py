@@ -262,11 +262,12 @@ class Dispatcher:
         Raises:
             RpcError: FORBIDDEN (the passphrase in ``params`` is wiped first: it is never checked).
         """
-        decision = self._access(session).check(_OWNER_METHODS[method], None)
+        access = self._access(session)
+        decision = access.check(_OWNER_METHODS[method], None)
         if not decision.allowed:
             for key in ("passphrase", "new_passphrase"):
                 params.pop(key, None)
-            self._refuse(session, self._access(session), method, name, decision)
+            self._refuse(session, access, method, name, decision)
         return decision.why
 
     def opened(self, session: Session) -> None:
@@ -276,8 +277,7 @@ class Dispatcher:
             self._foreign.add(session)
             session.on_close(lambda: self._foreign.discard(session))
             if not self.admits(session.peer):  # a lock or a new policy came since its accept
-                self._foreign.discard(session)
-                session.close()
+                self._shut_out(session)
 
     def _vault_changed(self) -> None:
         """The vault's listener: a lock or a new policy closes each other-uid connection it shuts out."""
@@ -288,12 +288,14 @@ class Dispatcher:
         self._standing = standing
         for session in list(self._foreign):
             if not self.admits(session.peer):
-                log.info("closing a connection of another user (%s): the lock or the policy shuts it out", session.peer)
-                self._audit(
-                    session.identity, "revoke", None, "closed", why="access withdrawn by a lock or a new policy"
-                )
-                self._foreign.discard(session)
-                session.close()
+                self._shut_out(session)
+
+    def _shut_out(self, session: Session) -> None:
+        """Close a connection of another uid that the lock or the policy in force no longer lets in."""
+        log.info("closing a connection of another user (%s): the lock or the policy shuts it out", session.peer)
+        self._audit(session.identity, "revoke", None, "closed", why="access withdrawn by a lock or a new policy")
+        self._foreign.discard(session)
+        session.close()
 
     def _refuse(
         self, session: Session, access: Access, method: Method, name: str | None, decision: Decision

@@ -352,15 +352,10 @@ class _ServerConnection:
                 return False
 
     async def _drain_answers(self) -> None:
-        """Wait for the answers in flight of a half-closed peer, unless it goes for good
-        meanwhile (it is looked at every :data:`_GONE_POLL` seconds)."""
-        taken, wanted = 0, self._limits.max_in_flight
-        while True:
-            with trio.move_on_after(_GONE_POLL):
-                while taken < wanted:
-                    await self._slots.acquire()
-                    taken += 1
-            if taken == wanted or self._gone():
+        """Wait for the answers in flight of a half-closed peer (every slot free again), unless
+        it goes for good meanwhile."""
+        for _ in range(self._limits.max_in_flight):
+            if not await self._take_slot():
                 return
 
     async def _push_notifications(self, nursery: trio.Nursery) -> None:

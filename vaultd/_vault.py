@@ -68,7 +68,6 @@ class Vault:
         state may have changed: systemd's STATUS line follows it; ``record_dirs`` hold a copy
         of the generation record each, besides the one next to the vault (``_rollback``)."""
         self._blocking = blocking
-        self._on_change = self._changed
         self._listeners: list[Callable[[], None]] = [on_change] if on_change is not None else []
         self.path = data_dir / "vault"
         self.backup = data_dir / "vault.bak"
@@ -108,7 +107,8 @@ class Vault:
         """Call ``callback`` (it must return at once) whenever ``on_change`` would be called."""
         self._listeners.append(callback)
 
-    def _changed(self) -> None:
+    def _on_change(self) -> None:
+        """Tell every listener (``on_change``, then :meth:`add_listener`'s) that something changed."""
         for callback in self._listeners:
             try:
                 callback()
@@ -167,12 +167,7 @@ class Vault:
             if self._initialized or self.path.exists():
                 raise RpcError(ErrorCode.ALREADY_INITIALIZED, f"a vault already exists at {self.path}")
             if self.backup.exists():
-                raise RpcError(
-                    ErrorCode.ALREADY_INITIALIZED,
-                    f"{self.backup} exists but {self.path.name} does not: restore it "
-                    f"(mv {self.backup} {self.path}, then 'vaultctl unlock --accept-rollback': it is "
-                    "older than the last vault written) or move it away first",
-                )
+                raise RpcError(ErrorCode.ALREADY_INITIALIZED, f"{self.missing_vault()}; or move it away first")
             header, data_key = await self._blocking(_vaultfile.new_vault, passphrase, profile)
             try:
                 body = {"credentials": {}, "policy": {"rules": []}, "audit_key": new_audit_key()}
