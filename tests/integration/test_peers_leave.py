@@ -49,6 +49,15 @@ async def _raw(served: Served) -> trio.socket.SocketType:
     return sock
 
 
+async def _serve_handler(
+    nursery: trio.Nursery, short_tmp: Path, handler: Callable[[Request, Session], Awaitable[Any]]
+) -> Served:
+    """The server alone on a real socket, with ``handler`` in place of the dispatcher (no vault)."""
+    path = short_tmp / "s.sock"
+    await nursery.start(serve, trio.socket.from_stdlib_socket(bind_unix_socket(path)), handler, ServerLimits())
+    return Served(path, None)  # type: ignore[arg-type]
+
+
 async def _still_serving(served: Served, bystander: Any) -> None:
     """The bystander's connection works, and so does a new one (the accept loop runs)."""
     await trio.testing.wait_all_tasks_blocked()
@@ -151,11 +160,8 @@ async def test_a_bug_that_breaks_one_connection_is_logged_once_and_ends_it_alone
             return object()  # msgpack cannot pack it: raised while sending, inside the nursery
         return {"ok": True}
 
-    path = short_tmp / "s.sock"
-    listener = trio.socket.from_stdlib_socket(bind_unix_socket(path))
-    await nursery.start(serve, listener, handler, ServerLimits())
+    served = await _serve_handler(nursery, short_tmp, handler)
     caplog.set_level(logging.INFO, logger="vaultd.server")
-    served = Served(path, None)  # type: ignore[arg-type]
     bystander = await served.connect()
     for _ in range(3):
         breaker = await served.connect()
@@ -266,10 +272,7 @@ async def test_an_error_from_a_handlers_tasks_is_answered_as_itself(nursery: tri
         async with trio.open_nursery() as inner:
             inner.start_soon(fails)
 
-    path = short_tmp / "s.sock"
-    listener = trio.socket.from_stdlib_socket(bind_unix_socket(path))
-    await nursery.start(serve, listener, handler, ServerLimits())
-    client = await Served(path, None).connect()  # type: ignore[arg-type]
+    client = await (await _serve_handler(nursery, short_tmp, handler)).connect()
     for _ in range(2):
         response = await client.call("token.get", name="x")
         assert response.error is not None and response.error.name == "UNKNOWN_CREDENTIAL"
