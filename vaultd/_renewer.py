@@ -197,7 +197,7 @@ class Renewer:
             self._schedule(credential, _EXPIRE, issued.expires_at)
             return
         if not credential.provider.renewable:
-            credential.last_error = f"its not_after ({utc_text(issued.expires_at)}) has passed: replace the credential"
+            credential.last_error = _past_not_after(issued.expires_at)
             log.warning("credential %r: %s", credential.name, credential.last_error)
         else:
             log.warning(
@@ -318,8 +318,7 @@ class Renewer:
 
     def _expired_for_good(self, credential: Credential, expires_at: float | None) -> None:
         """A token that cannot be renewed has passed its end: EXPIRED, with no retry planned."""
-        when = "" if expires_at is None else f" ({utc_text(expires_at)})"
-        credential.last_error = f"its not_after{when} has passed: replace the credential"
+        credential.last_error = _past_not_after(expires_at)
         credential.failures = max(credential.failures, 1)  # no token and a failure: EXPIRED (Credential.state_at)
         self._cancel(credential, _RENEW)
         if self._current(credential):
@@ -472,3 +471,9 @@ class _Borrowed:
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None
+
+
+def _past_not_after(expires_at: float | None) -> str:
+    """What ``status`` says of a stored token past its ``not_after`` (nothing can renew it)."""
+    when = "" if expires_at is None else f" ({utc_text(expires_at)})"
+    return f"its not_after{when} has passed: replace the credential"
