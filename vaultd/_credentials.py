@@ -20,6 +20,7 @@ from vaultd_protocol import CredentialState
 
 from ._providers import ConfigError, Issued, Provider, provider_from_config, provider_from_record
 from ._renewal import Budget
+from ._source import Source
 
 __all__ = ["NAME_PATTERN", "ConfigError", "Credential", "check_name", "from_config", "from_record", "utc_text"]
 
@@ -55,12 +56,25 @@ class Credential:
     budget: Budget = field(default_factory=Budget)
     #: Set while a renewal runs; concurrent callers wait on it instead of calling upstream.
     renewing: trio.Event | None = None
+    #: Where the configuration comes from, for one sourced from an upstream (``_source``).
+    source: Source | None = None
 
     @property
     def kind(self) -> str:
         return self.provider.kind
 
     def state_at(self, now: float) -> CredentialState:
+        source = self.source
+        if source is not None:
+            blocked = source.blocked_state(now)
+            if blocked is not None:
+                return blocked
+        state = self._own_state(now)
+        if state is CredentialState.FRESH and source is not None and source.degraded():
+            return CredentialState.DEGRADED  # served from the last good copy while reads fail
+        return state
+
+    def _own_state(self, now: float) -> CredentialState:
         if not getattr(self.provider, "issues_tokens", True):
             return CredentialState.FRESH  # a signing key: always ready, nothing expires
         if self.state is CredentialState.NEEDS_REAUTH:
@@ -72,8 +86,10 @@ class Credential:
         return self.state
 
     def valid_token(self, now: float) -> Issued | None:
-        """The current token if it may be served now (never an expired one)."""
+        """The current token if it may be served now (never an expired one, nor a pulled or stale copy's)."""
         if self.state is CredentialState.NEEDS_REAUTH or self.issued is None or not self.issued.valid_at(now):
+            return None
+        if self.source is not None and self.source.blocked_state(now) is not None:
             return None
         return self.issued
 
@@ -98,16 +114,20 @@ class Credential:
             "settings": self.provider.describe(),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "source": None if self.source is None else self.source.describe(now),
         }
 
     def to_record(self) -> dict[str, Any]:
         """The sealed form (reveals secrets: only for the vault body)."""
-        return {
+        record = {
             "kind": self.kind,
             "config": self.provider.to_record(),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.source is not None:
+            record["source"] = self.source.to_record()
+        return record
 
     def wipe(self) -> None:
         self.provider.wipe()
@@ -142,4 +162,7 @@ def utc_text(epoch: float) -> str:
 def from_record(name: str, record: dict[str, Any]) -> Credential:
     """Raises: KeyError, ValueError, TypeError: a record this version cannot read."""
     provider = provider_from_record(record["kind"], record["config"])
-    return Credential(name, provider, float(record["created_at"]), float(record["updated_at"]))
+    credential = Credential(name, provider, float(record["created_at"]), float(record["updated_at"]))
+    if record.get("source") is not None:
+        credential.source = Source.from_record(record["source"])
+    return credential

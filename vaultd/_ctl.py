@@ -10,7 +10,6 @@ default, ``--json`` where scripts read it. Exit status: 0 success, 1 the daemon 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -24,36 +23,35 @@ from vaultd_protocol import KdfProfile, Method
 
 from . import __version__
 from ._ctl_audit import AUDIT_COMMANDS, add_audit_parsers
+from ._ctl_common import (
+    _MAX_STDIN,
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CtlError,
+    _passphrase,
+    _passphrase_options,
+    _read_stdin_secret,
+    _slow,
+    _when,
+)
 from ._ctl_env import ENV_COMMANDS, add_env_parsers
 from ._ctl_policy import POLICY_COMMANDS, add_policy_parsers
 from ._ctl_systemd import SYSTEMD_COMMANDS, add_systemd_parsers
+from ._ctl_upstream import UPSTREAM_COMMANDS, add_upstream_parsers, upstream_table
 from ._passphrase import PassphraseError, read_passphrase
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
 #: stdout was closed by its reader (128 + SIGPIPE, as a shell reports a program SIGPIPE ended).
 EXIT_BROKEN_PIPE = 141
 #: Credential kinds (the daemon's registry; a test checks the two agree).
 KINDS = ["static", "oauth2", "jwt", "exec", "keepalive", "sign"]
-_MAX_STDIN = 64 * 1024
-
-
-class CtlError(Exception):
-    """A failure to report as one line on stderr, with an exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- argument parsing -------------------------------------------------------------------------
-
-
-def _passphrase_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--passphrase-file", metavar="PATH", help="read the passphrase from the first line of PATH")
-    group.add_argument("--passphrase-fd", type=int, metavar="N", help="read the passphrase from file descriptor N")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the credential's name (letters, digits, '.', '_', '-')")
     p.add_argument("--kind", required=True, choices=KINDS, help="credential kind")
     p.add_argument("--replace", action="store_true", help="replace an existing credential of that name")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="UPSTREAM:PATH",
+        help="source the settings from the KV v2 record PATH of an upstream ('vaultctl upstream add') instead of "
+        "stdin: the record holds exactly the JSON stdin would, and a new version there reaches the engines",
+    )
+    p.add_argument(
+        "--refresh",
+        type=float,
+        metavar="SECONDS",
+        help="with --from: how often the record is read again (default 60, at least 1; +-10%% jitter)",
+    )
     _passphrase_options(p)
 
     p = sub.add_parser("rm", help="remove a credential")
@@ -177,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_env_parsers(sub)
     add_policy_parsers(sub)
+    add_upstream_parsers(sub)
     add_systemd_parsers(sub)
     add_audit_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
@@ -184,17 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- commands ---------------------------------------------------------------------------------
-
-
-def _passphrase(args: argparse.Namespace, *, confirm: bool = False, stdin_busy: bool = False) -> str:
-    try:
-        return read_passphrase(file=args.passphrase_file, fd=args.passphrase_fd, confirm=confirm, stdin_busy=stdin_busy)
-    except PassphraseError as exc:
-        raise CtlError(str(exc), EXIT_USAGE) from None
-
-
-def _slow(client: Client, method: str, params: dict[str, Any]) -> Any:
-    return client.call(method, params, timeout=client.slow_timeout)
 
 
 def cmd_init(client: Client, args: argparse.Namespace) -> int:
@@ -238,15 +239,6 @@ def cmd_lock(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _when(epoch: float | None) -> str:
-    if epoch is None:
-        return "-"
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-    except (OverflowError, OSError, ValueError):
-        return f"{epoch!r} (not a date)"
-
-
 def _credential_table(credentials: list[dict[str, Any]]) -> list[str]:
     if not credentials:
         return ["  (none)"]
@@ -257,6 +249,15 @@ def _credential_table(credentials: list[dict[str, Any]]) -> list[str]:
             f"  {c['name']:<{width}}  {c['kind']:<9} {c['state']:<12} {_when(c.get('expires_at')):<20} "
             f"{_when(c.get('next_renewal')):<20} {c.get('last_error') or '-'}"
         )
+        source = c.get("source")
+        if source:
+            where = f"{source['upstream']}:{source['path']}"
+            line = f"from {where} version {source['version']}, copy {source['age']:.0f} s old"
+            if source.get("pulled"):
+                line += f"; pulled upstream: {source['pulled']}"
+            elif source.get("last_error"):
+                line += f"; last read failed: {source['last_error']}"
+            rows.append(f"  {'':<{width}}  {line}")
         rows.extend(f"  {'':<{width}}  warning: {w}" for w in c.get("warnings", []))
     return rows
 
@@ -275,22 +276,12 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     if status["state"] == "UNLOCKED":
         print(f"credentials: {len(status['credentials'])}")
         print("\n".join(_credential_table(status["credentials"])))
+        if status.get("upstreams"):
+            print(f"upstreams: {len(status['upstreams'])}")
+            print("\n".join(upstream_table(status["upstreams"])))
     for warning in status.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
-
-
-def _read_stdin_secret(kind: str) -> str:
-    if sys.stdin.isatty():
-        prompt = "Token (input hidden): " if kind == "static" else "JSON config, on one line (input hidden): "
-        return getpass.getpass(prompt)
-    raw = sys.stdin.buffer.read(_MAX_STDIN + 1)
-    if len(raw) > _MAX_STDIN:
-        raise CtlError(f"stdin holds more than {_MAX_STDIN} bytes", EXIT_USAGE)
-    try:
-        return raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise CtlError("stdin is not UTF-8 text", EXIT_USAGE) from None
 
 
 def config_from_stdin(kind: str, text: str) -> dict[str, Any]:
@@ -313,21 +304,37 @@ def config_from_stdin(kind: str, text: str) -> dict[str, Any]:
     return {"token": text}
 
 
+def _source(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--from UPSTREAM:PATH [--refresh S]`` as ``credential.put``'s ``source``."""
+    if args.source is None:
+        if args.refresh is not None:
+            raise CtlError("--refresh goes with --from UPSTREAM:PATH", EXIT_USAGE)
+        return None
+    upstream, colon, path = args.source.partition(":")
+    if not colon or not upstream or not path:
+        raise CtlError("--from takes UPSTREAM:PATH, for example bao:desk/binance", EXIT_USAGE)
+    source: dict[str, Any] = {"upstream": upstream, "path": path}
+    if args.refresh is not None:
+        source["refresh"] = args.refresh
+    return source
+
+
 def cmd_add(client: Client, args: argparse.Namespace) -> int:
-    config = config_from_stdin(args.kind, _read_stdin_secret(args.kind))
-    passphrase = _passphrase(args, stdin_busy=True)
-    params = {
-        "passphrase": passphrase,
-        "name": args.name,
-        "kind": args.kind,
-        "config": config,
-        "replace": args.replace,
-    }
+    source = _source(args)
+    params: dict[str, Any] = {"name": args.name, "kind": args.kind, "replace": args.replace}
+    if source is None:
+        params["config"] = config_from_stdin(args.kind, _read_stdin_secret(args.kind))
+        params["passphrase"] = _passphrase(args, stdin_busy=True)
+    else:
+        params["source"] = source
+        params["passphrase"] = _passphrase(args)
     try:
         result = _slow(client, Method.CREDENTIAL_PUT, params)
     except AlreadyExists:
         raise CtlError(f"credential {args.name!r} exists (ALREADY_EXISTS); add --replace to replace it") from None
     print(f"credential {args.name!r} {'added' if result['created'] else 'replaced'}")
+    if source is not None:
+        print(f"it follows {args.source}: a new version there is served within the refresh interval")
     return EXIT_OK
 
 
@@ -339,11 +346,13 @@ def cmd_rm(client: Client, args: argparse.Namespace) -> int:
 
 def cmd_renew(client: Client, args: argparse.Namespace) -> int:
     result = _slow(client, Method.CREDENTIAL_RENEW, {"passphrase": _passphrase(args), "name": args.name})
-    described = result["credential"]
+    described = result.get("credential") or result["upstream"]
     if args.json:
         print(json.dumps(described, indent=2, sort_keys=True))
-    else:
+    elif "credential" in result:
         print("\n".join(_credential_table([described])))
+    else:
+        print("\n".join(upstream_table([described])))
     if described["state"] == "FRESH" and not described.get("last_error"):
         return EXIT_OK
     print(f"vaultctl: the attempt failed: {described.get('last_error')} ({described['state']})", file=sys.stderr)
@@ -436,6 +445,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "demo": cmd_demo,
     **ENV_COMMANDS,
     **POLICY_COMMANDS,
+    **UPSTREAM_COMMANDS,
     **SYSTEMD_COMMANDS,
     **AUDIT_COMMANDS,
 }

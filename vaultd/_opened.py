@@ -1,8 +1,9 @@
 """What an unlocked vault holds besides its credentials, and the body its file seals.
 
 The data key and the header it is wrapped in, the policy and the audit key (both sealed in
-the file, read at unlock), and the fingerprints of tokens handed out since. ``_vault`` owns
-the lifecycle; this module only holds the state and its two pure helpers.
+the file, read at unlock, as are the upstreams' settings: ``_upstream``), and the
+fingerprints of tokens handed out since. ``_vault`` owns the lifecycle; this module only
+holds the state and its pure helpers.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _vaultfile
 from ._credentials import Credential, from_record
 from ._secret import Secret
+from ._upstream import UpstreamConfig
 
-__all__ = ["FINGERPRINTS_KEPT", "OpenVault", "adopt", "new_audit_key", "read_body", "sealed_body"]
+__all__ = ["FINGERPRINTS_KEPT", "Body", "OpenVault", "adopt", "new_audit_key", "read_body", "sealed_body"]
 
 #: Fingerprints remembered at most (then forgotten all at once): tokens renew, names are few.
 FINGERPRINTS_KEPT = 4096
@@ -57,20 +60,44 @@ def new_audit_key() -> bytes:
     return secrets.token_bytes(32)
 
 
-def read_body(body: dict[str, Any]) -> tuple[dict[str, Credential], dict[str, Any], bytes | None]:
-    """The credentials, policy and audit key (None in a vault older than audit keys) a body holds.
+@dataclass
+class Body:
+    """What a vault file's body holds, read."""
+
+    credentials: dict[str, Credential]
+    policy: dict[str, Any]
+    #: None in a vault older than audit keys.
+    audit_key: bytes | None
+    upstreams: dict[str, UpstreamConfig]
+
+    def wipe(self) -> None:
+        for credential in self.credentials.values():
+            credential.wipe()
+        for upstream in self.upstreams.values():
+            upstream.wipe()
+
+
+def read_body(body: dict[str, Any]) -> Body:
+    """The credentials, policy, audit key and upstreams a body holds.
 
     Raises:
         KeyError, ValueError, TypeError, AttributeError: a record this version cannot read.
     """
-    credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
-    policy = body.get("policy") or {"rules": []}
-    audit_key = body.get("audit_key")
-    if not isinstance(policy, dict) or not isinstance(audit_key, bytes | None):
-        for credential in credentials.values():
-            credential.wipe()
-        raise TypeError("policy or audit_key")
-    return credentials, policy, audit_key
+    read = Body({}, {}, None, {})
+    try:
+        read.credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
+        read.upstreams = {
+            name: UpstreamConfig.from_record(name, rec) for name, rec in body.get("upstreams", {}).items()
+        }
+        policy = body.get("policy") or {"rules": []}
+        audit_key = body.get("audit_key")
+        if not isinstance(policy, dict) or not isinstance(audit_key, bytes | None):
+            raise TypeError("policy or audit_key")
+    except BaseException:
+        read.wipe()
+        raise
+    read.policy, read.audit_key = policy, audit_key
+    return read
 
 
 def adopt(opened: OpenVault, changed: OpenVault) -> None:
@@ -81,10 +108,15 @@ def adopt(opened: OpenVault, changed: OpenVault) -> None:
     opened.header, opened.policy = changed.header, changed.policy
 
 
-def sealed_body(opened: OpenVault, credentials: dict[str, Credential]) -> dict[str, Any]:
-    """What the vault file seals: the credentials' records, the policy, the audit key."""
-    return {
+def sealed_body(
+    opened: OpenVault, credentials: Mapping[str, Credential], upstreams: Mapping[str, UpstreamConfig]
+) -> dict[str, Any]:
+    """What the vault file seals: the credentials' records, the policy, the audit key, the upstreams."""
+    body = {
         "credentials": {name: c.to_record() for name, c in credentials.items()},
         "policy": opened.policy,
         "audit_key": opened.audit_key.reveal(),
     }
+    if upstreams:  # absent otherwise: a vault without upstreams stays readable by older versions
+        body["upstreams"] = {name: u.to_record() for name, u in upstreams.items()}
+    return body

@@ -128,6 +128,13 @@ class Renewer:
         if getattr(provider, "issues_tokens", True):
             self._begin(credential)
 
+    def adopt(self, credential: Credential, issued: Issued) -> None:
+        """Begin tracking a credential whose first token the caller already got (no fetch now)."""
+        if self._nursery is None:
+            issued.wipe()
+            return
+        self._succeeded(credential, issued)
+
     def forget(self, credential: Credential) -> None:
         """Stop tracking a credential (removed or replaced): its timers become no-ops."""
         for action in (_RENEW, _EXPIRE):
@@ -379,6 +386,8 @@ class Renewer:
         endpoint never grants (engines asking in a loop must not become a retry storm)."""
         if credential.state is CredentialState.NEEDS_REAUTH:
             return False
+        if credential.source is not None and credential.source.blocked_state(self._wall()) is not None:
+            return False  # no renewal brings back a pulled or stale copy
         if credential.renewing is not None or (credential.issued is None and not credential.failures):
             return True
         if not credential.provider.renewable:
@@ -413,6 +422,17 @@ class Renewer:
         await self._begin(credential, forced=True).wait()
         return credential.describe(self._wall())
 
+    async def attempt(self, name: str) -> None:
+        """One attempt now unless one is under way (then wait for that one); none in NEEDS_REAUTH.
+
+        For a caller that just learned the token is bad (an upstream session's 403): however
+        many learn it at once, they share one attempt.
+        """
+        credential = self._lookup(name)
+        if credential.state is CredentialState.NEEDS_REAUTH or self._nursery is None:
+            return
+        await self._begin(credential).wait()
+
     def _lookup(self, name: str) -> Credential:
         credential = self._credentials().get(name)
         if credential is None:
@@ -430,6 +450,9 @@ class Renewer:
 
     def _refusal(self, credential: Credential, min_ttl: float) -> RpcError:
         name, now = credential.name, self._wall()
+        refused = None if credential.source is None else credential.source.refusal(name, now)
+        if refused is not None:
+            return refused
         if credential.state is CredentialState.NEEDS_REAUTH:
             return RpcError(
                 ErrorCode.NEEDS_REAUTH,

@@ -37,6 +37,7 @@ from ._peer import Peer
 from ._policy import Access, Decision, Policy, PolicyError
 from ._secret import Secret
 from ._server import NOT_NOW, Session
+from ._upstreams import UpstreamAlarm
 from ._vault import Vault
 from ._watch import Subscription
 
@@ -68,6 +69,9 @@ _OWNER_METHODS: dict[str, str] = {
     Method.POLICY_GET: "admin",
     Method.POLICY_SET: "admin",
     Method.VAULT_REKEY: "admin",
+    Method.UPSTREAM_PUT: "admin",
+    Method.UPSTREAM_REMOVE: "admin",
+    Method.UPSTREAM_LIST: "admin",
 }
 
 
@@ -104,6 +108,9 @@ class Dispatcher:
             Method.POLICY_GET: self._policy_get,
             Method.POLICY_SET: self._policy_set,
             Method.VAULT_REKEY: self._rekey,
+            Method.UPSTREAM_PUT: self._upstream_put,
+            Method.UPSTREAM_REMOVE: self._upstream_remove,
+            Method.UPSTREAM_LIST: self._upstream_list,
         }
         self._policy_source: object = None  # what vault.policy() gave (None: sealed), compared by identity
         self._policy: Policy | None = None
@@ -351,6 +358,13 @@ class Dispatcher:
             warnings.append(vault.missing_vault())
         if vault.last_write_error:
             warnings.append(f"the last vault write failed: {vault.last_write_error}")
+        owner = session.peer.uid == self.own_uid
+        upstreams = vault.upstream_list() if owner else []
+        alarms = list(vault.alarms) if owner else []
+        warnings.extend(f"ALARM: {alarm['message'].removeprefix('ALARM: ')}" for alarm in alarms)
+        warnings.extend(
+            f"upstream {u['name']!r} is {u['state']}: {u['last_error']}" for u in upstreams if u["last_error"]
+        )
         return {
             "state": str(vault.state),
             "version": __version__,
@@ -366,6 +380,8 @@ class Dispatcher:
             "memory_locked": self.memory_locked,
             "dumpable": is_dumpable(),
             "credentials": [c for c in vault.describe() if access.shows(c["name"])],
+            "upstreams": upstreams,
+            "alarms": alarms,
             "warnings": warnings,
         }
 
@@ -430,7 +446,12 @@ class Dispatcher:
 
     async def _put(self, params: _Params, session: Session) -> Any:
         created = await self.vault.put(
-            _secret(params), params["name"], params["kind"], params["config"], replace=params["replace"]
+            _secret(params),
+            params["name"],
+            params["kind"],
+            params["config"],
+            replace=params["replace"],
+            source=params["source"],
         )
         return {"name": params["name"], "kind": params["kind"], "created": created}
 
@@ -442,7 +463,9 @@ class Dispatcher:
         return {"credentials": await self.vault.list(_secret(params))}
 
     async def _renew(self, params: _Params, session: Session) -> Any:
-        return {"credential": await self.vault.renew(_secret(params), params["name"])}
+        upstream = self.vault.has_upstream(params["name"])
+        described = await self.vault.renew(_secret(params), params["name"])
+        return {"upstream": described} if upstream else {"credential": described}
 
     async def _policy_get(self, params: _Params, session: Session) -> Any:
         stored = await self.vault.get_policy(_secret(params))
@@ -471,6 +494,28 @@ class Dispatcher:
         finally:
             new_passphrase.wipe()
         return {}
+
+    async def _upstream_put(self, params: _Params, session: Session) -> Any:
+        name = params["name"]
+        try:
+            described = await self.vault.put_upstream(
+                _secret(params), name, params["kind"], params["config"], replace=params["replace"]
+            )
+        except UpstreamAlarm as alarm:  # its own line, beside the FORBIDDEN the call gets
+            self._audit(session.identity, Method.UPSTREAM_PUT, name, "alarm", why=str(alarm))
+            raise
+        return {"upstream": described}
+
+    async def _upstream_remove(self, params: _Params, session: Session) -> Any:
+        await self.vault.remove_upstream(_secret(params), params["name"])
+        return {"name": params["name"]}
+
+    async def _upstream_list(self, params: _Params, session: Session) -> Any:
+        return {
+            "state": str(self.vault.state),
+            "upstreams": self.vault.upstream_list(),
+            "alarms": list(self.vault.alarms),
+        }
 
 
 def _secret(params: _Params) -> Secret:

@@ -37,6 +37,9 @@ from ._rollback import GenerationRecords, Verdict
 from ._secret import Secret, scrub_freed_memory
 from ._signing import sign_now, sign_request
 from ._throttle import FailureDelay
+from ._upstream import UpstreamConfig
+from ._upstreams import Upstreams
+from ._vault_upstreams import VaultUpstreams
 from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
@@ -44,7 +47,7 @@ __all__ = ["FailureDelay", "Vault"]
 log = logging.getLogger("vaultd.vault")
 
 
-class Vault:
+class Vault(VaultUpstreams):
     """The in-memory vault and its file (``vault``, with ``vault.bak`` the previous one)."""
 
     def __init__(
@@ -84,6 +87,10 @@ class Vault:
         self._nonce_locks: dict[str, trio.Lock] = {}
         self._open: OpenVault | None = None
         self._credentials: dict[str, Credential] = {}
+        self._upstream_configs: dict[str, UpstreamConfig] = {}
+        self._upstreams: Upstreams | None = None
+        #: Alarms raised (a replayed wrapping token...), newest last, for the daemon's life.
+        self.alarms: list[dict[str, Any]] = []
         self._epoch = 0
         self._initialized = self.path.exists()
         self._generation = 0
@@ -217,31 +224,33 @@ class Vault:
                 self._initialized = False
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
             try:
-                credentials, policy, sealed_key = read_body(body)
+                read = read_body(body)
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 data_key.wipe()
                 raise RpcError(
                     ErrorCode.VAULT_DAMAGED,
                     f"vault holds a record this version cannot read ({type(exc).__name__})",
                 ) from None
-            audit_key = sealed_key or new_audit_key()  # an older vault: kept from its next write
+            audit_key = read.audit_key or new_audit_key()  # an older vault: kept from its next write
             try:
                 body = {**body, "audit_key": audit_key}
-                accepted = await self._check_rollback(header, data_key, body, sealed_key, accept_rollback)
+                accepted = await self._check_rollback(header, data_key, body, read.audit_key, accept_rollback)
                 if self._epoch != epoch:  # 'vault.lock' arrived while the KDF ran: the brake wins
                     raise RpcError(ErrorCode.LOCKED, "the vault was locked while this unlock ran")
             except BaseException:
                 data_key.wipe()
-                for credential in credentials.values():
-                    credential.wipe()
+                read.wipe()
                 raise
             del body
-            self._open = OpenVault(header, data_key, policy, Secret(audit_key))
+            credentials = read.credentials
+            self._open = OpenVault(header, data_key, read.policy, Secret(audit_key))
             self._credentials = credentials
+            self._upstream_configs = read.upstreams
             self._generation = max(self._generation, header.generation)
             self._kdf_profile = header.kdf.profile_name()
             self._epoch += 1
             await self._start_renewer()
+            await self._start_upstreams()
             self._on_change()
             log.info("vault unlocked (%d credentials, generation %d)", len(credentials), self._generation)
             return accepted
@@ -277,6 +286,7 @@ class Vault:
         if self._renewer is not None:
             self._renewer.stop()
             self._renewer = None
+        self._stop_upstreams()
         if self._open is not None:
             self._open.wipe()
         for credential in self._credentials.values():
@@ -292,41 +302,74 @@ class Vault:
 
     # -- admin methods: passphrase in every call -----------------------------------------
 
-    async def put(self, passphrase: Secret, name: str, kind: str, config: dict[str, Any], *, replace: bool) -> bool:
-        """Add or (with ``replace``) replace a credential; return whether it was new.
+    async def put(
+        self,
+        passphrase: Secret,
+        name: str,
+        kind: str,
+        config: dict[str, Any] | None,
+        *,
+        replace: bool,
+        source: dict[str, Any] | None = None,
+    ) -> bool:
+        """Add or (with ``replace``) replace a credential; return whether it was new. Its
+        configuration is ``config``, or the record ``source`` names in an upstream, read now.
 
         Raises:
-            RpcError: LOCKED, BAD_PASSPHRASE, INVALID_PARAMS, ALREADY_EXISTS, STORAGE_FAILED.
+            RpcError: LOCKED, BAD_PASSPHRASE, INVALID_PARAMS, ALREADY_EXISTS, STORAGE_FAILED;
+                with a source, FORBIDDEN and UPSTREAM_UNAVAILABLE too.
         """
         async with self._lock:
             opened, epoch = await self._admin(passphrase)
             existing = self._credentials.get(name)
             if existing is not None and not replace:
                 raise RpcError(ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (put with replace to overwrite)")
-            try:
-                credential = from_config(name, kind, config, self._clock())
-            except ConfigError as exc:
-                raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-            if existing is not None:
-                credential.created_at = existing.created_at
-                carry = getattr(credential.provider, "carry_nonce_from", None)
-                if carry is not None and type(existing.provider) is type(credential.provider):
-                    carry(existing.provider)
-            updated = {**self._credentials, name: credential}
-            try:
-                await self._persist(opened, epoch, updated)
-            finally:
-                # Whatever the outcome, drop the secret that memory does not hold.
-                committed = self._credentials is updated
-                dropped = existing if committed else credential
-                if dropped is not None:
-                    dropped.wipe()
-                if committed and self._renewer is not None:
-                    if existing is not None:
-                        self._renewer.forget(existing)
-                    self._renewer.start(credential)
+            if name in self._upstream_configs:
+                raise RpcError(
+                    ErrorCode.ALREADY_EXISTS, f"an upstream is named {name!r}: give the credential another name"
+                )
+            if (config is None) == (source is None):
+                raise RpcError(ErrorCode.INVALID_PARAMS, "give exactly one of 'config' and 'source'")
+            if source is not None:
+                credential = await self._sourced(name, kind, source)
+            else:
+                assert config is not None
+                try:
+                    credential = from_config(name, kind, config, self._clock())
+                except ConfigError as exc:
+                    raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+            await self._swap_in(opened, epoch, existing, credential)
             log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
             return existing is None
+
+    async def _swap_in(
+        self, opened: OpenVault, epoch: int, existing: Credential | None, credential: Credential
+    ) -> None:
+        """Write the vault with ``credential`` in place of ``existing`` (or added), then serve it.
+
+        Raises:
+            RpcError: STORAGE_FAILED, LOCKED (as :meth:`_persist`).
+        """
+        if existing is not None:
+            credential.created_at = existing.created_at
+            carry = getattr(credential.provider, "carry_nonce_from", None)
+            if carry is not None and type(existing.provider) is type(credential.provider):
+                carry(existing.provider)
+        updated = {**self._credentials, credential.name: credential}
+        try:
+            await self._persist(opened, epoch, updated)
+        finally:
+            # Whatever the outcome, drop the secret that memory does not hold.
+            committed = self._credentials is updated
+            dropped = existing if committed else credential
+            if dropped is not None:
+                dropped.wipe()
+            if committed and self._renewer is not None:
+                if existing is not None:
+                    self._renewer.forget(existing)
+                self._renewer.start(credential)
+            if committed and self._upstreams is not None:
+                self._upstreams.track(credential)
 
     async def remove(self, passphrase: Secret, name: str) -> None:
         """Raises: RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL, STORAGE_FAILED."""
@@ -362,6 +405,10 @@ class Vault:
         renewer = self._renewer
         if renewer is None:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+        if name not in self._credentials:
+            described = await self.renew_upstream(name)
+            if described is not None:
+                return described
         log.info("credential %r: renewal forced by an operator", name)
         return await renewer.renew(name)
 
@@ -434,7 +481,7 @@ class Vault:
         async with self._write_lock:
             if self._epoch != epoch or self._open is not opened:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
-            body = sealed_body(changed, self._credentials)
+            body = sealed_body(changed, self._credentials, self._upstream_configs)
             try:
                 await self._write(changed.header, changed.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:
@@ -478,8 +525,8 @@ class Vault:
             RpcError: INVALID_PARAMS, FORBIDDEN (as :meth:`sign`).
         """
         credential = self._credentials.get(name) if self._open is not None else None
-        if credential is None:
-            return None  # the slow path says which refusal
+        if credential is None or credential.source is not None:
+            return None  # the slow path says which refusal (or checks the source)
         return sign_now(credential, request, self._clock)
 
     async def sign(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -494,6 +541,9 @@ class Vault:
         credential = self._credentials.get(name)
         if credential is None:
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
+        refused = None if credential.source is None else credential.source.refusal(name, self._clock())
+        if refused is not None:
+            raise refused
         lock = self._nonce_locks.setdefault(name, trio.Lock())
         return await sign_request(credential, request, self._clock, lock, self._persist_current)
 
@@ -546,8 +596,16 @@ class Vault:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
         return self._open, epoch
 
-    async def _persist(self, opened: OpenVault, epoch: int, credentials: dict[str, Credential]) -> None:
-        """Write ``credentials`` to the vault file, then make them the ones in memory.
+    async def _persist(
+        self,
+        opened: OpenVault,
+        epoch: int,
+        credentials: dict[str, Credential],
+        *,
+        upstreams: dict[str, UpstreamConfig] | None = None,
+    ) -> None:
+        """Write ``credentials`` (and ``upstreams``, if given) to the vault file, then make them
+        the ones in memory.
 
         Memory always matches the file: it changes when the file did, including when only
         the final folder fsync failed (the change is in effect, its durability unknown).
@@ -555,13 +613,15 @@ class Vault:
         Raises:
             RpcError: STORAGE_FAILED; LOCKED if the vault was locked during the write.
         """
+        if upstreams is None:
+            upstreams = self._upstream_configs
         try:
             async with self._write_lock:
-                body = sealed_body(opened, credentials)
+                body = sealed_body(opened, credentials, upstreams)
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
         except NotDurable as exc:
             if self._epoch == epoch:
-                self._credentials = credentials
+                self._credentials, self._upstream_configs = credentials, upstreams
                 self._on_change()
             raise RpcError(
                 ErrorCode.STORAGE_FAILED,
@@ -569,7 +629,7 @@ class Vault:
             ) from None
         if self._epoch != epoch:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran (the change was saved)")
-        self._credentials = credentials
+        self._credentials, self._upstream_configs = credentials, upstreams
         self._on_change()
 
     async def _persist_current(self) -> None:
@@ -584,7 +644,7 @@ class Vault:
         async with self._write_lock:
             if self._epoch != epoch:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked before the write")
-            body = sealed_body(opened, self._credentials)
+            body = sealed_body(opened, self._credentials, self._upstream_configs)
             try:
                 await self._write(opened.header, opened.data_key, body, generation=self._generation + 1)
             except NotDurable as exc:

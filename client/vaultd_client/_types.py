@@ -115,8 +115,9 @@ class Signed(Value):
 
 
 class WatchEvent(Value):
-    """``kind`` is ``updated`` (``token`` holds the new token), ``expired`` or ``locked``
-    (the vault was locked: the watch ends after this event)."""
+    """``kind`` is ``updated`` (``token`` holds the new token; None for a signing credential,
+    whose key changed upstream), ``expired`` or ``locked`` (the vault was locked: the watch
+    ends after this event)."""
 
     __slots__ = __match_args__ = ("kind", "name", "token")
     kind: str

@@ -51,6 +51,9 @@ class Method(enum.StrEnum):
     POLICY_GET = "policy.get"
     POLICY_SET = "policy.set"
     VAULT_REKEY = "vault.rekey"
+    UPSTREAM_PUT = "upstream.put"
+    UPSTREAM_REMOVE = "upstream.remove"
+    UPSTREAM_LIST = "upstream.list"
 
 
 class Notify(enum.StrEnum):
@@ -75,6 +78,8 @@ class CredentialState(enum.StrEnum):
     DEGRADED = "DEGRADED"
     EXPIRED = "EXPIRED"
     NEEDS_REAUTH = "NEEDS_REAUTH"
+    #: Sourced from an upstream whose record was deleted or destroyed: not served.
+    PULLED = "PULLED"
 
 
 class KdfProfile(enum.StrEnum):
@@ -158,8 +163,9 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
         _PASSPHRASE,
         _NAME,
         Field("kind", "str", max_len=32),
-        Field("config", "map"),
+        Field("config", "map", required=False, default=None, nullable=True),
         Field("replace", "bool", required=False, default=False),
+        Field("source", "map", required=False, default=None, nullable=True),
     ),
     Method.CREDENTIAL_REMOVE: (_PASSPHRASE, _NAME),
     Method.CREDENTIAL_LIST: (_PASSPHRASE,),
@@ -167,6 +173,15 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     Method.POLICY_GET: (_PASSPHRASE,),
     Method.POLICY_SET: (_PASSPHRASE, Field("policy", "map")),
     Method.VAULT_REKEY: (_PASSPHRASE, Field("new_passphrase", "secret", max_len=4096)),
+    Method.UPSTREAM_PUT: (
+        _PASSPHRASE,
+        _NAME,
+        Field("kind", "str", max_len=32),
+        Field("config", "map"),
+        Field("replace", "bool", required=False, default=False),
+    ),
+    Method.UPSTREAM_REMOVE: (_PASSPHRASE, _NAME),
+    Method.UPSTREAM_LIST: (),
 }
 
 

@@ -1,0 +1,301 @@
+"""One upstream (an OpenBao server): its settings and sealed AppRole secrets, and its session.
+
+:class:`UpstreamConfig` is what ``vaultctl upstream add`` stores (the secret_id sealed in the
+vault like every secret: it is needed again to log in after the token's max TTL).
+:class:`BaoSession` is the provider of the upstream's own token: the renewer schedules it like
+any credential (renewal at 2/3 of its TTL with jitter, backoff, a call budget of its own); a
+fetch renews the token, or logs in when there is none, when the last renewal came back
+shorter than asked (max TTL reached), or when a call found the token refused (403).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ._bao import BaoClient, BaoError, BaoForbidden, BaoRefused, BaoRequestError, check_address, check_segment
+from ._credentials import NAME_PATTERN
+from ._providers import ConfigError, FetchContext, Issued, UpstreamError
+from ._secret import Secret
+from ._source import DEFAULT_MAX_STALE
+
+__all__ = ["KINDS", "BaoSession", "UpstreamConfig"]
+
+log = logging.getLogger("vaultd.upstream")
+
+KINDS = ("openbao",)
+_FIELDS = frozenset({"address", "ca_file", "namespace", "kv_mount", "auth", "max_stale", "connect_timeout", "timeout"})
+_AUTH_FIELDS = frozenset({"method", "mount", "role", "role_id", "secret_id", "wrapped_secret_id"})
+#: A renewal granting less than this share of what was asked means the max TTL is near: log in.
+_SHORT_RENEWAL = 0.9
+
+
+def _text(config: Mapping[str, Any], key: str, where: str, *, default: str | None = None, max_len: int = 512) -> str:
+    value = config.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"'{where}{key}' is required and must be a non-empty string")
+    if len(value) > max_len or value != value.strip() or not value.isprintable():
+        raise ConfigError(f"'{where}{key}' must be at most {max_len} printable characters, without surrounding spaces")
+    return value
+
+
+def _segment(config: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = _text(config, key, where, default=default, max_len=128)
+    try:
+        return check_segment(value, f"{where}{key}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _seconds(config: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key!r} must be a number of seconds")
+    if not low <= value <= high:
+        raise ConfigError(f"{key!r} must be between {low:g} and {high:g} seconds")
+    return float(value)
+
+
+@dataclass(eq=False, repr=False)
+class UpstreamConfig:
+    """One OpenBao upstream as stored sealed in the vault. ``role_id`` and ``secret_id`` are secrets."""
+
+    name: str
+    address: str
+    ca_file: str | None
+    namespace: str | None
+    kv_mount: str
+    auth_mount: str
+    role: str
+    role_id: Secret
+    secret_id: Secret | None
+    max_stale: float
+    connect_timeout: float
+    timeout: float
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    kind: str = "openbao"
+
+    @classmethod
+    def from_config(cls, name: str, kind: str, config: Mapping[str, Any]) -> tuple[UpstreamConfig, Secret | None]:
+        """The settings ``upstream.put`` was given, and the wrapping token to unwrap (if given one).
+
+        Raises:
+            ConfigError: the message names the field at fault, never a value.
+        """
+        if not NAME_PATTERN.fullmatch(name):
+            raise ConfigError(
+                "upstream names are 1 to 64 characters of letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit"
+            )
+        if kind not in KINDS:
+            raise ConfigError(f"unknown upstream kind {kind[:32]!r} (known: {', '.join(KINDS)})")
+        unknown = set(config) - _FIELDS
+        if unknown:
+            raise ConfigError(
+                f"unknown field(s) for an upstream: {_shown(unknown)} (known: {', '.join(sorted(_FIELDS))})"
+            )
+        address = _text(config, "address", "")
+        ca_file = config.get("ca_file")
+        if ca_file is not None:
+            ca_file = _text(config, "ca_file", "", max_len=4096)
+        try:
+            address = check_address(address, ca_file)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        namespace = None if config.get("namespace") is None else _segment(config, "namespace", "")
+        auth = config.get("auth")
+        if not isinstance(auth, dict):
+            raise ConfigError('\'auth\' is required: {"method": "approle", "role": ..., "role_id": ..., ...}')
+        unknown = set(auth) - _AUTH_FIELDS
+        if unknown:
+            raise ConfigError(
+                f"unknown field(s) in 'auth': {_shown(unknown)} (known: {', '.join(sorted(_AUTH_FIELDS))})"
+            )
+        if auth.get("method", "approle") != "approle":
+            raise ConfigError("'auth.method' must be 'approle' (the only method vaultd logs in with)")
+        given = [k for k in ("secret_id", "wrapped_secret_id") if auth.get(k) is not None]
+        if len(given) != 1:
+            raise ConfigError("'auth' needs exactly one of 'secret_id' and 'wrapped_secret_id'")
+        secret_key = given[0]
+        secret = Secret(_text(auth, secret_key, "auth.", max_len=4096))
+        upstream = cls(
+            name=name,
+            address=address,
+            ca_file=ca_file,
+            namespace=namespace,
+            kv_mount=_segment(config, "kv_mount", "", default="secret"),
+            auth_mount=_segment(auth, "mount", "auth.", default="approle"),
+            role=_segment(auth, "role", "auth."),
+            role_id=Secret(_text(auth, "role_id", "auth.", max_len=4096)),
+            secret_id=secret if secret_key == "secret_id" else None,
+            max_stale=_seconds(config, "max_stale", DEFAULT_MAX_STALE, 1.0, 365 * 86_400.0),
+            connect_timeout=_seconds(config, "connect_timeout", 2.0, 0.1, 60.0),
+            timeout=_seconds(config, "timeout", 5.0, 0.1, 300.0),
+            kind=kind,
+        )
+        return upstream, (secret if secret_key == "wrapped_secret_id" else None)
+
+    @property
+    def secret_id_path(self) -> str:
+        """The ``creation_path`` a wrapping token of this role's secret_id must have."""
+        return f"auth/{self.auth_mount}/role/{self.role}/secret-id"
+
+    def client(self) -> BaoClient:
+        return BaoClient(
+            self.address,
+            namespace=self.namespace,
+            ca_file=self.ca_file,
+            connect_timeout=self.connect_timeout,
+            total_timeout=self.timeout,
+        )
+
+    def to_record(self) -> dict[str, Any]:
+        """The sealed form (reveals the AppRole secrets: only for the vault body)."""
+        assert self.secret_id is not None, "an upstream is stored only once its secret_id is known"
+        return {
+            "kind": self.kind,
+            "config": {
+                "address": self.address,
+                "ca_file": self.ca_file,
+                "namespace": self.namespace,
+                "kv_mount": self.kv_mount,
+                "auth": {
+                    "method": "approle",
+                    "mount": self.auth_mount,
+                    "role": self.role,
+                    "role_id": self.role_id.reveal_str(),
+                    "secret_id": self.secret_id.reveal_str(),
+                },
+                "max_stale": self.max_stale,
+                "connect_timeout": self.connect_timeout,
+                "timeout": self.timeout,
+            },
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    @classmethod
+    def from_record(cls, name: str, record: Mapping[str, Any]) -> UpstreamConfig:
+        """Raises: KeyError, ValueError, TypeError: a record this version cannot read."""
+        try:
+            upstream, _ = cls.from_config(name, record["kind"], record["config"])
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        upstream.created_at = float(record["created_at"])
+        upstream.updated_at = float(record["updated_at"])
+        return upstream
+
+    def describe(self) -> dict[str, Any]:
+        """Non-secret settings for ``upstream list`` and ``status``."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "address": self.address,
+            "namespace": self.namespace,
+            "kv_mount": self.kv_mount,
+            "auth": {"method": "approle", "mount": self.auth_mount, "role": self.role},
+            "max_stale": self.max_stale,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+    def wipe(self) -> None:
+        self.role_id.wipe()
+        if self.secret_id is not None:
+            self.secret_id.wipe()
+
+    def __repr__(self) -> str:
+        return f"UpstreamConfig(name={self.name!r}, address={self.address!r})"
+
+
+class BaoSession:
+    """The upstream's own token, as a provider the renewer schedules (never served to engines)."""
+
+    kind: ClassVar[str] = "openbao-session"
+    renewable: ClassVar[bool] = True
+    FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: UpstreamConfig, client: BaoClient) -> None:
+        self.config = config
+        self.client = client
+        self._token: Secret | None = None
+        self._ttl = 0.0
+        self._renewable = False
+        self._login_next = True
+        #: Logins made (each is one call to ``auth/<mount>/login``), for ``status``.
+        self.logins = 0
+
+    def invalidate(self) -> None:
+        """A call with the current token got 403: the next fetch logs in (no renewal first)."""
+        self._login_next = True
+
+    async def fetch(self, ctx: FetchContext) -> Issued:
+        """Renew the token, or log in (see the module docstring).
+
+        Raises:
+            UpstreamError: ``reauth`` when the login itself was refused (400/403).
+        """
+        if self._login_next or self._token is None or not self._renewable:
+            return await self._login(ctx)
+        try:
+            renewed = await self.client.renew_self(self._token, self._ttl)
+        except BaoForbidden:
+            log.info("upstream %r: its token was refused on renewal: logging in again", self.config.name)
+            return await self._login(ctx)
+        except BaoError as exc:
+            raise UpstreamError(f"token renewal failed: {exc}") from None
+        if renewed.ttl < self._ttl * _SHORT_RENEWAL:
+            log.info(
+                "upstream %r: renewal granted %.0f s of %.0f s asked (max TTL ahead): logging in again",
+                self.config.name,
+                renewed.ttl,
+                self._ttl,
+            )
+            return await self._login(ctx)
+        return self._issued(ctx, renewed.ttl)
+
+    async def _login(self, ctx: FetchContext) -> Issued:
+        secret_id = self.config.secret_id
+        assert secret_id is not None
+        self.logins += 1
+        try:
+            token = await self.client.login_approle(self.config.auth_mount, self.config.role_id, secret_id)
+        except (BaoRefused, BaoRequestError) as exc:
+            raise UpstreamError(
+                f"login refused: {exc}: give it a new secret_id ('vaultctl upstream add {self.config.name} --replace')",
+                reauth=True,
+            ) from None
+        except BaoError as exc:
+            raise UpstreamError(f"login failed: {exc}") from None
+        self.wipe()
+        self._token, self._ttl, self._renewable = token.token, token.ttl, token.renewable
+        self._login_next = False
+        return self._issued(ctx, token.ttl)
+
+    def _issued(self, ctx: FetchContext, ttl: float) -> Issued:
+        assert self._token is not None
+        now = ctx.now()
+        expires_at = None if ttl <= 0 else now + ttl  # a root-like token without TTL never expires
+        return Issued(Secret(self._token.reveal()), now, expires_at, token_type="openbao")  # noqa: S106 - a type name
+
+    def to_record(self) -> dict[str, Any]:
+        return {}  # the session is never stored: each unlock logs in
+
+    def describe(self) -> dict[str, Any]:
+        return {"logins": self.logins}
+
+    def warnings(self, now: float) -> list[str]:
+        return []
+
+    def wipe(self) -> None:
+        if self._token is not None:
+            self._token.wipe()
+            self._token = None
+
+
+def _shown(keys: set[Any]) -> str:
+    return ", ".join(sorted(str(k)[:32] for k in keys))

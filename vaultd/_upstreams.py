@@ -1,0 +1,495 @@
+"""The upstreams of an unlocked vault at work: their sessions, the refresh of sourced credentials, transit.
+
+Lives from unlock to lock, beside the renewer. Each upstream's token is a credential of a
+second, private :class:`Renewer` (never in the engines' map, never published to watchers),
+so it renews at 2/3 of its TTL with jitter, backs off, and spends a budget of its own. Each
+upstream has one refresh task: at most one read in flight per upstream, each sourced
+credential read every ``refresh`` seconds (jittered), under the credential's own call budget.
+What a read finds is applied by the vault (:class:`SourcedVault`): a higher version is
+written before it is served, a lower one is ignored, a 404 pulls the credential. A 403 on
+any call means one login (shared by whoever got it) and one retry, never a loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+from vaultd_protocol import CredentialState, ErrorCode
+
+from ._bao import BaoClient, BaoError, BaoForbidden, BaoNotFound, BaoWrapInvalid, KvVersion
+from ._credentials import Credential
+from ._errors import RpcError
+from ._providers import FetchContext, Issued, UpstreamError
+from ._renewer import Renewer
+from ._secret import Secret
+from ._upstream import BaoSession, UpstreamConfig
+from ._watch import WatchHub
+
+__all__ = ["SourcedVault", "UpstreamAlarm", "Upstreams", "take_wrapped_secret_id"]
+
+log = logging.getLogger("vaultd.upstreams")
+
+_T = TypeVar("_T")
+#: Alarms kept for ``status`` (the newest), for the daemon's life.
+ALARMS_KEPT = 16
+
+
+class UpstreamAlarm(RpcError):
+    """A wrapping token that was already unwrapped, or made for another path: refused, and raised
+    as an alarm (``status``, the audit log), never silently accepted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.FORBIDDEN, f"ALARM: {message}")
+
+
+class SourcedVault(Protocol):
+    """What the refresh needs of the vault: its credentials, and the writes it makes."""
+
+    def sourced_credentials(self) -> Mapping[str, Credential]: ...
+
+    async def adopt_version(self, credential: Credential, record: KvVersion) -> None:
+        """Build the credential from ``record`` (a higher version, or the held one after a pull),
+        write the vault, then serve it. Raises: RpcError (INVALID_PARAMS for a record that is
+        not a valid configuration; STORAGE_FAILED; LOCKED)."""
+        ...
+
+    async def pull(self, credential: Credential, reason: str) -> None:
+        """Stop serving ``credential`` and write that down. Raises: RpcError."""
+        ...
+
+    async def save_confirmation(self) -> None:
+        """Write the vault as memory holds it (the copies' confirmation times). Raises: RpcError."""
+        ...
+
+    def changed(self) -> None: ...
+
+
+async def take_wrapped_secret_id(config: UpstreamConfig, wrapped: Secret) -> None:
+    """Check a response-wrapping token's ``creation_path``, then unwrap it into ``config.secret_id``.
+
+    Raises:
+        UpstreamAlarm: the token does not look up (already unwrapped, expired, never issued),
+            was made for another path, or was unwrapped by someone else between lookup and unwrap.
+        RpcError: UPSTREAM_UNAVAILABLE (OpenBao could not be asked: the token is still unused).
+    """
+    client = config.client()
+    try:
+        try:
+            info = await client.lookup_wrapping(wrapped)
+        except BaoWrapInvalid:
+            raise UpstreamAlarm(
+                f"upstream {config.name!r}: the wrapping token does not look up: already unwrapped (by "
+                "whom?), expired, or never issued. Ask for a new one and find out who used this one"
+            ) from None
+        if info.creation_path != config.secret_id_path:
+            raise UpstreamAlarm(
+                f"upstream {config.name!r}: the wrapping token wraps {info.creation_path!r}, not a secret_id "
+                f"of role {config.role!r} ({config.secret_id_path!r}): it was not unwrapped"
+            )
+        try:
+            data = await client.unwrap(wrapped)
+        except BaoWrapInvalid:
+            raise UpstreamAlarm(
+                f"upstream {config.name!r}: the wrapping token was unwrapped by someone else between its "
+                "lookup and vaultd's unwrap"
+            ) from None
+    except BaoError as exc:
+        raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {config.name!r}: {exc}") from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+    secret_id = data.get("secret_id")
+    if not isinstance(secret_id, str) or not secret_id:
+        raise UpstreamAlarm(f"upstream {config.name!r}: the wrapping token held no secret_id")
+    config.secret_id = Secret(secret_id)
+
+
+class _Upstream:
+    """One upstream at work: its settings, client, session and refresh queue."""
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self.config = config
+        self.client: BaoClient = config.client()
+        self.session = Credential(config.name, BaoSession(config, self.client), config.created_at, config.updated_at)
+        self.heap: list[tuple[float, int, str]] = []
+        self.due: dict[str, int] = {}
+        self.wake = trio.Event()
+        self.scope = trio.CancelScope()
+        #: The token of the login :meth:`Upstreams.prepare` made, until the renewer takes it.
+        self.first: Issued | None = None
+
+    async def close(self) -> None:
+        self.session.wipe()
+        if self.first is not None:
+            self.first.wipe()
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            await self.client.aclose()
+
+    @property
+    def provider(self) -> BaoSession:
+        session = self.session.provider
+        assert isinstance(session, BaoSession)
+        return session
+
+
+class Upstreams:
+    """Every upstream of an unlocked vault (see the module docstring)."""
+
+    def __init__(
+        self,
+        configs: Mapping[str, UpstreamConfig],
+        vault: SourcedVault,
+        *,
+        wall: Callable[[], float],
+        alarms: list[dict[str, Any]],
+        rng: random.Random | None = None,
+        renewer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._vault = vault
+        self._wall = wall
+        self._rng = rng or random.SystemRandom()
+        #: The daemon's alarms (kept by the vault across locks), newest last.
+        self.alarms = alarms
+        self._upstreams: dict[str, _Upstream] = {name: _Upstream(c) for name, c in configs.items()}
+        options = dict(renewer_options or {})
+        options.pop("http", None)
+        self._renewer = Renewer(
+            self._sessions,
+            wall=wall,
+            persist=_nothing_to_persist,
+            hub=WatchHub(),  # private: nobody subscribes to an upstream's token
+            http=_NO_SHARED_HTTP,
+            on_change=vault.changed,
+            **options,
+        )
+        self._nursery: trio.Nursery | None = None
+        self._scope = trio.CancelScope()
+        self._seq = itertools.count()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Log every upstream in and keep refreshing until cancelled (the vault locks)."""
+        try:
+            with self._scope:
+                await self._run(task_status)
+        finally:
+            self._nursery = None
+            for upstream in list(self._upstreams.values()):
+                await upstream.close()
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._renewer.run)
+            for upstream in self._upstreams.values():
+                nursery.start_soon(self._refresh_loop, upstream)
+            for credential in self._vault.sourced_credentials().values():
+                self.track(credential)
+            task_status.started()
+
+    def wipe(self) -> None:
+        """Drop every session token (the vault locked). Settings stay the vault's to wipe."""
+        self._scope.cancel()
+        self._renewer.stop()
+        for upstream in self._upstreams.values():
+            upstream.session.wipe()
+
+    def configs(self) -> dict[str, UpstreamConfig]:
+        return {name: upstream.config for name, upstream in self._upstreams.items()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._upstreams
+
+    async def prepare(self, config: UpstreamConfig) -> _Upstream:
+        """A new upstream, logged in if OpenBao answers, not yet at work (see :meth:`install`).
+
+        Raises:
+            RpcError: NEEDS_REAUTH: OpenBao refused the login (nothing is kept).
+        """
+        upstream = _Upstream(config)
+        try:
+            upstream.first = await upstream.provider.fetch(FetchContext(self._wall))
+        except UpstreamError as exc:
+            if exc.reauth:
+                await upstream.close()
+                raise RpcError(ErrorCode.NEEDS_REAUTH, f"upstream {config.name!r}: {exc} (nothing was saved)") from None
+            upstream.session.last_error, upstream.session.failures = str(exc), 1
+        return upstream
+
+    def install(self, upstream: _Upstream) -> dict[str, Any]:
+        """Put a prepared upstream to work, in place of any of its name; describe it."""
+        name = upstream.config.name
+        old = self._upstreams.get(name)
+        self._upstreams[name] = upstream
+        if old is not None:
+            self._stop(old)
+            upstream.heap, upstream.due = old.heap, old.due
+        for credential in self._vault.sourced_credentials().values():
+            if credential.source is not None and credential.source.upstream == name:
+                credential.source.max_stale = upstream.config.max_stale
+        if self._nursery is not None:
+            self._nursery.start_soon(self._refresh_loop, upstream)
+            first, upstream.first = upstream.first, None
+            if first is not None:
+                self._renewer.adopt(upstream.session, first)
+            else:
+                self._renewer.start(upstream.session)
+        return self.describe_one(upstream)
+
+    def remove(self, name: str) -> None:
+        upstream = self._upstreams.pop(name, None)
+        if upstream is not None:
+            self._stop(upstream)
+
+    def _stop(self, upstream: _Upstream) -> None:
+        upstream.scope.cancel()
+        self._renewer.forget(upstream.session)
+        upstream.session.wipe()
+        if self._nursery is not None:
+            self._nursery.start_soon(upstream.close)
+
+    def _sessions(self) -> Mapping[str, Credential]:
+        return {name: upstream.session for name, upstream in self._upstreams.items()}
+
+    async def renew(self, name: str) -> dict[str, Any]:
+        """One login now, whatever the state (``vaultctl renew UPSTREAM``): the operator acted."""
+        upstream = self._upstreams[name]
+        upstream.provider.invalidate()
+        await self._renewer.renew(name)
+        return self.describe_one(upstream)
+
+    # -- calls with the session's token ------------------------------------------------------
+
+    async def call(self, name: str, op: Callable[[BaoClient, Secret], Awaitable[_T]]) -> _T:
+        """``op(client, token)`` with the upstream's token; on 403, one login and one retry.
+
+        Raises:
+            BaoError: as ``op`` raises it (a second 403 included); BaoForbidden-free
+                :class:`RpcError` UPSTREAM_UNAVAILABLE when there is no upstream or no token.
+        """
+        upstream = self._upstreams.get(name)
+        if upstream is None:
+            raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"no upstream named {name!r}")
+        issued = await self._token(upstream)
+        try:
+            return await op(upstream.client, issued.token)
+        except BaoForbidden:
+            if upstream.session.issued is issued:  # nobody logged in since: this caller does, once
+                log.info("upstream %r: a call was refused (403): logging in again, then one retry", name)
+                upstream.provider.invalidate()
+                await self._renewer.attempt(name)
+            issued = await self._token(upstream, wait=False)
+            return await op(upstream.client, issued.token)
+
+    async def _token(self, upstream: _Upstream, *, wait: bool = True) -> Any:
+        session = upstream.session
+        if wait and session.valid_token(self._wall()) is None and session.renewing is not None:
+            with trio.move_on_after(upstream.config.timeout + 1.0):
+                await session.renewing.wait()
+        issued = session.valid_token(self._wall())
+        if issued is None:
+            why = session.last_error or "not logged in yet"
+            if session.state is CredentialState.NEEDS_REAUTH:
+                why = f"needs an operator: {why}"
+            raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {upstream.config.name!r} has no token: {why}")
+        return issued
+
+    async def read(self, name: str, path: str) -> KvVersion:
+        """The current version of ``path`` under the upstream's KV v2 mount.
+
+        Raises:
+            BaoError, RpcError: as :meth:`call`.
+        """
+        mount = self._upstreams[name].config.kv_mount if name in self._upstreams else ""
+        return await self.call(name, lambda client, token: client.kv_read(token, mount, path))
+
+    # -- transit (vaultd._providers.sign's Transit) -------------------------------------------
+
+    async def hmac(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
+        """Raises: RpcError: UPSTREAM_UNAVAILABLE (unreachable, or the key refused), FORBIDDEN (403)."""
+        return await self._transit(upstream, lambda c, t: c.transit_hmac(t, key, data, algorithm=algorithm))
+
+    async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
+        """Raises: RpcError: as :meth:`hmac`."""
+        if algorithm == "es256":
+            return await self._transit(
+                upstream,
+                lambda c, t: c.transit_sign(t, key, data, hash_algorithm="sha2-256", marshaling_algorithm="jws"),
+            )
+        return await self._transit(upstream, lambda c, t: c.transit_sign(t, key, data))
+
+    async def _transit(self, upstream: str, op: Callable[[BaoClient, Secret], Awaitable[bytes]]) -> bytes:
+        try:
+            return await self.call(upstream, op)
+        except BaoForbidden as exc:
+            raise RpcError(ErrorCode.FORBIDDEN, f"upstream {upstream!r} refused the transit call: {exc}") from None
+        except BaoError as exc:
+            raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {upstream!r}: transit: {exc}") from None
+
+    # -- refreshing sourced credentials -----------------------------------------------------
+
+    def track(self, credential: Credential, *, delay: float | None = None) -> None:
+        """Plan ``credential``'s next read (one refresh from now unless ``delay`` says otherwise)."""
+        source = credential.source
+        if source is None:
+            return
+        upstream = self._upstreams.get(source.upstream)
+        if upstream is None:
+            source.last_error = f"no upstream named {source.upstream!r}"
+            return
+        source.max_stale = upstream.config.max_stale
+        if delay is None:
+            delay = source.next_delay(self._rng.random())
+        seq = next(self._seq)
+        upstream.due[credential.name] = seq
+        heapq.heappush(upstream.heap, (trio.current_time() + delay, seq, credential.name))
+        source.next_read = self._wall() + delay
+        upstream.wake.set()
+
+    async def _refresh_loop(self, upstream: _Upstream) -> None:
+        with upstream.scope:
+            while True:
+                now = trio.current_time()
+                while upstream.heap and upstream.heap[0][0] <= now:
+                    _, seq, name = heapq.heappop(upstream.heap)
+                    if upstream.due.get(name) != seq:
+                        continue
+                    del upstream.due[name]
+                    credential = self._vault.sourced_credentials().get(name)
+                    if credential is None or credential.source is None:
+                        continue
+                    try:
+                        await self._refresh(upstream, credential)
+                    except Exception as exc:  # a bug in one refresh must not stop the others
+                        log.error("credential %r: refresh failed: %s", name, type(exc).__name__, exc_info=exc)
+                        self._failed(credential, f"internal error ({type(exc).__name__}); see the daemon's log")
+                    now = trio.current_time()
+                deadline = upstream.heap[0][0] if upstream.heap else math.inf
+                with trio.move_on_at(deadline):
+                    await upstream.wake.wait()
+                upstream.wake = trio.Event()
+
+    async def _refresh(self, upstream: _Upstream, credential: Credential) -> None:
+        source = credential.source
+        assert source is not None
+        name = credential.name
+        now = trio.current_time()
+        if not credential.budget.try_spend(now):
+            wait = credential.budget.next_available(now) - now
+            source.last_error = source.last_error or f"upstream call budget spent: next read in {wait:.0f} s"
+            self.track(credential, delay=wait)
+            return
+        credential.upstream_calls += 1
+        try:
+            record = await self.read(upstream.config.name, source.path)
+        except BaoNotFound as exc:
+            await self._pulled(credential, exc)
+            return
+        except (BaoError, RpcError) as exc:
+            self._failed(credential, str(exc))
+            return
+        try:
+            await self._apply(credential, record)
+        except RpcError as exc:
+            self._failed(credential, str(exc))
+            return
+        current = self._vault.sourced_credentials().get(name)
+        if current is not None:
+            self.track(current)
+
+    async def _apply(self, credential: Credential, record: KvVersion) -> None:
+        source = credential.source
+        assert source is not None
+        if record.version > source.version or (source.pulled is not None and record.version == source.version):
+            await self._vault.adopt_version(credential, record)
+            log.info(
+                "credential %r: version %d of %s:%s adopted",
+                credential.name,
+                record.version,
+                source.upstream,
+                source.path,
+            )
+            return
+        if record.version < source.version:
+            # A standby behind the leader: versions only go up. Not confirmation either.
+            log.info(
+                "credential %r: the upstream answered version %d, older than the %d held: ignored",
+                credential.name,
+                record.version,
+                source.version,
+            )
+            return
+        was_degraded = source.degraded()
+        source.confirmed_at, source.last_error, source.failures = self._wall(), None, 0
+        if was_degraded:
+            log.info("credential %r: %s:%s answers again", credential.name, source.upstream, source.path)
+            self._vault.changed()
+        if source.confirm_due_write():
+            await self._vault.save_confirmation()
+
+    async def _pulled(self, credential: Credential, exc: BaoNotFound) -> None:
+        source = credential.source
+        assert source is not None
+        reason = "destroyed" if exc.destroyed else "deleted" if exc.deleted else "not found (404)"
+        if exc.version is not None:
+            reason = f"version {exc.version} {reason}"
+        source.last_error, source.failures = None, 0
+        if source.pulled is None:
+            try:
+                await self._vault.pull(credential, reason)
+            except RpcError as error:
+                self._failed(credential, f"pulled upstream ({reason}), but not written: {error}")
+                return
+            log.warning("credential %r pulled: %s:%s %s", credential.name, source.upstream, source.path, reason)
+        self.track(credential)
+
+    def _failed(self, credential: Credential, message: str) -> None:
+        source = credential.source
+        assert source is not None
+        source.last_error = message
+        source.failures += 1
+        log.warning("credential %r: refresh from %s failed: %s", credential.name, source.upstream, message)
+        self._vault.changed()
+        if self._vault.sourced_credentials().get(credential.name) is credential:
+            self.track(credential)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [self.describe_one(self._upstreams[name]) for name in sorted(self._upstreams)]
+
+    def describe_one(self, upstream: _Upstream) -> dict[str, Any]:
+        session, now = upstream.session, self._wall()
+        issued = session.issued
+        sourced = sorted(
+            name
+            for name, credential in self._vault.sourced_credentials().items()
+            if credential.source is not None and credential.source.upstream == upstream.config.name
+        )
+        return {
+            **upstream.config.describe(),
+            "state": str(session.state_at(now)),
+            "token_expires_at": issued.expires_at if issued is not None else None,
+            "next_renewal": session.next_renewal,
+            "last_error": session.last_error,
+            "logins": upstream.provider.logins,
+            "upstream_calls": session.upstream_calls,
+            "sourced": sourced,
+        }
+
+
+async def _nothing_to_persist() -> None:
+    """An upstream's session is never written: each unlock logs in again."""
+
+
+#: The session renewer's providers bring their own HTTP client (each upstream its own CA).
+_NO_SHARED_HTTP = object()
