@@ -50,6 +50,26 @@ DESCRIPTION: dict[str, Any] = {
     "settings": {"type": "bearer", "not_after": EXPIRES},
     "created_at": 1764547200.0,
     "updated_at": 1764547200.0,
+    "source": None,
+}
+
+UPSTREAM: dict[str, Any] = {
+    "name": "bao",
+    "kind": "openbao",
+    "address": "http://127.0.0.1:8200",
+    "namespace": None,
+    "kv_mount": "secret",
+    "auth": {"method": "approle", "mount": "approle", "role": "host-a"},
+    "max_stale": 86400.0,
+    "created_at": 1764547200.0,
+    "updated_at": 1764547200.0,
+    "state": "FRESH",
+    "token_expires_at": EXPIRES,
+    "next_renewal": 1764549600.0,
+    "last_error": None,
+    "logins": 1,
+    "upstream_calls": 0,
+    "sourced": ["binance"],
 }
 
 POLICY_RULE: dict[str, Any] = {"unit": "engine-a.service", "credentials": ["demo*"], "methods": ["get", "watch"]}
@@ -196,6 +216,39 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
     ("policy.get", Method.POLICY_GET, 12, [{"passphrase": PASS}], {"rules": [POLICY_RULE]}),
     ("policy.set", Method.POLICY_SET, 13, [{"passphrase": PASS, "policy": {"rules": [POLICY_RULE]}}], {"rules": 1}),
     ("vault.rekey", Method.VAULT_REKEY, 14, [{"passphrase": PASS, "new_passphrase": "fake new passphrase"}], {}),
+    (
+        "credential.put, sourced from an upstream",
+        Method.CREDENTIAL_PUT,
+        15,
+        [
+            {
+                "passphrase": PASS,
+                "name": "binance",
+                "kind": "sign",
+                "source": {"upstream": "bao", "path": "desk/binance", "refresh": 60},
+            }
+        ],
+        {"name": "binance", "kind": "sign", "created": True},
+    ),
+    (
+        "upstream.put",
+        Method.UPSTREAM_PUT,
+        16,
+        [
+            {
+                "passphrase": PASS,
+                "name": "bao",
+                "kind": "openbao",
+                "config": {
+                    "address": "http://127.0.0.1:8200",
+                    "auth": {"method": "approle", "role": "host-a", "role_id": "fake-role-id", "secret_id": "fake"},
+                },
+            }
+        ],
+        {"upstream": UPSTREAM},
+    ),
+    ("upstream.remove", Method.UPSTREAM_REMOVE, 17, [{"passphrase": PASS, "name": "bao"}], {"name": "bao"}),
+    ("upstream.list", Method.UPSTREAM_LIST, 18, [], {"state": "UNLOCKED", "upstreams": [UPSTREAM], "alarms": []}),
 ]
 
 _GET = [{"name": "demo", "min_ttl": 0}]
@@ -372,6 +425,25 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
         ],
         None,
         "credential 'demo' exists (put with replace to overwrite)",
+        "",
+    ),
+    (
+        ErrorCode.PULLED,
+        "token.get",
+        39,
+        _GET,
+        None,
+        "credential 'demo' was pulled upstream (bao:desk/demo: version 3 deleted); it is served again when a new "
+        "version is written there",
+        "",
+    ),
+    (
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        "credential.put",
+        40,
+        [{"passphrase": PASS, "name": "demo", "kind": "static", "source": {"upstream": "bao", "path": "desk/demo"}}],
+        None,
+        "bao:desk/demo: connection refused (is OpenBao running at http://127.0.0.1:8200?)",
         "",
     ),
 ]

@@ -228,7 +228,8 @@ def test_two_async_watches_on_one_name_subscribe_once(fake: Callable[..., FakeDa
 
 
 def test_a_malformed_notification_drops_the_connection_with_a_clear_error(fake: Callable[..., FakeDaemon]) -> None:
-    bad = msgpack.packb([2, "token.updated", [{"name": "ex", "expires_at": 1.0}]])  # no token in it
+    # A token that is not a string (an update without a token is a signing credential's: fine).
+    bad = msgpack.packb([2, "token.updated", [{"name": "ex", "token": 5, "expires_at": 1.0}]])
 
     sent_bad: list[bool] = []
 
