@@ -290,11 +290,17 @@ class Upstreams:
             issued = await self._token(upstream, wait=False)
             return await op(upstream.client, issued.token)
 
-    async def _token(self, upstream: _Upstream, *, wait: bool = True) -> Any:
+    async def _token(self, upstream: _Upstream, *, wait: bool = True) -> Issued:
+        """The session's token; without one, one attempt now (or the one under way) first.
+
+        A read that finds no token starts the attempt itself rather than wait for the session's
+        backoff (up to 5 min): a credential then recovers within one refresh of OpenBao coming
+        back. The session's own budget still bounds its calls; NEEDS_REAUTH waits for an operator.
+        """
         session = upstream.session
-        if wait and session.valid_token(self._wall()) is None and session.renewing is not None:
+        if wait and session.valid_token(self._wall()) is None:
             with trio.move_on_after(upstream.config.timeout + 1.0):
-                await session.renewing.wait()
+                await self._renewer.attempt(upstream.config.name)
         issued = session.valid_token(self._wall())
         if issued is None:
             why = session.last_error or "not logged in yet"
