@@ -26,6 +26,7 @@ __all__ = [
     "NeedsReauth",
     "NotInitialized",
     "ProtocolError",
+    "Pulled",
     "RedirectRefused",
     "RemoteError",
     "RenewalFailed",
@@ -39,6 +40,7 @@ __all__ = [
     "UnknownMethod",
     "UnsupportedProtocol",
     "UntrustedSocket",
+    "UpstreamUnavailable",
     "VaultDamaged",
     "VaultdError",
     "error_from_info",
@@ -238,12 +240,26 @@ class AlreadyExists(RemoteError):
     code = ErrorCode.ALREADY_EXISTS
 
 
+class Pulled(RemoteError):
+    """The credential's record was deleted or destroyed in its upstream (OpenBao): it is not
+    served until a new version is written there."""
+
+    code = ErrorCode.PULLED
+
+
+class UpstreamUnavailable(RemoteError):
+    """A call that must reach the upstream now (a transit signature, ``add --from``) could not."""
+
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
+
+
 _BY_CODE: dict[int, type[RemoteError]] = {
     cls.code: cls
     for cls in (
         ProtocolError, TooLarge, UnknownMethod, InvalidParams, Internal, UnsupportedProtocol, Busy,
         NotInitialized, AlreadyInitialized, Locked, BadPassphrase, Forbidden, VaultDamaged,
         StorageFailed, Rollback, UnknownCredential, TokenExpired, RenewalFailed, NeedsReauth, AlreadyExists,
+        Pulled, UpstreamUnavailable,
     )
 }  # fmt: skip
 

@@ -374,6 +374,25 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
         "credential 'demo' exists (put with replace to overwrite)",
         "",
     ),
+    (
+        ErrorCode.PULLED,
+        "token.get",
+        43,
+        _GET,
+        None,
+        "credential 'demo' was deleted in its upstream (OpenBao): it is not served until a new version is "
+        "written there",
+        "",
+    ),
+    (
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        "token.sign",
+        44,
+        [{"name": "kraken-demo", "method": "POST", "url": "https://api.kraken.com/0/private/Balance"}],
+        None,
+        "nothing signed: OpenBao upstream 'bao' could not be reached (connection refused)",
+        "a credential whose key lives in OpenBao transit signs with one round trip to it per request",
+    ),
 ]
 
 # Error maps a client must cope with although this daemon sends none of them (SPEC.md section 4).

@@ -52,6 +52,8 @@ class ErrorCode(enum.IntEnum):
     RENEWAL_FAILED = 22
     NEEDS_REAUTH = 23
     ALREADY_EXISTS = 24
+    PULLED = 25
+    UPSTREAM_UNAVAILABLE = 26
 
 
 class ErrorInfo(Value):
