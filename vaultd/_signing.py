@@ -3,6 +3,10 @@
 Parses the URL, asks the credential's allow-list, fills in the time and (for Kraken) the
 daemon-owned nonce, and hands the rest to the exchange's scheme. A Kraken nonce above the
 vault's written high-water mark is used only after a higher mark is on disk.
+
+A credential whose key is in OpenBao transit (``backend``) signs on the slow path: everything
+above first (a refusal costs no round trip; the nonce mark is on disk before OpenBao is asked),
+then the scheme's two passes around one transit call (:mod:`vaultd._schemes._remote`).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from vaultd_protocol import ErrorCode
 from ._credentials import Credential
 from ._errors import RpcError
 from ._providers._http import is_loopback
-from ._providers.sign import SignProvider
-from ._schemes import SignError, SignRequest, encode_query
+from ._providers.sign import SignProvider, Transit, TransitBackend
+from ._schemes import Signed, SignError, SignRequest, encode_query
 
 __all__ = ["sign_now", "sign_request"]
 
@@ -58,14 +62,15 @@ class _Prepared:
 
 
 def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[], float]) -> dict[str, Any] | None:
-    """The ``token.sign`` result at once, or None for a scheme whose nonce needs a vault write.
+    """The ``token.sign`` result at once, or None for a scheme whose nonce needs a vault write
+    or a key in OpenBao transit.
 
     Raises:
         RpcError: as :func:`sign_request`.
     """
     provider = credential.provider
-    if isinstance(provider, SignProvider) and provider.scheme == "kraken":
-        return None  # its nonce may need a vault write: the slow path prepares it, once
+    if isinstance(provider, SignProvider) and (provider.scheme == "kraken" or provider.backend is not None):
+        return None  # a nonce that may need a vault write, or a round trip: the slow path, once
     prepared = _prepare(credential, request, clock)
     return _finish(prepared, prepared.proposed)
 
@@ -76,18 +81,28 @@ async def sign_request(
     clock: Callable[[], float],
     nonce_lock: trio.Lock,
     persist: Callable[[], Awaitable[None]],
+    *,
+    transit: Transit | None = None,
 ) -> dict[str, Any]:
     """The ``token.sign`` result for one request.
 
     Raises:
         RpcError: INVALID_PARAMS (bad URL, method, timestamp, options, or a body the scheme
-            refuses), FORBIDDEN (the allow-list), STORAGE_FAILED (a Kraken nonce mark).
+            refuses), FORBIDDEN (the allow-list), STORAGE_FAILED (a Kraken nonce mark);
+            for a key in transit, UPSTREAM_UNAVAILABLE (no such upstream, or ``transit``'s own
+            errors, passed through unchanged) and UNKNOWN_CREDENTIAL (removed or replaced while
+            OpenBao signed).
     """
     prepared = _prepare(credential, request, clock)
+    backend = prepared.provider.backend
+    if backend is not None and transit is None:
+        raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"no upstream named {backend.upstream!r}: nothing signed")
     nonce = prepared.proposed
     if prepared.provider.scheme == "kraken":
         now_ms = int(clock() * 1000)
         nonce = await _kraken_nonce(prepared.provider, prepared.proposed, now_ms, nonce_lock, persist)
+    if transit is not None and backend is not None:
+        return await _finish_through(credential.name, prepared, nonce, transit, backend)
     return _finish(prepared, nonce)
 
 
@@ -148,8 +163,8 @@ def _check_deribit_body(path: str, body: bytes) -> None:
         raise _invalid("deribit: a JSON-RPC body must be one call whose 'method' names the path's endpoint")
 
 
-def _finish(prepared: _Prepared, nonce: int | None) -> dict[str, Any]:
-    signing = SignRequest(
+def _signing(prepared: _Prepared, nonce: int | None) -> SignRequest:
+    return SignRequest(
         method=prepared.method,
         host=prepared.netloc,
         path=prepared.path,
@@ -159,10 +174,58 @@ def _finish(prepared: _Prepared, nonce: int | None) -> dict[str, Any]:
         nonce=nonce,
         extra=prepared.options,
     )
+
+
+def _finish(prepared: _Prepared, nonce: int | None) -> dict[str, Any]:
     try:
-        signed = prepared.provider.sign(signing)
+        signed = prepared.provider.sign(_signing(prepared, nonce))
     except SignError as exc:
         raise _invalid(str(exc)) from None
+    return _answer(prepared, signed, nonce)
+
+
+#: What each transit primitive needs of the key, for the message when its answer does not fit.
+_KEY_TYPES = {
+    "hmac/sha2-256": "an imported hmac key",
+    "hmac/sha2-512": "an imported hmac key",
+    "sign/ed25519": "an ed25519 key",
+    "sign/es256": "an ecdsa-p256 key",
+}
+
+
+async def _finish_through(
+    name: str, prepared: _Prepared, nonce: int | None, transit: Transit, backend: TransitBackend
+) -> dict[str, Any]:
+    """Sign with the key in OpenBao transit: record the primitive, ask transit, replay."""
+    provider, signing = prepared.provider, _signing(prepared, nonce)
+    try:
+        calls = provider.record(signing)  # every check the scheme makes, before any round trip
+    except SignError as exc:
+        raise _invalid(str(exc)) from None
+    answers = []
+    for call in calls:  # one per request: a scheme makes one primitive call
+        ask = transit.hmac if call.operation == "hmac" else transit.sign
+        answers.append(await ask(backend.upstream, backend.transit_key, call.data, algorithm=call.algorithm))
+    if provider.wiped:  # locked away, removed or replaced during the round trip: serve nothing of it
+        raise RpcError(
+            ErrorCode.UNKNOWN_CREDENTIAL,
+            f"credential {name!r} was removed or replaced while OpenBao signed: nothing signed (ask again)",
+        )
+    try:
+        signed = provider.replay(signing, calls, answers)
+    except SignError as exc:
+        raise _invalid(str(exc)) from None
+    except ValueError as exc:  # an answer of the wrong size: a key of another type
+        needed = _KEY_TYPES[calls[0].primitive]
+        raise RpcError(
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            f"nothing signed: transit key {backend.transit_key!r} of upstream {backend.upstream!r} answered "
+            f"unusably ({exc}); {provider.scheme} needs {needed}",
+        ) from None
+    return _answer(prepared, signed, nonce)
+
+
+def _answer(prepared: _Prepared, signed: Signed, nonce: int | None) -> dict[str, Any]:
     # Exactly as signed: not urlencode's '+' for spaces.
     final_query = encode_query(signed.query) if signed.query_string is None else signed.query_string
     return {

@@ -32,6 +32,7 @@ from ._atomic import NotDurable, StorageError, write_atomic
 from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
 from ._opened import OpenVault, adopt, new_audit_key, read_body, sealed_body
+from ._providers.sign import Transit
 from ._renewer import Renewer
 from ._rollback import GenerationRecords, Verdict
 from ._secret import Secret, scrub_freed_memory
@@ -62,6 +63,7 @@ class Vault(VaultUpstreams):
         blocking: Callable[..., Awaitable[Any]] = trio.to_thread.run_sync,
         on_change: Callable[[], None] | None = None,
         record_dirs: Sequence[Path] = (),
+        transit: Transit | None = None,
     ) -> None:
         """``nursery`` runs the renewer while the vault is unlocked (required to unlock);
         ``clock`` is the wall clock; ``renewer_options`` go to :class:`Renewer`; ``blocking``
@@ -69,7 +71,9 @@ class Vault(VaultUpstreams):
         run them inline, so that time does not jump while a thread works); ``on_change`` is
         called (and must return at once) when the state, the credentials or one's renewal
         state may have changed: systemd's STATUS line follows it; ``record_dirs`` hold a copy
-        of the generation record each, besides the one next to the vault (``_rollback``)."""
+        of the generation record each, besides the one next to the vault (``_rollback``);
+        ``transit`` signs for ``sign`` credentials whose key is in OpenBao transit (without
+        it they answer UPSTREAM_UNAVAILABLE)."""
         self._blocking = blocking
         self._listeners: list[Callable[[], None]] = [on_change] if on_change is not None else []
         self.path = data_dir / "vault"
@@ -81,6 +85,7 @@ class Vault(VaultUpstreams):
         self._delay = failure_delay or FailureDelay()
         self.hub = hub or WatchHub()
         self._renewer_options = renewer_options or {}
+        self._transit = transit
         self._renewer: Renewer | None = None
         self._lock = trio.Lock()
         self._write_lock = trio.Lock()
@@ -534,7 +539,8 @@ class Vault(VaultUpstreams):
 
         Raises:
             RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL, INVALID_PARAMS, FORBIDDEN,
-                STORAGE_FAILED (a Kraken nonce mark could not be saved: nothing was signed).
+                STORAGE_FAILED (a Kraken nonce mark could not be saved: nothing was signed),
+                UPSTREAM_UNAVAILABLE (a key in OpenBao transit that could not sign now).
         """
         if self._open is None:
             raise self._closed()
@@ -545,7 +551,16 @@ class Vault(VaultUpstreams):
         if refused is not None:
             raise refused
         lock = self._nonce_locks.setdefault(name, trio.Lock())
-        return await sign_request(credential, request, self._clock, lock, self._persist_current)
+        epoch = self._epoch
+        try:
+            return await sign_request(
+                credential, request, self._clock, lock, self._persist_current, transit=self._transit or self._upstreams
+            )
+        except RpcError as exc:
+            if exc.code is ErrorCode.UNKNOWN_CREDENTIAL and self._epoch != epoch:
+                # Gone during a round trip to OpenBao: locked away, not removed.
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran: nothing signed") from None
+            raise
 
     def watchable(self, names: Sequence[str]) -> None:
         """Raises: RpcError: LOCKED, NOT_INITIALIZED, UNKNOWN_CREDENTIAL (for ``token.watch``)."""

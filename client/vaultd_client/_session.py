@@ -146,8 +146,8 @@ def watch_event(message: Notification) -> WatchEvent | None:
     params: dict[str, Any] = message.params[0] if message.params and isinstance(message.params[0], dict) else {}
     name = params.get("name")
     # A signing credential's update (a new version from its upstream) carries no token.
-    carries_token = kind == "updated" and isinstance(name, str) and "token" in params
-    token = Token.from_result(name, params) if carries_token else None
+    carries_token = kind == "updated" and "token" in params
+    token = Token.from_result(name, params) if carries_token and isinstance(name, str) else None
     return WatchEvent(kind, name if isinstance(name, str) else None, token)
 
 

@@ -430,7 +430,7 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
     (
         ErrorCode.PULLED,
         "token.get",
-        39,
+        43,
         _GET,
         None,
         "credential 'demo' was pulled upstream (bao:desk/demo: version 3 deleted); it is served again when a new "
@@ -440,11 +440,20 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
     (
         ErrorCode.UPSTREAM_UNAVAILABLE,
         "credential.put",
-        40,
+        45,
         [{"passphrase": PASS, "name": "demo", "kind": "static", "source": {"upstream": "bao", "path": "desk/demo"}}],
         None,
         "bao:desk/demo: connection refused (is OpenBao running at http://127.0.0.1:8200?)",
         "",
+    ),
+    (
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        "token.sign",
+        44,
+        [{"name": "kraken-demo", "method": "POST", "url": "https://api.kraken.com/0/private/Balance"}],
+        None,
+        "nothing signed: OpenBao upstream 'bao' could not be reached (connection refused)",
+        "a credential whose key lives in OpenBao transit signs with one round trip to it per request",
     ),
 ]
 

@@ -5,24 +5,38 @@ get back what to attach. The allow-list decides what may be signed. For Kraken t
 owns the nonce: strictly increasing, and never reused across restarts, because the vault
 always holds a reserved high-water mark above every nonce handed out (written ahead, a
 minute of nonces at a time).
+
+With a ``backend`` instead of ``secret``/``private_key``, the key lives in OpenBao's transit
+engine and never in vaultd: each request's one primitive (an HMAC, an Ed25519 or ES256
+signature) is computed there, through :class:`Transit`, in two pure passes of the scheme
+(:mod:`vaultd._schemes._remote`): one round trip to OpenBao per signature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from .._allow import AllowList
 from .._schemes import SCHEMES, Keys, Signed, SignError, SignRequest, decode_secret
+from .._schemes._remote import Call, record, replay
 from .._secret import Secret
 from ._base import ConfigError, FetchContext, Issued, UpstreamError, check_keys, opt_number, req_str, secret_field
 
-__all__ = ["SignProvider"]
+__all__ = ["SignProvider", "Transit", "TransitBackend"]
 
 _FIELDS = {
     "scheme", "api_key", "secret", "secret_encoding", "private_key", "passphrase", "allow", "recv_window",
-    "last_nonce",
+    "last_nonce", "backend",
 }  # fmt: skip
+_BACKEND_FIELDS = frozenset({"upstream", "transit_key"})
+#: An upstream's name, as the daemon's upstreams are named.
+_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A transit key name, as OpenBao's ``transit/(hmac|sign)/NAME`` paths accept it (its
+#: ``GenericNameRegex``: word characters, with ``.`` and ``-`` only inside), at most 64 characters.
+_TRANSIT_KEY_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9_])?")
 #: How far ahead of the last nonce the vault's high-water mark is written (ms-based nonces).
 NONCE_RESERVE = 60_000
 _MAX_AHEAD_MS = 86_400_000
@@ -30,6 +44,56 @@ _MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
 #: Schemes whose signature covers the parameters but not the path (the exchange's design).
 _PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit"})
+
+
+class Transit(Protocol):
+    """OpenBao's transit engine, as vaultd uses it to sign with keys it never holds.
+
+    Implementations raise :class:`vaultd._errors.RpcError` themselves: ``UPSTREAM_UNAVAILABLE``
+    when OpenBao cannot be reached, ``FORBIDDEN`` or ``UPSTREAM_UNAVAILABLE`` when it refuses;
+    the signing path lets those through unchanged.
+    """
+
+    async def hmac(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
+        """``transit/hmac/KEY``: the raw MAC bytes; ``algorithm`` "sha2-256" or "sha2-512"."""
+        ...
+
+    async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
+        """``transit/sign/KEY``: "ed25519" gives the raw 64-byte signature; "es256" the raw
+        ``r || s`` (``hash_algorithm=sha2-256``, ``marshaling_algorithm=jws``)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransitBackend:
+    """Where a ``sign`` credential's key lives: transit key ``transit_key`` of upstream ``upstream``."""
+
+    upstream: str
+    transit_key: str
+
+    @classmethod
+    def from_config(cls, value: object) -> TransitBackend:
+        """Raises: ConfigError: not a map of exactly ``upstream`` and ``transit_key``, or a bad name."""
+        if not isinstance(value, Mapping):
+            raise ConfigError('\'backend\' must be a map: {"upstream": NAME, "transit_key": KEYNAME}')
+        unknown = sorted(str(key)[:32] for key in set(value) - _BACKEND_FIELDS)
+        if unknown:
+            raise ConfigError(f"unknown field(s) in 'backend': {', '.join(unknown)} (known: transit_key, upstream)")
+        missing = sorted(_BACKEND_FIELDS - set(value))
+        if missing:
+            raise ConfigError(f"'backend' needs {' and '.join(repr(name) for name in missing)}")
+        upstream, key = value["upstream"], value["transit_key"]
+        if not isinstance(upstream, str) or not _UPSTREAM_NAME.fullmatch(upstream):
+            raise ConfigError("'backend.upstream' must be an upstream's name: 1 to 64 letters, digits, '.', '_', '-'")
+        if not isinstance(key, str) or not _TRANSIT_KEY_NAME.fullmatch(key):
+            raise ConfigError(
+                "'backend.transit_key' must be a transit key name: 1 to 64 letters, digits, '_', '.', '-', "
+                "starting and ending with a letter, digit or '_' (as OpenBao's transit paths take it)"
+            )
+        return cls(upstream, key)
+
+    def to_config(self) -> dict[str, str]:
+        return {"upstream": self.upstream, "transit_key": self.transit_key}
 
 
 class SignProvider:
@@ -50,6 +114,7 @@ class SignProvider:
         allow: AllowList,
         recv_window: int | None,
         last_nonce: int,
+        backend: TransitBackend | None = None,
     ) -> None:
         self.scheme = scheme
         self.api_key = api_key
@@ -62,7 +127,20 @@ class SignProvider:
         #: The last nonce handed out, and the high-water mark the vault file holds.
         self.last_nonce = last_nonce
         self.reserved_nonce = last_nonce
+        #: Where the key lives when vaultd does not hold it (OpenBao transit); None: it is here.
+        self.backend = backend
+        self._wiped = False
         self._keys = self._build_keys()
+
+    @property
+    def backend_upstream(self) -> str | None:
+        """The upstream this credential signs through (one round trip per signature), if any."""
+        return None if self.backend is None else self.backend.upstream
+
+    @property
+    def wiped(self) -> bool:
+        """The credential was locked away, replaced or removed: it signs nothing any more."""
+        return self._wiped
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -76,8 +154,10 @@ class SignProvider:
         encoding = config.get("secret_encoding") or getattr(SCHEMES[scheme], "secret_encoding", "raw")
         if encoding not in ("raw", "base64", "hex"):
             raise ConfigError("'secret_encoding' must be 'raw', 'base64' or 'hex'")
-        secret = private_key = None
-        if key_kind == "hmac":
+        secret = private_key = backend = None
+        if config.get("backend") is not None:
+            backend = _backend(config, scheme)
+        elif key_kind == "hmac":
             if config.get("private_key") is not None:
                 raise ConfigError(f"scheme {scheme!r} signs with an HMAC 'secret', not a 'private_key'")
             secret = secret_field(config, "secret")
@@ -101,6 +181,7 @@ class SignProvider:
             if config.get("recv_window") is None
             else int(opt_number(config, "recv_window", 5000, low=1, high=60_000)),
             last_nonce=last_nonce,
+            backend=backend,
         )
 
     @classmethod
@@ -123,11 +204,14 @@ class SignProvider:
         record: dict[str, Any] = {
             "scheme": self.scheme,
             "api_key": self.api_key,
-            "secret_encoding": self.secret_encoding,
             "allow": self.allow.to_config(),
             "recv_window": self.recv_window,
             "last_nonce": self.reserved_nonce,
         }
+        if self.backend is None:
+            record["secret_encoding"] = self.secret_encoding
+        else:
+            record["backend"] = self.backend.to_config()
         for name, secret in (("secret", self._secret_text), ("private_key", self._private_key),
                              ("passphrase", self._passphrase)):  # fmt: skip
             if secret is not None:
@@ -141,25 +225,34 @@ class SignProvider:
             "allow": self.allow.to_config(),
             "recv_window": self.recv_window,
             "last_nonce": self.last_nonce if self.scheme == "kraken" else None,
+            "backend": None if self.backend is None else {**self.backend.to_config(), "round_trip": True},
         }
 
     def warnings(self, now: float) -> list[str]:
+        found = []
         if self.scheme in _PATH_UNBOUND:
-            return [
+            found.append(
                 f"{self.scheme} signatures do not cover the request path: the allow-list limits what vaultd "
                 "signs, not where a signature is valid; disable withdrawals on the exchange's key"
-            ]
+            )
         if self.scheme == "deribit":
-            return [
+            found.append(
                 "a Deribit signature can also be used to log in (public/auth client_signature): restrict the "
                 "key's scope on Deribit, or use an oauth2 credential with the deribit dialect instead"
-            ]
-        return []
+            )
+        if self.backend is not None:
+            found.append(
+                f"the key is in OpenBao transit (upstream {self.backend.upstream!r}, key "
+                f"{self.backend.transit_key!r}): every signature costs a round trip to OpenBao, and none is "
+                "made while it cannot be reached"
+            )
+        return found
 
     async def fetch(self, ctx: FetchContext) -> Issued:
         raise UpstreamError("a signing credential has no token: use token.sign")
 
     def wipe(self) -> None:
+        self._wiped = True
         for secret in (self._secret_text, self._private_key, self._passphrase, self._keys.secret):
             if secret is not None:
                 secret.wipe()
@@ -215,8 +308,43 @@ class SignProvider:
         return {}
 
     def sign(self, request: SignRequest) -> Signed:
-        """Raises: SignError: the request does not fit the scheme (the message names why)."""
+        """Sign with the key held here (not for a ``backend`` credential: :meth:`record`, :meth:`replay`).
+
+        Raises:
+            SignError: the request does not fit the scheme (the message names why).
+        """
+        if self.backend is not None:
+            raise RuntimeError("a credential whose key is in OpenBao transit signs through it: record, then replay")
         return SCHEMES[self.scheme].sign(request, self._keys)
+
+    def record(self, request: SignRequest) -> list[Call]:
+        """Pass one for a ``backend`` credential: the primitive to ask transit for (one call).
+
+        Raises:
+            SignError: the request does not fit the scheme: nothing needs asking.
+        """
+        return record(SCHEMES[self.scheme], request, self._keys)
+
+    def replay(self, request: SignRequest, calls: Sequence[Call], answers: Sequence[bytes]) -> Signed:
+        """Pass two: what to attach, given transit's ``answers`` to :meth:`record`'s ``calls``.
+
+        Raises:
+            ValueError: an answer of the wrong size (the transit key is of another type).
+        """
+        return replay(SCHEMES[self.scheme], request, self._keys, calls, answers)
+
+
+def _backend(config: Mapping[str, Any], scheme: str) -> TransitBackend:
+    """Raises: ConfigError: a key given too, a scheme that cannot sign through transit, a bad map."""
+    for name in ("secret", "private_key", "secret_encoding"):
+        if config.get(name) is not None:
+            raise ConfigError(
+                f"'backend' and {name!r} exclude each other: with a backend the key lives in OpenBao transit "
+                "(for HMAC schemes, imported as the decoded key bytes) and vaultd holds none of it"
+            )
+    if getattr(SCHEMES[scheme], "remote_primitive", None) is None:
+        raise ConfigError(f"scheme {scheme!r} cannot sign through OpenBao transit: give its key instead of 'backend'")
+    return TransitBackend.from_config(config["backend"])
 
 
 def _key_text(config: Mapping[str, Any]) -> Secret:

@@ -4,6 +4,11 @@ A scheme is a pure function of (request, keys): no clock (the caller passes the 
 randomness (the caller passes any nonce), no I/O and no logging. Messages of :class:`SignError`
 name the field at fault and never hold a secret.
 
+Schemes reach the key only through :func:`hmac_signer` and :func:`ed25519_signer` (Coinbase's
+ES256 through :attr:`Keys.remote` too), each one primitive call per request: so a key held
+elsewhere (OpenBao transit) stands in as :attr:`Keys.remote`, which :mod:`._remote` records and
+replays (``remote_primitive`` on a scheme says which primitive it calls).
+
 Query strings are signed in the form :func:`encode_query` makes, so whoever builds the URL from
 :attr:`Signed.query` must encode it with that same function: another encoder (``+`` for spaces,
 kept commas) would send bytes other than the ones signed.
@@ -13,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -26,7 +33,9 @@ from nacl.signing import SigningKey
 from .._secret import Secret
 
 __all__ = [
+    "HMAC_DIGESTS",
     "Keys",
+    "RemoteKey",
     "Scheme",
     "SignError",
     "SignRequest",
@@ -35,7 +44,9 @@ __all__ = [
     "check_request",
     "decode_secret",
     "ed25519_key",
+    "ed25519_signer",
     "encode_query",
+    "hmac_signer",
     "require_secret",
 ]
 
@@ -51,6 +62,23 @@ _ENCODINGS = {
 }
 #: 2100-01-01T00:00:00Z in milliseconds: a later timestamp is surely a unit mistake.
 MAX_TIMESTAMP_MS = 4_102_444_800_000
+#: HMAC hash functions by their OpenBao transit names.
+HMAC_DIGESTS: dict[str, Callable[[], Any]] = {"sha2-256": hashlib.sha256, "sha2-512": hashlib.sha512}
+
+Primitive = Callable[[bytes], bytes]
+
+
+class RemoteKey(Protocol):
+    """A key held elsewhere, computing a scheme's one primitive. Pure stand-ins only (no I/O):
+    :mod:`._remote` records what a scheme asks, then replays what the key's holder answered."""
+
+    def hmac(self, data: bytes, algorithm: str) -> bytes:
+        """The raw MAC of ``data``; ``algorithm`` is "sha2-256" or "sha2-512"."""
+        ...
+
+    def sign(self, data: bytes, algorithm: str) -> bytes:
+        """The raw signature of ``data``: "ed25519" (64 bytes) or "es256" (JWS ``r || s``, 64 bytes)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +107,8 @@ class Keys:
     #: An Ed25519 (pynacl ``SigningKey`` or ``cryptography`` key) or P-256 private key object.
     signing_key: Any = field(default=None, repr=False)
     passphrase: Secret | None = None
+    #: The key is held elsewhere: the primitive goes there instead of ``secret``/``signing_key``.
+    remote: RemoteKey | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +140,9 @@ class Scheme(Protocol):
     name: str
     #: What ``add`` must import: "hmac" (Keys.secret), "ed25519", "ec" or "jwt-key" (Keys.signing_key).
     key_kind: str
+    #: The one primitive it asks of :attr:`Keys.remote` per request, as "hmac/sha2-256",
+    #: "hmac/sha2-512", "sign/ed25519" or "sign/es256"; a scheme without it cannot use a remote key.
+    remote_primitive: str
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed: ...
 
@@ -188,6 +221,32 @@ def require_secret(keys: Keys, scheme: str) -> bytes:
     if keys.secret is None or not len(keys.secret):
         raise SignError(f"{scheme}: needs an HMAC secret ('secret')")
     return keys.secret.reveal()
+
+
+def hmac_signer(keys: Keys, scheme: str, algorithm: str) -> Primitive:
+    """The raw HMAC of bytes with the credential's key (``algorithm``: "sha2-256" or "sha2-512").
+
+    Raises:
+        SignError: the keys hold no HMAC secret and no remote key.
+    """
+    remote = keys.remote
+    if remote is not None:
+        return lambda data: remote.hmac(data, algorithm)
+    secret, digest = require_secret(keys, scheme), HMAC_DIGESTS[algorithm]
+    return lambda data: hmac.new(secret, data, digest).digest()
+
+
+def ed25519_signer(keys: Keys, scheme: str) -> Primitive:
+    """The raw 64-byte Ed25519 signature of bytes with the credential's key.
+
+    Raises:
+        SignError: no Ed25519 key and no remote key.
+    """
+    remote = keys.remote
+    if remote is not None:
+        return lambda data: remote.sign(data, "ed25519")
+    key = ed25519_key(keys, scheme)
+    return lambda data: bytes(key.sign(data).signature)
 
 
 def ed25519_key(keys: Keys, scheme: str) -> Any:

@@ -19,8 +19,6 @@ for ``session.logon``). :func:`ws_signed_params` does the same for any WebSocket
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, quote
@@ -32,9 +30,9 @@ from ._base import (
     SignRequest,
     check_extra,
     check_request,
-    ed25519_key,
+    ed25519_signer,
     encode_query,
-    require_secret,
+    hmac_signer,
 )
 
 __all__ = ["BinanceEd25519", "BinanceHmac", "BinanceWsLogon", "ws_payload", "ws_signed_params"]
@@ -119,13 +117,13 @@ def sign_rest(request: SignRequest, keys: Keys, scheme: str, sign: Signer) -> Si
 
 
 def _hmac_signer(keys: Keys, scheme: str) -> Signer:
-    secret = require_secret(keys, scheme)
-    return lambda payload: hmac.new(secret, payload, hashlib.sha256).hexdigest()
+    mac = hmac_signer(keys, scheme, "sha2-256")
+    return lambda payload: mac(payload).hex()
 
 
 def _ed25519_signer(keys: Keys, scheme: str) -> Signer:
-    key = ed25519_key(keys, scheme)
-    return lambda payload: base64.b64encode(key.sign(payload).signature).decode("ascii")
+    sign = ed25519_signer(keys, scheme)
+    return lambda payload: base64.b64encode(sign(payload)).decode("ascii")
 
 
 class BinanceHmac:
@@ -134,6 +132,7 @@ class BinanceHmac:
     name = "binance-hmac"
     key_kind = "hmac"
     secret_encoding = "raw"
+    remote_primitive = "hmac/sha2-256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         return sign_rest(request, keys, self.name, _hmac_signer(keys, self.name))
@@ -147,6 +146,7 @@ class BinanceEd25519:
 
     name = "binance-ed25519"
     key_kind = "ed25519"
+    remote_primitive = "sign/ed25519"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         return sign_rest(request, keys, self.name, _ed25519_signer(keys, self.name))
@@ -198,6 +198,7 @@ class BinanceWsLogon:
 
     name = "binance-ws-logon"
     key_kind = "ed25519"
+    remote_primitive = "sign/ed25519"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         check_request(request, self.name)

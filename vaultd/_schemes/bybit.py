@@ -11,10 +11,7 @@ server_time - recv_window <= timestamp: ``valid_until`` is timestamp + recv_wind
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, require_secret
+from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, hmac_signer
 
 __all__ = ["Bybit", "string_to_sign"]
 
@@ -42,6 +39,7 @@ class Bybit:
     name = "bybit"
     key_kind = "hmac"
     secret_encoding = "raw"
+    remote_primitive = "hmac/sha2-256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: a bad ``recv_window``, no secret, a malformed request."""
@@ -49,7 +47,7 @@ class Bybit:
         check_extra(request, _EXTRA, self.name)
         window = _recv_window(request)
         message = string_to_sign(request, keys.api_key, window)
-        signature = hmac.new(require_secret(keys, self.name), message, hashlib.sha256).hexdigest()
+        signature = hmac_signer(keys, self.name, "sha2-256")(message).hex()
         headers = {
             "X-BAPI-API-KEY": keys.api_key,
             "X-BAPI-TIMESTAMP": str(request.timestamp_ms),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -58,6 +59,16 @@ def load_key(text: str) -> SigningKeyObject:
     raise SignError(_KEY_FORMAT)
 
 
+def _signer(keys: Keys) -> tuple[str, Callable[[bytes], bytes]]:
+    """The JWS ``alg`` and its signature function: a remote key signs ES256 (an OpenBao transit
+    ``ecdsa-p256`` key, ``marshaling_algorithm=jws``)."""
+    remote = keys.remote
+    if remote is not None:
+        return "ES256", lambda data: remote.sign(data, "es256")
+    alg, key = _algorithm(keys)
+    return alg, lambda data: sign_jws(key, data)
+
+
 def _algorithm(keys: Keys) -> tuple[str, SigningKeyObject]:
     key = keys.signing_key
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -74,6 +85,7 @@ class Coinbase:
 
     name = "coinbase"
     key_kind = "jwt-key"
+    remote_primitive = "sign/es256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: no or malformed ``extra["nonce"]``, no usable key, a malformed request."""
@@ -84,7 +96,7 @@ class Coinbase:
             raise SignError("coinbase: 'extra' must hold a 'nonce' of 16 to 64 lower-case hex digits")
         if not keys.api_key or not keys.api_key.isprintable():
             raise SignError("coinbase: 'api_key' (the key name, organizations/.../apiKeys/...) must be printable")
-        alg, key = _algorithm(keys)
+        alg, sign = _signer(keys)
         now = request.timestamp_ms // 1000
         header = {"alg": alg, "kid": keys.api_key, "nonce": nonce, "typ": "JWT"}
         claims = {
@@ -95,7 +107,7 @@ class Coinbase:
             "uri": f"{request.method} {request.host}{request.path}",
         }
         signing_input = f"{_segment(header)}.{_segment(claims)}"
-        token = f"{signing_input}.{_b64url(sign_jws(key, signing_input.encode('ascii')))}"
+        token = f"{signing_input}.{_b64url(sign(signing_input.encode('ascii')))}"
         return Signed({"Authorization": f"Bearer {token}"}, request.query, request.body, float(now + LIFETIME_S))
 
     def __repr__(self) -> str:

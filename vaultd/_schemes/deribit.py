@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import re
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, require_secret
+from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, hmac_signer
 
 __all__ = ["Deribit", "client_signature", "request_data"]
 
@@ -32,8 +32,11 @@ _CLIENT_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 def client_signature(secret: bytes, timestamp_ms: int, nonce: str, data: bytes = b"") -> str:
     """hex(HMAC-SHA256(secret, Timestamp + "\\n" + Nonce + "\\n" + Data))."""
-    message = f"{timestamp_ms}\n{nonce}\n".encode() + data
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac.new(secret, _string_to_sign(timestamp_ms, nonce, data), hashlib.sha256).hexdigest()
+
+
+def _string_to_sign(timestamp_ms: int, nonce: str, data: bytes) -> bytes:
+    return f"{timestamp_ms}\n{nonce}\n".encode() + data
 
 
 def request_data(request: SignRequest) -> bytes:
@@ -48,6 +51,7 @@ class Deribit:
     name = "deribit"
     key_kind = "hmac"
     secret_encoding = "raw"
+    remote_primitive = "hmac/sha2-256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: no or malformed ``extra["nonce"]``, no secret, a malformed request."""
@@ -58,9 +62,8 @@ class Deribit:
             raise SignError("deribit: 'extra' must hold a 'nonce' of 1 to 64 letters, digits or -_.~")
         if not _CLIENT_ID.fullmatch(keys.api_key) or "," in keys.api_key:
             raise SignError("deribit: 'api_key' (the client id) must be printable, without spaces or commas")
-        signature = client_signature(
-            require_secret(keys, self.name), request.timestamp_ms, nonce, request_data(request)
-        )
+        mac = hmac_signer(keys, self.name, "sha2-256")
+        signature = mac(_string_to_sign(request.timestamp_ms, nonce, request_data(request))).hex()
         authorization = f"deri-hmac-sha256 id={keys.api_key},ts={request.timestamp_ms},sig={signature},nonce={nonce}"
         return Signed(
             {"Authorization": authorization},

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 from urllib.parse import unquote_plus
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, require_secret
+from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, hmac_signer
 
 __all__ = ["Kraken", "body_with_nonce"]
 
@@ -55,6 +54,7 @@ class Kraken:
     name = "kraken"
     key_kind = "hmac"
     secret_encoding = "base64"
+    remote_primitive = "hmac/sha2-512"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: no nonce, a conflicting body nonce, a malformed request."""
@@ -65,10 +65,10 @@ class Kraken:
             raise SignError("kraken: a 'nonce' is required (the daemon decides it)")
         if not 0 < nonce <= _MAX_NONCE:
             raise SignError("kraken: 'nonce' must be a positive 64-bit integer")
-        secret = require_secret(keys, self.name)
+        mac_of = hmac_signer(keys, self.name, "sha2-512")
         body = body_with_nonce(request.body, nonce)
         digest = hashlib.sha256(str(nonce).encode("ascii") + body).digest()
-        mac = hmac.new(secret, request.path.encode("ascii") + digest, hashlib.sha512).digest()
+        mac = mac_of(request.path.encode("ascii") + digest)
         headers = {"API-Key": keys.api_key, "API-Sign": base64.b64encode(mac).decode("ascii")}
         return Signed(headers, request.query, body, request.timestamp_ms / 1000 + VALID_FOR_S)
 

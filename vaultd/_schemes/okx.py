@@ -12,11 +12,9 @@ OKX rejects a request more than 30 seconds after its timestamp: ``valid_until`` 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from datetime import UTC, datetime
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, require_secret
+from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, hmac_signer
 
 __all__ = ["Okx", "iso_timestamp", "prehash"]
 
@@ -41,6 +39,7 @@ class Okx:
     name = "okx"
     key_kind = "hmac"
     secret_encoding = "raw"
+    remote_primitive = "hmac/sha2-256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: no passphrase, no secret, a malformed request."""
@@ -48,7 +47,7 @@ class Okx:
         check_extra(request, frozenset(), self.name)
         if keys.passphrase is None or not len(keys.passphrase):
             raise SignError("okx: needs the API key's passphrase ('passphrase')")
-        mac = hmac.new(require_secret(keys, self.name), prehash(request), hashlib.sha256).digest()
+        mac = hmac_signer(keys, self.name, "sha2-256")(prehash(request))
         headers = {
             "OK-ACCESS-KEY": keys.api_key,
             "OK-ACCESS-SIGN": base64.b64encode(mac).decode("ascii"),
