@@ -31,7 +31,7 @@ from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
 from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
-from ._opened import OpenVault, adopt, new_audit_key, read_body, sealed_body
+from ._opened import OpenVault, new_audit_key, read_body, sealed_body
 from ._providers.sign import Transit
 from ._renewer import Renewer
 from ._rollback import GenerationRecords, Verdict
@@ -40,7 +40,7 @@ from ._signing import sign_now, sign_request
 from ._throttle import FailureDelay
 from ._upstream import UpstreamConfig
 from ._upstreams import Upstreams
-from ._vault_upstreams import VaultUpstreams
+from ._vault_admin import VaultAdmin
 from ._watch import LOCKED, WatchHub
 
 __all__ = ["FailureDelay", "Vault"]
@@ -48,7 +48,7 @@ __all__ = ["FailureDelay", "Vault"]
 log = logging.getLogger("vaultd.vault")
 
 
-class Vault(VaultUpstreams):
+class Vault(VaultAdmin):
     """The in-memory vault and its file (``vault``, with ``vault.bak`` the previous one)."""
 
     def __init__(
@@ -393,51 +393,6 @@ class Vault(VaultUpstreams):
                         self._renewer.forget(existing)
             log.info("credential %r removed", name)
 
-    async def list(self, passphrase: Secret) -> list[dict[str, Any]]:
-        """Raises: RpcError: LOCKED, BAD_PASSPHRASE."""
-        async with self._lock:
-            await self._admin(passphrase)
-            return self.describe()
-
-    async def renew(self, passphrase: Secret, name: str) -> dict[str, Any]:
-        """One upstream attempt now for ``name``, even in NEEDS_REAUTH; its description after.
-
-        Raises:
-            RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL.
-        """
-        async with self._lock:
-            await self._admin(passphrase)
-        renewer = self._renewer
-        if renewer is None:
-            raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
-        if name not in self._credentials:
-            described = await self.renew_upstream(name)
-            if described is not None:
-                return described
-        log.info("credential %r: renewal forced by an operator", name)
-        return await renewer.renew(name)
-
-    async def get_policy(self, passphrase: Secret) -> dict[str, Any]:
-        """The policy as stored (``{"rules": [...]}``).
-
-        Raises:
-            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE.
-        """
-        async with self._lock:
-            opened, _ = await self._admin(passphrase)
-            return dict(opened.policy)
-
-    async def set_policy(self, passphrase: Secret, policy: dict[str, Any]) -> None:
-        """Replace the policy (already checked by the caller) and write the vault.
-
-        Raises:
-            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE, STORAGE_FAILED.
-        """
-        async with self._lock:
-            opened, epoch = await self._admin(passphrase)
-            await self._write_open(opened, epoch, replace(opened, policy=policy), "the new policy")
-            log.info("policy replaced (%d rules)", len(policy.get("rules", [])))
-
     def policy(self) -> dict[str, Any] | None:
         """The policy in force, or None while locked (it is sealed in the vault)."""
         return None if self._open is None else self._open.policy
@@ -446,57 +401,6 @@ class Vault(VaultUpstreams):
         """A short keyed fingerprint of ``token`` for the audit log (None while locked)."""
         opened = self._open
         return None if opened is None else opened.fingerprint(token)
-
-    async def rekey(self, passphrase: Secret, new_passphrase: Secret) -> None:
-        """Seal the vault under ``new_passphrase`` with a fresh data key (and salt; the same KDF
-        limits); the old passphrase opens neither the vault nor its backup afterwards. Tokens
-        keep being served throughout: only admin calls wait.
-
-        Raises:
-            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE, STORAGE_FAILED.
-        """
-        async with self._lock:
-            opened, epoch = await self._admin(passphrase)
-            header, data_key = await self._blocking(_vaultfile.rekey, opened.header, new_passphrase)
-            changed = replace(opened, header=header, data_key=data_key)
-            try:
-                await self._write_open(opened, epoch, changed, "the new passphrase")
-                # Once more, so that vault.bak is not the last file the old passphrase opens.
-                try:
-                    await self._write_open(opened, epoch, changed, "the new passphrase")
-                except RpcError as exc:
-                    raise RpcError(
-                        exc.code,
-                        f"the new passphrase is in effect, but vault.bak may still open with the old one: {exc}",
-                    ) from None
-            finally:
-                if opened.data_key is not data_key:
-                    data_key.wipe()  # not adopted: nothing was written with it
-            log.info("passphrase changed: the vault is sealed under a new key")
-
-    async def _write_open(self, opened: OpenVault, epoch: int, changed: OpenVault, what: str) -> None:
-        """Write the vault as ``changed`` says (a new key and header, or policy), then adopt it.
-
-        Under the write lock, so that a renewer's write never mixes the old and the new.
-
-        Raises:
-            RpcError: LOCKED, STORAGE_FAILED (not written: nothing changed; or written but not
-                synced: in effect).
-        """
-        async with self._write_lock:
-            if self._epoch != epoch or self._open is not opened:
-                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
-            body = sealed_body(changed, self._credentials, self._upstream_configs)
-            try:
-                await self._write(changed.header, changed.data_key, body, generation=self._generation + 1)
-            except NotDurable as exc:
-                adopt(opened, changed)
-                self._on_change()
-                raise RpcError(
-                    ErrorCode.STORAGE_FAILED, f"{what} is in effect, but it may not survive a power loss: {exc}"
-                ) from None
-            adopt(opened, changed)
-            self._on_change()  # a new policy: connections it shuts out are closed at once
 
     # -- reader methods --------------------------------------------------------------------
 

@@ -1,0 +1,138 @@
+"""The vault's admin calls that change no credential: list, forced renewal, policy, passphrase.
+
+A base of :class:`vaultd._vault.Vault`, kept apart so that each file stays one reading. Every
+method here checks the passphrase first (``Vault._admin``) and writes through the vault's own
+write lock, so a renewer's write never mixes the old and the new.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from vaultd_protocol import ErrorCode
+
+from . import _vaultfile
+from ._atomic import NotDurable
+from ._errors import RpcError
+from ._opened import OpenVault, adopt, sealed_body
+from ._renewer import Renewer
+from ._secret import Secret
+from ._vault_upstreams import VaultUpstreams
+
+__all__ = ["VaultAdmin"]
+
+log = logging.getLogger("vaultd.vault")
+
+
+class VaultAdmin(VaultUpstreams):
+    """Admin methods of the vault (``_vault.Vault`` defines what is declared here)."""
+
+    _write_lock: trio.Lock
+    _generation: int
+    _renewer: Renewer | None
+    _blocking: Callable[..., Awaitable[Any]]
+
+    # Defined by Vault:
+    _write: Callable[..., Awaitable[None]]
+    describe: Callable[[], list[dict[str, Any]]]
+
+    async def list(self, passphrase: Secret) -> list[dict[str, Any]]:
+        """Raises: RpcError: LOCKED, BAD_PASSPHRASE."""
+        async with self._lock:
+            await self._admin(passphrase)
+            return self.describe()
+
+    async def renew(self, passphrase: Secret, name: str) -> dict[str, Any]:
+        """One upstream attempt now for ``name``, even in NEEDS_REAUTH; its description after.
+
+        Raises:
+            RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL.
+        """
+        async with self._lock:
+            await self._admin(passphrase)
+        renewer = self._renewer
+        if renewer is None:
+            raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+        if name not in self._credentials:
+            described = await self.renew_upstream(name)
+            if described is not None:
+                return described
+        log.info("credential %r: renewal forced by an operator", name)
+        return await renewer.renew(name)
+
+    async def get_policy(self, passphrase: Secret) -> dict[str, Any]:
+        """The policy as stored (``{"rules": [...]}``).
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE.
+        """
+        async with self._lock:
+            opened, _ = await self._admin(passphrase)
+            return dict(opened.policy)
+
+    async def set_policy(self, passphrase: Secret, policy: dict[str, Any]) -> None:
+        """Replace the policy (already checked by the caller) and write the vault.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE, STORAGE_FAILED.
+        """
+        async with self._lock:
+            opened, epoch = await self._admin(passphrase)
+            await self._write_open(opened, epoch, replace(opened, policy=policy), "the new policy")
+            log.info("policy replaced (%d rules)", len(policy.get("rules", [])))
+
+    async def rekey(self, passphrase: Secret, new_passphrase: Secret) -> None:
+        """Seal the vault under ``new_passphrase`` with a fresh data key (and salt; the same KDF
+        limits); the old passphrase opens neither the vault nor its backup afterwards. Tokens
+        keep being served throughout: only admin calls wait.
+
+        Raises:
+            RpcError: LOCKED, NOT_INITIALIZED, BAD_PASSPHRASE, STORAGE_FAILED.
+        """
+        async with self._lock:
+            opened, epoch = await self._admin(passphrase)
+            header, data_key = await self._blocking(_vaultfile.rekey, opened.header, new_passphrase)
+            changed = replace(opened, header=header, data_key=data_key)
+            try:
+                await self._write_open(opened, epoch, changed, "the new passphrase")
+                # Once more, so that vault.bak is not the last file the old passphrase opens.
+                try:
+                    await self._write_open(opened, epoch, changed, "the new passphrase")
+                except RpcError as exc:
+                    raise RpcError(
+                        exc.code,
+                        f"the new passphrase is in effect, but vault.bak may still open with the old one: {exc}",
+                    ) from None
+            finally:
+                if opened.data_key is not data_key:
+                    data_key.wipe()  # not adopted: nothing was written with it
+            log.info("passphrase changed: the vault is sealed under a new key")
+
+    async def _write_open(self, opened: OpenVault, epoch: int, changed: OpenVault, what: str) -> None:
+        """Write the vault as ``changed`` says (a new key and header, or policy), then adopt it.
+
+        Under the write lock, so that a renewer's write never mixes the old and the new.
+
+        Raises:
+            RpcError: LOCKED, STORAGE_FAILED (not written: nothing changed; or written but not
+                synced: in effect).
+        """
+        async with self._write_lock:
+            if self._epoch != epoch or self._open is not opened:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+            body = sealed_body(changed, self._credentials, self._upstream_configs)
+            try:
+                await self._write(changed.header, changed.data_key, body, generation=self._generation + 1)
+            except NotDurable as exc:
+                adopt(opened, changed)
+                self._on_change()
+                raise RpcError(
+                    ErrorCode.STORAGE_FAILED, f"{what} is in effect, but it may not survive a power loss: {exc}"
+                ) from None
+            adopt(opened, changed)
+            self._on_change()  # a new policy: connections it shuts out are closed at once
