@@ -7,7 +7,8 @@ What an engine would do if OpenBao Agent stood in its request path: ``GET
 /v1/secret/data/bench/binance`` (a KV v2 record holding a fake sign config, about 200 bytes of
 values) through the agent's ``listener "unix"``, the agent adding the token it got by AppRole
 auto-auth (``api_proxy { use_auto_auth_token = true }``) and holding a ``cache {}``. A KV v2
-secret has no lease, so the cache keeps nothing and every read goes on to the server.
+secret has no lease, so the cache keeps nothing and every read goes on to the server. (The
+agent says at start that its API proxy will move to ``bao proxy``; the path is the same.)
 
 A real ``bao server -dev`` (in memory, unsealed, KV v2 at ``secret/``) is started on 127.0.0.1
 with a random root token and configured over the HTTP API (AppRole, a policy reading

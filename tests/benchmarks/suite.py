@@ -14,9 +14,10 @@ Rows (each measured here, in this run, on this machine):
   second at 1, 8 and 64 connections (asyncio, one client per connection);
 - peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), gnome-keyring
   through secretstorage, and OpenBao Agent (``openbao_agent.py``: a KV v2 read through its
-  Unix-socket API proxy, a real ``bao server -dev`` behind it; p50 and p99, requests per
-  second, the CPU and RSS of agent and server, and, not in ``--short``, one read with the
-  server sealed), each left out, with the reason, where it is not installed;
+  Unix-socket API proxy, a real ``bao server -dev`` behind it; p50 and p99 with a lean client
+  and with httpx, requests per second, the CPU and RSS of agent and server, and, not in
+  ``--short``, one read with the server sealed), each left out, with the reason, where it is
+  not installed;
 - every row's p50 and 64-connection rate as a ratio to the floor's;
 - what an ``exe`` rule costs (``exe_rule.py``): ``token.get`` under a rule by exe beside one by
   uid on the same daemon (p50, p99, server CPU per call), the policy's decision under each in
@@ -70,9 +71,10 @@ from vaultd_protocol import KdfProfile
 URL = "https://api.binance.com/api/v3/order?symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01"
 CONNECTIONS = (1, 8, 64)
 #: vaultd's one-connection rows after ``token.get static`` (which is timed beside the floor):
-#: (label, credential, kind). The OpenBao Agent row follows them. A credential sourced from
+#: (label, credential, kind). The OpenBao Agent rows follow them. A credential sourced from
 #: OpenBao is answered from memory like a local one: put it in ``measure_vaultd`` (the dev
-#: server is up by then: ``upstream``, the record at ``secret/bench/binance``) and its rows here.
+#: server is up by then, where ``upstream`` is not None: the record at ``secret/bench/binance``)
+#: and its rows here (on the same condition: without bao there is no upstream).
 VAULTD_ROWS = [
     ("vaultd token.get oauth2", "oauth", "oauth2"),
     ("vaultd token.sign HMAC", "hmac", "sign"),
