@@ -12,8 +12,13 @@ Rows (each measured here, in this run, on this machine):
   the median over several starts of every server, see ``over_starts``), the CPU each server
   spends per ``token.get`` (from /proc, over all starts: steadier than a p50), and requests per
   second at 1, 8 and 64 connections (asyncio, one client per connection);
-- peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), and gnome-keyring
-  through secretstorage (left out, with the reason, where it is not installed);
+- peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), gnome-keyring
+  through secretstorage, and OpenBao Agent (``openbao_agent.py``: a KV v2 read through its
+  Unix-socket API proxy, a real ``bao server -dev`` behind it; p50 and p99 with a lean client
+  and with httpx, requests per second, the CPU and RSS of agent and server, and, not in
+  ``--short``, one read with the server sealed), each left out, with the reason, where it is
+  not installed;
+- every row's p50 and 64-connection rate as a ratio to the floor's;
 - what an ``exe`` rule costs (``exe_rule.py``): ``token.get`` under a rule by exe beside one by
   uid on the same daemon (p50, p99, server CPU per call), the policy's decision under each in
   process (nanoseconds), and ``peer_of`` at accept on a peer with few and many descriptors open
@@ -42,9 +47,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import openbao_agent
 import trio
 import trio.testing
 from client_drivers import import_ms, per_call_us, start_floor
@@ -52,6 +59,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from exe_rule import accept_rows, check_rows, rule_rows
 from gnome_keyring import GnomeKeyring, missing
+from openbao_agent import HTTPX_LABEL, LABEL, OpenBaoAgent, Upstream, sealed_read, start_upstream
 from renewal_scheduler import idle_renewer
 from sign_vs_ssh_agent import PASS, SshAgent, add, pinned, summary, timed
 
@@ -62,6 +70,21 @@ from vaultd_protocol import KdfProfile
 
 URL = "https://api.binance.com/api/v3/order?symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01"
 CONNECTIONS = (1, 8, 64)
+#: vaultd's one-connection rows after ``token.get static`` (which is timed beside the floor):
+#: (label, credential, kind). The OpenBao Agent rows follow them. A credential sourced from
+#: OpenBao is answered from memory like a local one: put it in ``measure_vaultd`` (the dev
+#: server is up by then, where ``upstream`` is not None: the record at ``secret/bench/binance``)
+#: and its rows here (on the same condition: without bao there is no upstream).
+VAULTD_ROWS = [
+    ("vaultd token.get oauth2", "oauth", "oauth2"),
+    ("vaultd token.sign HMAC", "hmac", "sign"),
+    ("vaultd token.sign Ed25519", "ed", "sign"),
+]
+#: The requests-per-second rows against vaultd: (label, method, params). Sourced rows go here too.
+VAULTD_RATE_ROWS = [
+    ("vaultd token.get static", "token.get", {"name": "tok"}),
+    ("vaultd token.sign Ed25519", "token.sign", {"name": "ed", "method": "POST", "url": URL}),
+]
 #: (p50, p99) in microseconds.
 Sample = tuple[float, float]
 TARGETS = {
@@ -186,11 +209,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def vaultd_call(client: Client, name: str, kind: str) -> Callable[[], object]:
+    """What an engine calls for credential ``name``: ``token.sign`` of ``URL`` if it signs, else ``token.get``."""
+    return (lambda: client.sign(name, "POST", URL)) if kind == "sign" else (lambda: client.token(name))
+
+
 def latency_rows(
-    servers: dict[str, Any], agent: SshAgent | None, keyring: GnomeKeyring | None, count: int, *, floor_first: bool
+    servers: dict[str, Any],
+    agent: SshAgent | None,
+    keyring: GnomeKeyring | None,
+    bao: OpenBaoAgent | None,
+    count: int,
+    *,
+    floor_first: bool,
 ) -> tuple[dict[str, Sample], dict[str, float]]:
     """(p50, p99) of each one-connection row against the servers of one start, and the CPU
-    seconds each server spent on its ``token.get`` row (``servers``: path and pid by name)."""
+    seconds each server spent on its ``token.get`` row (``servers``: path and pid by name). With
+    ``bao``, also the CPU seconds of OpenBao's agent, its server and this client on the agent's
+    rows, and the wall seconds those rows took ("openbao rows, wall")."""
     rows: dict[str, Sample] = {}
     cpu: dict[str, float] = {}
     with Client(servers["vaultd"][0], cache=False) as client, Client(servers["floor"][0], cache=False) as floor:
@@ -200,9 +236,20 @@ def latency_rows(
             rows[label] = summary(timed(lambda caller=caller: caller.token("tok"), count))  # the same call
             cpu[name] = cpu_seconds(servers[name][1]) - before
         rows = {label: rows[label] for _, label, _ in pair}  # the floor's row first, whichever ran first
-        rows["vaultd token.get oauth2"] = summary(timed(lambda: client.token("oauth"), count))
-        rows["vaultd token.sign HMAC"] = summary(timed(lambda: client.sign("hmac", "POST", URL), count))
-        rows["vaultd token.sign Ed25519"] = summary(timed(lambda: client.sign("ed", "POST", URL), count))
+        for label, name, kind in VAULTD_ROWS:
+            rows[label] = summary(timed(vaultd_call(client, name, kind), count))
+    if bao is not None:
+        started = time.perf_counter()
+        pids = {"openbao agent": bao.pid(), "openbao server": servers["openbao server"][1]}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        client_before = time.process_time()
+        rows[LABEL] = summary(timed(bao.read, count))
+        cpu["openbao client"] = time.process_time() - client_before
+        cpu.update({name: cpu_seconds(pid) - before[name] for name, pid in pids.items()})
+        client_before = time.process_time()
+        rows[HTTPX_LABEL] = summary(timed(bao.read_httpx, count))
+        cpu["openbao client, httpx"] = time.process_time() - client_before
+        cpu["openbao rows, wall"] = time.perf_counter() - started
     if agent is not None:
         payload = URL.encode()
         rows["ssh-agent REQUEST_IDENTITIES"] = summary(timed(agent.identities, count))
@@ -246,8 +293,18 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
     keyring_missing = missing()
     if keyring_missing:
         results["left out"].append(keyring_missing)
-    os.sched_setaffinity(0, {cpu})
+    bao_missing = openbao_agent.missing()
+    if bao_missing:
+        results["left out"].append(bao_missing)
+    upstream: Upstream | None = None
+    bao: OpenBaoAgent | None = None
+    bao_seconds = 0.0  # the OpenBao rows' wall time: server start and configuration, agent starts, rows
     try:
+        if not bao_missing:  # before this process is pinned: the server is left to the scheduler
+            started = time.perf_counter()
+            upstream = start_upstream(root)
+            bao_seconds += time.perf_counter() - started
+        os.sched_setaffinity(0, {cpu})
         assert exchange.stdout is not None
         exchange_url = f"http://127.0.0.1:{int(exchange.stdout.readline())}"
         ready = [daemon.start()]
@@ -270,7 +327,7 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
         # The one-connection rows at each of several starts of every server (see over_starts).
         per_start = []
-        server_seconds = {"floor": 0.0, "vaultd": 0.0}
+        server_seconds: dict[str, float] = {}
         for start in range(args.starts):
             if start:
                 daemon.stop()
@@ -287,31 +344,59 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
             if not keyring_missing:
                 keyring = GnomeKeyring(root / f"keyring-{start}", cpu)
             servers = {"vaultd": (daemon.path, daemon.pid()), "floor": (floor_path, floor.pid)}
-            rows, spent = latency_rows(servers, agent, keyring, count, floor_first=start % 2 == 0)
+            if upstream is not None:
+                started = time.perf_counter()
+                bao = OpenBaoAgent(root / f"openbao-agent-{start}", upstream, cpu)
+                bao_seconds += time.perf_counter() - started
+                servers["openbao server"] = (upstream.address, upstream.proc.pid)
+            rows, spent = latency_rows(servers, agent, keyring, bao, count, floor_first=start % 2 == 0)
             per_start.append(rows)
             for name, spent_seconds in spent.items():
-                server_seconds[name] += spent_seconds
+                server_seconds[name] = server_seconds.get(name, 0.0) + spent_seconds
             if agent is not None:
                 agent.stop()
                 agent = None
             if keyring is not None:
                 keyring.stop()
                 keyring = None
+            if bao is not None:
+                started = time.perf_counter()
+                bao.stop()
+                bao = None
+                bao_seconds += time.perf_counter() - started
         results["latency_us"] = over_starts(per_start)
         calls = args.starts * (count + min(200, count))  # timed() warms up with up to 200 calls
         results["server_cpu_us_per_token_get"] = {
-            name: round(total / calls * 1e6, 1) for name, total in server_seconds.items()
+            name: round(server_seconds[name] / calls * 1e6, 1) for name in ("floor", "vaultd")
         }
+        if upstream is not None:
+            bao_seconds += server_seconds.pop("openbao rows, wall")
+            results["openbao_cpu_us_per_read"] = {
+                name.removeprefix("openbao "): round(server_seconds[name] / calls * 1e6, 1)
+                for name in ("openbao client", "openbao client, httpx", "openbao agent", "openbao server")
+            }
         results["start_to_ready_ms"] = round(statistics.median(ready) * 1000, 1)
 
         rates: dict[str, dict[int, float]] = {}
         os.sched_setaffinity(0, set(os.sched_getaffinity(0)) | set(range(os.cpu_count() or 1)))
-        for label, path, method, params in (
-            ("floor token.get", floor_path, "token.get", {"name": "tok"}),
-            ("vaultd token.get static", daemon.path, "token.get", {"name": "tok"}),
-            ("vaultd token.sign Ed25519", daemon.path, "token.sign", {"name": "ed", "method": "POST", "url": URL}),
-        ):
-            rates[label] = {n: round(throughput(path, n, seconds, method, params)) for n in CONNECTIONS}
+        rates["floor token.get"] = {
+            n: round(throughput(floor_path, n, seconds, "token.get", {"name": "tok"})) for n in CONNECTIONS
+        }
+        for label, method, params in VAULTD_RATE_ROWS:
+            rates[label] = {n: round(throughput(daemon.path, n, seconds, method, params)) for n in CONNECTIONS}
+        if upstream is not None:  # the agent pinned, as vaultd is; the client on every core, as for vaultd
+            started = time.perf_counter()
+            bao = OpenBaoAgent(root / "openbao-agent-rates", upstream, cpu)
+            rates[LABEL] = {n: round(openbao_agent.throughput(bao.socket_path, n, seconds)) for n in CONNECTIONS}
+            results["openbao_rss_mib"] = {
+                "OpenBao Agent": round(rss_mib(bao.pid()), 1),
+                "bao server -dev": round(rss_mib(upstream.proc.pid), 1),
+                "vaultd (beside them)": round(rss_mib(daemon.pid()), 1),
+            }
+            bao.stop()  # not idle beside the exe rows on their core
+            bao = None
+            bao_seconds += time.perf_counter() - started
+            results["openbao_rows_s"] = round(bao_seconds, 1)
         results["requests_per_s"] = rates
 
         cached = Client(daemon.path)
@@ -323,11 +408,18 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["exe_rule"] = rule_rows(daemon.path, daemon.pid(), count, args.starts, cpu_seconds)
         results["exe_check_ns"] = check_rows(count)
         results["accept_us"] = accept_rows(count)
+        if upstream is not None and not args.short:  # last: the server stays sealed
+            bao = OpenBaoAgent(root / "openbao-agent-sealed", upstream)
+            results["openbao_sealed_read"] = sealed_read(upstream, bao)
     finally:
         if agent is not None:
             agent.stop()
         if keyring is not None:
             keyring.stop()
+        if bao is not None:
+            bao.stop()
+        if upstream is not None:
+            openbao_agent.stop(upstream.proc)
         daemon.stop()
         for proc in (floor, exchange):
             proc.kill()
@@ -388,6 +480,9 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         out["Ed25519 sign p50 / ssh-agent sign p50"] = (
             latency["vaultd token.sign Ed25519"]["p50"] / latency["ssh-agent SIGN_REQUEST Ed25519"]["p50"]
         )
+    if LABEL in latency:
+        out["OpenBao Agent KV read p50 / floor p50"] = latency[LABEL]["p50"] / latency["floor token.get"]["p50"]
+        out["OpenBao Agent 64-connection throughput / floor"] = rates[LABEL][64] / rates["floor token.get"][64]
     return {k: round(v, 3) for k, v in out.items()}
 
 
@@ -395,15 +490,26 @@ def render(results: dict[str, Any]) -> str:
     lines = [f"vaultd benchmark suite ({results['mode']}), {results['machine']}", ""]
     starts = len(next(iter(results["latency_us"].values()))["p50 per start"])
     lines.append(f"one connection, sequential, one core (microseconds, median of {starts} starts)")
-    lines.append(f"  {'':48} {'p50':>9} {'p99':>9}   p50 lowest-highest start")
+    lines.append(f"  {'':48} {'p50':>9} {'p99':>9} {'/ floor':>8}   p50 lowest-highest start")
+    floor_p50 = results["latency_us"]["floor token.get"]["p50"]
     for label, figure in results["latency_us"].items():
         spread = figure["p50 per start"]
-        lines.append(f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f}   {min(spread):.1f}-{max(spread):.1f}")
+        lines.append(
+            f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f} {figure['p50'] / floor_p50:7.2f}x   "
+            f"{min(spread):.1f}-{max(spread):.1f}"
+        )
     server_cpu = results["server_cpu_us_per_token_get"]
     lines.append(
         f"  server CPU per token.get, all starts (us)      floor {server_cpu['floor']:.1f}, "
         f"vaultd {server_cpu['vaultd']:.1f} ({server_cpu['vaultd'] / server_cpu['floor']:.2f}x)"
     )
+    if "openbao_cpu_us_per_read" in results:
+        bao_cpu = results["openbao_cpu_us_per_read"]
+        lines.append(
+            f"  CPU per KV read via OpenBao Agent (us)         agent {bao_cpu['agent']:.1f}, "
+            f"server {bao_cpu['server']:.1f}, this client {bao_cpu['client']:.1f} "
+            f"(with httpx {bao_cpu['client, httpx']:.1f})"
+        )
     lines.append("")
     lines.append("an exe rule, per request: one connection, same daemon, alternating (us)")
     lines.append(f"  {'':48} {'p50':>9} {'p99':>9}   server CPU per call")
@@ -419,8 +525,29 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"  peer with {label:38} {figure['peer_of_us']:9.1f} {figure['exe_check_us']:9.1f}")
     lines.append("")
     lines.append("requests per second, asyncio client, one connection per client: " + ", ".join(map(str, CONNECTIONS)))
+    floor_rate = results["requests_per_s"]["floor token.get"][CONNECTIONS[-1]]
+    lines.append(f"  {'':48} " + " ".join(f"{n:>9}" for n in CONNECTIONS) + f"   {CONNECTIONS[-1]}: / floor")
     for label, rate in results["requests_per_s"].items():
-        lines.append(f"  {label:48} " + " ".join(f"{rate[n]:>9,}" for n in CONNECTIONS))
+        lines.append(
+            f"  {label:48} "
+            + " ".join(f"{rate[n]:>9,}" for n in CONNECTIONS)
+            + f"   {rate[CONNECTIONS[-1]] / floor_rate:7.2f}x"
+        )
+    if "openbao_rss_mib" in results:
+        lines.append(
+            "  RSS after those rows (MiB)                     "
+            + ", ".join(f"{name} {mib:.1f}" for name, mib in results["openbao_rss_mib"].items())
+        )
+    if "openbao_sealed_read" in results:
+        sealed = results["openbao_sealed_read"]
+        lines.append(
+            f"  a read through OpenBao Agent, server sealed    blocked {sealed['blocked_s']:.1f} s: {sealed['got']}"
+        )
+    if "openbao_rows_s" in results:
+        lines.append(
+            f"  the OpenBao rows took {results['openbao_rows_s']:.1f} s of this run "
+            "(server start and configuration, agent starts, rows)"
+        )
     lines.append("")
     lines.append(f"  cached token()                                  {results['cached_token_us']:9.3f} us per call")
     lines.append(f"  import vaultd_client over bare python           {results['import_ms_over_bare']:9.1f} ms")
@@ -434,7 +561,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("targets (ratios from this run)")
     for name, value in results["ratios"].items():
-        lines.append(f"  {name:48} {value:9.3f}   target {TARGETS[name]}")
+        lines.append(
+            f"  {name:48} {value:9.3f}   " + (f"target {TARGETS[name]}" if name in TARGETS else "a peer: no target")
+        )
     lines.extend(f"left out: {reason}" for reason in results["left out"])
     return "\n".join(lines)
 

