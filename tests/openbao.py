@@ -501,7 +501,9 @@ class BaoRaftCluster(_Api):
     - With a leader up, standbys are "read-enabled": they serve reads themselves (a KV read,
       transit sign/hmac, a wrapping lookup: 200, written to the standby's own audit log) and
       forward writes to the leader over the cluster port (a KV write, a login, renew-self,
-      unwrap: 200). Nothing is redirected.
+      unwrap: 200). Nothing is redirected. A login sent to a standby is tried there first: its
+      audit log has the attempt with ``error: "...cannot write to readonly storage"``, and the
+      leader's has the login itself.
     - Their reads lag the leader by tens of milliseconds (60-100 ms here): right after a write a
       standby may serve the previous version, or 404 for a new record; an AppRole login with a
       secret id made a moment ago is refused there (400 "invalid role or secret ID"). Tests
@@ -510,8 +512,8 @@ class BaoRaftCluster(_Api):
       config): writes (login, renew-self, KV write) get ``307`` with ``Location:`` the dead
       leader's ``api_addr`` + the same path; reads go on being served (a KV read, after up to
       ~0.4 s of ``400 "Waiting for the primary to upgrade from non-versioned to versioned
-      data..."``, a transient 400 that vaultd._bao reports as BaoUnavailable). For up to a
-      second after the election, the other standby still answers writes with 307, now to the
+      data..."``, a transient 400 that vaultd._bao reports as BaoUnavailable). For a second
+      or so after the election, the other standby still answers writes with 307, now to the
       new leader. A node just restarted answers writes ``500 "local node not active but active
       cluster node not found"`` until it finds the leader.
     - A request with ``X-Vault-No-Request-Forwarding: true`` is never forwarded: a write to a
