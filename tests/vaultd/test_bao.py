@@ -290,11 +290,28 @@ async def test_a_destroyed_secret_id_is_refused(client: BaoClient, bao: BaoDevSe
     assert missing.status == 403
 
 
-async def test_an_expired_secret_id_is_refused(client: BaoClient, bao: BaoDevServer) -> None:
+async def test_an_expired_secret_id_is_refused_and_an_expired_wrapping_token_invalid(
+    client: BaoClient, bao: BaoDevServer
+) -> None:
     role_id, secret_id = bao.approle("short", policies=["desk"], secret_id_ttl="1s")
-    bao.api("POST", "auth/approle/role/short", {"secret_id_ttl": "1h"})  # later ids live: this one stays short
+    wrapping = bao.wrapped_secret_id("short", ttl="1s")
     await trio.sleep(1.5)  # OpenBao's own clock: nothing to drive
     await raises(BaoRefused, client.login_approle("approle", Secret(role_id), Secret(secret_id)), secret_id)
+    await raises(BaoWrapInvalid, client.lookup_wrapping(Secret(wrapping)), wrapping)
+    await raises(BaoWrapInvalid, client.unwrap(Secret(wrapping)), wrapping)
+
+
+async def test_a_rebuilt_openbao_has_forgotten_the_token() -> None:
+    """Dev mode keeps everything in memory: a restart is a new, empty OpenBao at the same address."""
+    with BaoDevServer() as server:
+        server.enable_approle()
+        role_id, secret_id = server.approle("desk", policies=["default"])
+        async with BaoClient(server.address) as client:
+            token = await client.login_approle("approle", Secret(role_id), Secret(secret_id))
+            server.restart()
+            await raises(BaoForbidden, client.renew_self(token.token), token.token)
+            login = client.login_approle("approle", Secret(role_id), Secret(secret_id))
+            await raises(BaoRefused, login, role_id, secret_id)  # no AppRole mount any more: 403
 
 
 async def test_openbao_refusing_the_request_is_a_request_error(client: BaoClient, bao: BaoDevServer) -> None:
