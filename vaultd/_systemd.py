@@ -186,9 +186,14 @@ def status_line(vault: Vault) -> str:
     counts = vault.state_counts()
     total = sum(counts.values())
     parts = [f"{total} credential{'' if total == 1 else 's'}", f"{counts[CredentialState.DEGRADED]} degraded"]
-    for trouble in (CredentialState.EXPIRED, CredentialState.NEEDS_REAUTH):
+    for trouble in (CredentialState.EXPIRED, CredentialState.NEEDS_REAUTH, CredentialState.PULLED):
         if counts[trouble]:
             parts.append(f"{counts[trouble]} {trouble.value.lower().replace('_', ' ')}")
+    parts.extend(
+        f"upstream {u['name']} {u['state'].lower().replace('_', ' ')}"
+        for u in vault.upstream_list()
+        if u["state"] in (CredentialState.NEEDS_REAUTH, CredentialState.EXPIRED)
+    )
     return "Unlocked: " + ", ".join(parts)
 
 

@@ -125,6 +125,8 @@ class _Upstream:
         self.scope = trio.CancelScope()
         #: The token of the login :meth:`Upstreams.prepare` made, until the renewer takes it.
         self.first: Issued | None = None
+        #: When a read last started a login out of the session's schedule (trio's clock).
+        self.forced_at = -math.inf
 
     async def close(self) -> None:
         self.session.wipe()
@@ -269,7 +271,7 @@ class Upstreams:
 
     # -- calls with the session's token ------------------------------------------------------
 
-    async def call(self, name: str, op: Callable[[BaoClient, Secret], Awaitable[_T]]) -> _T:
+    async def call(self, name: str, op: Callable[[BaoClient, Secret], Awaitable[_T]], *, gap: float = 1.0) -> _T:
         """``op(client, token)`` with the upstream's token; on 403, one login and one retry.
 
         Raises:
@@ -279,7 +281,7 @@ class Upstreams:
         upstream = self._upstreams.get(name)
         if upstream is None:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"no upstream named {name!r}")
-        issued = await self._token(upstream)
+        issued = await self._token(upstream, gap=gap)
         try:
             return await op(upstream.client, issued.token)
         except BaoForbidden:
@@ -290,15 +292,18 @@ class Upstreams:
             issued = await self._token(upstream, wait=False)
             return await op(upstream.client, issued.token)
 
-    async def _token(self, upstream: _Upstream, *, wait: bool = True) -> Issued:
-        """The session's token; without one, one attempt now (or the one under way) first.
+    async def _token(self, upstream: _Upstream, *, wait: bool = True, gap: float = 60.0) -> Issued:
+        """The session's token; without one, a login attempt now first, at most one per ``gap`` s.
 
-        A read that finds no token starts the attempt itself rather than wait for the session's
+        A read that finds no token starts the attempt itself rather than wait out the session's
         backoff (up to 5 min): a credential then recovers within one refresh of OpenBao coming
-        back. The session's own budget still bounds its calls; NEEDS_REAUTH waits for an operator.
+        back (``gap`` is the reader's refresh). The session's own budget still bounds its calls;
+        NEEDS_REAUTH waits for an operator.
         """
-        session = upstream.session
-        if wait and session.valid_token(self._wall()) is None:
+        session, now = upstream.session, trio.current_time()
+        due = session.renewing is not None or now - upstream.forced_at >= gap
+        if wait and due and session.valid_token(self._wall()) is None:
+            upstream.forced_at = now
             with trio.move_on_after(upstream.config.timeout + 1.0):
                 await self._renewer.attempt(upstream.config.name)
         issued = session.valid_token(self._wall())
@@ -309,14 +314,14 @@ class Upstreams:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {upstream.config.name!r} has no token: {why}")
         return issued
 
-    async def read(self, name: str, path: str) -> KvVersion:
-        """The current version of ``path`` under the upstream's KV v2 mount.
+    async def read(self, name: str, path: str, *, gap: float = 1.0) -> KvVersion:
+        """The current version of ``path`` under the upstream's KV v2 mount (``gap``: see :meth:`_token`).
 
         Raises:
             BaoError, RpcError: as :meth:`call`.
         """
         mount = self._upstreams[name].config.kv_mount if name in self._upstreams else ""
-        return await self.call(name, lambda client, token: client.kv_read(token, mount, path))
+        return await self.call(name, lambda client, token: client.kv_read(token, mount, path), gap=gap)
 
     # -- transit (vaultd._providers.sign's Transit) -------------------------------------------
 
@@ -396,7 +401,7 @@ class Upstreams:
             return
         credential.upstream_calls += 1
         try:
-            record = await self.read(upstream.config.name, source.path)
+            record = await self.read(upstream.config.name, source.path, gap=source.refresh)
         except BaoNotFound as exc:
             await self._pulled(credential, exc)
             return

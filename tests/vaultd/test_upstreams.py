@@ -167,6 +167,25 @@ async def test_openbao_down_serves_the_last_copy_degraded_then_expired_after_max
     assert state(vault, "st")["state"] == "FRESH"
 
 
+async def test_openbao_down_for_an_hour_costs_few_logins_however_many_credentials(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    bao.token_ttl = 300.0  # the session's token runs out early in the hour
+    vault = await sourced_vault(nursery, tmp_path, wall, bao)
+    for n in range(20):
+        bao.put(f"desk/s{n}", {"token": f"fake-{n}"})
+        source = {"upstream": "bao", "path": f"desk/s{n}"}
+        await vault.put(Secret(PASS), f"s{n}", "static", None, replace=False, source=source)
+    bao.down = True
+    bao.calls.clear()
+    await trio.sleep(3600)
+    attempts = [name for name, _ in bao.calls if name in ("login", "renew")]
+    assert len(attempts) <= 60 + 20, "at most one login a refresh (60 s) besides the session's own backoff"
+    bao.down = False
+    await trio.sleep(61)
+    assert all(state(vault, f"s{n}")["state"] == "FRESH" for n in range(20)), "back within one refresh"
+
+
 async def test_an_engine_never_waits_on_a_hanging_openbao(
     nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
 ) -> None:
