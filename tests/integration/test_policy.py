@@ -2,7 +2,7 @@
 
 Engines are real processes running a stdlib-only client (``CLIENT``, with its own small
 MessagePack codec) under the system ``python3``, so that the same script also runs as uid
-65534, which cannot read the virtualenv or the checkout (docs/ARCHITECTURE.md section 12). Two engines
+65534, which cannot read the virtualenv or the checkout (docs/ARCHITECTURE.md section 13). Two engines
 are told apart by their cgroup: the test creates ``engine-a.service`` and ``engine-b.service``
 under a cgroup of its own (removed at the end) and each engine moves itself there before it
 connects. Tests that switch uid or create cgroups need root: they fail under ``CI`` and are

@@ -2,7 +2,7 @@
 
 PID 1 here is not systemd, so ``systemctl`` refuses to work unless ``/run/systemd/system``
 exists: the manager runs under ``unshare --mount --propagation private`` with a tmpfs on
-``/run/systemd`` that only its namespace sees (docs/ARCHITECTURE.md section 12), and every command that
+``/run/systemd`` that only its namespace sees (docs/ARCHITECTURE.md section 13), and every command that
 talks to it runs in that namespace (``nsenter --target PID --mount``). It has its own HOME,
 XDG_RUNTIME_DIR and config folders under a temp folder, and its own cgroup (so that it does
 not adopt the host's processes into its ``init.scope``). It is stopped by its pid at the end.
