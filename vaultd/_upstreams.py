@@ -40,6 +40,8 @@ log = logging.getLogger("vaultd.upstreams")
 _T = TypeVar("_T")
 #: Alarms kept for ``status`` (the newest), for the daemon's life.
 ALARMS_KEPT = 16
+#: Reads that find no session token start a login at most this often (seconds), per upstream.
+_FORCED_LOGIN_GAP = 1.0
 
 
 class UpstreamAlarm(RpcError):
@@ -271,7 +273,7 @@ class Upstreams:
 
     # -- calls with the session's token ------------------------------------------------------
 
-    async def call(self, name: str, op: Callable[[BaoClient, Secret], Awaitable[_T]], *, gap: float = 1.0) -> _T:
+    async def call(self, name: str, op: Callable[[BaoClient, Secret], Awaitable[_T]]) -> _T:
         """``op(client, token)`` with the upstream's token; on 403, one login and one retry.
 
         Raises:
@@ -281,7 +283,7 @@ class Upstreams:
         upstream = self._upstreams.get(name)
         if upstream is None:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"no upstream named {name!r}")
-        issued = await self._token(upstream, gap=gap)
+        issued = await self._token(upstream)
         try:
             return await op(upstream.client, issued.token)
         except BaoForbidden:
@@ -292,16 +294,17 @@ class Upstreams:
             issued = await self._token(upstream, wait=False)
             return await op(upstream.client, issued.token)
 
-    async def _token(self, upstream: _Upstream, *, wait: bool = True, gap: float = 60.0) -> Issued:
-        """The session's token; without one, a login attempt now first, at most one per ``gap`` s.
+    async def _token(self, upstream: _Upstream, *, wait: bool = True) -> Issued:
+        """The session's token; without one, a login attempt now first (or the one under way).
 
         A read that finds no token starts the attempt itself rather than wait out the session's
         backoff (up to 5 min): a credential then recovers within one refresh of OpenBao coming
-        back (``gap`` is the reader's refresh). The session's own budget still bounds its calls;
-        NEEDS_REAUTH waits for an operator.
+        back. While OpenBao is down that costs one login attempt where a read would have been
+        (at most one a second per upstream): no more calls than a healthy upstream gets. The
+        session's own budget still bounds them; NEEDS_REAUTH waits for an operator.
         """
         session, now = upstream.session, trio.current_time()
-        due = session.renewing is not None or now - upstream.forced_at >= gap
+        due = session.renewing is not None or now - upstream.forced_at >= _FORCED_LOGIN_GAP
         if wait and due and session.valid_token(self._wall()) is None:
             upstream.forced_at = now
             with trio.move_on_after(upstream.config.timeout + 1.0):
@@ -314,14 +317,14 @@ class Upstreams:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {upstream.config.name!r} has no token: {why}")
         return issued
 
-    async def read(self, name: str, path: str, *, gap: float = 1.0) -> KvVersion:
-        """The current version of ``path`` under the upstream's KV v2 mount (``gap``: see :meth:`_token`).
+    async def read(self, name: str, path: str) -> KvVersion:
+        """The current version of ``path`` under the upstream's KV v2 mount.
 
         Raises:
             BaoError, RpcError: as :meth:`call`.
         """
         mount = self._upstreams[name].config.kv_mount if name in self._upstreams else ""
-        return await self.call(name, lambda client, token: client.kv_read(token, mount, path), gap=gap)
+        return await self.call(name, lambda client, token: client.kv_read(token, mount, path))
 
     # -- transit (vaultd._providers.sign's Transit) -------------------------------------------
 
@@ -401,7 +404,7 @@ class Upstreams:
             return
         credential.upstream_calls += 1
         try:
-            record = await self.read(upstream.config.name, source.path, gap=source.refresh)
+            record = await self.read(upstream.config.name, source.path)
         except BaoNotFound as exc:
             await self._pulled(credential, exc)
             return

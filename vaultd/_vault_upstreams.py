@@ -26,9 +26,17 @@ from ._upstream import UpstreamConfig
 from ._upstreams import ALARMS_KEPT, UpstreamAlarm, Upstreams, take_wrapped_secret_id
 from ._watch import EXPIRED, UPDATED, WatchHub
 
-__all__ = ["VaultUpstreams"]
+__all__ = ["UNSOURCEABLE", "VaultUpstreams"]
 
 log = logging.getLogger("vaultd.vault")
+
+#: Kinds whose settings may not come from an upstream, and why.
+UNSOURCEABLE = {
+    "exec": (
+        "an exec credential runs a command on this host: its settings cannot come from an upstream, "
+        "or whoever may write that record could run commands on every host; add it from stdin"
+    ),
+}
 
 
 class VaultUpstreams:
@@ -186,6 +194,8 @@ class VaultUpstreams:
             RpcError: INVALID_PARAMS, FORBIDDEN, UPSTREAM_UNAVAILABLE.
         """
         upstream_name, path, refresh = parse_source(given)
+        if kind in UNSOURCEABLE:
+            raise RpcError(ErrorCode.INVALID_PARAMS, UNSOURCEABLE[kind])
         upstream = self._upstream_configs.get(upstream_name)
         if upstream is None or self._upstreams is None:
             raise RpcError(ErrorCode.INVALID_PARAMS, f"no upstream named {upstream_name!r} ('vaultctl upstream list')")

@@ -446,15 +446,6 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
         "bao:desk/demo: connection refused (is OpenBao running at http://127.0.0.1:8200?)",
         "",
     ),
-    (
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        "token.sign",
-        44,
-        [{"name": "kraken-demo", "method": "POST", "url": "https://api.kraken.com/0/private/Balance"}],
-        None,
-        "nothing signed: OpenBao upstream 'bao' could not be reached (connection refused)",
-        "a credential whose key lives in OpenBao transit signs with one round trip to it per request",
-    ),
 ]
 
 # Error maps a client must cope with although this daemon sends none of them (SPEC.md section 4).
