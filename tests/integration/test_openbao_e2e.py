@@ -12,13 +12,16 @@ deadline, and the refresh interval is 1 s.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
+from nacl.signing import VerifyKey
 
 from vaultd_client import Client
 from vaultd_client.errors import Pulled, UpstreamUnavailable
@@ -239,3 +242,19 @@ def test_signing_inside_openbao_transit_reproduces_binances_example(daemon: Daem
             client.sign("binance-t", "POST", f"https://api.binance.com/api/v3/order?{query}")
     removed = daemon.ctl("upstream", "rm", "bao", *daemon.pw(), check=False)
     assert removed.returncode == 1 and "binance, binance-t, st" in removed.stderr
+
+
+def test_an_ed25519_key_in_transit_signs_what_its_public_key_verifies(daemon: DaemonProcess, bao: BaoDevServer) -> None:
+    desk(daemon, bao)
+    bao.enable_transit()
+    bao.transit_key("binance-ed", "ed25519")
+    backend = {"upstream": "bao", "transit_key": "binance-ed"}
+    config = {"scheme": "binance-ed25519", "api_key": "fake-key-e", "backend": backend}
+    daemon.ctl("add", "binance-e", "--kind", "sign", *daemon.pw(), stdin=json.dumps(config))
+    with Client(daemon.socket_path) as client:
+        signed = client.sign("binance-e", "GET", "https://api.binance.com/api/v3/account?omitZeroBalances=true")
+    query = urlsplit(signed.url).query
+    payload, _, signature = query.rpartition("&signature=")
+    public = VerifyKey(base64.b64decode(bao.public_key("binance-ed")))
+    public.verify(payload.encode(), base64.b64decode(unquote(signature)))  # raises if it does not verify
+    assert payload.startswith("omitZeroBalances=true&timestamp=")
