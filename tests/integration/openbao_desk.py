@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from vaultd_client import Client, VaultdError
 
 from ..daemon_process import DaemonProcess
 from ..openbao import _Api
+from ..polling import wait_for
 
 ROLE = "host-a"
 POLICY = 'path "secret/data/desk/*" { capabilities = ["read"] }\npath "transit/*" { capabilities = ["update"] }\n'
@@ -55,17 +55,6 @@ def add_upstream(
 
 def source(daemon: DaemonProcess, name: str, kind: str, path: str, refresh: float = 1) -> None:
     daemon.ctl("add", name, "--kind", kind, "--from", f"bao:{path}", "--refresh", str(refresh), *daemon.pw())
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def described(daemon: DaemonProcess, name: str) -> dict[str, Any]:

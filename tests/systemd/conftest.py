@@ -18,12 +18,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from ..polling import wait_for
+
+__all__ = ["BIN", "PASS", "UserManager", "attack_as_same_uid", "wait_for"]
 
 SYSTEMD = Path("/usr/lib/systemd/systemd")
 BIN = Path(sys.executable).parent
@@ -91,18 +93,6 @@ def require_root() -> None:
             if os.environ.get("CI"):
                 pytest.fail(message)
             pytest.skip(message)
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20.0, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)  # another process's progress: no trio clock to drive
 
 
 class UserManager:
