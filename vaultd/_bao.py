@@ -358,10 +358,15 @@ class BaoClient:
     async def transit_hmac(
         self, token: Secret, key: str, data: bytes, *, algorithm: str = "sha2-256", mount: str = "transit"
     ) -> bytes:
-        """The raw MAC of ``data`` under transit key ``key``."""
-        path = _path((mount, "transit mount"), "hmac", (key, "transit key"), (algorithm, "HMAC algorithm"))
+        """The raw MAC of ``data`` under transit key ``key``.
+
+        The algorithm goes in the body, not the path, so that a policy on ``transit/hmac/KEY``
+        (as the README writes it) allows the call.
+        """
+        path = _path((mount, "transit mount"), "hmac", (key, "transit key"))
         what = f"transit HMAC with key {key}"
-        answer = await self._call("POST", path, what, token=token, body={"input": base64.b64encode(data).decode()})
+        body = {"input": base64.b64encode(data).decode(), "algorithm": algorithm}
+        answer = await self._call("POST", path, what, token=token, body=body)
         return self._value(answer, "hmac", what, urlsafe=False)
 
     async def transit_sign(

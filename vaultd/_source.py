@@ -58,6 +58,9 @@ class Source:
     next_read: float | None = None
     #: What the vault file holds as ``confirmed_at`` (it is written at most hourly).
     written_confirmed_at: float = 0.0
+    #: When OpenBao says the version held was written: the same version number with another
+    #: time is another record (an OpenBao rebuilt or restored), not this one.
+    created_time: str = ""
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.confirmed_at)
@@ -112,6 +115,7 @@ class Source:
             "path": self.path,
             "refresh": self.refresh,
             "version": self.version,
+            "created_time": self.created_time,
             "confirmed_at": self.confirmed_at,
             "age": self.age(now),
             "max_stale": self.max_stale,
@@ -129,6 +133,7 @@ class Source:
             "version": self.version,
             "confirmed_at": self.confirmed_at,
             "pulled": self.pulled,
+            "created_time": self.created_time,
         }
 
     @classmethod
@@ -146,6 +151,7 @@ class Source:
             confirmed_at=confirmed_at,
             pulled=pulled,
             written_confirmed_at=confirmed_at,
+            created_time=str(record.get("created_time") or ""),
         )
 
 

@@ -129,6 +129,12 @@ class _Upstream:
         self.first: Issued | None = None
         #: When a read last started a login out of the session's schedule (trio's clock).
         self.forced_at = -math.inf
+        #: The token a 403 made the daemon log in for (it is not logged in for twice).
+        self.relogged: Issued | None = None
+        #: Why the last call with the session's token failed (None after one that did not).
+        self.call_error: str | None = None
+        #: One read (or refresh) at a time per upstream, whoever asks.
+        self.reading = trio.Lock()
 
     async def close(self) -> None:
         self.session.wipe()
@@ -197,7 +203,8 @@ class Upstreams:
             for upstream in self._upstreams.values():
                 nursery.start_soon(self._refresh_loop, upstream)
             for credential in self._vault.sourced_credentials().values():
-                self.track(credential)
+                if credential.source is not None:  # first reads soon: each copy confirmed (or not) at once
+                    self.track(credential, delay=self._rng.random() * min(credential.source.refresh, 5.0))
             task_status.started()
 
     def wipe(self) -> None:
@@ -269,6 +276,7 @@ class Upstreams:
         upstream = self._upstreams[name]
         upstream.provider.invalidate()
         await self._renewer.renew(name)
+        upstream.call_error = None  # what the calls meet next tells afresh
         return self.describe_one(upstream)
 
     # -- calls with the session's token ------------------------------------------------------
@@ -276,23 +284,34 @@ class Upstreams:
     async def call(self, name: str, op: Callable[[BaoClient, Secret], Awaitable[_T]]) -> _T:
         """``op(client, token)`` with the upstream's token; on 403, one login and one retry.
 
+        A token that a 403 already made the daemon log in for is not logged in for again: a
+        path the role's policy denies costs one login, not one per read.
+
         Raises:
-            BaoError: as ``op`` raises it (a second 403 included); BaoForbidden-free
-                :class:`RpcError` UPSTREAM_UNAVAILABLE when there is no upstream or no token.
+            BaoError: as ``op`` raises it (a second 403 included); :class:`RpcError`
+                UPSTREAM_UNAVAILABLE when there is no upstream or no token.
         """
         upstream = self._upstreams.get(name)
         if upstream is None:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"no upstream named {name!r}")
-        issued = await self._token(upstream)
         try:
-            return await op(upstream.client, issued.token)
-        except BaoForbidden:
-            if upstream.session.issued is issued:  # nobody logged in since: this caller does, once
+            issued = await self._token(upstream)
+            try:
+                result = await op(upstream.client, issued.token)
+            except BaoForbidden:
+                if upstream.session.issued is not issued or issued is upstream.relogged:
+                    raise  # someone logged in since (retry below), or this token is that login's
                 log.info("upstream %r: a call was refused (403): logging in again, then one retry", name)
                 upstream.provider.invalidate()
                 await self._renewer.attempt(name)
-            issued = await self._token(upstream, wait=False)
-            return await op(upstream.client, issued.token)
+                issued = await self._token(upstream, wait=False)
+                upstream.relogged = issued
+                result = await op(upstream.client, issued.token)
+        except (BaoError, RpcError) as exc:
+            upstream.call_error = str(exc)
+            raise
+        upstream.call_error = None
+        return result
 
     async def _token(self, upstream: _Upstream, *, wait: bool = True) -> Issued:
         """The session's token; without one, a login attempt now first (or the one under way).
@@ -329,7 +348,7 @@ class Upstreams:
     # -- transit (vaultd._providers.sign's Transit) -------------------------------------------
 
     async def hmac(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
-        """Raises: RpcError: UPSTREAM_UNAVAILABLE (unreachable, or the key refused), FORBIDDEN (403)."""
+        """Raises: RpcError: UPSTREAM_UNAVAILABLE (unreachable, refused (403), or the key unknown)."""
         return await self._transit(upstream, lambda c, t: c.transit_hmac(t, key, data, algorithm=algorithm))
 
     async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
@@ -345,9 +364,13 @@ class Upstreams:
         try:
             return await self.call(upstream, op)
         except BaoForbidden as exc:
-            raise RpcError(ErrorCode.FORBIDDEN, f"upstream {upstream!r} refused the transit call: {exc}") from None
+            raise RpcError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"nothing signed: upstream {upstream!r} refused the transit call ({exc}): does the role's policy "
+                "allow update on transit/hmac/KEY or transit/sign/KEY?",
+            ) from None
         except BaoError as exc:
-            raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {upstream!r}: transit: {exc}") from None
+            raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"nothing signed: upstream {upstream!r}: {exc}") from None
 
     # -- refreshing sourced credentials -----------------------------------------------------
 
@@ -382,7 +405,8 @@ class Upstreams:
                     if credential is None or credential.source is None:
                         continue
                     try:
-                        await self._refresh(upstream, credential)
+                        async with upstream.reading:
+                            await self._refresh(upstream, credential)
                     except Exception as exc:  # a bug in one refresh must not stop the others
                         log.error("credential %r: refresh failed: %s", name, type(exc).__name__, exc_info=exc)
                         self._failed(credential, f"internal error ({type(exc).__name__}); see the daemon's log")
@@ -391,6 +415,15 @@ class Upstreams:
                 with trio.move_on_at(deadline):
                     await upstream.wake.wait()
                 upstream.wake = trio.Event()
+
+    async def refresh_now(self, credential: Credential) -> None:
+        """Read ``credential``'s record now (``vaultctl renew NAME`` of a sourced credential)."""
+        source = credential.source
+        upstream = None if source is None else self._upstreams.get(source.upstream)
+        if upstream is None:
+            return
+        async with upstream.reading:
+            await self._refresh(upstream, credential)
 
     async def _refresh(self, upstream: _Upstream, credential: Credential) -> None:
         source = credential.source
@@ -421,31 +454,37 @@ class Upstreams:
             self.track(current)
 
     async def _apply(self, credential: Credential, record: KvVersion) -> None:
+        """Act on what a read found (SPEC.md section 12).
+
+        Raises:
+            RpcError: the read does not confirm the copy (a lower version, the same version of
+                another record, an invalid record, a write that failed): the copy stays.
+        """
         source = credential.source
         assert source is not None
+        where = f"{source.upstream}:{source.path}"
         if record.version > source.version or (source.pulled is not None and record.version == source.version):
             await self._vault.adopt_version(credential, record)
-            log.info(
-                "credential %r: version %d of %s:%s adopted",
-                credential.name,
-                record.version,
-                source.upstream,
-                source.path,
-            )
+            log.info("credential %r: version %d of %s adopted", credential.name, record.version, where)
             return
-        if record.version < source.version:
-            # A standby behind the leader: versions only go up. Not confirmation either.
-            log.info(
-                "credential %r: the upstream answered version %d, older than the %d held: ignored",
-                credential.name,
-                record.version,
-                source.version,
+        fix = f"to take it: vaultctl add {credential.name} --kind {credential.kind} --from {where} --replace"
+        if record.version < source.version:  # versions only go up: not served, not a confirmation
+            raise RpcError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"{where} answered version {record.version}, older than the {source.version} held: ignored (a "
+                f"standby behind its leader, or an OpenBao rebuilt or restored; {fix})",
             )
-            return
+        if source.created_time and record.created_time and record.created_time != source.created_time:
+            raise RpcError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"{where} version {record.version} was written at {record.created_time}, not at "
+                f"{source.created_time} as the one held: another record (an OpenBao rebuilt or restored?); "
+                f"the copy held is served until max_stale ({fix})",
+            )
         was_degraded = source.degraded()
         source.confirmed_at, source.last_error, source.failures = self._wall(), None, 0
         if was_degraded:
-            log.info("credential %r: %s:%s answers again", credential.name, source.upstream, source.path)
+            log.info("credential %r: %s answers again", credential.name, where)
             self._vault.changed()
         if source.confirm_due_write():
             await self._vault.save_confirmation()
@@ -489,12 +528,16 @@ class Upstreams:
             for name, credential in self._vault.sourced_credentials().items()
             if credential.source is not None and credential.source.upstream == upstream.config.name
         )
+        state = session.state_at(now)
+        if state is CredentialState.FRESH and upstream.call_error is not None:
+            state = CredentialState.DEGRADED  # logged in, but its calls fail (sealed, down, refused)
+        valid = issued is not None and state is not CredentialState.NEEDS_REAUTH and issued.valid_at(now)
         return {
             **upstream.config.describe(),
-            "state": str(session.state_at(now)),
-            "token_expires_at": issued.expires_at if issued is not None else None,
+            "state": str(state),
+            "token_expires_at": issued.expires_at if valid and issued is not None else None,
             "next_renewal": session.next_renewal,
-            "last_error": session.last_error,
+            "last_error": session.last_error or upstream.call_error,
             "logins": upstream.provider.logins,
             "upstream_calls": session.upstream_calls,
             "sourced": sourced,

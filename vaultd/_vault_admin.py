@@ -50,18 +50,31 @@ class VaultAdmin(VaultUpstreams):
     async def renew(self, passphrase: Secret, name: str) -> dict[str, Any]:
         """One upstream attempt now for ``name``, even in NEEDS_REAUTH; its description after.
 
+        For a credential sourced from an upstream, its record is read first; for an upstream,
+        the attempt is a login.
+
         Raises:
-            RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL.
+            RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL, INVALID_PARAMS (a signing
+                credential of its own: it has nothing to renew).
         """
         async with self._lock:
             await self._admin(passphrase)
         renewer = self._renewer
         if renewer is None:
             raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
-        if name not in self._credentials:
+        credential = self._credentials.get(name)
+        if credential is None:
             described = await self.renew_upstream(name)
             if described is not None:
                 return described
+        elif credential.source is not None and self._upstreams is not None:
+            log.info("credential %r: a read of its record forced by an operator", name)
+            await self._upstreams.refresh_now(credential)
+            credential = self._credentials.get(name, credential)
+        if credential is not None and not getattr(credential.provider, "issues_tokens", True):
+            if credential.source is not None:
+                return credential.describe(self._clock())
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"credential {name!r} signs requests: it has no token to renew")
         log.info("credential %r: renewal forced by an operator", name)
         return await renewer.renew(name)
 

@@ -218,7 +218,13 @@ class VaultUpstreams:
         now = self._clock()
         credential = _build(name, kind, record, now, where)
         credential.source = Source(
-            upstream_name, path, refresh, record.version, confirmed_at=now, max_stale=upstream.max_stale
+            upstream_name,
+            path,
+            refresh,
+            record.version,
+            confirmed_at=now,
+            max_stale=upstream.max_stale,
+            created_time=record.created_time,
         )
         return credential
 
@@ -245,7 +251,13 @@ class VaultUpstreams:
             where = f"{source.upstream}:{source.path} version {record.version}"
             fresh = _build(credential.name, credential.kind, record, now, where)
             fresh.source = replace(
-                source, version=record.version, confirmed_at=now, pulled=None, last_error=None, failures=0
+                source,
+                version=record.version,
+                created_time=record.created_time,
+                confirmed_at=now,
+                pulled=None,
+                last_error=None,
+                failures=0,
             )
             fresh.updated_at = now
             await self._swap_in(opened, epoch, credential, fresh)

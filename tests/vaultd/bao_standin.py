@@ -50,6 +50,8 @@ class StandInBao:
     refuse_login: bool = False
     #: The version reads answer with when set (a standby behind the leader).
     lag_to: int | None = None
+    #: Bumped by :meth:`rebuild`: part of each version's created_time.
+    generation: int = 1
     calls: list[tuple[str, float]] = field(default_factory=list)
     wraps: dict[str, str] = field(default_factory=dict)
     _valid: dict[str, float] = field(default_factory=dict)  # token -> max-TTL end
@@ -60,6 +62,11 @@ class StandInBao:
     def put(self, path: str, data: dict[str, Any]) -> int:
         self.kv.setdefault(path, []).append(dict(data))
         return len(self.kv[path])
+
+    def rebuild(self) -> None:
+        """An OpenBao rebuilt from nothing: every record gone, versions start again at 1."""
+        self.kv.clear()
+        self.generation += 1
 
     def delete(self, path: str) -> None:
         self.kv[path][-1] = None
@@ -128,7 +135,7 @@ class StandInBao:
         data = versions[number - 1]
         if data is None:
             raise BaoNotFound("deleted (stand-in)", deleted=True, version=number)
-        return KvVersion(dict(data), number, "2026-12-06T00:00:00Z")
+        return KvVersion(dict(data), number, f"2026-12-0{self.generation}T00:00:{number:02d}Z")
 
 
 @contextmanager

@@ -113,6 +113,23 @@ async def test_a_lower_version_from_a_lagging_standby_is_ignored(
     await trio.sleep(60)
     assert (await vault.get("st", 0))["token"] == "fake-token-v2", "versions only go up"
     assert sourced(vault, "st")["version"] == 2
+    assert state(vault, "st")["state"] == "DEGRADED" and "older than the 2 held" in sourced(vault, "st")["last_error"]
+    bao.lag_to = None  # the standby caught up
+    await trio.sleep(6)
+    assert state(vault, "st")["state"] == "FRESH"
+
+
+async def test_an_openbao_rebuilt_with_versions_from_1_again_is_not_taken_for_the_copy(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao, refresh=5)
+    bao.rebuild()
+    bao.put("desk/static", {"token": "fake-token-other"})  # version 1 again, another record
+    await trio.sleep(6)
+    assert (await vault.get("st", 0))["token"] == "fake-token-v1", "not served as if it were the copy held"
+    described = state(vault, "st")
+    assert described["state"] == "DEGRADED" and "another record" in described["source"]["last_error"]
+    assert "vaultctl add st --kind static --from bao:desk/static --replace" in described["source"]["last_error"]
 
 
 async def test_a_deleted_record_pulls_the_credential_and_a_new_version_brings_it_back(
@@ -330,3 +347,28 @@ async def test_upstream_add_with_a_refused_login_saves_nothing_and_rm_refuses_wh
     await vault.put(Secret(PASS), "bao", "static", {"token": "fake-t"}, replace=False)
     taken = await refused(vault.put_upstream(Secret(PASS), "bao", "openbao", upstream_config(), replace=False))
     assert taken.code is ErrorCode.ALREADY_EXISTS and "a credential is named 'bao'" in str(taken)
+
+
+async def test_renew_reads_a_sourced_record_now_and_refuses_a_local_signing_key(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao, refresh=3600)
+    bao.put("desk/binance", {**SIGN, "api_key": "fake-key-2"})
+    described = await vault.renew(Secret(PASS), "binance")  # no waiting for the hour
+    assert described["source"]["version"] == 2
+    assert (await sign(vault))["headers"]["X-MBX-APIKEY"] == "fake-key-2"
+    await vault.put(Secret(PASS), "local", "sign", dict(SIGN), replace=False)
+    refused_renew = await refused(vault.renew(Secret(PASS), "local"))
+    assert refused_renew.code is ErrorCode.INVALID_PARAMS and "no token to renew" in str(refused_renew)
+    assert state(vault, "local")["last_error"] is None, "and no retry loop started"
+
+
+async def test_after_an_unlock_every_copy_is_confirmed_within_seconds(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao, refresh=3600)
+    vault.lock()
+    bao.put("desk/static", {"token": "fake-token-v2"})
+    await vault.unlock(Secret(PASS))
+    await trio.sleep(5.5)
+    assert (await vault.get("st", 0))["token"] == "fake-token-v2", "read within 5 s of the unlock, not in an hour"
