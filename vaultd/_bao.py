@@ -330,6 +330,10 @@ class BaoClient:
         answer = await self._call("POST", "auth/token/renew-self", "token renewal", token=token, body=body)
         return self._token(answer, token, "token renewal")
 
+    async def revoke_self(self, token: Secret) -> None:
+        """Revoke ``token`` (an upstream removed or replaced: its token should not outlive it)."""
+        await self._call("POST", "auth/token/revoke-self", "token revocation", token=token, body={})
+
     async def lookup_wrapping(self, wrapping_token: Secret) -> WrapInfo:
         """What a wrapping token wraps (its creation path), without unwrapping it."""
         what = "wrapping token lookup"

@@ -154,9 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     _passphrase_options(p)
 
-    p = sub.add_parser("renew", help="make one upstream attempt now, whatever the state (needs the passphrase)")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true", help="print the credential's state after the attempt as JSON")
+    p = sub.add_parser(
+        "renew",
+        help="make one upstream attempt now, whatever the state (needs the passphrase)",
+        description="Make one attempt now, whatever the state (even NEEDS_REAUTH) and outside the call budget: "
+        "for a credential, one renewal (a credential sourced from an upstream has its record read first); "
+        "for an upstream, one login (after fixing what made it NEEDS_REAUTH). Exits 1 if the attempt failed.",
+    )
+    p.add_argument("name", help="a credential's name, or an upstream's ('vaultctl upstream list')")
+    p.add_argument("--json", action="store_true", help="print the state after the attempt as JSON")
     _passphrase_options(p)
 
     p = sub.add_parser(
@@ -313,6 +319,8 @@ def _source(args: argparse.Namespace) -> dict[str, Any] | None:
     upstream, colon, path = args.source.partition(":")
     if not colon or not upstream or not path:
         raise CtlError("--from takes UPSTREAM:PATH, for example bao:desk/binance", EXIT_USAGE)
+    if args.refresh is not None and not 1 <= args.refresh <= 86400:
+        raise CtlError("--refresh must be between 1 and 86400 seconds", EXIT_USAGE)
     source: dict[str, Any] = {"upstream": upstream, "path": path}
     if args.refresh is not None:
         source["refresh"] = args.refresh
@@ -330,8 +338,9 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
         params["passphrase"] = _passphrase(args)
     try:
         result = _slow(client, Method.CREDENTIAL_PUT, params)
-    except AlreadyExists:
-        raise CtlError(f"credential {args.name!r} exists (ALREADY_EXISTS); add --replace to replace it") from None
+    except AlreadyExists as exc:
+        hint = "" if args.replace else "; add --replace to replace it"
+        raise CtlError(f"{exc.message} (ALREADY_EXISTS){hint}") from None
     print(f"credential {args.name!r} {'added' if result['created'] else 'replaced'}")
     if source is not None:
         print(f"it follows {args.source}: a new version there is served within the refresh interval")

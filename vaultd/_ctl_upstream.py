@@ -38,7 +38,7 @@ stdin:
   {"address": "https://bao.desk.example:8200", "ca_file": "/etc/vaultd/bao-ca.pem",
    "kv_mount": "secret", "namespace": null, "max_stale": 86400,
    "auth": {"method": "approle", "mount": "approle", "role": "host-a",
-            "role_id": "...", "wrapped_secret_id": "hvs.CAES..."}}
+            "role_id": "...", "wrapped_secret_id": "s.XXXXXXXX..."}}
 
 'wrapped_secret_id' is a response-wrapping token of a secret_id (bao write -wrap-ttl=10m -f
 auth/approle/role/host-a/secret-id): vaultd checks that it was made at exactly
@@ -46,7 +46,8 @@ auth/<mount>/role/<role>/secret-id and that nobody unwrapped it before, then unw
 else is an ALARM (refused, shown in 'vaultctl status' and written to the audit log). A plain
 'secret_id' is accepted too. http:// only for 127.0.0.1 and [::1]. The upstream logs in now and
 keeps its token renewed; the secret_id is sealed in the vault to log in again after the token's
-max TTL.
+max TTL. With --replace, what the JSON leaves out stays as it was: to deliver a new secret_id,
+{"auth": {"wrapped_secret_id": "..."}} is enough; the old token is revoked.
 """
 
 
@@ -74,7 +75,13 @@ def add_upstream_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--json", action="store_true", help="print the upstreams as JSON")
     actions.add_parser("status", help="the same as 'list'")
 
-    p = actions.add_parser("rm", help="remove an upstream no credential uses any more (needs the passphrase)")
+    p = actions.add_parser(
+        "rm",
+        help="remove an upstream no credential uses any more (needs the passphrase)",
+        description="Remove an upstream. Refused while credentials are sourced from it or sign through its "
+        "transit engine (they are named): remove or replace those first. Its OpenBao token is revoked; "
+        "its secret_id stays valid in OpenBao until you destroy it (its accessor is in 'upstream list --json').",
+    )
     p.add_argument("name")
     _passphrase_options(p)
 
@@ -118,13 +125,14 @@ def cmd_upstream_add(client: Client, args: argparse.Namespace) -> int:
         "replace": args.replace,
     }
     try:
-        described = _slow(client, Method.UPSTREAM_PUT, params)["upstream"]
+        result = _slow(client, Method.UPSTREAM_PUT, params)
+        described = result["upstream"]
     except AlreadyExists as exc:
         raise CtlError(f"{exc.message} (ALREADY_EXISTS)") from None
     if args.json:
         print(json.dumps(described, indent=2, sort_keys=True))
     else:
-        print(f"upstream {args.name!r} {'replaced' if args.replace else 'added'}")
+        print(f"upstream {args.name!r} {'added' if result.get('created', True) else 'replaced'}")
         print("\n".join(upstream_table([described])))
     if described.get("last_error"):
         print(

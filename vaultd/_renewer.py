@@ -363,7 +363,9 @@ class Renewer:
         credential = self._lookup(name)
         if not getattr(credential.provider, "issues_tokens", True):
             raise RpcError(
-                ErrorCode.INVALID_PARAMS, f"credential {name!r} signs requests and has no token: use token.sign"
+                ErrorCode.INVALID_PARAMS,
+                f"credential {name!r} signs requests and has no token: ask for a signature (token.sign; "
+                f"'vaultctl sign {name} METHOD URL')",
             )
         if getattr(credential.provider, "per_get", False):
             return await self._mint(credential)

@@ -497,6 +497,7 @@ class Dispatcher:
 
     async def _upstream_put(self, params: _Params, session: Session) -> Any:
         name = params["name"]
+        created = not self.vault.has_upstream(name)
         try:
             described = await self.vault.put_upstream(
                 _secret(params), name, params["kind"], params["config"], replace=params["replace"]
@@ -504,7 +505,7 @@ class Dispatcher:
         except UpstreamAlarm as alarm:  # its own line, beside the FORBIDDEN the call gets
             self._audit(session.identity, Method.UPSTREAM_PUT, name, "alarm", why=str(alarm))
             raise
-        return {"upstream": described}
+        return {"upstream": described, "created": created}
 
     async def _upstream_remove(self, params: _Params, session: Session) -> Any:
         await self.vault.remove_upstream(_secret(params), params["name"])

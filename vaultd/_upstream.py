@@ -78,6 +78,9 @@ class UpstreamConfig:
     created_at: float = 0.0
     updated_at: float = 0.0
     kind: str = "openbao"
+    #: The secret_id's accessor when vaultd unwrapped it (not a secret): what an operator gives
+    #: ``auth/<mount>/role/<role>/secret-id-accessor/destroy`` to retire it.
+    secret_id_accessor: str | None = None
 
     @classmethod
     def from_config(cls, name: str, kind: str, config: Mapping[str, Any]) -> tuple[UpstreamConfig, Secret | None]:
@@ -139,6 +142,20 @@ class UpstreamConfig:
         )
         return upstream, (secret if secret_key == "wrapped_secret_id" else None)
 
+    def merged(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """``given`` over these settings, for ``upstream add --replace``: what it leaves out stays
+        (a new wrapped secret_id alone replaces the secret_id, keeping address, role and role_id)."""
+        current = self.to_record()["config"]
+        auth = dict(current["auth"])
+        given_auth = given.get("auth")
+        if isinstance(given_auth, dict):
+            if given_auth.get("wrapped_secret_id") is not None or given_auth.get("secret_id") is not None:
+                auth.pop("secret_id", None)
+            auth.update(given_auth)
+        elif given_auth is not None:
+            auth = given_auth  # not a map: from_config says so
+        return {**{k: v for k, v in current.items() if v is not None}, **given, "auth": auth}
+
     @property
     def secret_id_path(self) -> str:
         """The ``creation_path`` a wrapping token of this role's secret_id must have."""
@@ -174,6 +191,7 @@ class UpstreamConfig:
                 "connect_timeout": self.connect_timeout,
                 "timeout": self.timeout,
             },
+            "secret_id_accessor": self.secret_id_accessor,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -187,6 +205,8 @@ class UpstreamConfig:
             raise ValueError(str(exc)) from None
         upstream.created_at = float(record["created_at"])
         upstream.updated_at = float(record["updated_at"])
+        accessor = record.get("secret_id_accessor")
+        upstream.secret_id_accessor = accessor if isinstance(accessor, str) else None
         return upstream
 
     def describe(self) -> dict[str, Any]:
@@ -198,6 +218,7 @@ class UpstreamConfig:
             "namespace": self.namespace,
             "kv_mount": self.kv_mount,
             "auth": {"method": "approle", "mount": self.auth_mount, "role": self.role},
+            "secret_id_accessor": self.secret_id_accessor,
             "max_stale": self.max_stale,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
@@ -266,7 +287,8 @@ class BaoSession:
             token = await self.client.login_approle(self.config.auth_mount, self.config.role_id, secret_id)
         except (BaoRefused, BaoRequestError) as exc:
             raise UpstreamError(
-                f"login refused: {exc}: give it a new secret_id ('vaultctl upstream add {self.config.name} --replace')",
+                f"login refused: {exc}: check the role_id and role, or give it a new secret_id "
+                f"('vaultctl upstream add {self.config.name} --kind openbao --replace', README: Many hosts)",
                 reauth=True,
             ) from None
         except BaoError as exc:

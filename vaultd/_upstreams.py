@@ -108,10 +108,11 @@ async def take_wrapped_secret_id(config: UpstreamConfig, wrapped: Secret) -> Non
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
-    secret_id = data.get("secret_id")
+    secret_id, accessor = data.get("secret_id"), data.get("secret_id_accessor")
     if not isinstance(secret_id, str) or not secret_id:
         raise UpstreamAlarm(f"upstream {config.name!r}: the wrapping token held no secret_id")
     config.secret_id = Secret(secret_id)
+    config.secret_id_accessor = accessor if isinstance(accessor, str) and accessor.isprintable() else None
 
 
 class _Upstream:
@@ -136,10 +137,18 @@ class _Upstream:
         #: One read (or refresh) at a time per upstream, whoever asks.
         self.reading = trio.Lock()
 
-    async def close(self) -> None:
+    async def close(self, revoke: Secret | None = None) -> None:
+        """Drop the token and close the client; first revoke ``revoke`` (best effort, bounded)."""
         self.session.wipe()
         if self.first is not None:
             self.first.wipe()
+        if revoke is not None:
+            with trio.move_on_after(self.config.timeout):
+                try:
+                    await self.client.revoke_self(revoke)
+                except BaoError as exc:
+                    log.info("upstream %r: its old token was not revoked (%s): it expires", self.config.name, exc)
+            revoke.wipe()
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             await self.client.aclose()
 
@@ -232,7 +241,15 @@ class Upstreams:
         except UpstreamError as exc:
             if exc.reauth:
                 await upstream.close()
-                raise RpcError(ErrorCode.NEEDS_REAUTH, f"upstream {config.name!r}: {exc} (nothing was saved)") from None
+                retire = (
+                    f"; the secret_id unwrapped for it (accessor {config.secret_id_accessor}) is of no use: "
+                    f"destroy it (auth/{config.auth_mount}/role/{config.role}/secret-id-accessor/destroy)"
+                    if config.secret_id_accessor
+                    else ""
+                )
+                raise RpcError(
+                    ErrorCode.NEEDS_REAUTH, f"upstream {config.name!r}: {exc} (nothing was saved{retire})"
+                ) from None
             upstream.session.last_error, upstream.session.failures = str(exc), 1
         return upstream
 
@@ -262,11 +279,16 @@ class Upstreams:
             self._stop(upstream)
 
     def _stop(self, upstream: _Upstream) -> None:
+        """Stop an upstream removed or replaced, and revoke its token: it should not outlive it."""
         upstream.scope.cancel()
         self._renewer.forget(upstream.session)
+        issued = upstream.session.valid_token(self._wall())
+        token = None if issued is None else Secret(issued.token.reveal())
         upstream.session.wipe()
         if self._nursery is not None:
-            self._nursery.start_soon(upstream.close)
+            self._nursery.start_soon(upstream.close, token)
+        elif token is not None:
+            token.wipe()
 
     def _sessions(self) -> Mapping[str, Credential]:
         return {name: upstream.session for name, upstream in self._upstreams.items()}

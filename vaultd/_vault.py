@@ -382,7 +382,12 @@ class Vault(VaultAdmin):
             opened, epoch = await self._admin(passphrase)
             existing = self._credentials.get(name)
             if existing is None:
-                raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}")
+                also = (
+                    f" ({name!r} is an upstream: 'vaultctl upstream rm {name}')"
+                    if name in self._upstream_configs
+                    else ""
+                )
+                raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"no credential named {name!r}{also}")
             updated = {k: v for k, v in self._credentials.items() if k != name}
             try:
                 await self._persist(opened, epoch, updated)

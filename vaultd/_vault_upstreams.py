@@ -115,6 +115,8 @@ class VaultUpstreams:
                 raise RpcError(
                     ErrorCode.ALREADY_EXISTS, f"a credential is named {name!r}: give the upstream another name"
                 )
+            if existing is not None:  # what --replace leaves out stays as it was
+                config = existing.merged(config)
             try:
                 upstream, wrapped = UpstreamConfig.from_config(name, kind, config)
             except ConfigError as exc:
@@ -147,6 +149,7 @@ class VaultUpstreams:
             described = self._upstreams.install(prepared)
             if existing is not None:
                 existing.wipe()
+            self.alarms[:] = [alarm for alarm in self.alarms if alarm["upstream"] != name]  # the operator acted
             log.info("upstream %r %s (%s)", name, "replaced" if existing else "added", upstream.address)
             return described
 
@@ -205,13 +208,14 @@ class VaultUpstreams:
         except BaoNotFound as exc:
             why = "destroyed" if exc.destroyed else "deleted" if exc.deleted else "not found"
             raise RpcError(
-                ErrorCode.INVALID_PARAMS, f"{where}: no current version ({why}) under mount {upstream.kv_mount!r}"
+                ErrorCode.INVALID_PARAMS,
+                f"{where}: no current version ({why}) under mount {upstream.kv_mount!r}{_relative(path, upstream)}",
             ) from None
         except BaoForbidden as exc:
             raise RpcError(
                 ErrorCode.FORBIDDEN,
                 f"{where}: OpenBao refused the read ({exc}): does the role's policy allow read on "
-                f"{upstream.kv_mount}/data/{path}?",
+                f"{upstream.kv_mount}/data/{path}?{_relative(path, upstream)}",
             ) from None
         except BaoError as exc:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"{where}: {exc}") from None
@@ -289,6 +293,14 @@ def uses_upstream(credential: Credential, upstream: str) -> bool:
     if credential.source is not None and credential.source.upstream == upstream:
         return True
     return getattr(credential.provider, "backend_upstream", None) == upstream
+
+
+def _relative(path: str, upstream: UpstreamConfig) -> str:
+    """A hint when PATH repeats the KV mount (``--from bao:secret/desk/x``)."""
+    prefix = upstream.kv_mount + "/"
+    if not path.startswith(prefix):
+        return ""
+    return f" (PATH is relative to the KV mount {upstream.kv_mount!r}: try {upstream.name}:{path[len(prefix) :]})"
 
 
 def _build(name: str, kind: str, record: KvVersion, now: float, where: str) -> Credential:

@@ -60,6 +60,7 @@ UPSTREAM: dict[str, Any] = {
     "namespace": None,
     "kv_mount": "secret",
     "auth": {"method": "approle", "mount": "approle", "role": "host-a"},
+    "secret_id_accessor": None,
     "max_stale": 86400.0,
     "created_at": 1764547200.0,
     "updated_at": 1764547200.0,
@@ -245,7 +246,7 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
                 },
             }
         ],
-        {"upstream": UPSTREAM},
+        {"upstream": UPSTREAM, "created": True},
     ),
     ("upstream.remove", Method.UPSTREAM_REMOVE, 17, [{"passphrase": PASS, "name": "bao"}], {"name": "bao"}),
     ("upstream.list", Method.UPSTREAM_LIST, 18, [], {"state": "UNLOCKED", "upstreams": [UPSTREAM], "alarms": []}),

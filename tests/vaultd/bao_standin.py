@@ -110,6 +110,14 @@ class StandInBao:
         left = self._valid[token.reveal_str()] - trio.current_time()
         return BaoToken(Secret(token.reveal()), min(increment or self.token_ttl, left), True, "acc", ("host",))
 
+    async def revoke_self(self, token: Secret) -> None:
+        self._call("revoke")
+        self._check(token)
+        del self._valid[token.reveal_str()]
+
+    def live_tokens(self) -> int:
+        return sum(1 for end in self._valid.values() if end > trio.current_time())
+
     async def lookup_wrapping(self, wrapping_token: Secret) -> WrapInfo:
         self._call("lookup")
         path = self.wraps.get(wrapping_token.reveal_str())

@@ -319,12 +319,22 @@ async def test_upstream_add_checks_a_wrapped_secret_id_and_raises_an_alarm(
     assert error.code is ErrorCode.FORBIDDEN and str(error).startswith("ALARM:") and "host-b" in str(error)
     assert other in bao.wraps, "a token for another path is not unwrapped"
     good = bao.wrap_secret_id("auth/approle/role/host-a/secret-id")
+    assert [a["upstream"] for a in vault.alarms] == ["bao"]
     described = await vault.put_upstream(Secret(PASS), "bao", "openbao", wrapped(good), replace=False)
     assert described["state"] == "FRESH" and bao.logins() == 1
+    assert described["secret_id_accessor"] == "acc", "shown, to destroy it when it is retired"
+    assert vault.alarms == [], "the operator acted: a good secret_id was delivered"
     replayed = await refused(vault.put_upstream(Secret(PASS), "bao", "openbao", wrapped(good), replace=True))
     assert replayed.code is ErrorCode.FORBIDDEN and "already unwrapped" in str(replayed)
-    assert [a["upstream"] for a in vault.alarms] == ["bao", "bao"]
+    assert [a["upstream"] for a in vault.alarms] == ["bao"]
     assert good not in str(vault.alarms) and good not in str(replayed)
+    # --replace with only a new wrapped secret_id keeps the address, role and role_id.
+    fresh = bao.wrap_secret_id("auth/approle/role/host-a/secret-id")
+    only_secret = {"auth": {"wrapped_secret_id": fresh}}
+    replaced = await vault.put_upstream(Secret(PASS), "bao", "openbao", only_secret, replace=True)
+    assert replaced["state"] == "FRESH" and replaced["address"] == "http://127.0.0.1:8200"
+    await trio.sleep(1)
+    assert bao.live_tokens() == 1, "the replaced upstream's token was revoked"
 
 
 async def test_upstream_add_with_a_refused_login_saves_nothing_and_rm_refuses_while_in_use(
