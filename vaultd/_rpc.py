@@ -37,7 +37,7 @@ from ._peer import Peer
 from ._policy import Access, Decision, Policy, PolicyError
 from ._secret import Secret
 from ._server import NOT_NOW, Session
-from ._upstreams import UpstreamAlarm
+from ._upstream import UpstreamAlarm
 from ._vault import Vault
 from ._watch import Subscription
 

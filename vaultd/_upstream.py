@@ -16,19 +16,35 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ._bao import BaoClient, BaoError, BaoForbidden, BaoRefused, BaoRequestError, check_address, check_segment
+import trio
+
+from vaultd_protocol import ErrorCode
+
+from ._bao import (
+    BaoClient,
+    BaoError,
+    BaoForbidden,
+    BaoRefused,
+    BaoRequestError,
+    BaoWrapInvalid,
+    check_address,
+    check_segment,
+)
 from ._credentials import NAME_PATTERN
+from ._errors import RpcError
 from ._providers import ConfigError, FetchContext, Issued, UpstreamError
 from ._secret import Secret
 from ._source import DEFAULT_MAX_STALE
 
-__all__ = ["KINDS", "BaoSession", "UpstreamConfig"]
+__all__ = ["ALARMS_KEPT", "KINDS", "BaoSession", "UpstreamAlarm", "UpstreamConfig", "take_wrapped_secret_id"]
 
 log = logging.getLogger("vaultd.upstream")
 
 KINDS = ("openbao",)
 _FIELDS = frozenset({"address", "ca_file", "namespace", "kv_mount", "auth", "max_stale", "connect_timeout", "timeout"})
 _AUTH_FIELDS = frozenset({"method", "mount", "role", "role_id", "secret_id", "wrapped_secret_id"})
+#: Alarms kept for ``status`` (the newest), for the daemon's life.
+ALARMS_KEPT = 16
 #: A renewal granting less than this share of what was asked means the max TTL is near: log in.
 _SHORT_RENEWAL = 0.9
 
@@ -231,6 +247,55 @@ class UpstreamConfig:
 
     def __repr__(self) -> str:
         return f"UpstreamConfig(name={self.name!r}, address={self.address!r})"
+
+
+class UpstreamAlarm(RpcError):
+    """A wrapping token that was already unwrapped, or made for another path: refused, and raised
+    as an alarm (``status``, the audit log), never silently accepted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.FORBIDDEN, f"ALARM: {message}")
+
+
+async def take_wrapped_secret_id(config: UpstreamConfig, wrapped: Secret) -> None:
+    """Check a response-wrapping token's ``creation_path``, then unwrap it into ``config.secret_id``.
+
+    Raises:
+        UpstreamAlarm: the token does not look up (already unwrapped, expired, never issued),
+            was made for another path, or was unwrapped by someone else between lookup and unwrap.
+        RpcError: UPSTREAM_UNAVAILABLE (OpenBao could not be asked: the token is still unused).
+    """
+    client = config.client()
+    try:
+        try:
+            info = await client.lookup_wrapping(wrapped)
+        except BaoWrapInvalid:
+            raise UpstreamAlarm(
+                f"upstream {config.name!r}: the wrapping token does not look up: already unwrapped (by "
+                "whom?), expired, or never issued. Ask for a new one and find out who used this one"
+            ) from None
+        if info.creation_path != config.secret_id_path:
+            raise UpstreamAlarm(
+                f"upstream {config.name!r}: the wrapping token wraps {info.creation_path!r}, not a secret_id "
+                f"of role {config.role!r} ({config.secret_id_path!r}): it was not unwrapped"
+            )
+        try:
+            data = await client.unwrap(wrapped)
+        except BaoWrapInvalid:
+            raise UpstreamAlarm(
+                f"upstream {config.name!r}: the wrapping token was unwrapped by someone else between its "
+                "lookup and vaultd's unwrap"
+            ) from None
+    except BaoError as exc:
+        raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {config.name!r}: {exc}") from None
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
+    secret_id, accessor = data.get("secret_id"), data.get("secret_id_accessor")
+    if not isinstance(secret_id, str) or not secret_id:
+        raise UpstreamAlarm(f"upstream {config.name!r}: the wrapping token held no secret_id")
+    config.secret_id = Secret(secret_id)
+    config.secret_id_accessor = accessor if isinstance(accessor, str) and accessor.isprintable() else None
 
 
 class BaoSession:

@@ -24,7 +24,7 @@ import trio
 
 from vaultd_protocol import CredentialState, ErrorCode
 
-from ._bao import BaoClient, BaoError, BaoForbidden, BaoNotFound, BaoWrapInvalid, KvVersion
+from ._bao import BaoClient, BaoError, BaoForbidden, BaoNotFound, KvVersion
 from ._credentials import Credential
 from ._errors import RpcError
 from ._providers import FetchContext, Issued, UpstreamError
@@ -33,23 +33,13 @@ from ._secret import Secret
 from ._upstream import BaoSession, UpstreamConfig
 from ._watch import WatchHub
 
-__all__ = ["SourcedVault", "UpstreamAlarm", "Upstreams", "take_wrapped_secret_id"]
+__all__ = ["SourcedVault", "Upstreams"]
 
 log = logging.getLogger("vaultd.upstreams")
 
 _T = TypeVar("_T")
-#: Alarms kept for ``status`` (the newest), for the daemon's life.
-ALARMS_KEPT = 16
 #: Reads that find no session token start a login at most this often (seconds), per upstream.
 _FORCED_LOGIN_GAP = 1.0
-
-
-class UpstreamAlarm(RpcError):
-    """A wrapping token that was already unwrapped, or made for another path: refused, and raised
-    as an alarm (``status``, the audit log), never silently accepted."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.FORBIDDEN, f"ALARM: {message}")
 
 
 class SourcedVault(Protocol):
@@ -72,47 +62,6 @@ class SourcedVault(Protocol):
         ...
 
     def changed(self) -> None: ...
-
-
-async def take_wrapped_secret_id(config: UpstreamConfig, wrapped: Secret) -> None:
-    """Check a response-wrapping token's ``creation_path``, then unwrap it into ``config.secret_id``.
-
-    Raises:
-        UpstreamAlarm: the token does not look up (already unwrapped, expired, never issued),
-            was made for another path, or was unwrapped by someone else between lookup and unwrap.
-        RpcError: UPSTREAM_UNAVAILABLE (OpenBao could not be asked: the token is still unused).
-    """
-    client = config.client()
-    try:
-        try:
-            info = await client.lookup_wrapping(wrapped)
-        except BaoWrapInvalid:
-            raise UpstreamAlarm(
-                f"upstream {config.name!r}: the wrapping token does not look up: already unwrapped (by "
-                "whom?), expired, or never issued. Ask for a new one and find out who used this one"
-            ) from None
-        if info.creation_path != config.secret_id_path:
-            raise UpstreamAlarm(
-                f"upstream {config.name!r}: the wrapping token wraps {info.creation_path!r}, not a secret_id "
-                f"of role {config.role!r} ({config.secret_id_path!r}): it was not unwrapped"
-            )
-        try:
-            data = await client.unwrap(wrapped)
-        except BaoWrapInvalid:
-            raise UpstreamAlarm(
-                f"upstream {config.name!r}: the wrapping token was unwrapped by someone else between its "
-                "lookup and vaultd's unwrap"
-            ) from None
-    except BaoError as exc:
-        raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"upstream {config.name!r}: {exc}") from None
-    finally:
-        with trio.CancelScope(shield=True):
-            await client.aclose()
-    secret_id, accessor = data.get("secret_id"), data.get("secret_id_accessor")
-    if not isinstance(secret_id, str) or not secret_id:
-        raise UpstreamAlarm(f"upstream {config.name!r}: the wrapping token held no secret_id")
-    config.secret_id = Secret(secret_id)
-    config.secret_id_accessor = accessor if isinstance(accessor, str) and accessor.isprintable() else None
 
 
 class _Upstream:
@@ -168,15 +117,12 @@ class Upstreams:
         vault: SourcedVault,
         *,
         wall: Callable[[], float],
-        alarms: list[dict[str, Any]],
         rng: random.Random | None = None,
         renewer_options: dict[str, Any] | None = None,
     ) -> None:
         self._vault = vault
         self._wall = wall
         self._rng = rng or random.SystemRandom()
-        #: The daemon's alarms (kept by the vault across locks), newest last.
-        self.alarms = alarms
         self._upstreams: dict[str, _Upstream] = {name: _Upstream(c) for name, c in configs.items()}
         options = dict(renewer_options or {})
         options.pop("http", None)

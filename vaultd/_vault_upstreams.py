@@ -22,8 +22,8 @@ from ._errors import RpcError
 from ._opened import OpenVault
 from ._secret import Secret
 from ._source import Source, parse_source
-from ._upstream import UpstreamConfig
-from ._upstreams import ALARMS_KEPT, UpstreamAlarm, Upstreams, take_wrapped_secret_id
+from ._upstream import ALARMS_KEPT, UpstreamAlarm, UpstreamConfig, take_wrapped_secret_id
+from ._upstreams import Upstreams
 from ._watch import EXPIRED, UPDATED, WatchHub
 
 __all__ = ["UNSOURCEABLE", "VaultUpstreams"]
@@ -69,7 +69,6 @@ class VaultUpstreams:
             self._upstream_configs,
             self,
             wall=self._clock,
-            alarms=self.alarms,
             renewer_options=self._renewer_options,
         )
         self._upstreams = upstreams
