@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import trio
 
+from ._loopback import ListenerUnknown, listener_uids
 from ._secret import Secret
 
 if TYPE_CHECKING:
@@ -50,6 +52,12 @@ __all__ = [
 MAX_ANSWER = 1 << 20
 #: OpenBao's error text is cut to this many characters.
 _MAX_DETAIL = 200
+#: KV versions at or above this are a hostile answer (OpenBao counts from 1, one per write).
+MAX_VERSION = 2**31
+#: A token lifetime above this (ten years) is taken as this: the renewer plans in floats.
+_MAX_TTL = 10 * 365 * 86_400.0
+#: Connections open (and kept alive) to one OpenBao at most.
+POOL_SIZE = 20
 #: A secret counts as quoted when any run of this many of its characters appears in a text.
 _QUOTE_RUN = 6
 _LOOPBACK_HTTP = ("127.0.0.1", "::1")
@@ -283,23 +291,37 @@ class BaoClient:
         connect_timeout: float = 2.0,
         total_timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
+        listener_uids: frozenset[int] | None = None,
     ) -> None:
+        """``listener_uids``: for a plain http (loopback) address, the uids that may own the socket
+        listening there (default: this process's own); anything else gets nothing (``_loopback``)."""
         import httpx  # noqa: PLC0415 - imported when first used: keeps the daemon's start fast
 
         self.address = check_address(address, ca_file)
         self.namespace = None if namespace is None else check_segment(namespace, "namespace")
         if self.namespace is not None and not self.namespace.isascii():
             raise ValueError(f"namespace {self.namespace!r} must be ASCII (it travels in a header)")
-        self._host = urlsplit(self.address).netloc
+        parts = urlsplit(self.address)
+        self._host = parts.netloc
+        self._loopback = (parts.hostname or "", parts.port or 80) if parts.scheme == "http" else None
+        self._listener_uids = listener_uids if listener_uids is not None else frozenset({os.getuid()})
         self._connect_timeout, self._total_timeout = connect_timeout, total_timeout
         self._timeout = httpx.Timeout(total_timeout, connect=connect_timeout)
         self._owned = http is None
+        #: Why no call can be made (a CA file gone or garbled since the upstream was added): every
+        #: call fails with it, transiently, rather than the upstream failing to load.
+        self.broken: str | None = None
         if http is None:
             try:
                 context = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError):
-                raise ValueError(f"CA file {ca_file!r} holds no PEM certificate") from None
-            http = httpx.AsyncClient(verify=context, follow_redirects=False, headers={"User-Agent": "vaultd"})
+                self.broken = f"CA file {ca_file!r} cannot be read or holds no PEM certificate"
+                context = ssl.create_default_context()
+            # As many connections kept alive as may be open: no new TCP connection per call.
+            limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+            http = httpx.AsyncClient(
+                verify=context, follow_redirects=False, headers={"User-Agent": "vaultd"}, limits=limits
+            )
         self._http = http
 
     def __repr__(self) -> str:
@@ -356,8 +378,13 @@ class BaoClient:
         with self._parsing(what):
             data = _field(answer, "data", dict)
             metadata = _field(data, "metadata", dict)
-            return KvVersion(_field(data, "data", dict), _field(metadata, "version", int),
-                             _field(metadata, "created_time", str))  # fmt: skip
+            version = _field(metadata, "version", int)
+            if not 0 < version < MAX_VERSION:  # no record has billions of versions: a hostile answer
+                raise _Garbled("version")
+            created = _field(metadata, "created_time", str)
+            if len(created) > 64 or not created.isprintable():
+                raise _Garbled("created_time")
+            return KvVersion(_field(data, "data", dict), version, created)
 
     async def transit_hmac(
         self, token: Secret, key: str, data: bytes, *, algorithm: str = "sha2-256", mount: str = "transit"
@@ -406,6 +433,9 @@ class BaoClient:
         """
         import httpx  # noqa: PLC0415
 
+        if self.broken is not None:
+            raise self._unavailable(f"{what}: {self.broken}")
+        self._check_listener(what)
         sent = tuple(value for value in (token, *(body or {}).values()) if isinstance(value, Secret))
         headers = {"X-Vault-Request": "true"}
         if token is not None:
@@ -479,6 +509,29 @@ class BaoClient:
             return _not_found(where, body)
         return BaoRequestError(f"{where}: HTTP {status}{said}", status)
 
+    def _check_listener(self, what: str) -> None:
+        """Over plain http, send nothing unless the port's listener belongs to a uid trusted.
+
+        Raises:
+            BaoUnavailable: another uid's socket listens there, or the kernel cannot say.
+        """
+        if self._loopback is None:
+            return
+        host, port = self._loopback
+        try:
+            owners = listener_uids(host, port)
+        except ListenerUnknown as exc:
+            raise self._unavailable(
+                f"{what}: who listens on port {port} cannot be checked ({exc}): use https"
+            ) from None
+        strangers = owners - self._listener_uids
+        if strangers:
+            raise self._unavailable(
+                f"{what}: the socket listening on port {port} belongs to uid {min(strangers)}, not "
+                f"{'/'.join(str(u) for u in sorted(self._listener_uids))}: nothing sent (another user's process "
+                "on OpenBao's port? set 'listener_uid' if OpenBao runs as that user)"
+            )
+
     def _unavailable(self, text: str) -> BaoUnavailable:
         return BaoUnavailable(f"OpenBao {self._host}: {text}")
 
@@ -502,6 +555,9 @@ class BaoClient:
             if not all(isinstance(policy, str) for policy in policies):
                 raise _Garbled("policies")
             ttl = float(_field(auth, "lease_duration", (int, float)))
+            if not math.isfinite(ttl) or ttl < 0:
+                raise _Garbled("lease_duration")
+            ttl = min(ttl, _MAX_TTL)
             renewable, accessor = _field(auth, "renewable", bool), _field(auth, "accessor", str)
             token = token if token is not None else Secret(_field(auth, "client_token", str))
             return BaoToken(token=token, ttl=ttl, renewable=renewable, accessor=accessor, policies=policies)
@@ -524,12 +580,16 @@ def _not_found(where: str, body: Any) -> BaoNotFound:
     if not isinstance(metadata, dict):
         return BaoNotFound(f"{where}: not found (HTTP 404)")
     version = metadata.get("version")
-    version = version if isinstance(version, int) and not isinstance(version, bool) else None
+    version = (
+        version if isinstance(version, int) and not isinstance(version, bool) and 0 < version < MAX_VERSION else None
+    )
     deletion, destroyed = metadata.get("deletion_time"), metadata.get("destroyed") is True
     deleted = isinstance(deletion, str) and bool(deletion)
     text = "not found"
     if destroyed:
         text = f"version {version} was destroyed"
     elif deleted:
-        text = f"version {version} was deleted at {deletion}"
+        text_time = str(deletion)
+        shown = text_time if len(text_time) <= 40 and text_time.isprintable() else "(a time OpenBao garbled)"
+        text = f"version {version} was deleted at {shown}"
     return BaoNotFound(f"{where}: {text} (HTTP 404)", deleted=deleted, destroyed=destroyed, version=version)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,7 +43,9 @@ __all__ = ["ALARMS_KEPT", "KINDS", "BaoSession", "UpstreamAlarm", "UpstreamConfi
 log = logging.getLogger("vaultd.upstream")
 
 KINDS = ("openbao",)
-_FIELDS = frozenset({"address", "ca_file", "namespace", "kv_mount", "auth", "max_stale", "connect_timeout", "timeout"})
+_FIELDS = frozenset(
+    {"address", "ca_file", "namespace", "kv_mount", "auth", "max_stale", "connect_timeout", "timeout", "listener_uid"}
+)
 _AUTH_FIELDS = frozenset({"method", "mount", "role", "role_id", "secret_id", "wrapped_secret_id"})
 #: Alarms kept for ``status`` (the newest), for the daemon's life.
 ALARMS_KEPT = 16
@@ -97,10 +101,18 @@ class UpstreamConfig:
     #: The secret_id's accessor when vaultd unwrapped it (not a secret): what an operator gives
     #: ``auth/<mount>/role/<role>/secret-id-accessor/destroy`` to retire it.
     secret_id_accessor: str | None = None
+    #: For a plain http (loopback) address: a uid besides the daemon's own that may own the socket
+    #: listening there (OpenBao running as another user).
+    listener_uid: int | None = None
 
     @classmethod
-    def from_config(cls, name: str, kind: str, config: Mapping[str, Any]) -> tuple[UpstreamConfig, Secret | None]:
+    def from_config(
+        cls, name: str, kind: str, config: Mapping[str, Any], *, check_files: bool = True
+    ) -> tuple[UpstreamConfig, Secret | None]:
         """The settings ``upstream.put`` was given, and the wrapping token to unwrap (if given one).
+
+        ``check_files``: whether ``ca_file`` must be readable now (when it is put; at unlock a CA
+        file gone since makes the upstream's calls fail, not the vault).
 
         Raises:
             ConfigError: the message names the field at fault, never a value.
@@ -122,13 +134,28 @@ class UpstreamConfig:
         if ca_file is not None:
             ca_file = _text(config, "ca_file", "", max_len=4096)
         try:
-            address = check_address(address, ca_file)
+            address = check_address(address, ca_file if check_files else None)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if ca_file is not None and not address.startswith("https://"):
+            raise ConfigError("a CA file is only for an https:// OpenBao address")
+        if ca_file is not None and check_files:
+            try:
+                ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError):
+                raise ConfigError(f"CA file {ca_file!r} holds no PEM certificate") from None
+        listener_uid = config.get("listener_uid")
+        if listener_uid is not None and (
+            isinstance(listener_uid, bool) or not isinstance(listener_uid, int) or not 0 <= listener_uid < 2**32 - 1
+        ):
+            raise ConfigError("'listener_uid' must be a uid (a whole number)")
         namespace = None if config.get("namespace") is None else _segment(config, "namespace", "")
         auth = config.get("auth")
         if not isinstance(auth, dict):
-            raise ConfigError('\'auth\' is required: {"method": "approle", "role": ..., "role_id": ..., ...}')
+            raise ConfigError(
+                '\'auth\' is required, as an object: {"method": "approle", "role": ..., "role_id": ..., '
+                '"wrapped_secret_id": ...}'
+            )
         unknown = set(auth) - _AUTH_FIELDS
         if unknown:
             raise ConfigError(
@@ -155,6 +182,7 @@ class UpstreamConfig:
             connect_timeout=_seconds(config, "connect_timeout", 2.0, 0.1, 60.0),
             timeout=_seconds(config, "timeout", 5.0, 0.1, 300.0),
             kind=kind,
+            listener_uid=listener_uid,
         )
         return upstream, (secret if secret_key == "wrapped_secret_id" else None)
 
@@ -184,6 +212,7 @@ class UpstreamConfig:
             ca_file=self.ca_file,
             connect_timeout=self.connect_timeout,
             total_timeout=self.timeout,
+            listener_uids=frozenset({os.getuid()} | ({self.listener_uid} if self.listener_uid is not None else set())),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -206,6 +235,7 @@ class UpstreamConfig:
                 "max_stale": self.max_stale,
                 "connect_timeout": self.connect_timeout,
                 "timeout": self.timeout,
+                "listener_uid": self.listener_uid,
             },
             "secret_id_accessor": self.secret_id_accessor,
             "created_at": self.created_at,
@@ -216,7 +246,7 @@ class UpstreamConfig:
     def from_record(cls, name: str, record: Mapping[str, Any]) -> UpstreamConfig:
         """Raises: KeyError, ValueError, TypeError: a record this version cannot read."""
         try:
-            upstream, _ = cls.from_config(name, record["kind"], record["config"])
+            upstream, _ = cls.from_config(name, record["kind"], record["config"], check_files=False)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         upstream.created_at = float(record["created_at"])
@@ -236,6 +266,7 @@ class UpstreamConfig:
             "auth": {"method": "approle", "mount": self.auth_mount, "role": self.role},
             "secret_id_accessor": self.secret_id_accessor,
             "max_stale": self.max_stale,
+            "listener_uid": self.listener_uid,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -291,11 +322,13 @@ async def take_wrapped_secret_id(config: UpstreamConfig, wrapped: Secret) -> Non
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()
-    secret_id, accessor = data.get("secret_id"), data.get("secret_id_accessor")
-    if not isinstance(secret_id, str) or not secret_id:
-        raise UpstreamAlarm(f"upstream {config.name!r}: the wrapping token held no secret_id")
-    config.secret_id = Secret(secret_id)
-    config.secret_id_accessor = accessor if isinstance(accessor, str) and accessor.isprintable() else None
+    accessor = data.get("secret_id_accessor")
+    if isinstance(accessor, str) and accessor.isprintable() and len(accessor) <= 128:
+        config.secret_id_accessor = accessor
+    try:  # the rules a secret_id given in clear meets, or the vault could not be read back
+        config.secret_id = Secret(_text(data, "secret_id", "unwrapped ", max_len=4096))
+    except ConfigError:
+        raise UpstreamAlarm(f"upstream {config.name!r}: the wrapping token held no usable secret_id") from None
 
 
 class BaoSession:

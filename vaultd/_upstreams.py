@@ -38,6 +38,8 @@ __all__ = ["SourcedVault", "Upstreams"]
 log = logging.getLogger("vaultd.upstreams")
 
 _T = TypeVar("_T")
+#: Transit signatures under way at once per upstream; beyond, UPSTREAM_UNAVAILABLE at once.
+TRANSIT_IN_FLIGHT = 16
 #: Reads that find no session token start a login at most this often (seconds), per upstream.
 _FORCED_LOGIN_GAP = 1.0
 
@@ -85,6 +87,8 @@ class _Upstream:
         self.call_error: str | None = None
         #: One read (or refresh) at a time per upstream, whoever asks.
         self.reading = trio.Lock()
+        #: Transit calls under way at once, fewer than the client's connections: reads always get one.
+        self.transit_slots = trio.Semaphore(TRANSIT_IN_FLIGHT)
 
     async def close(self, revoke: Secret | None = None) -> None:
         """Drop the token and close the client; first revoke ``revoke`` (best effort, bounded)."""
@@ -329,6 +333,17 @@ class Upstreams:
         return await self._transit(upstream, lambda c, t: c.transit_sign(t, key, data))
 
     async def _transit(self, upstream: str, op: Callable[[BaoClient, Secret], Awaitable[bytes]]) -> bytes:
+        known = self._upstreams.get(upstream)
+        if known is None:
+            raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"nothing signed: no upstream named {upstream!r}")
+        try:
+            known.transit_slots.acquire_nowait()
+        except trio.WouldBlock:  # engines that sign faster than OpenBao answers: refused, never queued
+            raise RpcError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"nothing signed: {TRANSIT_IN_FLIGHT} signatures are already under way at upstream {upstream!r}; "
+                "try again",
+            ) from None
         try:
             return await self.call(upstream, op)
         except BaoForbidden as exc:
@@ -339,6 +354,8 @@ class Upstreams:
             ) from None
         except BaoError as exc:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"nothing signed: upstream {upstream!r}: {exc}") from None
+        finally:
+            known.transit_slots.release()
 
     # -- refreshing sourced credentials -----------------------------------------------------
 

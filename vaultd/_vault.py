@@ -325,27 +325,49 @@ class Vault(VaultAdmin):
                 with a source, FORBIDDEN and UPSTREAM_UNAVAILABLE too.
         """
         async with self._lock:
-            opened, epoch = await self._admin(passphrase)
-            existing = self._credentials.get(name)
-            if existing is not None and not replace:
-                raise RpcError(ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (put with replace to overwrite)")
-            if name in self._upstream_configs:
-                raise RpcError(
-                    ErrorCode.ALREADY_EXISTS, f"an upstream is named {name!r}: give the credential another name"
-                )
+            _, epoch = await self._admin(passphrase)
+            self._check_name_free(name, replace)
             if (config is None) == (source is None):
                 raise RpcError(ErrorCode.INVALID_PARAMS, "give exactly one of 'config' and 'source'")
-            if source is not None:
-                credential = await self._sourced(name, kind, source)
-            else:
-                assert config is not None
-                try:
-                    credential = from_config(name, kind, config, self._clock())
-                except ConfigError as exc:
-                    raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
-            await self._swap_in(opened, epoch, existing, credential)
-            log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
-            return existing is None
+            if config is not None:
+                return await self._put_checked(epoch, name, kind, self._from_config(name, kind, config), replace)
+        assert source is not None
+        # The record is read outside the admin lock: a hanging OpenBao holds no other admin call.
+        credential = await self._sourced(name, kind, source)
+        async with self._lock:
+            return await self._put_checked(epoch, name, kind, credential, replace)
+
+    def _check_name_free(self, name: str, replace: bool) -> None:
+        """Raises: RpcError: ALREADY_EXISTS (a credential without ``replace``, or an upstream, has the name)."""
+        if name in self._credentials and not replace:
+            raise RpcError(ErrorCode.ALREADY_EXISTS, f"credential {name!r} exists (put with replace to overwrite)")
+        if name in self._upstream_configs:
+            raise RpcError(ErrorCode.ALREADY_EXISTS, f"an upstream is named {name!r}: give the credential another name")
+
+    def _from_config(self, name: str, kind: str, config: dict[str, Any]) -> Credential:
+        try:
+            return from_config(name, kind, config, self._clock())
+        except ConfigError as exc:
+            raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+
+    async def _put_checked(self, epoch: int, name: str, kind: str, credential: Credential, replace: bool) -> bool:
+        """Under the admin lock, with the passphrase checked in ``epoch``: store ``credential``.
+
+        Raises:
+            RpcError: LOCKED (locked since the check), ALREADY_EXISTS, STORAGE_FAILED.
+        """
+        opened = self._open
+        try:
+            if opened is None or self._epoch != epoch:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+            self._check_name_free(name, replace)
+        except RpcError:
+            credential.wipe()
+            raise
+        existing = self._credentials.get(name)
+        await self._swap_in(opened, epoch, existing, credential)
+        log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
+        return existing is None
 
     async def _swap_in(
         self, opened: OpenVault, epoch: int, existing: Credential | None, credential: Credential

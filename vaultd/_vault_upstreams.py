@@ -106,51 +106,69 @@ class VaultUpstreams:
                 could not be looked up: it is still unused), :class:`UpstreamAlarm` (FORBIDDEN).
         """
         async with self._lock:
-            opened, epoch = await self._admin(passphrase)
+            _, epoch = await self._admin(passphrase)
             existing = self._upstream_configs.get(name)
-            if existing is not None and not replace:
-                raise RpcError(ErrorCode.ALREADY_EXISTS, f"upstream {name!r} exists (add with --replace to change it)")
-            if name in self._credentials:
-                raise RpcError(
-                    ErrorCode.ALREADY_EXISTS, f"a credential is named {name!r}: give the upstream another name"
-                )
+            self._check_upstream_name(name, existing, replace)
             if existing is not None:  # what --replace leaves out stays as it was
                 config = existing.merged(config)
             try:
                 upstream, wrapped = UpstreamConfig.from_config(name, kind, config)
             except ConfigError as exc:
                 raise RpcError(ErrorCode.INVALID_PARAMS, f"upstream: {exc}") from None
-            committed = False
-            try:
-                if wrapped is not None:
-                    try:
-                        await take_wrapped_secret_id(upstream, wrapped)
-                    except UpstreamAlarm as alarm:
-                        self._alarm(name, str(alarm))
-                        raise
-                    finally:
-                        wrapped.wipe()
-                assert self._upstreams is not None
-                prepared = await self._upstreams.prepare(upstream)
+        # OpenBao is asked outside the admin lock: a hanging one holds no other admin call.
+        committed, prepared = False, None
+        try:
+            if wrapped is not None:
+                try:
+                    await take_wrapped_secret_id(upstream, wrapped)
+                except UpstreamAlarm as alarm:
+                    self._alarm(name, str(alarm))
+                    raise
+                finally:
+                    wrapped.wipe()
+            upstreams = self._upstreams
+            if upstreams is None:
+                raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+            prepared = await upstreams.prepare(upstream)
+            async with self._lock:
+                opened = self._open
+                if opened is None or self._epoch != epoch or self._upstreams is not upstreams:
+                    raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+                if self._upstream_configs.get(name) is not existing:
+                    raise RpcError(
+                        ErrorCode.ALREADY_EXISTS, f"upstream {name!r} changed while this call ran: try again"
+                    )
+                self._check_upstream_name(name, existing, replace)
                 now = self._clock()
                 upstream.created_at = existing.created_at if existing is not None else now
                 upstream.updated_at = now
                 updated = {**self._upstream_configs, name: upstream}
-                try:
-                    await self._persist(opened, epoch, self._credentials, upstreams=updated)
-                except BaseException:
-                    await prepared.close()
-                    raise
+                await self._persist(opened, epoch, self._credentials, upstreams=updated)
                 committed = True
-            finally:
-                if not committed:
-                    upstream.wipe()
-            described = self._upstreams.install(prepared)
-            if existing is not None:
-                existing.wipe()
-            self.alarms[:] = [alarm for alarm in self.alarms if alarm["upstream"] != name]  # the operator acted
-            log.info("upstream %r %s (%s)", name, "replaced" if existing else "added", upstream.address)
-            return described
+                described = upstreams.install(prepared)
+                if existing is not None:
+                    existing.wipe()
+                self.alarms[:] = [alarm for alarm in self.alarms if alarm["upstream"] != name]  # the operator acted
+        finally:
+            if not committed:
+                if upstream.secret_id_accessor:
+                    log.warning(
+                        "upstream %r was not added: the secret_id unwrapped for it (accessor %s) is of no use: "
+                        "destroy it in OpenBao",
+                        name,
+                        upstream.secret_id_accessor,
+                    )
+                if prepared is not None:
+                    await prepared.close()
+                upstream.wipe()
+        log.info("upstream %r %s (%s)", name, "replaced" if existing else "added", upstream.address)
+        return described
+
+    def _check_upstream_name(self, name: str, existing: UpstreamConfig | None, replace: bool) -> None:
+        if existing is not None and not replace:
+            raise RpcError(ErrorCode.ALREADY_EXISTS, f"upstream {name!r} exists (add with --replace to change it)")
+        if name in self._credentials:
+            raise RpcError(ErrorCode.ALREADY_EXISTS, f"a credential is named {name!r}: give the upstream another name")
 
     async def remove_upstream(self, passphrase: Secret, name: str) -> None:
         """Raises: RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL (no such upstream),
@@ -303,8 +321,19 @@ def _relative(path: str, upstream: UpstreamConfig) -> str:
 
 
 def _build(name: str, kind: str, record: KvVersion, now: float, where: str) -> Credential:
-    """Raises: RpcError: INVALID_PARAMS, naming the record and the field (never a value)."""
+    """Raises: RpcError: INVALID_PARAMS, naming the record and the field (never a value); a record
+    that signs through another upstream's transit than its own."""
     try:
-        return from_config(name, kind, record.data, now)
+        credential = from_config(name, kind, record.data, now)
     except ConfigError as exc:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"{where} is not a valid {kind} configuration: {exc}") from None
+    upstream = where.partition(":")[0]
+    backend = getattr(credential.provider, "backend_upstream", None)
+    if backend is not None and backend != upstream:
+        credential.wipe()
+        raise RpcError(
+            ErrorCode.INVALID_PARAMS,
+            f"{where} signs through upstream {backend!r}'s transit: a record may only name its own upstream's "
+            f"({upstream!r}), or its writers could use keys of an upstream they cannot write to",
+        )
+    return credential

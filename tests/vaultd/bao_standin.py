@@ -10,6 +10,8 @@ records every call. The same paths run against the real ``bao`` binary in
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,6 +132,15 @@ class StandInBao:
         if self.wraps.pop(wrapping_token.reveal_str(), None) is None:
             raise BaoWrapInvalid("wrapping token is not valid or does not exist (stand-in)", 400)
         return {"secret_id": SECRET_ID, "secret_id_accessor": "acc"}
+
+    async def transit_hmac(self, token: Secret, key: str, data: bytes, *, algorithm: str = "sha2-256") -> bytes:
+        """HMAC-SHA256 under the key ``fake-transit-key`` (a stand-in: the real one is tested in
+        tests/integration/test_openbao_e2e.py); waits like a hanging server while ``hang`` is set."""
+        self._call("hmac")
+        self._check(token)
+        if self.hang is not None:
+            await self.hang.wait()
+        return hmac.new(b"fake-transit-key", data, hashlib.sha256).digest()
 
     async def kv_read(self, token: Secret, mount: str, path: str) -> KvVersion:
         self._call("read")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import math
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -492,8 +493,17 @@ def test_a_ca_file_must_be_readable_and_only_for_https(tmp_path: Path) -> None:
         check_address("http://127.0.0.1:8200", str(ca))
     with pytest.raises(ValueError, match="not a readable file"):
         check_address("https://bao.example.com", str(tmp_path / "missing.pem"))
-    with pytest.raises(ValueError, match="holds no PEM certificate"):
-        BaoClient("https://bao.example.com", ca_file=str(ca))
+    # A CA file garbled since the upstream was put: the client loads, and every call fails with it.
+    client = BaoClient("https://bao.example.com", ca_file=str(ca))
+    assert client.broken is not None and "holds no PEM certificate" in client.broken
+
+
+async def test_a_client_whose_ca_file_went_bad_fails_each_call_transiently(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    async with BaoClient("https://bao.example.com", ca_file=str(ca)) as client:
+        with pytest.raises(BaoUnavailable, match="holds no PEM certificate"):
+            await client.kv_read(Secret("fake-token"), "secret", "desk/x")
 
 
 @pytest.mark.parametrize("value", ["secret", "desk/binance", "a-b_c.d@e", "ключ"])
@@ -532,3 +542,25 @@ def test_reprs_hold_no_secret() -> None:
     record = KvVersion({"api_secret": "fake-api-secret"}, 3, "t")
     assert "supersecret" not in repr(token) and "fake-api-secret" not in repr(record)
     assert BaoError("x", 503).status == 503
+
+
+@pytest.mark.parametrize("lease", [math.nan, -5])
+async def test_a_login_answer_with_a_lease_that_is_not_a_duration_is_unavailable(lease: float) -> None:
+    body = {"auth": {"client_token": "s.tok", "lease_duration": lease, "renewable": True, "accessor": "a"}}
+    async with mock(answer(200, body)) as client:
+        await raises(BaoUnavailable, client.login_approle("approle", Secret("fake-role"), Secret("fake-secret")))
+
+
+async def test_a_version_no_openbao_would_count_to_is_a_hostile_answer() -> None:
+    body = {"data": {"data": {"token": "x"}, "metadata": {"version": 2**63, "created_time": "t"}}}
+    async with mock(answer(200, body)) as client:
+        await raises(BaoUnavailable, client.kv_read(Secret("s.tok"), "secret", "desk/x"))
+
+
+async def test_a_deletion_time_with_control_characters_is_not_repeated() -> None:
+    forged = "2026\x1b[2J\nvaultd: CRITICAL: forged" + "x" * 300_000
+    body = {"data": {"metadata": {"version": 3, "deletion_time": forged, "destroyed": False}}}
+    async with mock(answer(404, body)) as client:
+        error = await raises(BaoNotFound, client.kv_read(Secret("s.tok"), "secret", "desk/x"))
+    assert error.deleted and error.version == 3
+    assert len(str(error)) < 200 and "\x1b" not in str(error) and "forged" not in str(error)

@@ -382,3 +382,44 @@ async def test_after_an_unlock_every_copy_is_confirmed_within_seconds(
     await vault.unlock(Secret(PASS))
     await trio.sleep(5.5)
     assert (await vault.get("st", 0))["token"] == "fake-token-v2", "read within 5 s of the unlock, not in an hour"
+
+
+async def test_engines_signing_faster_than_transit_answers_are_refused_not_queued(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao)
+    backend = {"upstream": "bao", "transit_key": "desk"}
+    await vault.put(
+        Secret(PASS), "t", "sign", {"scheme": "binance-hmac", "api_key": "k", "backend": backend}, replace=False
+    )
+    assert (await vault.sign("t", dict(BINANCE_ORDER)))["url"].count("signature=") == 1
+    bao.hang = trio.Event()
+    errors: list[RpcError] = []
+
+    async def one() -> None:
+        try:
+            await vault.sign("t", dict(BINANCE_ORDER))
+        except RpcError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as signers:
+        for _ in range(40):
+            signers.start_soon(one)
+        await trio.sleep(1)
+        assert len(errors) == 40 - 16 and all(e.code is ErrorCode.UPSTREAM_UNAVAILABLE for e in errors)
+        assert "already under way" in str(errors[0])
+        assert vault.get_now("st", 0) is not None, "other engines are answered from memory meanwhile"
+        bao.hang.set()
+    assert len(errors) == 24, "those under way finished once OpenBao answered"
+
+
+async def test_a_record_may_only_sign_through_its_own_upstreams_transit(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao)
+    await vault.put_upstream(Secret(PASS), "other", "openbao", upstream_config(), replace=False)
+    bao.put("desk/t", {"scheme": "binance-hmac", "api_key": "k", "backend": {"upstream": "other", "transit_key": "x"}})
+    error = await refused(
+        vault.put(Secret(PASS), "t", "sign", None, replace=False, source={"upstream": "bao", "path": "desk/t"})
+    )
+    assert error.code is ErrorCode.INVALID_PARAMS and "may only name its own upstream's" in str(error)
