@@ -6,8 +6,11 @@ so it renews at 2/3 of its TTL with jitter, backs off, and spends a budget of it
 upstream has one refresh task: at most one read in flight per upstream, each sourced
 credential read every ``refresh`` seconds (jittered), under the credential's own call budget.
 What a read finds is applied by the vault (:class:`SourcedVault`): a higher version is
-written before it is served, a lower one is ignored, a 404 pulls the credential. A 403 on
-any call means one login (shared by whoever got it) and one retry, never a loop.
+written before it is served; a lower one, or the same number written at another time, is not
+taken (the copy is served, DEGRADED); a 404 pulls the credential. A 403 on any call means one
+login (shared by whoever got it, and once per token) and one retry, never a loop. Transit
+calls are bounded per upstream, so engines that sign faster than OpenBao answers are refused
+rather than queued.
 """
 
 from __future__ import annotations
