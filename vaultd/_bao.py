@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import trio
 
-from ._loopback import ListenerUnknown, listener_uids
+from ._loopback import ListenerUnknown, connection_owner, listener_uids
 from ._secret import Secret
 
 if TYPE_CHECKING:
@@ -279,6 +279,54 @@ def _field(mapping: Any, key: str, kind: type[Any] | tuple[type[Any], ...]) -> A
     return value
 
 
+def _checked_pool(context: ssl.SSLContext, trusted: frozenset[int]) -> Any:
+    """httpx's connection pool, as ``httpx.AsyncHTTPTransport`` makes it, but whose every new
+    connection is checked: the socket that accepted it must belong to a ``trusted`` uid."""
+    import httpcore  # noqa: PLC0415 - httpx's own transport layer, loaded with it
+
+    class Checked(httpcore.AsyncNetworkBackend):
+        def __init__(self) -> None:
+            self._inner = httpcore.AnyIOBackend()
+
+        # httpcore's interface names the parameter: it is its timeout, not one of ours.
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,  # noqa: ASYNC109
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            try:
+                owner = connection_owner(stream.get_extra_info("socket"))
+            except ListenerUnknown as exc:
+                await stream.aclose()
+                raise httpcore.ConnectError(f"who accepted the connection cannot be checked ({exc})") from None
+            if owner not in trusted:
+                await stream.aclose()
+                raise httpcore.ConnectError(
+                    f"the socket that accepted it belongs to uid {owner}, not "
+                    f"{'/'.join(str(u) for u in sorted(trusted))}: nothing sent"
+                )
+            return stream
+
+        async def connect_unix_socket(
+            self,
+            path: str,
+            timeout: float | None = None,  # noqa: ASYNC109
+            socket_options: Any = None,
+        ) -> Any:
+            return await self._inner.connect_unix_socket(path, timeout, socket_options)
+
+        async def sleep(self, seconds: float) -> None:
+            await self._inner.sleep(seconds)
+
+    return httpcore.AsyncConnectionPool(
+        ssl_context=context, max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE, network_backend=Checked()
+    )
+
+
 class BaoClient:
     """One OpenBao server (or cluster address). Holds no token: each call is given the one it uses."""
 
@@ -297,7 +345,7 @@ class BaoClient:
         listening there (default: this process's own); anything else gets nothing (``_loopback``)."""
         import httpx  # noqa: PLC0415 - imported when first used: keeps the daemon's start fast
 
-        self.address = check_address(address, ca_file)
+        self.address = check_address(address, None)  # the CA file is the client's to check: below
         self.namespace = None if namespace is None else check_segment(namespace, "namespace")
         if self.namespace is not None and not self.namespace.isascii():
             raise ValueError(f"namespace {self.namespace!r} must be ASCII (it travels in a header)")
@@ -313,14 +361,19 @@ class BaoClient:
         self.broken: str | None = None
         if http is None:
             try:
+                if ca_file is not None and not Path(ca_file).is_file():
+                    raise OSError(ca_file)
                 context = ssl.create_default_context(cafile=ca_file)
             except (OSError, ssl.SSLError):
                 self.broken = f"CA file {ca_file!r} cannot be read or holds no PEM certificate"
                 context = ssl.create_default_context()
             # As many connections kept alive as may be open: no new TCP connection per call.
             limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
+            transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
+            if self._loopback is not None:  # each new connection's accepting socket is checked too
+                transport._pool = _checked_pool(context, self._listener_uids)
             http = httpx.AsyncClient(
-                verify=context, follow_redirects=False, headers={"User-Agent": "vaultd"}, limits=limits
+                transport=transport, follow_redirects=False, headers={"User-Agent": "vaultd"}, timeout=self._timeout
             )
         self._http = http
 
@@ -485,7 +538,13 @@ class BaoClient:
         if 300 <= status < 400:
             target = urlsplit(location or "")
             host = f"[{target.hostname}]" if target.hostname and ":" in target.hostname else target.hostname
-            to = f"redirected to {host}{f':{target.port}' if target.port else ''}" if host else "redirected"
+            try:
+                port = target.port
+            except ValueError:  # a Location with a port no server has
+                port, host = None, None
+            if host is not None and not (host.isprintable() and len(host) <= 255):
+                host = None
+            to = f"redirected to {host}{f':{port}' if port else ''}" if host else "redirected"
             return BaoUnavailable(f"{where}: {to} (a standby during an election?), HTTP {status}", status)
         if status == 503 and "sealed" in detail:
             return BaoUnavailable(f"{where}: OpenBao is sealed (HTTP 503)", status)
@@ -517,9 +576,9 @@ class BaoClient:
         """
         if self._loopback is None:
             return
-        host, port = self._loopback
+        _, port = self._loopback
         try:
-            owners = listener_uids(host, port)
+            owners = listener_uids(port)
         except ListenerUnknown as exc:
             raise self._unavailable(
                 f"{what}: who listens on port {port} cannot be checked ({exc}): use https"

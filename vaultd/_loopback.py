@@ -4,7 +4,9 @@ Over ``http://127.0.0.1:PORT`` nothing proves who answers: while OpenBao is down
 crash, not yet up at boot), any local user may bind its port and collect the token and the
 AppRole secret_id the daemon would send it. Before each call to a loopback http upstream the
 daemon asks the kernel (``NETLINK_SOCK_DIAG``, ``inet_diag``) which uids own the sockets
-listening on that port, and refuses to send anything unless every one is a uid it trusts.
+listening on that port, and refuses to send anything unless every one is a uid it trusts; and
+after each new connection, which uid owns the socket that accepted it (a socket that listened
+only for a moment between the two would otherwise slip through).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import socket
 import struct
 
-__all__ = ["ListenerUnknown", "listener_uids"]
+__all__ = ["ListenerUnknown", "connection_owner", "listener_uids"]
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -27,42 +29,45 @@ _REQUEST = struct.Struct("=BBBBI48x")
 #: inet_diag_msg is 72 bytes: family, state, timer, retrans (1 byte each); inet_diag_sockid (sport
 #: and dport big-endian, src and dst 16 bytes each, interface, cookie: 48 bytes); expires, rqueue,
 #: wqueue, uid, inode (4 bytes each). The offsets of what is read:
-_MESSAGE_SIZE, _SPORT, _SRC, _UID = 72, 4, 8, 64
+_MESSAGE_SIZE, _SPORT, _SRC, _DST, _UID = 72, 4, 8, 24, 64
 
 
 class ListenerUnknown(OSError):
     """The kernel could not be asked (no sock_diag here, or a sandbox refuses it)."""
 
 
-def listener_uids(host: str, port: int) -> set[int]:
-    """The uids owning a TCP socket that listens on ``port`` and would accept a connection to ``host``
-    (bound to ``host`` itself or to the wildcard address of its family); empty if none listens.
+def listener_uids(port: int) -> set[int]:
+    """The uids owning a TCP socket that listens on ``port``, on any address of either family
+    (an IPv4-mapped or wildcard IPv6 listener takes IPv4 connections too); empty if none listens.
 
     Raises:
         ListenerUnknown: sock_diag cannot be used.
     """
-    target = ipaddress.ip_address(host)
-    family = socket.AF_INET6 if target.version == 6 else socket.AF_INET
-    uids: set[int] = set()
-    for bound, uid in _listeners(family, port):
-        if bound == target or bound.is_unspecified:
-            uids.add(uid)
-    if family == socket.AF_INET:  # a dual-stack [::] listener takes IPv4 connections too
-        uids.update(uid for bound, uid in _listeners(socket.AF_INET6, port) if bound.is_unspecified)
-    return uids
+    return {uid for family in (socket.AF_INET, socket.AF_INET6) for _, uid in _listeners(family, port)}
 
 
-def _listeners(family: int, port: int) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
-    request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << _TCP_LISTEN)
+_ALL_BUT_LISTEN = 0xFFF & ~(1 << _TCP_LISTEN)
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _listeners(family: int, port: int) -> list[tuple[_Address, int]]:
+    return [(bound, uid) for bound, _, _, uid in _sockets(family, port, 1 << _TCP_LISTEN)]
+
+
+def _sockets(family: int, port: int, states: int) -> list[tuple[_Address, _Address, int, int]]:
+    """(bound address, remote address, remote port, uid) of each TCP socket of ``family`` in
+    ``states`` whose own port is ``port``."""
+    request = _REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, states)
     header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
                                 _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)  # fmt: skip
-    found: list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = []
+    size = 4 if family == socket.AF_INET else 16
+    found: list[tuple[_Address, _Address, int, int]] = []
     try:
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, _NETLINK_SOCK_DIAG) as link:
             link.settimeout(2.0)
             link.sendto(header + request, (0, 0))
             while True:
-                data = link.recv(65536)
+                data = link.recv(1 << 16)
                 offset = 0
                 while offset + _NLMSG_HEADER.size <= len(data):
                     length, kind, _, _, _ = _NLMSG_HEADER.unpack_from(data, offset)
@@ -73,16 +78,44 @@ def _listeners(family: int, port: int) -> list[tuple[ipaddress.IPv4Address | ipa
                         raise ListenerUnknown(code, f"sock_diag: {os.strerror(code)}")
                     body = offset + _NLMSG_HEADER.size
                     if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG_HEADER.size + _MESSAGE_SIZE:
-                        sport = struct.unpack_from(">H", data, body + _SPORT)[0]
+                        sport, dport = struct.unpack_from(">HH", data, body + _SPORT)
                         if sport == port:
-                            size = 4 if family == socket.AF_INET else 16
                             bound = ipaddress.ip_address(data[body + _SRC : body + _SRC + size])
-                            found.append((bound, struct.unpack_from("=I", data, body + _UID)[0]))
-                    offset += (length + 3) & ~3
+                            remote = ipaddress.ip_address(data[body + _DST : body + _DST + size])
+                            found.append((bound, remote, dport, struct.unpack_from("=I", data, body + _UID)[0]))
                     if length <= 0:
                         break
+                    offset += (length + 3) & ~3
+    except ListenerUnknown:
+        raise
     except OSError as exc:
-        if isinstance(exc, ListenerUnknown):
-            raise
         raise ListenerUnknown(exc.errno, f"sock_diag: {exc.strerror or exc}") from None
-    return found
+
+
+def connection_owner(sock: socket.socket) -> int | None:
+    """The uid owning the socket at the other end of ``sock``, a TCP connection to this host, or
+    None if the kernel lists none (the peer closed it already).
+
+    Raises:
+        ListenerUnknown: sock_diag cannot be used.
+    """
+    local_host, local_port = sock.getsockname()[:2]
+    peer_host, peer_port = sock.getpeername()[:2]
+    local, peer = _plain(local_host), _plain(peer_host)
+    for family in (socket.AF_INET, socket.AF_INET6):  # an IPv6 socket may hold an IPv4 (mapped) connection
+        for bound, remote, remote_port, uid in _sockets(family, peer_port, _ALL_BUT_LISTEN):
+            if remote_port == local_port and _plain(bound) == peer and _plain(remote) == local:
+                return uid
+    return None
+
+
+def _plain(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as compared: an IPv4-mapped IPv6 address as the IPv4 one."""
+    parsed = (
+        address
+        if isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
+        else ipaddress.ip_address(str(address).split("%")[0])
+    )
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed

@@ -16,6 +16,7 @@ from typing import Any
 from vaultd_protocol import CredentialState, ErrorCode
 
 from ._errors import RpcError
+from ._providers._base import shown_name
 
 __all__ = [
     "DEFAULT_MAX_STALE",
@@ -163,7 +164,7 @@ def parse_source(given: dict[str, Any]) -> tuple[str, str, float]:
     """
     unknown = set(given) - {"upstream", "path", "refresh"}
     if unknown:
-        shown = ", ".join(sorted(str(k)[:32] for k in unknown))
+        shown = ", ".join(sorted(shown_name(k) for k in unknown))
         raise RpcError(
             ErrorCode.INVALID_PARAMS, f"unknown field(s) in 'source': {shown} (known: path, refresh, upstream)"
         )

@@ -35,6 +35,7 @@ from ._bao import (
 from ._credentials import NAME_PATTERN
 from ._errors import RpcError
 from ._providers import ConfigError, FetchContext, Issued, UpstreamError
+from ._providers._base import shown_name
 from ._secret import Secret
 from ._source import DEFAULT_MAX_STALE
 
@@ -418,4 +419,4 @@ class BaoSession:
 
 
 def _shown(keys: set[Any]) -> str:
-    return ", ".join(sorted(str(k)[:32] for k in keys))
+    return ", ".join(sorted(shown_name(k) for k in keys))

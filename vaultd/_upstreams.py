@@ -43,6 +43,7 @@ log = logging.getLogger("vaultd.upstreams")
 _T = TypeVar("_T")
 #: Transit signatures under way at once per upstream; beyond, UPSTREAM_UNAVAILABLE at once.
 TRANSIT_IN_FLIGHT = 16
+TRANSIT_IN_FLIGHT_PER_KEY = 8
 #: Reads that find no session token start a login at most this often (seconds), per upstream.
 _FORCED_LOGIN_GAP = 1.0
 
@@ -84,14 +85,16 @@ class _Upstream:
         self.first: Issued | None = None
         #: When a read last started a login out of the session's schedule (trio's clock).
         self.forced_at = -math.inf
-        #: The token a 403 made the daemon log in for (it is not logged in for twice).
-        self.relogged: Issued | None = None
+        #: The login a 403 made the daemon make (its token, renewed or not, is not logged in for twice).
+        self.relogged = -1
         #: Why the last call with the session's token failed (None after one that did not).
         self.call_error: str | None = None
         #: One read (or refresh) at a time per upstream, whoever asks.
         self.reading = trio.Lock()
         #: Transit calls under way at once, fewer than the client's connections: reads always get one.
         self.transit_slots = trio.Semaphore(TRANSIT_IN_FLIGHT)
+        #: ... and per transit key, so that one key's flood leaves room for the others.
+        self.key_slots: dict[str, trio.Semaphore] = {}
 
     async def close(self, revoke: Secret | None = None) -> None:
         """Drop the token and close the client; first revoke ``revoke`` (best effort, bounded)."""
@@ -274,13 +277,13 @@ class Upstreams:
             try:
                 result = await op(upstream.client, issued.token)
             except BaoForbidden:
-                if upstream.session.issued is not issued or issued is upstream.relogged:
+                if upstream.session.issued is not issued or upstream.provider.logins == upstream.relogged:
                     raise  # someone logged in since (retry below), or this token is that login's
                 log.info("upstream %r: a call was refused (403): logging in again, then one retry", name)
                 upstream.provider.invalidate()
                 await self._renewer.attempt(name)
                 issued = await self._token(upstream, wait=False)
-                upstream.relogged = issued
+                upstream.relogged = upstream.provider.logins
                 result = await op(upstream.client, issued.token)
         except (BaoError, RpcError) as exc:
             upstream.call_error = str(exc)
@@ -324,24 +327,35 @@ class Upstreams:
 
     async def hmac(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
         """Raises: RpcError: UPSTREAM_UNAVAILABLE (unreachable, refused (403), or the key unknown)."""
-        return await self._transit(upstream, lambda c, t: c.transit_hmac(t, key, data, algorithm=algorithm))
+        return await self._transit(upstream, key, lambda c, t: c.transit_hmac(t, key, data, algorithm=algorithm))
 
     async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
         """Raises: RpcError: as :meth:`hmac`."""
         if algorithm == "es256":
             return await self._transit(
                 upstream,
+                key,
                 lambda c, t: c.transit_sign(t, key, data, hash_algorithm="sha2-256", marshaling_algorithm="jws"),
             )
-        return await self._transit(upstream, lambda c, t: c.transit_sign(t, key, data))
+        return await self._transit(upstream, key, lambda c, t: c.transit_sign(t, key, data))
 
-    async def _transit(self, upstream: str, op: Callable[[BaoClient, Secret], Awaitable[bytes]]) -> bytes:
+    async def _transit(self, upstream: str, key: str, op: Callable[[BaoClient, Secret], Awaitable[bytes]]) -> bytes:
         known = self._upstreams.get(upstream)
         if known is None:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"nothing signed: no upstream named {upstream!r}")
+        per_key = known.key_slots.setdefault(key, trio.Semaphore(TRANSIT_IN_FLIGHT_PER_KEY))
+        try:
+            per_key.acquire_nowait()
+        except trio.WouldBlock:  # engines that sign faster than OpenBao answers: refused, never queued
+            raise RpcError(
+                ErrorCode.UPSTREAM_UNAVAILABLE,
+                f"nothing signed: {TRANSIT_IN_FLIGHT_PER_KEY} signatures with transit key {key!r} are already "
+                "under way; try again",
+            ) from None
         try:
             known.transit_slots.acquire_nowait()
-        except trio.WouldBlock:  # engines that sign faster than OpenBao answers: refused, never queued
+        except trio.WouldBlock:
+            per_key.release()
             raise RpcError(
                 ErrorCode.UPSTREAM_UNAVAILABLE,
                 f"nothing signed: {TRANSIT_IN_FLIGHT} signatures are already under way at upstream {upstream!r}; "
@@ -359,6 +373,7 @@ class Upstreams:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"nothing signed: upstream {upstream!r}: {exc}") from None
         finally:
             known.transit_slots.release()
+            per_key.release()
 
     # -- refreshing sourced credentials -----------------------------------------------------
 
@@ -418,10 +433,8 @@ class Upstreams:
         assert source is not None
         name = credential.name
         now = trio.current_time()
-        if not credential.budget.try_spend(now):
-            wait = credential.budget.next_available(now) - now
-            source.last_error = source.last_error or f"upstream call budget spent: next read in {wait:.0f} s"
-            self.track(credential, delay=wait)
+        if not credential.budget.try_spend(now):  # pacing (a refresh under 2 s), not a failure
+            self.track(credential, delay=credential.budget.next_available(now) - now)
             return
         credential.upstream_calls += 1
         try:

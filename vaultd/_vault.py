@@ -255,7 +255,14 @@ class Vault(VaultAdmin):
             self._kdf_profile = header.kdf.profile_name()
             self._epoch += 1
             await self._start_renewer()
-            await self._start_upstreams()
+            try:
+                await self._start_upstreams()
+            except Exception as exc:  # never half unlocked: credentials served, upstreams not
+                log.error(
+                    "the upstreams could not start (%s): the vault stays locked", type(exc).__name__, exc_info=exc
+                )
+                self.lock()
+                raise RpcError(ErrorCode.INTERNAL, "the upstreams could not start; see the daemon's log") from None
             self._on_change()
             log.info("vault unlocked (%d credentials, generation %d)", len(credentials), self._generation)
             return accepted
@@ -361,6 +368,11 @@ class Vault(VaultAdmin):
             if opened is None or self._epoch != epoch:
                 raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
             self._check_name_free(name, replace)
+            source = credential.source
+            if source is not None and source.upstream not in self._upstream_configs:
+                raise RpcError(
+                    ErrorCode.INVALID_PARAMS, f"upstream {source.upstream!r} was removed while this call ran"
+                )
         except RpcError:
             credential.wipe()
             raise
@@ -458,11 +470,15 @@ class Vault(VaultAdmin):
         """``token.sign`` at once when no vault write is needed; None otherwise (or when locked).
 
         Raises:
-            RpcError: INVALID_PARAMS, FORBIDDEN (as :meth:`sign`).
+            RpcError: INVALID_PARAMS, FORBIDDEN, PULLED, TOKEN_EXPIRED (as :meth:`sign`).
         """
         credential = self._credentials.get(name) if self._open is not None else None
-        if credential is None or credential.source is not None:
-            return None  # the slow path says which refusal (or checks the source)
+        if credential is None:
+            return None  # the slow path says which refusal
+        if credential.source is not None:
+            refused = credential.source.refusal(name, self._clock())
+            if refused is not None:
+                raise refused
         return sign_now(credential, request, self._clock)
 
     async def sign(self, name: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -322,18 +322,14 @@ def _relative(path: str, upstream: UpstreamConfig) -> str:
 
 def _build(name: str, kind: str, record: KvVersion, now: float, where: str) -> Credential:
     """Raises: RpcError: INVALID_PARAMS, naming the record and the field (never a value); a record
-    that signs through another upstream's transit than its own."""
-    try:
-        credential = from_config(name, kind, record.data, now)
-    except ConfigError as exc:
-        raise RpcError(ErrorCode.INVALID_PARAMS, f"{where} is not a valid {kind} configuration: {exc}") from None
-    upstream = where.partition(":")[0]
-    backend = getattr(credential.provider, "backend_upstream", None)
-    if backend is not None and backend != upstream:
-        credential.wipe()
+    that names a transit key (``backend``)."""
+    if "backend" in record.data:
         raise RpcError(
             ErrorCode.INVALID_PARAMS,
-            f"{where} signs through upstream {backend!r}'s transit: a record may only name its own upstream's "
-            f"({upstream!r}), or its writers could use keys of an upstream they cannot write to",
+            f"{where} names a transit key ('backend'): a record may not, or whoever may write it could sign "
+            "with any key vaultd's role may use; add a transit-backed credential from stdin",
         )
-    return credential
+    try:
+        return from_config(name, kind, record.data, now)
+    except ConfigError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"{where} is not a valid {kind} configuration: {exc}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from vaultd import _bao
 from vaultd._bao import BaoClient, BaoUnavailable
 from vaultd._loopback import listener_uids
 from vaultd._secret import Secret
@@ -28,8 +29,9 @@ NOBODY = 65534
 SQUATTER = textwrap.dedent(
     """
     import socket, sys
-    server = socket.socket()
-    server.bind(("127.0.0.1", int(sys.argv[1])))
+    address = sys.argv[2]
+    server = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    server.bind((address, int(sys.argv[1])))
     server.listen()
     print("listening", flush=True)
     while True:
@@ -48,15 +50,15 @@ def _require_root() -> None:
         pytest.skip("needs root to switch uid with setpriv (CI runs it as root)")
 
 
-@pytest.fixture
-def squatter(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+@pytest.fixture(params=["127.0.0.1", "::ffff:127.0.0.1"], ids=["ipv4", "ipv4-mapped"])
+def squatter(request: pytest.FixtureRequest) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     _require_root()
     script = Path("/tmp") / f"vaultd-squatter-{os.getpid()}.py"
     script.write_text(SQUATTER)
     script.chmod(0o644)
     port = free_port()
     argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "/usr/bin/python3", str(script)]
-    proc = subprocess.Popen([*argv, str(port)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*argv, str(port), request.param], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
         yield port, proc
@@ -68,7 +70,7 @@ def squatter(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
 
 async def test_a_token_is_never_sent_to_another_users_listener(squatter: tuple[int, subprocess.Popen[str]]) -> None:
     port, proc = squatter
-    assert listener_uids("127.0.0.1", port) == {NOBODY}
+    assert listener_uids(port) == {NOBODY}
     async with BaoClient(f"http://127.0.0.1:{port}") as client:
         with pytest.raises(BaoUnavailable, match=f"belongs to uid {NOBODY}") as info:
             await client.login_approle("approle", Secret("fake-role-id"), Secret("fake-secret-id"))
@@ -83,3 +85,20 @@ async def test_a_token_is_never_sent_to_another_users_listener(squatter: tuple[i
     line = wait_for(proc.stdout.readline, "the squatter to see the one call it was trusted with")
     # Its first request is the trusted GET: the login (a POST) and the untrusted read never came.
     assert line.startswith("got ") and line.split()[2] == "GET"
+
+
+async def test_a_listener_that_appears_after_the_check_gets_nothing_either(
+    squatter: tuple[int, subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: a socket that listens only for a moment, after the check of the listeners and
+    before the connection. Played by making that check see none (a stand-in for the timing); the
+    check of the socket that accepted the connection must still refuse."""
+    port, proc = squatter
+    monkeypatch.setattr(_bao, "listener_uids", lambda port: set())
+    async with BaoClient(f"http://127.0.0.1:{port}") as client:
+        with pytest.raises(BaoUnavailable, match=f"accepted it belongs to uid {NOBODY}"):
+            await client.login_approle("approle", Secret("fake-role-id"), Secret("fake-secret-id"))
+    proc.kill()
+    assert proc.stdout is not None
+    seen = [line.split()[1] for line in proc.stdout.read().splitlines()]
+    assert seen and set(seen) == {"0"}, "it accepted the connection, and read not one byte on it"

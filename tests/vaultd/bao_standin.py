@@ -52,6 +52,8 @@ class StandInBao:
     refuse_login: bool = False
     #: The version reads answer with when set (a standby behind the leader).
     lag_to: int | None = None
+    #: Transit keys the role's policy does not allow (403 with a valid token).
+    denied: set[str] = field(default_factory=set)
     #: Bumped by :meth:`rebuild`: part of each version's created_time.
     generation: int = 1
     calls: list[tuple[str, float]] = field(default_factory=list)
@@ -138,6 +140,8 @@ class StandInBao:
         tests/integration/test_openbao_e2e.py); waits like a hanging server while ``hang`` is set."""
         self._call("hmac")
         self._check(token)
+        if key in self.denied:
+            raise BaoForbidden("1 error occurred: permission denied (stand-in)", 403)
         if self.hang is not None:
             await self.hang.wait()
         return hmac.new(b"fake-transit-key", data, hashlib.sha256).digest()

@@ -564,3 +564,9 @@ async def test_a_deletion_time_with_control_characters_is_not_repeated() -> None
         error = await raises(BaoNotFound, client.kv_read(Secret("s.tok"), "secret", "desk/x"))
     assert error.deleted and error.version == 3
     assert len(str(error)) < 200 and "\x1b" not in str(error) and "forged" not in str(error)
+
+
+async def test_a_redirect_to_a_port_no_server_has_is_still_just_unavailable() -> None:
+    async with mock(answer(307, headers={"Location": "http://evil:99999/v1/x"})) as client:
+        error = await raises(BaoUnavailable, client.kv_read(Secret("s.tok"), "secret", "desk/x"))
+    assert "redirected (a standby during an election?)" in str(error)

@@ -299,6 +299,9 @@ async def test_add_from_an_upstream_says_what_is_wrong(
     bao.put("desk/bad", {"token": "x", "colour": "blue"})
     error = await add("desk/bad")
     assert error.code is ErrorCode.INVALID_PARAMS and "colour" in str(error) and "blue" not in str(error)
+    bao.put("desk/forged", {"token": "x", "\x1b[2J\nvaultd: CRITICAL: forged": 1})
+    forged = str(await add("desk/forged"))
+    assert "\x1b" not in forged and "\n" not in forged, "a field name from the record is shown escaped"
     bao.down = True
     assert (await add("desk/static")).code is ErrorCode.UPSTREAM_UNAVAILABLE
     both = vault.put(Secret(PASS), "new", "static", {"token": "x"}, replace=False, source={"upstream": "bao"})
@@ -406,20 +409,102 @@ async def test_engines_signing_faster_than_transit_answers_are_refused_not_queue
         for _ in range(40):
             signers.start_soon(one)
         await trio.sleep(1)
-        assert len(errors) == 40 - 16 and all(e.code is ErrorCode.UPSTREAM_UNAVAILABLE for e in errors)
-        assert "already under way" in str(errors[0])
+        assert len(errors) == 40 - 8 and all(e.code is ErrorCode.UPSTREAM_UNAVAILABLE for e in errors)
+        assert "already under way" in str(errors[0]), "8 per transit key (16 per upstream)"
         assert vault.get_now("st", 0) is not None, "other engines are answered from memory meanwhile"
         bao.hang.set()
-    assert len(errors) == 24, "those under way finished once OpenBao answered"
+    assert len(errors) == 32, "those under way finished once OpenBao answered"
 
 
-async def test_a_record_may_only_sign_through_its_own_upstreams_transit(
+async def test_a_record_may_not_name_a_transit_key(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao, refresh=5)
+    bao.put("desk/t", {"scheme": "binance-hmac", "api_key": "k", "backend": {"upstream": "bao", "transit_key": "x"}})
+    source = {"upstream": "bao", "path": "desk/t"}
+    error = await refused(vault.put(Secret(PASS), "t", "sign", None, replace=False, source=source))
+    assert error.code is ErrorCode.INVALID_PARAMS and "a record may not" in str(error)
+    # Nor a later version of a record that did not: the copy stays, DEGRADED.
+    bao.put("desk/binance", {**SIGN, "secret": None, "backend": {"upstream": "bao", "transit_key": "x"}})
+    await trio.sleep(6)
+    assert (await sign(vault))["headers"]["X-MBX-APIKEY"] == "fake-key-1"
+    assert "names a transit key" in sourced(vault, "binance")["last_error"]
+
+
+async def test_an_upstream_removed_while_a_record_is_read_is_not_sourced_from(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await vault.put_upstream(Secret(PASS), "bao", "openbao", upstream_config(), replace=False)
+    bao.put("desk/static", {"token": "fake-token-v1"})
+    bao.hang = trio.Event()
+    errors: list[RpcError] = []
+
+    async def add() -> None:
+        source = {"upstream": "bao", "path": "desk/static"}
+        try:
+            await vault.put(Secret(PASS), "st", "static", None, replace=False, source=source)
+        except RpcError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as both:
+        both.start_soon(add)
+        await trio.sleep(1)  # the read hangs: the admin lock is free meanwhile
+        await vault.remove_upstream(Secret(PASS), "bao")
+        bao.hang.set()
+    assert [e.code for e in errors] == [ErrorCode.INVALID_PARAMS] and "was removed" in str(errors[0])
+    assert vault.describe() == []
+
+
+async def test_a_sourced_signature_is_answered_at_once_and_refused_at_once_when_pulled(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await sourced_vault(nursery, tmp_path, wall, bao, refresh=5)
+    assert vault.sign_now("binance", dict(BINANCE_ORDER)) is not None, "from memory, on the fast path"
+    bao.delete("desk/binance")
+    await trio.sleep(6)
+    with pytest.raises(RpcError) as info:
+        vault.sign_now("binance", dict(BINANCE_ORDER))
+    assert info.value.code is ErrorCode.PULLED
+
+
+async def test_one_transit_key_flooded_leaves_room_for_the_others(
     nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
 ) -> None:
     vault = await sourced_vault(nursery, tmp_path, wall, bao)
-    await vault.put_upstream(Secret(PASS), "other", "openbao", upstream_config(), replace=False)
-    bao.put("desk/t", {"scheme": "binance-hmac", "api_key": "k", "backend": {"upstream": "other", "transit_key": "x"}})
-    error = await refused(
-        vault.put(Secret(PASS), "t", "sign", None, replace=False, source={"upstream": "bao", "path": "desk/t"})
-    )
-    assert error.code is ErrorCode.INVALID_PARAMS and "may only name its own upstream's" in str(error)
+    for name, key in (("t1", "desk-1"), ("t2", "desk-2")):
+        config = {"scheme": "binance-hmac", "api_key": "k", "backend": {"upstream": "bao", "transit_key": key}}
+        await vault.put(Secret(PASS), name, "sign", config, replace=False)
+    bao.hang = trio.Event()
+    refusals: dict[str, int] = {"t1": 0, "t2": 0}
+
+    async def one(name: str) -> None:
+        try:
+            await vault.sign(name, dict(BINANCE_ORDER))
+        except RpcError:
+            refusals[name] += 1
+
+    async with trio.open_nursery() as signers:
+        for _ in range(40):
+            signers.start_soon(one, "t1")
+        await trio.sleep(1)
+        for _ in range(4):
+            signers.start_soon(one, "t2")
+        await trio.sleep(1)
+        assert refusals == {"t1": 32, "t2": 0}, "the flooded key holds 8 of the 16: the other key still signs"
+        bao.hang.set()
+
+
+async def test_a_path_the_policy_denies_costs_one_login_however_often_the_token_renews(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    bao.token_ttl = 30.0
+    vault = await sourced_vault(nursery, tmp_path, wall, bao)
+    config = {"scheme": "binance-hmac", "api_key": "k", "backend": {"upstream": "bao", "transit_key": "denied"}}
+    await vault.put(Secret(PASS), "t", "sign", config, replace=False)
+    bao.denied.add("denied")
+    logins = bao.logins()
+    for _ in range(60):  # an engine signing in a loop for 10 minutes, through 20 renewals
+        assert (await refused(vault.sign("t", dict(BINANCE_ORDER)))).code is ErrorCode.UPSTREAM_UNAVAILABLE
+        await trio.sleep(10)
+    assert bao.logins() - logins == 1

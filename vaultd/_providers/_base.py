@@ -32,6 +32,7 @@ __all__ = [
     "parse_time",
     "req_str",
     "secret_field",
+    "shown_name",
 ]
 
 #: 9999-12-31T23:59:59Z: later times are surely mistakes, and would not format as dates.
@@ -133,10 +134,17 @@ class Provider(Protocol):
 # -- config helpers ------------------------------------------------------------------------------
 
 
+def shown_name(key: object) -> str:
+    """A field name as a message may show it: printable and short, never raw (it may come from an
+    upstream record's writer, and messages reach terminals and logs)."""
+    text = str(key)[:32]
+    return text if text.isprintable() and text.isascii() else repr(text)
+
+
 def check_keys(config: Mapping[str, Any], allowed: frozenset[str], kind: str) -> None:
     unknown = set(config) - allowed
     if unknown:
-        shown = ", ".join(sorted(str(k)[:32] for k in unknown))
+        shown = ", ".join(sorted(shown_name(k) for k in unknown))
         raise ConfigError(f"unknown field(s) for a {kind} credential: {shown} (known: {', '.join(sorted(allowed))})")
 
 

@@ -23,7 +23,17 @@ from .._allow import AllowList
 from .._schemes import SCHEMES, Keys, Signed, SignError, SignRequest, decode_secret
 from .._schemes._remote import Call, record, replay
 from .._secret import Secret
-from ._base import ConfigError, FetchContext, Issued, UpstreamError, check_keys, opt_number, req_str, secret_field
+from ._base import (
+    ConfigError,
+    FetchContext,
+    Issued,
+    UpstreamError,
+    check_keys,
+    opt_number,
+    req_str,
+    secret_field,
+    shown_name,
+)
 
 __all__ = ["SignProvider", "Transit", "TransitBackend"]
 
@@ -76,7 +86,7 @@ class TransitBackend:
         """Raises: ConfigError: not a map of exactly ``upstream`` and ``transit_key``, or a bad name."""
         if not isinstance(value, Mapping):
             raise ConfigError('\'backend\' must be a map: {"upstream": NAME, "transit_key": KEYNAME}')
-        unknown = sorted(str(key)[:32] for key in set(value) - _BACKEND_FIELDS)
+        unknown = sorted(shown_name(key) for key in set(value) - _BACKEND_FIELDS)
         if unknown:
             raise ConfigError(f"unknown field(s) in 'backend': {', '.join(unknown)} (known: transit_key, upstream)")
         missing = sorted(_BACKEND_FIELDS - set(value))
