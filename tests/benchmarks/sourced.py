@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from openbao_agent import OpenBaoAgent, Upstream, api, approle
+from openbao_agent import OpenBaoAgent, Reader, Upstream, api, approle
 from sign_vs_ssh_agent import PASS
 
 from vaultd_client import Client
@@ -309,17 +309,23 @@ class AgentRun(NamedTuple):
 
 
 def paced_reads(agent: OpenBaoAgent, upstream: Upstream, rate: float, seconds: float) -> AgentRun:
-    """Read through ``agent`` at ``rate`` reads a second for ``seconds``."""
-    mark = AuditLog(upstream.audit).mark()
-    started = time.perf_counter()
-    reads = 0
-    while (now := time.perf_counter()) < started + seconds:
-        due = started + reads / rate
-        if now < due:
-            time.sleep(due - now)
-        agent.read()
-        reads += 1
-    return AgentRun(reads, mark, mark[1] + (time.perf_counter() - started))
+    """Read through ``agent`` at ``rate`` reads a second for ``seconds``, on a connection of its own
+    (the agent closes a keep-alive connection left idle for some seconds)."""
+    reader = Reader(agent.socket_path)
+    try:
+        reader.read()  # connected and answered before the window
+        mark = AuditLog(upstream.audit).mark()
+        started = time.perf_counter()
+        reads = 0
+        while (now := time.perf_counter()) < started + seconds:
+            due = started + reads / rate
+            if now < due:
+                time.sleep(due - now)
+            reader.read()
+            reads += 1
+        return AgentRun(reads, mark, mark[1] + (time.perf_counter() - started))
+    finally:
+        reader.close()
 
 
 def agent_load(upstream: Upstream, runs: list[AgentRun], rate: float) -> dict[str, Any]:
