@@ -481,8 +481,10 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["openbao_sealed_read"] = sealed_read(upstream, bao)
             with Client(daemon.path, cache=False) as client:  # the same record, sourced: from memory
                 p50, p99 = summary(timed(vaultd_call(client, "sbinance", "sign"), count))
-                state = next(c["state"] for c in client.call("status", {})["credentials"] if c["name"] == "sbinance")
-            results["sourced_sealed"] = {"p50": round(p50, 1), "p99": round(p99, 1), "state": state}
+                described = client.call("status", {})["credentials"]
+            # DEGRADED once a read came due since the seal (every 60 s, +-10%; then backing off from 1 s)
+            states = {c["name"]: c["state"] for c in described if c["name"] in ("sbinance", "sstatic")}
+            results["sourced_sealed"] = {"p50": round(p50, 1), "p99": round(p99, 1), "states": states}
     finally:
         if agent is not None:
             agent.stop()
@@ -623,7 +625,8 @@ def render(results: dict[str, Any]) -> str:
         sealed = results["sourced_sealed"]
         lines.append(
             f"  {'vaultd token.sign HMAC, sourced, server sealed':48} p50 {sealed['p50']:.1f} us, "
-            f"p99 {sealed['p99']:.1f} us, state {sealed['state']} (from memory)"
+            f"p99 {sealed['p99']:.1f} us (from memory); states: "
+            + ", ".join(f"{name} {state}" for name, state in sealed["states"].items())
         )
     if "openbao_rows_s" in results:
         lines.append(
