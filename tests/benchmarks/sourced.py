@@ -215,6 +215,7 @@ def vaultd_load(
     window: float,
     rss_mib: Callable[[int], float],
     during: Callable[[float], None] = time.sleep,
+    settle: float = LOAD_REFRESH / 2,
 ) -> dict[str, Any]:
     """The requests a vaultd with N sourced credentials sends OpenBao, for each N in ``counts``.
 
@@ -229,10 +230,12 @@ def vaultd_load(
     window (the suite reads through OpenBao Agent meanwhile: its requests are another role's);
     by default, a sleep.
 
-    Each window begins half a refresh after the last credential was added (whose ``put`` read
-    the record once, before the window), so that no read falls on its edges. Every window ends
-    within 40 s of the first credential's put: the default call budget of a credential (20
-    calls, refilled at 30 a minute) holds a 1 s refresh that long, then halves it.
+    Each window begins ``settle`` seconds after the last credential was added (whose ``put`` read
+    the record once, before the window): half a refresh, the default, puts a credential's reads
+    furthest from the edges of a window of whole refreshes, whose last read drifts by the
+    jitter (+-10% a refresh, summed); a window of one refresh (``--short``) has room for less.
+    Every window ends within 40 s of the first credential's put: the default call budget of a
+    credential (20 calls, refilled at 30 a minute) holds a 1 s refresh that long, then halves it.
     """
     audit = AuditLog(upstream.audit)
     for index in range(max(counts)):
@@ -260,7 +263,7 @@ def vaultd_load(
                 }
                 admin.call("credential.put", put, timeout=60)
             added = n
-            time.sleep(LOAD_REFRESH / 2)
+            time.sleep(settle)
             mark = audit.mark()
             during(window)
             windows.append((n, mark, time.time(), rss_mib(pid)))
