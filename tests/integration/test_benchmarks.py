@@ -52,3 +52,9 @@ def test_the_benchmark_suite_prints_every_row_and_its_ratios() -> None:
                 "the OpenBao rows took"):  # fmt: skip
         assert row in printed, row
     assert "left out: OpenBao Agent" not in printed
+    # vaultd with credentials sourced from that OpenBao, and the requests that reach it (measured, not checked).
+    for row in ("vaultd token.get static, sourced (OpenBao)", "vaultd token.sign HMAC, sourced (OpenBao)",
+                "vaultd (2 sourced from it)", "OpenBao requests from one host", "vaultd, 1 credential sourced",
+                "vaultd, 10 credentials sourced", "its own token, over",
+                "OpenBao Agent, 100 engine reads/s"):  # fmt: skip
+        assert row in printed, row
