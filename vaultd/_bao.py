@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 
 import trio
 
-from ._loopback import ListenerUnknown, connection_owner, listener_uids
+from ._loopback import ListenerUnknown, checked_pool, listener_uids
 from ._secret import Secret
 
 if TYPE_CHECKING:
@@ -279,54 +279,6 @@ def _field(mapping: Any, key: str, kind: type[Any] | tuple[type[Any], ...]) -> A
     return value
 
 
-def _checked_pool(context: ssl.SSLContext, trusted: frozenset[int]) -> Any:
-    """httpx's connection pool, as ``httpx.AsyncHTTPTransport`` makes it, but whose every new
-    connection is checked: the socket that accepted it must belong to a ``trusted`` uid."""
-    import httpcore  # noqa: PLC0415 - httpx's own transport layer, loaded with it
-
-    class Checked(httpcore.AsyncNetworkBackend):
-        def __init__(self) -> None:
-            self._inner = httpcore.AnyIOBackend()
-
-        # httpcore's interface names the parameter: it is its timeout, not one of ours.
-        async def connect_tcp(
-            self,
-            host: str,
-            port: int,
-            timeout: float | None = None,  # noqa: ASYNC109
-            local_address: str | None = None,
-            socket_options: Any = None,
-        ) -> Any:
-            stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-            try:
-                owner = connection_owner(stream.get_extra_info("socket"))
-            except ListenerUnknown as exc:
-                await stream.aclose()
-                raise httpcore.ConnectError(f"who accepted the connection cannot be checked ({exc})") from None
-            if owner not in trusted:
-                await stream.aclose()
-                raise httpcore.ConnectError(
-                    f"the socket that accepted it belongs to uid {owner}, not "
-                    f"{'/'.join(str(u) for u in sorted(trusted))}: nothing sent"
-                )
-            return stream
-
-        async def connect_unix_socket(
-            self,
-            path: str,
-            timeout: float | None = None,  # noqa: ASYNC109
-            socket_options: Any = None,
-        ) -> Any:
-            return await self._inner.connect_unix_socket(path, timeout, socket_options)
-
-        async def sleep(self, seconds: float) -> None:
-            await self._inner.sleep(seconds)
-
-    return httpcore.AsyncConnectionPool(
-        ssl_context=context, max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE, network_backend=Checked()
-    )
-
-
 class BaoClient:
     """One OpenBao server (or cluster address). Holds no token: each call is given the one it uses."""
 
@@ -370,8 +322,11 @@ class BaoClient:
             # As many connections kept alive as may be open: no new TCP connection per call.
             limits = httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE)
             transport = httpx.AsyncHTTPTransport(verify=context, limits=limits)
-            if self._loopback is not None:  # each new connection's accepting socket is checked too
-                transport._pool = _checked_pool(context, self._listener_uids)
+            if self._loopback is not None:
+                # Each new connection's accepting socket is checked too. httpx takes no network
+                # backend, so its pool is swapped for one like it that has ours (httpx 0.2x keeps
+                # it in _pool; tests/integration/test_openbao_squat.py fails if that changes).
+                transport._pool = checked_pool(context, self._listener_uids, POOL_SIZE)
             http = httpx.AsyncClient(
                 transport=transport, follow_redirects=False, headers={"User-Agent": "vaultd"}, timeout=self._timeout
             )

@@ -14,9 +14,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 import struct
+from typing import Any
 
-__all__ = ["ListenerUnknown", "connection_owner", "listener_uids"]
+__all__ = ["ListenerUnknown", "checked_pool", "connection_owner", "listener_uids"]
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -119,3 +121,51 @@ def _plain(address: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
         return parsed.ipv4_mapped
     return parsed
+
+
+def checked_pool(context: ssl.SSLContext, trusted: frozenset[int], size: int) -> Any:
+    """httpx's connection pool, as ``httpx.AsyncHTTPTransport`` makes it, but whose every new
+    connection is checked: the socket that accepted it must belong to a ``trusted`` uid."""
+    import httpcore  # noqa: PLC0415 - httpx's own transport layer, loaded with it
+
+    class Checked(httpcore.AsyncNetworkBackend):
+        def __init__(self) -> None:
+            self._inner = httpcore.AnyIOBackend()
+
+        # httpcore's interface names the parameter: it is its timeout, not one of ours.
+        async def connect_tcp(
+            self,
+            host: str,
+            port: int,
+            timeout: float | None = None,  # noqa: ASYNC109
+            local_address: str | None = None,
+            socket_options: Any = None,
+        ) -> Any:
+            stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+            try:
+                owner = connection_owner(stream.get_extra_info("socket"))
+            except ListenerUnknown as exc:
+                await stream.aclose()
+                raise httpcore.ConnectError(f"who accepted the connection cannot be checked ({exc})") from None
+            if owner not in trusted:
+                await stream.aclose()
+                raise httpcore.ConnectError(
+                    f"the socket that accepted it belongs to uid {owner}, not "
+                    f"{'/'.join(str(u) for u in sorted(trusted))}: nothing sent"
+                )
+            return stream
+
+        async def connect_unix_socket(
+            self,
+            path: str,
+            timeout: float | None = None,  # noqa: ASYNC109
+            socket_options: Any = None,
+        ) -> Any:
+            return await self._inner.connect_unix_socket(path, timeout, socket_options)
+
+        async def sleep(self, seconds: float) -> None:
+            await self._inner.sleep(seconds)
+
+    return httpcore.AsyncConnectionPool(
+        ssl_context=context, max_connections=size, max_keepalive_connections=size, network_backend=Checked()
+    )
