@@ -188,6 +188,8 @@ class AuditLog:
         with self.path.open("rb") as log:
             log.seek(offset)
             for line in log:
+                if not line.endswith(b"\n"):
+                    break  # the server is still writing it: after the window, so not counted
                 if not line.strip():
                     continue
                 entry = json.loads(line)
