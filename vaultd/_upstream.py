@@ -11,7 +11,6 @@ shorter than asked (max TTL reached), or when a call found the token refused (40
 from __future__ import annotations
 
 import logging
-import math
 import os
 import ssl
 from collections.abc import Mapping
@@ -35,7 +34,7 @@ from ._bao import (
 from ._credentials import NAME_PATTERN
 from ._errors import RpcError
 from ._providers import ConfigError, FetchContext, Issued, UpstreamError
-from ._providers._base import shown_name
+from ._providers._base import opt_number, shown_name
 from ._secret import Secret
 from ._source import DEFAULT_MAX_STALE
 
@@ -69,15 +68,6 @@ def _segment(config: Mapping[str, Any], key: str, where: str, default: str | Non
         return check_segment(value, f"{where}{key}")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def _seconds(config: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key!r} must be a number of seconds")
-    if not low <= value <= high:
-        raise ConfigError(f"{key!r} must be between {low:g} and {high:g} seconds")
-    return float(value)
 
 
 @dataclass(eq=False, repr=False)
@@ -179,9 +169,9 @@ class UpstreamConfig:
             role=_segment(auth, "role", "auth."),
             role_id=Secret(_text(auth, "role_id", "auth.", max_len=4096)),
             secret_id=secret if secret_key == "secret_id" else None,
-            max_stale=_seconds(config, "max_stale", DEFAULT_MAX_STALE, 1.0, 365 * 86_400.0),
-            connect_timeout=_seconds(config, "connect_timeout", 2.0, 0.1, 60.0),
-            timeout=_seconds(config, "timeout", 5.0, 0.1, 300.0),
+            max_stale=opt_number(config, "max_stale", DEFAULT_MAX_STALE, low=1.0, high=365 * 86_400.0),
+            connect_timeout=opt_number(config, "connect_timeout", 2.0, low=0.1, high=60.0),
+            timeout=opt_number(config, "timeout", 5.0, low=0.1, high=300.0),
             kind=kind,
             listener_uid=listener_uid,
         )

@@ -102,8 +102,8 @@ class VaultUpstreams:
 
         Raises:
             RpcError: LOCKED, BAD_PASSPHRASE, INVALID_PARAMS, ALREADY_EXISTS, STORAGE_FAILED,
-                NEEDS_REAUTH (the login was refused), UPSTREAM_UNAVAILABLE (a wrapping token
-                could not be looked up: it is still unused), :class:`UpstreamAlarm` (FORBIDDEN).
+                NEEDS_REAUTH (the login was refused), UPSTREAM_UNAVAILABLE (OpenBao could not be
+                asked), :class:`UpstreamAlarm` (FORBIDDEN).
         """
         async with self._lock:
             _, epoch = await self._admin(passphrase)
@@ -143,12 +143,15 @@ class VaultUpstreams:
                 upstream.created_at = existing.created_at if existing is not None else now
                 upstream.updated_at = now
                 updated = {**self._upstream_configs, name: upstream}
-                await self._persist(opened, epoch, self._credentials, upstreams=updated)
-                committed = True
-                described = upstreams.install(prepared)
-                if existing is not None:
-                    existing.wipe()
-                self.alarms[:] = [alarm for alarm in self.alarms if alarm["upstream"] != name]  # the operator acted
+                try:
+                    await self._persist(opened, epoch, self._credentials, upstreams=updated)
+                finally:
+                    if self._upstream_configs is updated:  # in effect (even if not confirmed durable)
+                        committed = True
+                        described = upstreams.install(prepared)
+                        if existing is not None:
+                            existing.wipe()
+                        self.alarms[:] = [a for a in self.alarms if a["upstream"] != name]  # the operator acted
         finally:
             if not committed:
                 if upstream.secret_id_accessor:
@@ -185,10 +188,13 @@ class VaultUpstreams:
                     f"upstream {name!r} is in use by: {', '.join(users)}: remove those first ('vaultctl rm NAME')",
                 )
             updated = {k: v for k, v in self._upstream_configs.items() if k != name}
-            await self._persist(opened, epoch, self._credentials, upstreams=updated)
-            if self._upstreams is not None:
-                self._upstreams.remove(name)
-            existing.wipe()
+            try:
+                await self._persist(opened, epoch, self._credentials, upstreams=updated)
+            finally:
+                if self._upstream_configs is updated:  # in effect (even if not confirmed durable)
+                    if self._upstreams is not None:
+                        self._upstreams.remove(name)
+                    existing.wipe()
             log.info("upstream %r removed", name)
 
     async def renew_upstream(self, name: str) -> dict[str, Any] | None:
