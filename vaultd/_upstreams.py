@@ -179,9 +179,6 @@ class Upstreams:
         for upstream in self._upstreams.values():
             upstream.session.wipe()
 
-    def configs(self) -> dict[str, UpstreamConfig]:
-        return {name: upstream.config for name, upstream in self._upstreams.items()}
-
     def __contains__(self, name: object) -> bool:
         return name in self._upstreams
 
