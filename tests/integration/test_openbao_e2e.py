@@ -119,7 +119,8 @@ def test_a_token_at_its_max_ttl_logs_in_again_and_no_engine_sees_an_error(
         time.sleep(13)  # real time: OpenBao's own token clock, two max TTLs
     assert engines.errors == [] and engines.calls > 100
     assert 2 <= logins(bao) - before <= 4, "one login per max TTL (6 s), and no more"
-    assert described(daemon, "bao")["state"] == "FRESH"
+    session = described(daemon, "bao")
+    assert session["state"] in ("FRESH", "RENEW_DUE") and session["last_error"] is None, "fine, or logging in again"
 
 
 def test_a_token_revoked_behind_vaultds_back_costs_exactly_one_login(daemon: DaemonProcess, bao: BaoDevServer) -> None:

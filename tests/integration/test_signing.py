@@ -125,7 +125,7 @@ async def test_bad_sign_requests_are_invalid_params(start_server: StartServer) -
         response = await client.call("token.sign", name="kraken", **params)
         assert response.error is not None and response.error.name == "INVALID_PARAMS", params
     token = await client.call("token.get", name="kraken")
-    assert token.error is not None and "use token.sign" in token.error.message
+    assert token.error is not None and "ask for a signature (token.sign" in token.error.message
     oversized = await served.connect()  # over the 64 KiB message limit: answered, then closed
     response = await oversized.call(
         "token.sign", name="kraken", method="POST", url="https://api.kraken.com/0/private/Balance", body=b"x" * 70_000
