@@ -34,7 +34,7 @@ from ._bao import (
 from ._credentials import NAME_PATTERN
 from ._errors import RpcError
 from ._providers import ConfigError, FetchContext, Issued, UpstreamError
-from ._providers._base import opt_number, shown_name
+from ._providers._base import opt_number, req_str, shown_name
 from ._secret import Secret
 from ._source import DEFAULT_MAX_STALE
 
@@ -54,12 +54,10 @@ _SHORT_RENEWAL = 0.9
 
 
 def _text(config: Mapping[str, Any], key: str, where: str, *, default: str | None = None, max_len: int = 512) -> str:
-    value = config.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"'{where}{key}' is required and must be a non-empty string")
-    if len(value) > max_len or value != value.strip() or not value.isprintable():
-        raise ConfigError(f"'{where}{key}' must be at most {max_len} printable characters, without surrounding spaces")
-    return value
+    """``req_str`` for a field that may sit inside ``auth`` (``where``) and may have a default."""
+    if default is not None and key not in config:
+        return default
+    return req_str(config, key, max_len=max_len, label=f"{where}{key}")
 
 
 def _segment(config: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:

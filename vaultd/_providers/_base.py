@@ -148,14 +148,17 @@ def check_keys(config: Mapping[str, Any], allowed: frozenset[str], kind: str) ->
         raise ConfigError(f"unknown field(s) for a {kind} credential: {shown} (known: {', '.join(sorted(allowed))})")
 
 
-def req_str(config: Mapping[str, Any], key: str, *, max_len: int = 4096) -> str:
+def req_str(config: Mapping[str, Any], key: str, *, max_len: int = 4096, label: str | None = None) -> str:
+    """``config[key]``, a non-empty printable string without surrounding whitespace; messages
+    name the field as ``label`` (default ``key``: a nested one says where, e.g. ``auth.role``)."""
+    shown = repr(label if label is not None else key)
     value = config.get(key)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key!r} is required and must be a non-empty string")
+        raise ConfigError(f"{shown} is required and must be a non-empty string")
     if len(value) > max_len:
-        raise ConfigError(f"{key!r} is longer than {max_len} characters")
+        raise ConfigError(f"{shown} is longer than {max_len} characters")
     if value != value.strip() or not value.isprintable():
-        raise ConfigError(f"{key!r} must not contain control characters or surrounding whitespace")
+        raise ConfigError(f"{shown} must not contain control characters or surrounding whitespace")
     return value
 
 
