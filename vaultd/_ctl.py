@@ -36,6 +36,7 @@ from ._ctl_common import (
     _read_stdin_secret,
     _slow,
     _when,
+    json_object,
 )
 from ._ctl_env import ENV_COMMANDS, add_env_parsers
 from ._ctl_policy import POLICY_COMMANDS, add_policy_parsers
@@ -292,22 +293,11 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
 def config_from_stdin(kind: str, text: str) -> dict[str, Any]:
     """stdin for ``add``: a JSON object; for ``static``, the bare token will do too."""
-    if not text:
-        if kind == "static":
-            raise CtlError("nothing on stdin: pipe the token, or a JSON object with a 'token' field", EXIT_USAGE)
-        raise CtlError(f"nothing on stdin: pipe a JSON object with the {kind} settings (SPEC.md section 6)", EXIT_USAGE)
-    if text.startswith("{") or kind != "static":
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CtlError(
-                f"stdin starts with '{{' but is not valid JSON (line {exc.lineno}, column {exc.colno})",
-                EXIT_USAGE,
-            ) from None
-        if not isinstance(config, dict):
-            raise CtlError("the JSON on stdin must be an object", EXIT_USAGE)
-        return config
-    return {"token": text}
+    if kind == "static":
+        if text and not text.startswith("{"):
+            return {"token": text}
+        return json_object(text, "pipe the token, or a JSON object with a 'token' field", "stdin starts with '{' but")
+    return json_object(text, f"pipe a JSON object with the {kind} settings (SPEC.md section 6)")
 
 
 def _source(args: argparse.Namespace) -> dict[str, Any] | None:

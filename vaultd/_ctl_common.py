@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 import time
 from typing import Any
@@ -61,6 +62,24 @@ def _read_stdin_secret(kind: str) -> str:
         return raw.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise CtlError("stdin is not UTF-8 text", EXIT_USAGE) from None
+
+
+def json_object(text: str, empty: str, said: str = "stdin") -> dict[str, Any]:
+    """The one JSON object ``text`` (stdin) holds.
+
+    Raises:
+        CtlError: usage: nothing there (``empty`` says what to pipe), not JSON (``said`` begins
+            the message), or not an object.
+    """
+    if not text:
+        raise CtlError(f"nothing on stdin: {empty}", EXIT_USAGE)
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CtlError(f"{said} is not valid JSON (line {exc.lineno}, column {exc.colno})", EXIT_USAGE) from None
+    if not isinstance(config, dict):
+        raise CtlError("the JSON on stdin must be an object", EXIT_USAGE)
+    return config
 
 
 def _when(epoch: float | None) -> str:

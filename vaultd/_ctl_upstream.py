@@ -19,13 +19,13 @@ from vaultd_protocol import Method
 
 from ._ctl_common import (
     EXIT_OK,
-    EXIT_USAGE,
     CtlError,
     _passphrase,
     _passphrase_options,
     _read_stdin_secret,
     _slow,
     _when,
+    json_object,
 )
 
 __all__ = ["UPSTREAM_COMMANDS", "add_upstream_parsers", "upstream_table"]
@@ -102,21 +102,9 @@ def upstream_table(upstreams: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def _read_config() -> dict[str, Any]:
-    text = _read_stdin_secret("openbao")
-    if not text:
-        raise CtlError("nothing on stdin: pipe the upstream's settings as one JSON object (vaultctl upstream add -h)")
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CtlError(f"stdin is not valid JSON (line {exc.lineno}, column {exc.colno})", EXIT_USAGE) from None
-    if not isinstance(config, dict):
-        raise CtlError("the JSON on stdin must be an object", EXIT_USAGE)
-    return config
-
-
 def cmd_upstream_add(client: Client, args: argparse.Namespace) -> int:
-    config = _read_config()
+    empty = "pipe the upstream's settings as one JSON object (vaultctl upstream add -h)"
+    config = json_object(_read_stdin_secret("openbao"), empty)
     params = {
         "passphrase": _passphrase(args, stdin_busy=True),
         "name": args.name,
