@@ -25,6 +25,7 @@ from vaultd._secret import Secret
 
 from ..openbao import free_port
 from ..polling import wait_for
+from .test_foreign_uid import _require_root
 
 NOBODY = 65534
 SQUATTER = textwrap.dedent(
@@ -42,13 +43,6 @@ SQUATTER = textwrap.dedent(
         conn.close()
     """
 )
-
-
-def _require_root() -> None:
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run as root: this test switches uid with setpriv")
-        pytest.skip("needs root to switch uid with setpriv (CI runs it as root)")
 
 
 @pytest.fixture(params=["127.0.0.1", "::ffff:127.0.0.1"], ids=["ipv4", "ipv4-mapped"])
