@@ -50,6 +50,8 @@ class StandInBao:
     #: Set to make KV reads wait until the event is set (a hanging server).
     hang: trio.Event | None = None
     refuse_login: bool = False
+    #: Set to make logins wait until the event is set.
+    hang_login: trio.Event | None = None
     #: The version reads answer with when set (a standby behind the leader).
     lag_to: int | None = None
     #: Transit keys the role's policy does not allow (403 with a valid token).
@@ -102,6 +104,8 @@ class StandInBao:
 
     async def login_approle(self, mount: str, role_id: Secret, secret_id: Secret) -> BaoToken:
         self._call("login")
+        if self.hang_login is not None:
+            await self.hang_login.wait()
         if self.refuse_login or role_id.reveal_str() != ROLE_ID or secret_id.reveal_str() != SECRET_ID:
             raise BaoRefused("invalid secret id (stand-in)", 400)
         token = f"fake-bao-token-{next(self._ids)}"

@@ -508,3 +508,28 @@ async def test_a_path_the_policy_denies_costs_one_login_however_often_the_token_
         assert (await refused(vault.sign("t", dict(BINANCE_ORDER)))).code is ErrorCode.UPSTREAM_UNAVAILABLE
         await trio.sleep(10)
     assert bao.logins() - logins == 1
+
+
+async def test_an_operator_who_leaves_during_upstream_add_leaves_nothing_half_done(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    """The peer dies mid-conversation: the server cancels its request (as here) while OpenBao
+    is logging it in. Nothing is saved, and the next add works."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    wrapped = bao.wrap_secret_id("auth/approle/role/host-a/secret-id")
+    config = upstream_config(auth={"role": "host-a", "role_id": ROLE_ID, "wrapped_secret_id": wrapped})
+    bao.hang_login = trio.Event()
+    with trio.move_on_after(1) as left:
+        await vault.put_upstream(Secret(PASS), "bao", "openbao", config, replace=False)
+    assert left.cancelled_caught and vault.upstream_list() == []
+    _, _, body = decode((tmp_path / "vault").read_bytes(), Secret(PASS))
+    assert "upstreams" not in body, "nothing was written"
+    bao.hang_login = None
+    again = upstream_config(
+        auth={
+            "role": "host-a",
+            "role_id": ROLE_ID,
+            "wrapped_secret_id": bao.wrap_secret_id("auth/approle/role/host-a/secret-id"),
+        }
+    )
+    assert (await vault.put_upstream(Secret(PASS), "bao", "openbao", again, replace=False))["state"] == "FRESH"
