@@ -13,25 +13,20 @@ object is built once, at construction, so that a mint costs one signature and no
 from __future__ import annotations
 
 import base64
-import binascii
-import hmac
 import json
 import math
 import secrets
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from nacl.signing import SigningKey
-
+from .._schemes._base import SignError
+from .._schemes._keys import SigningKeyObject, sign_jws
+from .._schemes._keys import load_signing_key as _load_key
 from .._secret import Secret
 from ._base import ConfigError, FetchContext, Issued, UpstreamError, check_keys, opt_number, opt_str, req_str
 from ._base import token_type as parse_token_type
 
-__all__ = ["JwtProvider", "load_signing_key", "sign_jws"]
+__all__ = ["JwtProvider", "SigningKeyObject", "load_signing_key", "sign_jws"]
 
 _FIELDS = {"alg", "private_key", "kid", "claims", "ttl", "reuse", "shape", "uri", "type"}
 _ALGS = ("EdDSA", "ES256")
@@ -40,10 +35,6 @@ _SHAPES = ("plain", "coinbase-cdp")
 _COMPUTED = ("iat", "nbf", "exp")
 MAX_KEY_CHARS = 16 * 1024
 MAX_CLAIMS_BYTES = 4096
-_ED_FORMAT = "'private_key' must be a PEM PKCS#8 Ed25519 key or base64 of a 32- or 64-byte Ed25519 key"
-_EC_FORMAT = "'private_key' must be a PEM P-256 key (PKCS#8 'BEGIN PRIVATE KEY' or SEC1 'BEGIN EC PRIVATE KEY')"
-
-SigningKeyObject: TypeAlias = SigningKey | ec.EllipticCurvePrivateKey
 
 
 def _b64url(data: bytes) -> str:
@@ -54,69 +45,16 @@ def _compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
-def _key_name(key: object) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return f"an EC {key.curve.name} key"
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return "an Ed25519 key"
-    return f"a key of type {type(key).__name__.removeprefix('_').removesuffix('PrivateKey')}"
-
-
 def load_signing_key(alg: str, text: str) -> SigningKeyObject:
-    """The signing key for ``alg`` from the text an exchange hands out.
-
-    PEM (PKCS#8, or SEC1 for P-256; literal ``\\n`` escapes are accepted, as pasted from a
-    JSON download), or for EdDSA base64 of a raw 32-byte seed or of the 64-byte seed || public
-    key form of Coinbase CDP.
+    """:func:`vaultd._schemes._keys.load_signing_key`, for configuration.
 
     Raises:
         ConfigError: unparseable, encrypted, or not a key for ``alg`` (names the format expected).
     """
-    expected = _ED_FORMAT if alg == "EdDSA" else _EC_FORMAT
-    body = text.strip()
-    if "\\n" in body and "\n" not in body:
-        body = body.replace("\\n", "\n")
-    if body.startswith("-----BEGIN"):
-        try:
-            key = serialization.load_pem_private_key(body.encode("ascii", "replace"), password=None)
-        except TypeError:
-            raise ConfigError("'private_key' is encrypted: export it without a passphrase") from None
-        except (ValueError, UnsupportedAlgorithm):
-            raise ConfigError(expected) from None
-        if alg == "EdDSA" and isinstance(key, ed25519.Ed25519PrivateKey):
-            seed = key.private_bytes(
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-            )
-            return SigningKey(seed)
-        if alg == "ES256" and isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
-            return key
-        raise ConfigError(f"{expected} for alg {alg}; this PEM holds {_key_name(key)}")
-    if alg != "EdDSA":
-        raise ConfigError(expected)
     try:
-        url_safe = "-" in body or "_" in body
-        raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_" if url_safe else None, validate=True)
-    except (binascii.Error, ValueError):
-        raise ConfigError(expected) from None
-    if len(raw) not in (32, 64):
-        raise ConfigError(expected)
-    signing = SigningKey(raw[:32])
-    if len(raw) == 64 and not hmac.compare_digest(bytes(signing.verify_key), raw[32:]):
-        raise ConfigError("'private_key': the public half of the 64-byte Ed25519 key does not match its seed")
-    return signing
-
-
-def sign_jws(key: SigningKeyObject, signing_input: bytes) -> bytes:
-    """The JWS signature of ``signing_input``: 64 bytes for both algorithms.
-
-    ES256 signatures are raw ``r || s`` (32 bytes each, big-endian, RFC 7518 section 3.4),
-    not the DER that ``cryptography`` returns.
-    """
-    if isinstance(key, SigningKey):
-        signature: bytes = key.sign(signing_input).signature
-        return signature
-    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return _load_key(alg, text)
+    except SignError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _claim_value_ok(value: object, *, nested: bool = False) -> bool:

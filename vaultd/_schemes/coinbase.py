@@ -5,7 +5,7 @@ Coinbase Developer Platform docs ("API Key Authentication", "Creating a JWT"): h
 nbf: now, exp: now + 120, uri: "METHOD host/path"}`` (no query string in ``uri``), signed with
 the key's ES256 (P-256) or EdDSA (Ed25519) private key; ``Authorization: Bearer <jwt>``.
 
-The signature itself is :func:`vaultd._providers.jwt.sign_jws` (raw ``r || s`` for ES256); the
+The signature itself is :func:`._keys.sign_jws` (raw ``r || s`` for ES256); the
 nonce comes from the caller as ``extra["nonce"]`` (e.g. ``secrets.token_hex(16)``) so that the
 scheme stays pure. ``valid_until`` is the token's ``exp``.
 """
@@ -21,9 +21,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.signing import SigningKey
 
-from .._providers import ConfigError
-from .._providers.jwt import SigningKeyObject, load_signing_key, sign_jws
 from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, ed25519_key
+from ._keys import SigningKeyObject, load_signing_key, sign_jws
 
 __all__ = ["Coinbase", "load_key"]
 
@@ -54,7 +53,7 @@ def load_key(text: str) -> SigningKeyObject:
     for alg in ("ES256", "EdDSA") if is_pem else ("EdDSA",):
         try:
             return load_signing_key(alg, text)
-        except ConfigError:
+        except SignError:
             continue
     raise SignError(_KEY_FORMAT)
 
