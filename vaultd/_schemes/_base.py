@@ -33,13 +33,16 @@ from nacl.signing import SigningKey
 from .._secret import Secret
 
 __all__ = [
+    "FORM",
     "HMAC_DIGESTS",
+    "JSON",
     "Keys",
     "RemoteKey",
     "Scheme",
     "SignError",
     "SignRequest",
     "Signed",
+    "body_headers",
     "check_extra",
     "check_request",
     "decode_secret",
@@ -66,6 +69,10 @@ MAX_TIMESTAMP_MS = 4_102_444_800_000
 HMAC_DIGESTS: dict[str, Callable[[], Any]] = {"sha2-256": hashlib.sha256, "sha2-512": hashlib.sha512}
 
 Primitive = Callable[[bytes], bytes]
+
+#: The media types of the bodies schemes sign: a form (Binance, Kraken) or JSON (most others).
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
 
 
 class RemoteKey(Protocol):
@@ -191,6 +198,12 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 def _quote(text: str) -> str:
     # Most names and values are unreserved already: one regex match instead of quote()'s work.
     return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+
+
+def body_headers(body: bytes, content_type: str) -> dict[str, str]:
+    """``{"Content-Type": content_type}`` for a non-empty body, else nothing: the header the
+    venue needs to read the body it was signed as (a body posted without one can be misread)."""
+    return {"Content-Type": content_type} if body else {}
 
 
 def check_request(request: SignRequest, scheme: str) -> None:
