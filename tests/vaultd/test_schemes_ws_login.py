@@ -150,3 +150,12 @@ async def test_token_sign_through_a_vault(scheme: str, nursery: trio.Nursery, tm
     with pytest.raises(RpcError) as refused:
         await vault.sign("ws", {**request, "url": WS_URLS[scheme] + "?x=1"})
     assert refused.value.code is ErrorCode.INVALID_PARAMS
+
+
+@pytest.mark.parametrize("scheme", sorted(WS_URLS))
+def test_status_warns_that_the_session_is_beyond_the_allow_list(scheme: str) -> None:
+    provider = SignProvider.from_config({"scheme": scheme, "api_key": API_KEY, "secret": SECRET, "passphrase": "p"})
+    assert any("logs a WebSocket session in" in warning for warning in provider.warnings(NOW))
+    assert not SignProvider.from_config(
+        {"scheme": "okx", "api_key": API_KEY, "secret": SECRET, "passphrase": "p"}
+    ).warnings(NOW)

@@ -54,6 +54,8 @@ _MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
 #: Schemes whose signature covers the parameters but not the path (the exchange's design).
 _PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit"})
+#: Schemes that sign a WebSocket login: what the session then does is beyond the allow-list.
+_SESSION_LOGIN = frozenset({"okx-ws-login", "bybit-ws-auth"})
 #: Schemes whose API key comes with a passphrase the venue checks: ``credential.put`` requires it.
 _PASSPHRASE = frozenset({"okx", "okx-ws-login", "kucoin", "bitget"})
 #: Schemes whose nonce the daemon owns: strictly increasing, its high-water mark in the vault.
@@ -261,6 +263,12 @@ class SignProvider:
             found.append(
                 "a Deribit signature can also be used to log in (public/auth client_signature): restrict the "
                 "key's scope on Deribit, or use an oauth2 credential with the deribit dialect instead"
+            )
+        if self.scheme in _SESSION_LOGIN:
+            found.append(
+                f"a {self.scheme} signature logs a WebSocket session in: what the engine then does over it "
+                "(orders, where the venue takes them over WebSocket) is not checked by the allow-list; limit the "
+                "key's permissions on the exchange"
             )
         if self.backend is not None:
             found.append(
