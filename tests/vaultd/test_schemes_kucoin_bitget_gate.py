@@ -1,11 +1,11 @@
 """The KuCoin, Bitget and Gate signing schemes: ccxt's signatures reproduced byte for byte, each
 formula written out independently, the refusals, and one ``token.sign`` each through a vault.
 
-None of the three venues publishes a secret with its examples, so no published signature can be
-reproduced. The vectors marked "ccxt 4.5.90" were computed by ccxt's own ``sign()``
+No example of the three venues' docs that we found gives a secret with its signature, so none
+could be reproduced. The vectors marked "ccxt 4.5.90" were computed by ccxt's own ``sign()``
 (``ccxt/kucoin.py``, ``ccxt/bitget.py``, ``ccxt/gate.py``) in a throwaway virtualenv, with the
 fake credentials of scheme_tools and its clock patched to ``CCXT_TS_MS``; ccxt is not needed
-here. The Bitget string-to-sign is Bitget's own published example.
+here. The Bitget string-to-sign is the example of Bitget's docs (read in a copy of the page).
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ BITGET_ORDER = b'{"symbol":"BTCUSDT","side":"buy","orderType":"limit","force":"g
 def test_bitget_prehash_is_the_published_example() -> None:
     # Bitget API docs, "Signature", the GET example: Timestamp = 16273667805456, requestPath =
     # "/api/mix/v2/market/depth", queryString "limit=20&symbol=BTCUSDT", and the string to sign
-    # "16273667805456GET/api/mix/v2/market/depth?limit=20&symbol=BTCUSDT".
+    # "16273667805456GET/api/mix/v2/market/depth?limit=20&symbol=BTCUSDT". Read here in a copy
+    # of that page (aijiebot.com/wenzhang/404, in Chinese), not on bitget.com itself.
     example = req(
         "GET", "/api/mix/v2/market/depth", (("limit", "20"), ("symbol", "BTCUSDT")), timestamp_ms=16273667805456
     )

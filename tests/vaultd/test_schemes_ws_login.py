@@ -1,7 +1,7 @@
 """The OKX WebSocket login and Bybit WebSocket auth schemes: ccxt's args reproduced byte for byte,
 the formulas written out, the refusals, and ``token.sign`` through a vault.
 
-Neither venue publishes a secret with its login example, so no published signature can be
+Neither venue's login example that we found gives a secret, so no published signature could be
 reproduced. The "ccxt 4.5.90" vectors were computed by ``ccxt/pro/okx.py`` and
 ``ccxt/pro/bybit.py`` ``authenticate()`` in a throwaway virtualenv, with the fake credentials of
 scheme_tools, the clock patched to ``CCXT_TS_MS`` and ``watch`` patched to capture the message
@@ -62,7 +62,7 @@ def test_okx_login_reproduces_ccxt() -> None:
     # OKX's formula written out: timestamp in seconds + "GET" + "/users/self/verify".
     mac = hmac.new(SECRET.encode(), b"1765000000GET/users/self/verify", hashlib.sha256).digest()
     assert base64.b64encode(mac).decode() == OKX_SIGN
-    assert login_prehash(1538054050) == b"1538054050GET/users/self/verify"  # OKX docs' example timestamp
+    assert login_prehash(1538054050) == b"1538054050GET/users/self/verify"
 
 
 def test_bybit_auth_reproduces_ccxt() -> None:
@@ -73,7 +73,7 @@ def test_bybit_auth_reproduces_ccxt() -> None:
     assert hmac.new(SECRET.encode(), b"GET/realtime" + BYBIT_EXPIRES.encode(), hashlib.sha256).hexdigest() == (
         BYBIT_SIGNATURE
     )
-    assert auth_payload(1662350400000) == b"GET/realtime1662350400000"  # Bybit docs' example expires
+    assert auth_payload(1662350400000) == b"GET/realtime1662350400000"
 
 
 def test_bybit_expires_in_sets_the_window() -> None:
