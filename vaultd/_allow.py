@@ -37,6 +37,10 @@ MONEY_MOVING: tuple[str, ...] = (
     "/api/v2/private/withdraw", "/api/v2/private/submit_transfer_*",
     # Coinbase
     "/v2/accounts/*/transactions", "/v2/accounts/*/withdrawals*", "/api/v3/brokerage/portfolios/move_funds",
+    # Hyperliquid: every action posts to /exchange; the allow-list judges /exchange/<action type>
+    "/exchange/withdraw*", "/exchange/*Send", "/exchange/*Transfer", "/exchange/sendAsset", "/exchange/approve*",
+    "/exchange/tokenDelegate", "/exchange/cDeposit", "/exchange/cWithdraw", "/exchange/convertToMultiSigUser",
+    "/exchange/multiSig",
 )  # fmt: skip
 #: One regex for the whole list, matched without regard to case: checked on every signature.
 _MONEY_MOVING_RE = re.compile("|".join(fnmatch.translate(p) for p in MONEY_MOVING), re.IGNORECASE)

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 from .._allow import AllowList
 from .._schemes import SCHEMES, Keys, Signed, SignError, SignRequest, decode_secret
+from .._schemes._keys import load_rsa_key, load_secp256k1_key
 from .._schemes._remote import Call, record, replay
 from .._secret import Secret
 from ._base import (
@@ -53,7 +54,7 @@ _MAX_AHEAD_MS = 86_400_000
 _MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
 #: Schemes whose signature covers the parameters but not the path (the exchange's design).
-_PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit"})
+_PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit", "binance-rsa", "bybit-rsa"})
 
 
 class Transit(Protocol):
@@ -313,7 +314,7 @@ class SignProvider:
             return {}
         if self.scheme.startswith("binance"):
             return {"recvWindow": str(self.recv_window)}
-        if self.scheme == "bybit":
+        if self.scheme in ("bybit", "bybit-rsa"):
             return {"recv_window": str(self.recv_window)}
         return {}
 
@@ -373,6 +374,10 @@ def _load_private_key(key_kind: str, text: str) -> Any:
         return load_signing_key("EdDSA", text)
     if key_kind == "ec":
         return load_signing_key("ES256", text)
+    if key_kind == "rsa":  # these two raise SignError, which _build_keys turns into ConfigError
+        return load_rsa_key(text)
+    if key_kind == "secp256k1":
+        return load_secp256k1_key(text)
     try:  # a Coinbase CDP key: ES256 or Ed25519, whichever it is
         return load_signing_key("ES256", text)
     except ConfigError:

@@ -6,9 +6,12 @@ from ._base import Keys, Scheme, Signed, SignError, SignRequest, decode_secret, 
 from .binance import BinanceEd25519, BinanceHmac, BinanceWsLogon
 from .bybit import Bybit
 from .coinbase import Coinbase
+from .coinbase_ws import CoinbaseWsJwt
 from .deribit import Deribit
+from .hyperliquid import Hyperliquid
 from .kraken import Kraken
 from .okx import Okx
+from .rsa_rest import BinanceRsa, BybitRsa
 
 __all__ = [
     "SCHEMES",
@@ -30,5 +33,9 @@ _ALL: tuple[Scheme, ...] = (
     Bybit(),
     Deribit(),
     Coinbase(),
+    BinanceRsa(),
+    BybitRsa(),
+    CoinbaseWsJwt(),
+    Hyperliquid(),
 )
 SCHEMES: dict[str, Scheme] = {scheme.name: scheme for scheme in _ALL}

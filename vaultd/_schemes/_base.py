@@ -145,11 +145,15 @@ class SignError(ValueError):
 
 class Scheme(Protocol):
     name: str
-    #: What ``add`` must import: "hmac" (Keys.secret), "ed25519", "ec" or "jwt-key" (Keys.signing_key).
+    #: What ``add`` must import: "hmac" (Keys.secret), "ed25519", "ec", "jwt-key", "rsa" or
+    #: "secp256k1" (Keys.signing_key).
     key_kind: str
-    #: The one primitive it asks of :attr:`Keys.remote` per request, as "hmac/sha2-256",
-    #: "hmac/sha2-512", "sign/ed25519" or "sign/es256"; a scheme without it cannot use a remote key.
-    remote_primitive: str
+
+    @property
+    def remote_primitive(self) -> str | None:
+        """The one primitive it asks of :attr:`Keys.remote` per request, as "hmac/sha2-256",
+        "hmac/sha2-512", "sign/ed25519" or "sign/es256"; None: it cannot use a remote key."""
+        ...
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed: ...
 
