@@ -142,8 +142,8 @@ def judged_path(path: str, body: bytes) -> str:
 
 
 def _whole(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < _UINT64:
-        raise SignError(f"hyperliquid: {name!r} must be a positive whole number of milliseconds (64 bits)")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _UINT64:
+        raise SignError(f"hyperliquid: {name!r} must be a whole number of milliseconds (64 bits)")
     return value
 
 
@@ -153,6 +153,8 @@ class Hyperliquid:
     name = "hyperliquid"
     key_kind = "secp256k1"
     remote_primitive = None
+    #: ``token.sign`` asks the allow-list about ``judged_path(path, body)``, not the URL's path.
+    judged_path = staticmethod(judged_path)
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: another host, method or path; a malformed body; a user-signed action; no key."""
