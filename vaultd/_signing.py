@@ -203,6 +203,7 @@ _KEY_TYPES = {
     "hmac/sha2-512": "an imported hmac key",
     "sign/ed25519": "an ed25519 key",
     "sign/es256": "an ecdsa-p256 key",
+    "sign/rsa-pkcs1v15-sha256": "an rsa-2048, rsa-3072 or rsa-4096 key",
 }
 
 

@@ -16,17 +16,21 @@ import base64
 import json
 import re
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 import trio
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from vaultd._credentials import ConfigError, from_config
+from vaultd._errors import RpcError
 from vaultd._schemes import SCHEMES, Keys, SignError, SignRequest
 from vaultd._schemes._keys import load_rsa_key
 from vaultd._signing import sign_request
+from vaultd_protocol import ErrorCode
+
+from .test_sign_transit import UPSTREAM, LocalTransit
 
 RSA_PEM = """\
 -----BEGIN PRIVATE KEY-----
@@ -271,13 +275,67 @@ async def test_a_credential_signs_and_never_shows_its_key(scheme: str, host: str
 
 
 @pytest.mark.parametrize("scheme", ["binance-rsa", "bybit-rsa"])
-def test_config_errors_name_the_field_and_refuse_transit(scheme: str) -> None:
+def test_config_errors_name_the_field(scheme: str) -> None:
     with pytest.raises(ConfigError, match="at least 2048 bits") as info:
         from_config("c", "sign", {"scheme": scheme, "api_key": "k", "private_key": BASE64_BODY}, NOW)
     assert BASE64_BODY[:40] not in str(info.value)
     with pytest.raises(ConfigError, match="'private_key' is required"):
         from_config("c", "sign", {"scheme": scheme, "api_key": "k", "secret": "s"}, NOW)
-    with pytest.raises(ConfigError, match=f"scheme '{scheme}' cannot sign through OpenBao transit"):
-        from_config(
-            "c", "sign", {"scheme": scheme, "api_key": "k", "backend": {"upstream": "b", "transit_key": "k"}}, NOW
+
+
+# -- the key in OpenBao transit (the real server: test_bao_transit_rsa.py, tests/integration) ----------------
+
+
+class RsaTransit(LocalTransit):
+    """LocalTransit, with transit's ``signature_algorithm=pkcs1v15``, ``hash_algorithm=sha2-256``."""
+
+    async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
+        if algorithm != "rsa-pkcs1v15-sha256":
+            return await super().sign(upstream, key, data, algorithm=algorithm)
+        private = await self._key("sign", upstream, key, data, algorithm)
+        if isinstance(private, ed25519.Ed25519PrivateKey):  # transit signs with the key it has, whatever asked
+            return private.sign(data)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+async def transit_sign(scheme: str, transit: LocalTransit, request: dict[str, Any], key: str = "rsa") -> dict[str, Any]:
+    config = {"scheme": scheme, "api_key": DOCS_API_KEY, "backend": {"upstream": UPSTREAM, "transit_key": key}}
+    credential = from_config("c", "sign", config, NOW)
+
+    async def persist() -> None:
+        pass
+
+    return await sign_request(credential, request, lambda: NOW, trio.Lock(), persist, transit=transit)
+
+
+async def test_binance_through_transit_gives_the_docs_payloads_signature() -> None:
+    transit = RsaTransit({"rsa": load_rsa_key(RSA_PEM)})
+    url = f"https://api.binance.com/api/v3/order?{DOCS_PAYLOAD}"
+    result = await transit_sign("binance-rsa", transit, {"method": "POST", "url": url})
+    assert result["url"] == f"{url}&signature={quote(DOCS_SIGNATURE, safe='')}"
+    assert transit.calls == [("sign", UPSTREAM, "rsa", DOCS_PAYLOAD.encode(), "rsa-pkcs1v15-sha256")], (
+        "one round trip, over the payload Binance documents"
+    )
+
+
+async def test_bybit_through_transit_with_a_3072_bit_key() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    transit = RsaTransit({"rsa3072": key})
+    request = {"method": "POST", "url": "https://api.bybit.com/v5/order/create", "body": b'{"category":"spot"}',
+               "timestamp": int(NOW * 1000)}  # fmt: skip
+    result = await transit_sign("bybit-rsa", transit, request, "rsa3072")
+    signature = base64.b64decode(result["headers"]["X-BAPI-SIGN"])
+    assert len(signature) == 384
+    message = f"{int(NOW * 1000)}{DOCS_API_KEY}5000".encode() + b'{"category":"spot"}'
+    key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+
+
+async def test_a_transit_key_of_another_type_signs_nothing() -> None:
+    transit = RsaTransit({"ed": ed25519.Ed25519PrivateKey.generate()})
+    with pytest.raises(RpcError) as info:
+        await transit_sign(
+            "binance-rsa", transit, {"method": "GET", "url": "https://api.binance.com/api/v3/account"}, "ed"
         )
+    assert info.value.code is ErrorCode.UPSTREAM_UNAVAILABLE
+    assert "binance-rsa needs an rsa-2048, rsa-3072 or rsa-4096 key" in str(info.value)

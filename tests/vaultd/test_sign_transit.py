@@ -488,9 +488,10 @@ def test_every_scheme_names_its_primitive() -> None:
         **{name: f"{operation}/{algorithm}" for name, (operation, algorithm) in PRIMITIVES.items()},
         # tests/vaultd/test_schemes_coinbase_ws.py signs it through transit
         "coinbase-ws-jwt": "sign/es256",
-        # no transit primitive (RSA and secp256k1 keys): credential.put refuses a backend for them
-        "binance-rsa": None,
-        "bybit-rsa": None,
+        # tests/vaultd/test_schemes_rsa.py signs them through transit
+        "binance-rsa": "sign/rsa-pkcs1v15-sha256",
+        "bybit-rsa": "sign/rsa-pkcs1v15-sha256",
+        # no transit primitive (transit has no secp256k1 keys): credential.put refuses a backend
         "hyperliquid": None,
     }
 

@@ -7,7 +7,7 @@ always holds a reserved high-water mark above every nonce handed out (written ah
 minute of nonces at a time).
 
 With a ``backend`` instead of ``secret``/``private_key``, the key lives in OpenBao's transit
-engine and never in vaultd: each request's one primitive (an HMAC, an Ed25519 or ES256
+engine and never in vaultd: each request's one primitive (an HMAC, an Ed25519, ES256 or RSA
 signature) is computed there, through :class:`Transit`, in two pure passes of the scheme
 (:mod:`vaultd._schemes._remote`): one round trip to OpenBao per signature.
 """
@@ -71,7 +71,8 @@ class Transit(Protocol):
 
     async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
         """``transit/sign/KEY``: "ed25519" gives the raw 64-byte signature; "es256" the raw
-        ``r || s`` (``hash_algorithm=sha2-256``, ``marshaling_algorithm=jws``)."""
+        ``r || s`` (``hash_algorithm=sha2-256``, ``marshaling_algorithm=jws``); "rsa-pkcs1v15-sha256"
+        the RSA signature (``hash_algorithm=sha2-256``, ``signature_algorithm=pkcs1v15``)."""
         ...
 
 

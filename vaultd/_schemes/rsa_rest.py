@@ -11,9 +11,9 @@ signature base64-encoded:
   RSA-SHA256 signature; the other headers are ``bybit``'s, ``X-BAPI-SIGN-TYPE: 2`` included, as
   Bybit's RSA sample and its SDK pybit (``_http_manager.generate_signature``) send them.
 
-The key is an RSA private key of at least 2048 bits (:func:`._keys.load_rsa_key`). These
-schemes have no ``remote_primitive``: OpenBao transit could hold such a key, but vaultd does not
-ask it for RSA signatures (yet), so ``credential.put`` refuses a ``backend`` for them.
+The key is an RSA private key of at least 2048 bits (:func:`._keys.load_rsa_key`), or one held
+in OpenBao transit (``remote_primitive`` "sign/rsa-pkcs1v15-sha256": ``transit/sign`` with
+``signature_algorithm=pkcs1v15``, ``hash_algorithm=sha2-256``).
 """
 
 from __future__ import annotations
@@ -36,8 +36,11 @@ def rsa_signer(keys: Keys, scheme: str) -> Callable[[bytes], str]:
     """base64 of the RSASSA-PKCS1-v1_5 SHA-256 signature of bytes, with the credential's RSA key.
 
     Raises:
-        SignError: the keys hold no RSA private key.
+        SignError: the keys hold no RSA private key and no remote key.
     """
+    remote = keys.remote
+    if remote is not None:
+        return lambda payload: base64.b64encode(remote.sign(payload, "rsa-pkcs1v15-sha256")).decode("ascii")
     key = keys.signing_key
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SignError(f"{scheme}: needs an RSA private key ('private_key', PEM)")
@@ -49,7 +52,7 @@ class BinanceRsa:
 
     name = "binance-rsa"
     key_kind = "rsa"
-    remote_primitive = None
+    remote_primitive = "sign/rsa-pkcs1v15-sha256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: as ``binance-hmac``, or no RSA key."""
@@ -65,7 +68,7 @@ class BybitRsa:
 
     name = "bybit-rsa"
     key_kind = "rsa"
-    remote_primitive = None
+    remote_primitive = "sign/rsa-pkcs1v15-sha256"
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: a bad ``recv_window``, no RSA key, a malformed request."""
