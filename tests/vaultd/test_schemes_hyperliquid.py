@@ -246,6 +246,7 @@ def test_the_host_picks_mainnet_or_testnet() -> None:
         (b"not json", {}, "'body' must be a JSON object"),
         (b"[1]", {}, "'body' must be a JSON object"),
         (b'{"action": {"type": "order"}, "nonce": NaN}', {}, "must not hold NaN"),
+        (b'{"action": {"type": "order", "px": 1e400}, "nonce": 0}', {}, "beyond a double's range"),
         (b'{"action": {"type": "order", "type": "withdraw3"}, "nonce": 0}', {}, "must not repeat a key"),
         (b'{"action": {"type": "order"}, "nonce": 0, "nonce": 1}', {}, "must not repeat a key"),
         (b'{"action": {"type": "order"}, "nonce": 0, "signature": {}}', {}, "already carries a 'signature'"),

@@ -25,6 +25,7 @@ Every action posts to ``/exchange``: the allow-list judges ``/exchange/<action t
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -103,6 +104,13 @@ def _no_constant(name: str) -> Any:
     raise SignError(f"hyperliquid: the JSON body must not hold {name}")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: json reads it as inf, and would write it back as Infinity
+        raise SignError("hyperliquid: the JSON body must not hold a number beyond a double's range")
+    return value
+
+
 def _parse(body: bytes) -> dict[str, Any]:
     """The body as a JSON object of known fields, with an ``action`` object that has a ``type``.
 
@@ -110,7 +118,7 @@ def _parse(body: bytes) -> dict[str, Any]:
         SignError: not such a JSON object, or it already carries a ``signature``.
     """
     try:
-        parsed = json.loads(body, object_pairs_hook=_unique, parse_constant=_no_constant)
+        parsed = json.loads(body, object_pairs_hook=_unique, parse_constant=_no_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, SignError):
             raise
