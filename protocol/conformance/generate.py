@@ -182,7 +182,11 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
             }
         ],
         {
-            "headers": {"API-Key": "fake-api-key-0003", "API-Sign": "ZmFrZS1zaWduYXR1cmUtbm90LXJlYWw="},
+            "headers": {
+                "API-Key": "fake-api-key-0003",
+                "API-Sign": "ZmFrZS1zaWduYXR1cmUtbm90LXJlYWw=",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
             "url": "https://api.kraken.com/0/private/Balance",
             "query": [],
             "body": f"nonce={NOW_MS}".encode(),
