@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from vaultd import _schemes
+from vaultd._batch import Batch, answer, answer_now
 from vaultd._credentials import ConfigError, Credential, from_config
 from vaultd._errors import RpcError
 from vaultd._providers import KINDS
@@ -385,6 +386,34 @@ async def test_the_vault_signs_through_its_transit(nursery: trio.Nursery, tmp_pa
     vault.lock()
     await vault.unlock(Secret(PASS))  # the backend survived the vault file
     assert await vault.sign("okx", request) == here
+
+
+async def test_a_sign_many_batch_with_a_transit_key_takes_the_slow_path(nursery: trio.Nursery, tmp_path: Path) -> None:
+    transit = _transit()
+    vault = await open_vault(tmp_path, nursery, transit)
+    await vault.put(Secret(PASS), "binance", "sign", local_config("binance-hmac"), replace=False)
+    audited: list[tuple[str | None, str, str]] = []
+    batch = Batch(vault, lambda name: "", lambda *line: audited.append(line))
+    okx, binance = {"name": "okx", **CASES["okx"][2]}, {"name": "binance", **CASES["binance-hmac"][2]}
+    params = {"requests": [okx, binance, okx]}
+    assert answer_now(batch, params) is None and audited == [] and transit.calls == []
+    results = (await answer(batch, params))["results"]
+    assert results == [await vault.sign("okx", okx), await vault.sign("binance", binance), await vault.sign("okx", okx)]
+    assert len(transit.calls) == 2 + 2  # one round trip per transit request, batch and lone calls alike
+    # OpenBao down: its requests are refused alone, the one signed here is not.
+    transit.fail = RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, "OpenBao cannot be reached")
+    audited.clear()
+    results = (await answer(batch, params))["results"]
+    assert [item.get("error", {}).get("name") for item in results] == [
+        "UPSTREAM_UNAVAILABLE",
+        None,
+        "UPSTREAM_UNAVAILABLE",
+    ]
+    assert sorted(line[:2] for line in audited) == [
+        ("binance", "ok"),
+        ("okx", "UPSTREAM_UNAVAILABLE"),
+        ("okx", "UPSTREAM_UNAVAILABLE"),
+    ]
 
 
 async def test_a_vault_without_transit_answers_upstream_unavailable(nursery: trio.Nursery, tmp_path: Path) -> None:
