@@ -7,8 +7,11 @@ import json
 import os
 from typing import Any
 
+import pytest
+
 from vaultd._batch import Batch, answer_now
 from vaultd._errors import RpcError
+from vaultd._rpc import Dispatcher
 from vaultd_client._session import RESPONSE_LIMITS
 from vaultd_protocol import SIGN_MANY_MAX, Connection, ErrorCode, Role
 
@@ -193,3 +196,19 @@ def test_rpc_errors_become_items_of_the_wire_form() -> None:
     from vaultd._batch import _error
 
     assert _error(RpcError(ErrorCode.FORBIDDEN, "no")) == {"error": {"code": 14, "name": "FORBIDDEN", "message": "no"}}
+
+
+async def test_the_server_answers_an_in_memory_batch_without_a_task(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await ready(await start_server(clock=lambda: NOW), binance=BINANCE, kraken=KRAKEN)
+
+    async def no_task(self: Dispatcher, params: dict[str, Any], session: Any) -> Any:
+        raise RpcError(ErrorCode.INTERNAL, "the slow path was taken")
+
+    monkeypatch.setattr(Dispatcher, "_token_sign_many", no_task)
+    fast = await client.ok("token.sign_many", requests=[req("binance", "GET", ACCOUNT)] * 3)
+    assert [error_name(item) for item in fast["results"]] == [None, None, None]
+    kraken = req("kraken", "POST", "https://api.kraken.com/0/private/Balance")
+    slow = await client.call("token.sign_many", requests=[req("binance", "GET", ACCOUNT), kraken])
+    assert slow.error is not None and slow.error.message == "the slow path was taken"
