@@ -76,7 +76,9 @@ def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[]
 
 
 def answers_now(credential: Credential) -> bool:
-    """Whether :func:`sign_now` answers for ``credential`` (a result or an error), never None."""
+    """Whether :func:`sign_now` answers for ``credential`` (a result or an error), never None:
+    ``token.sign_many`` decides its hot path with it, so it must follow :func:`sign_now`'s test
+    (tests/vaultd/test_sign_transit.py checks the two agree for every scheme)."""
     provider = credential.provider
     return not (isinstance(provider, SignProvider) and (provider.scheme == "kraken" or provider.backend is not None))
 

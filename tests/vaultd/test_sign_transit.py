@@ -32,7 +32,7 @@ from vaultd._providers import KINDS
 from vaultd._providers.sign import SignProvider, Transit
 from vaultd._schemes._remote import Call, Recorder, Replayer
 from vaultd._secret import Secret
-from vaultd._signing import sign_now, sign_request
+from vaultd._signing import answers_now, sign_now, sign_request
 from vaultd._vault import Vault
 from vaultd_protocol import ErrorCode, KdfProfile
 
@@ -271,6 +271,17 @@ async def test_the_fast_path_leaves_a_transit_credential_to_the_slow_one() -> No
     request = dict(CASES["okx"][2])
     assert sign_now(local, request, lambda: NOW) is not None
     assert sign_now(remote, request, lambda: NOW) is None
+
+
+
+@pytest.mark.parametrize("scheme", list(CASES))
+async def test_answers_now_says_exactly_when_sign_now_answers(scheme: str) -> None:
+    # token.sign_many's hot path decides with answers_now before signing anything: it must agree
+    # with sign_now for every scheme, or a batch would meet a None half way.
+    for config in (local_config(scheme), transit_config(scheme)):
+        cred = credential(config)
+        answered = sign_now(cred, {"timestamp": NOW_MS, **CASES[scheme][2]}, lambda: NOW)
+        assert answers_now(cred) is (answered is not None), config["scheme"]
 
 
 # -- nothing asked for a refused request ---------------------------------------------------------
