@@ -273,7 +273,6 @@ async def test_the_fast_path_leaves_a_transit_credential_to_the_slow_one() -> No
     assert sign_now(remote, request, lambda: NOW) is None
 
 
-
 @pytest.mark.parametrize("scheme", list(CASES))
 async def test_answers_now_says_exactly_when_sign_now_answers(scheme: str) -> None:
     # token.sign_many's hot path decides with answers_now before signing anything: it must agree
