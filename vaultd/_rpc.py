@@ -31,6 +31,7 @@ from vaultd_protocol import (
 
 from . import __version__
 from ._audit import AuditLog
+from ._batch import Batch, answer, answer_now
 from ._errors import RpcError
 from ._harden import is_dumpable
 from ._peer import Peer
@@ -47,12 +48,17 @@ log = logging.getLogger("vaultd.rpc")
 
 _MIN_PASSPHRASE = 8
 #: The methods :meth:`Dispatcher.immediate` may answer at once, by their wire names.
-_FAST = {Method.TOKEN_GET.value: Method.TOKEN_GET, Method.TOKEN_SIGN.value: Method.TOKEN_SIGN}
+_FAST = {
+    Method.TOKEN_GET.value: Method.TOKEN_GET,
+    Method.TOKEN_SIGN.value: Method.TOKEN_SIGN,
+    Method.TOKEN_SIGN_MANY.value: Method.TOKEN_SIGN_MANY,
+}
 _Params = dict[str, Any]
 #: What the policy calls each method it governs for every peer; ``hello`` is open to all.
 _POLICED: dict[str, str] = {
     Method.TOKEN_GET: "get",
     Method.TOKEN_SIGN: "sign",
+    Method.TOKEN_SIGN_MANY: "sign",  # for each request of the call, by its credential
     Method.TOKEN_WATCH: "watch",
     Method.STATUS: "status",
 }
@@ -101,6 +107,7 @@ class Dispatcher:
             Method.TOKEN_GET: self._token_get,
             Method.TOKEN_WATCH: self._token_watch,
             Method.TOKEN_SIGN: self._token_sign,
+            Method.TOKEN_SIGN_MANY: self._token_sign_many,
             Method.CREDENTIAL_PUT: self._put,
             Method.CREDENTIAL_REMOVE: self._remove,
             Method.CREDENTIAL_LIST: self._list,
@@ -120,7 +127,8 @@ class Dispatcher:
         self.vault.add_listener(self._vault_changed)
 
     def immediate(self, request: Request, session: Session) -> Any:
-        """Answer ``token.get`` and ``token.sign`` at once when memory suffices; else :data:`NOT_NOW`.
+        """Answer ``token.get``, ``token.sign`` and ``token.sign_many`` at once when memory
+        suffices; else :data:`NOT_NOW`.
 
         The hot path: no task, no extra deadline. Anything that may wait (a renewal, a Kraken
         nonce write) or that is refused for vault reasons goes the slow way.
@@ -135,6 +143,9 @@ class Dispatcher:
             params = parse_params(method, request.params)
         except InvalidParams as exc:
             raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        if method is Method.TOKEN_SIGN_MANY:
+            answered = answer_now(self._batch(session), params)
+            return NOT_NOW if answered is None else answered
         name = params["name"]
         why = self._authorize(session, method, (name,))
         try:
@@ -160,6 +171,8 @@ class Dispatcher:
             params = parse_params(method, request.params)
         except InvalidParams as exc:
             raise RpcError(ErrorCode.INVALID_PARAMS, str(exc)) from None
+        if method is Method.TOKEN_SIGN_MANY:  # judged and audited request by request
+            return await self._token_sign_many(params, session)
         names: Sequence[str | None] = params["names"] if method is Method.TOKEN_WATCH else (params.get("name"),)
         credential = ",".join(filter(None, names)) or None
         if method in _POLICED:
@@ -394,6 +407,18 @@ class Dispatcher:
 
     async def _token_sign(self, params: _Params, session: Session) -> Any:
         return await self.vault.sign(params["name"], params)
+
+    async def _token_sign_many(self, params: _Params, session: Session) -> Any:
+        return await answer(self._batch(session), params)
+
+    def _batch(self, session: Session) -> Batch:
+        """How each request of one ``token.sign_many`` call is judged and audited (``_batch``)."""
+        method, identity = Method.TOKEN_SIGN_MANY, session.identity
+        return Batch(
+            self.vault,
+            lambda name: self._authorize(session, method, (name,)),
+            lambda name, outcome, why: self._audit(identity, method, name, outcome, why=why),
+        )
 
     async def _token_watch(self, params: _Params, session: Session) -> Any:
         """One subscription per connection: a further call adds its names to it, up to

@@ -30,7 +30,7 @@ from ._providers._http import is_loopback
 from ._providers.sign import SignProvider, Transit, TransitBackend
 from ._schemes import SCHEMES, Signed, SignError, SignRequest, encode_query
 
-__all__ = ["sign_now", "sign_request"]
+__all__ = ["answers_now", "sign_now", "sign_request"]
 
 log = logging.getLogger("vaultd.sign")
 
@@ -68,11 +68,18 @@ def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[]
     Raises:
         RpcError: as :func:`sign_request`.
     """
-    provider = credential.provider
-    if isinstance(provider, SignProvider) and (provider.owns_nonce or provider.backend is not None):
+    if not answers_now(credential):
         return None  # a nonce that may need a vault write, or a round trip: the slow path, once
     prepared = _prepare(credential, request, clock)
     return _finish(prepared, prepared.proposed)
+
+
+def answers_now(credential: Credential) -> bool:
+    """Whether :func:`sign_now` answers for ``credential`` (a result or an error), never None:
+    not for a nonce the daemon owns (Kraken Spot and Futures) nor a key in OpenBao transit.
+    ``token.sign_many`` decides its hot path with it before signing anything."""
+    provider = credential.provider
+    return not (isinstance(provider, SignProvider) and (provider.owns_nonce or provider.backend is not None))
 
 
 async def sign_request(

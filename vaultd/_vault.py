@@ -36,7 +36,7 @@ from ._providers.sign import Transit
 from ._renewer import Renewer
 from ._rollback import GenerationRecords, Verdict
 from ._secret import Secret, scrub_freed_memory
-from ._signing import sign_now, sign_request
+from ._signing import answers_now, sign_now, sign_request
 from ._throttle import FailureDelay
 from ._upstream import UpstreamConfig
 from ._upstreams import Upstreams
@@ -480,6 +480,12 @@ class Vault(VaultAdmin):
             if refused is not None:
                 raise refused
         return sign_now(credential, request, self._clock)
+
+    def signs_now(self, name: str) -> bool:
+        """Whether :meth:`sign_now` answers for ``name`` now (a result or an error), never None:
+        unlocked, held, and signed in memory (no Kraken nonce, no key in OpenBao transit)."""
+        credential = self._credentials.get(name) if self._open is not None else None
+        return credential is not None and answers_now(credential)
 
     async def sign(self, name: str, request: dict[str, Any]) -> dict[str, Any]:
         """Sign one request with credential ``name`` (``token.sign``); see ``_signing``.

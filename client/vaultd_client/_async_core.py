@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -33,7 +33,9 @@ from ._session import (
     ClientSession,
     breaks_connection,
     hello_params,
+    sign_many_params,
     sign_params,
+    signed_many,
     token_params,
     watch_event,
 )
@@ -507,6 +509,29 @@ class AsyncClientBase:
         """Have the daemon sign one request with credential ``name``; the secret never leaves it."""
         params = sign_params(name, method, url, body, timestamp, nonce, options)
         return Signed.from_result(await self._core.call(Method.TOKEN_SIGN, params))
+
+    async def sign_many(self, requests: Iterable[Mapping[str, Any]]) -> list[Signed | RemoteError]:
+        """Have the daemon sign many requests in one call (``token.sign_many``): an order burst.
+
+        ``requests`` is a list of dicts with :meth:`sign`'s argument names (``name``, ``method``,
+        ``url``; optionally ``body``, ``timestamp``, ``nonce``, ``options``), at most 256. The
+        answer is a list in the same order, each item either the request's :class:`Signed` or,
+        where the daemon refused that request alone, the exception it would have raised for a
+        lone :meth:`sign` (:class:`~vaultd_client.errors.Forbidden`, ``UnknownCredential``,
+        ``InvalidParams``, ...), returned, not raised: check ``isinstance(item, Signed)``. Each
+        request is judged (policy, allow-list) and audited on its own; one refusal does not stop
+        the others. A Kraken credential's requests get strictly increasing nonces in list order.
+        An empty list is answered ``[]`` without asking the daemon.
+
+        Raises:
+            TypeError: a request that is not such a dict.
+            InvalidParams: more than 256 requests (nothing signed).
+            Locked, ...: errors of the whole call; DaemonUnavailable, Timeout, ConnectionLost.
+        """
+        params = sign_many_params(requests)
+        if not params["requests"]:
+            return []
+        return signed_many(await self._core.call(Method.TOKEN_SIGN_MANY, params), len(params["requests"]))
 
     async def status(self) -> dict[str, Any]:
         """The daemon's state and each credential's public description (never a secret)."""

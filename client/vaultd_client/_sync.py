@@ -13,12 +13,22 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from vaultd_protocol import Method, Response
 
 from ._cache import DEFAULT_MARGIN, TokenCache
-from ._session import RETRY_SAFE, Backoff, ClientSession, breaks_connection, hello_params, sign_params, token_params
+from ._session import (
+    RETRY_SAFE,
+    Backoff,
+    ClientSession,
+    breaks_connection,
+    hello_params,
+    sign_many_params,
+    sign_params,
+    signed_many,
+    token_params,
+)
 from ._types import Signed, Token
 from ._unix import RECEIVE_SIZE, connect_unix, resolve_path
 from ._watch import Watch
@@ -106,6 +116,29 @@ class Client:
         """
         params = sign_params(name, method, url, body, timestamp, nonce, options)
         return Signed.from_result(self.call(Method.TOKEN_SIGN, params))
+
+    def sign_many(self, requests: Iterable[Mapping[str, Any]]) -> list[Signed | RemoteError]:
+        """Have the daemon sign many requests in one call (``token.sign_many``): an order burst.
+
+        ``requests`` is a list of dicts with :meth:`sign`'s argument names (``name``, ``method``,
+        ``url``; optionally ``body``, ``timestamp``, ``nonce``, ``options``), at most 256. The
+        answer is a list in the same order, each item either the request's :class:`Signed` or,
+        where the daemon refused that request alone, the exception it would have raised for a
+        lone :meth:`sign` (:class:`~vaultd_client.errors.Forbidden`, ``UnknownCredential``,
+        ``InvalidParams``, ...), returned, not raised: check ``isinstance(item, Signed)``. Each
+        request is judged (policy, allow-list) and audited on its own; one refusal does not stop
+        the others. A Kraken credential's requests get strictly increasing nonces in list order.
+        An empty list is answered ``[]`` without asking the daemon.
+
+        Raises:
+            TypeError: a request that is not such a dict.
+            InvalidParams: more than 256 requests (nothing signed).
+            Locked, ...: errors of the whole call; DaemonUnavailable, Timeout, ConnectionLost.
+        """
+        params = sign_many_params(requests)
+        if not params["requests"]:
+            return []
+        return signed_many(self.call(Method.TOKEN_SIGN_MANY, params), len(params["requests"]))
 
     def status(self) -> dict[str, Any]:
         """The daemon's state and each credential's public description (never a secret)."""

@@ -182,12 +182,81 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
             }
         ],
         {
-            "headers": {"API-Key": "fake-api-key-0003", "API-Sign": "ZmFrZS1zaWduYXR1cmUtbm90LXJlYWw="},
+            "headers": {
+                "API-Key": "fake-api-key-0003",
+                "API-Sign": "ZmFrZS1zaWduYXR1cmUtbm90LXJlYWw=",
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
             "url": "https://api.kraken.com/0/private/Balance",
             "query": [],
             "body": f"nonce={NOW_MS}".encode(),
             "valid_until": NOW_MS / 1000 + 60,
             "nonce": NOW_MS,
+        },
+    ),
+    (
+        "token.sign_many: two Kraken requests (the second's nonce is the next) and one the allow-list refuses",
+        Method.TOKEN_SIGN_MANY,
+        301,
+        [
+            {
+                "requests": [
+                    {
+                        "name": "kraken-demo",
+                        "method": "POST",
+                        "url": "https://api.kraken.com/0/private/Balance",
+                        "timestamp": NOW_MS,
+                    },
+                    {
+                        "name": "kraken-demo",
+                        "method": "POST",
+                        "url": "https://api.kraken.com/0/private/Withdraw",
+                    },
+                    {
+                        "name": "kraken-demo",
+                        "method": "POST",
+                        "url": "https://api.kraken.com/0/private/OpenOrders",
+                        "body": b"trades=true",
+                        "timestamp": NOW_MS,
+                    },
+                ]
+            }
+        ],
+        {
+            "results": [
+                {
+                    "headers": {
+                        "API-Key": "fake-api-key-0003",
+                        "API-Sign": "ZmFrZS1zaWduYXR1cmUtbm90LXJlYWw=",
+                        "Content-Type": "application/x-www-form-urlencoded",
+                    },
+                    "url": "https://api.kraken.com/0/private/Balance",
+                    "query": [],
+                    "body": f"nonce={NOW_MS}".encode(),
+                    "valid_until": NOW_MS / 1000 + 60,
+                    "nonce": NOW_MS,
+                },
+                {
+                    "error": {
+                        "code": int(ErrorCode.FORBIDDEN),
+                        "name": "FORBIDDEN",
+                        "message": "not signed: POST /0/private/Withdraw moves money out (withdrawal or transfer): "
+                        "refused unless an allow rule names this exact path",
+                    }
+                },
+                {
+                    "headers": {
+                        "API-Key": "fake-api-key-0003",
+                        "API-Sign": "ZmFrZS1zaWduYXR1cmUtbm90LXJlYWw=",
+                        "Content-Type": "application/x-www-form-urlencoded",
+                    },
+                    "url": "https://api.kraken.com/0/private/OpenOrders",
+                    "query": [],
+                    "body": f"nonce={NOW_MS + 1}&trades=true".encode(),
+                    "valid_until": NOW_MS / 1000 + 60,
+                    "nonce": NOW_MS + 1,
+                },
+            ]
         },
     ),
     (

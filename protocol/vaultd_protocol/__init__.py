@@ -19,6 +19,7 @@ from ._limits import DEFAULT_LIMITS, Limits
 from ._methods import (
     METHODS,
     PROTOCOL_VERSION,
+    SIGN_MANY_MAX,
     SUPPORTED_PROTOCOLS,
     CredentialState,
     Field,
@@ -37,6 +38,7 @@ __all__ = [
     "METHODS",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "SIGN_MANY_MAX",
     "SOCKET_ENV",
     "SUPPORTED_PROTOCOLS",
     "Connection",

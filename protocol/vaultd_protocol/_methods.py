@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # typing costs an engine ~7 ms of import: annotations only
 __all__ = [
     "METHODS",
     "PROTOCOL_VERSION",
+    "SIGN_MANY_MAX",
     "SUPPORTED_PROTOCOLS",
     "CredentialState",
     "Field",
@@ -33,6 +34,8 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_PROTOCOLS: Final = (1,)
+#: The most requests one ``token.sign_many`` call may carry.
+SIGN_MANY_MAX: Final = 256
 
 
 class Method(enum.StrEnum):
@@ -44,6 +47,7 @@ class Method(enum.StrEnum):
     TOKEN_GET = "token.get"
     TOKEN_WATCH = "token.watch"
     TOKEN_SIGN = "token.sign"
+    TOKEN_SIGN_MANY = "token.sign_many"
     CREDENTIAL_PUT = "credential.put"
     CREDENTIAL_REMOVE = "credential.remove"
     CREDENTIAL_LIST = "credential.list"
@@ -96,14 +100,17 @@ class InvalidParams(ValueError):
 
 
 #: The kinds of parameter a :class:`Field` may have.
-KINDS: Final = frozenset({"str", "int", "number", "bool", "map", "secret", "names", "body"})
+KINDS: Final = frozenset({"str", "int", "number", "bool", "map", "secret", "names", "body", "requests"})
 
 
 class Field(Value):
-    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret, names, body.
+    """One named parameter. ``kind`` is one of: str, int, number, bool, map, secret, names, body,
+    requests.
 
     ``names`` is an array of 1 to ``max_len`` strings of at most 64 characters each; ``body``
-    is a bin, or a str taken as its UTF-8 bytes, of at most ``max_len`` bytes.
+    is a bin, or a str taken as its UTF-8 bytes, of at most ``max_len`` bytes; ``requests`` is
+    an array of 1 to ``max_len`` maps, each checked on its own later (``token.sign_many``: one
+    bad request is that request's error, not the call's).
     """
 
     __slots__ = __match_args__ = ("name", "kind", "required", "default", "max_len", "nullable")
@@ -159,6 +166,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
         Field("nonce", "int", required=False, default=None, nullable=True),
         Field("options", "map", required=False, default=None, nullable=True),
     ),
+    Method.TOKEN_SIGN_MANY: (Field("requests", "requests", max_len=SIGN_MANY_MAX),),
     Method.CREDENTIAL_PUT: (
         _PASSPHRASE,
         _NAME,
@@ -278,6 +286,14 @@ def _names(field: Field, value: Any) -> Any:
     return list(dict.fromkeys(value))
 
 
+def _requests(field: Field, value: Any) -> Any:
+    if not isinstance(value, list) or not 1 <= len(value) <= field.max_len:
+        raise InvalidParams(f"parameter {field.name!r} must be an array of 1 to {field.max_len} requests")
+    if not all(isinstance(v, dict) for v in value):
+        raise InvalidParams(f"parameter {field.name!r} must hold maps, one token.sign request each")
+    return value
+
+
 #: Each field kind's check: the value as the handler gets it, or InvalidParams.
 _CHECKS: Final[dict[str, Callable[[Field, Any], Any]]] = {
     "str": _str,
@@ -288,4 +304,5 @@ _CHECKS: Final[dict[str, Callable[[Field, Any], Any]]] = {
     "map": _map,
     "body": _body,
     "names": _names,
+    "requests": _requests,
 }

@@ -26,7 +26,7 @@ def test_public_surface_is_pinned() -> None:
         "Signed", "Timeout", "Token", "TransportError", "TrioClient", "UntrustedSocket", "VaultdError", "Watch",
         "WatchEvent", "errors",
     ]  # fmt: skip
-    methods = ("token", "sign", "watch", "status", "lock", "unlock", "hello", "call")
+    methods = ("token", "sign", "sign_many", "watch", "status", "lock", "unlock", "hello", "call")
     for driver in (Client, vaultd_client.AsyncClient, vaultd_client.TrioClient):
         for name in methods:
             assert callable(getattr(driver, name)), (driver, name)
@@ -39,7 +39,7 @@ def test_public_surface_is_pinned() -> None:
                 == (sync_params[: len(sync_params) - 1])
             ), (driver, name)
     assert set(vaultd_protocol.__all__) == {
-        "DEFAULT_LIMITS", "MAX_MSGID", "METHODS", "NEED_DATA", "PROTOCOL_VERSION", "SOCKET_ENV",
+        "DEFAULT_LIMITS", "MAX_MSGID", "METHODS", "NEED_DATA", "PROTOCOL_VERSION", "SIGN_MANY_MAX", "SOCKET_ENV",
         "SUPPORTED_PROTOCOLS", "Connection", "ConnectionClosed", "CredentialState", "ErrorCode", "ErrorInfo",
         "Event", "Field", "InvalidParams", "KdfProfile", "Limits", "LocalProtocolError", "MessageType", "Method",
         "NeedData", "Notification", "Notify", "ProtocolError", "RemoteProtocolError", "Request", "Response", "Role",
@@ -125,3 +125,20 @@ def test_vaultctl_offers_every_kind_the_daemon_knows() -> None:
     from vaultd._providers import KINDS
 
     assert sorted(KINDS) == sorted(CTL_KINDS)
+
+
+def test_sign_many_answers_are_read_in_order_and_malformed_ones_refused() -> None:
+    from vaultd_client import Signed
+    from vaultd_client._session import signed_many
+    from vaultd_client.errors import Forbidden, MalformedResponse, RemoteError
+
+    good = {"headers": {"X-MBX-APIKEY": "k"}, "url": "https://h/p", "body": b"", "valid_until": 1.0, "nonce": None}
+    error = {"error": {"code": 14, "name": "FORBIDDEN", "message": "not signed: no"}}
+    future = {"error": {"code": 99, "name": "NEW_CODE", "message": "later"}}
+    answers = signed_many({"results": [good, error, future]}, 3)
+    assert isinstance(answers[0], Signed) and answers[0].url == "https://h/p"
+    assert isinstance(answers[1], Forbidden) and str(answers[1]) == "not signed: no"
+    assert type(answers[2]) is RemoteError and answers[2].code == 99
+    for bad in ({"results": [good]}, {"results": [good, good, {"error": "x"}]}, {"results": [good, good, {}]}, []):
+        with pytest.raises(MalformedResponse):
+            signed_many(bad, 3)

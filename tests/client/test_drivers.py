@@ -19,8 +19,16 @@ import msgpack
 import pytest
 import trio
 
-from vaultd_client import AsyncClient, Client, DaemonUnavailable, Timeout, TrioClient
-from vaultd_client.errors import ConnectionLost, Locked, MalformedResponse, TransportError
+from vaultd_client import AsyncClient, Client, DaemonUnavailable, Signed, Timeout, TrioClient
+from vaultd_client.errors import (
+    ConnectionLost,
+    Forbidden,
+    InvalidParams,
+    Locked,
+    MalformedResponse,
+    TransportError,
+    UnknownCredential,
+)
 
 from ..daemon_process import PASS, DaemonProcess, FakeExchangeProcess
 from ..integration.test_renewal_e2e import add_oauth, wait_for
@@ -41,6 +49,60 @@ def check_example(token: Any, signed: Any, status: dict[str, Any], hello: dict[s
     assert signed.headers == {"X-MBX-APIKEY": "fake-key"}
     assert status["state"] == "UNLOCKED" and {c["name"] for c in status["credentials"]} == {"ex", "hmac"}
     assert hello["state"] == "UNLOCKED"
+
+
+# -- sign_many on every driver ---------------------------------------------------------------------
+
+WITHDRAW = "https://api.binance.com/sapi/v1/capital/withdraw/apply?coin=BTC&amount=1"
+BURST: list[dict[str, Any]] = [
+    {"name": "hmac", "method": "POST", "url": ORDER},
+    {"name": "hmac", "method": "POST", "url": WITHDRAW},  # the allow-list refuses it alone
+    {"name": "nope", "method": "GET", "url": "https://api.binance.com/api/v3/account"},
+    {"name": "hmac", "method": "POST", "url": "https://api.binance.com/api/v3/order", "body": "symbol=BTCUSDT"},
+]
+
+
+def check_burst(answers: list[Any]) -> None:
+    first, refused, unknown, form = answers
+    assert isinstance(first, Signed) and first.url.startswith(ORDER + "&timestamp=")
+    assert isinstance(refused, Forbidden) and "moves money out" in str(refused)
+    assert isinstance(unknown, UnknownCredential)
+    assert isinstance(form, Signed) and form.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert form.body.startswith(b"symbol=BTCUSDT&timestamp=")
+
+
+def test_sign_many_on_the_sync_client(daemon: DaemonProcess) -> None:
+    ready_with_signer(daemon)
+    with Client(daemon.socket_path) as client:
+        check_burst(client.sign_many(BURST))
+        assert client.sign_many([]) == []
+        with pytest.raises(TypeError, match="request 0 must have name, method and url"):
+            client.sign_many([{"name": "hmac", "url": ORDER}])
+        with pytest.raises(TypeError, match="not 'verb'"):
+            client.sign_many([{"name": "hmac", "method": "GET", "url": ORDER, "verb": "GET"}])
+        with pytest.raises(TypeError, match="not one request"):
+            client.sign_many(BURST[0])
+        with pytest.raises(InvalidParams, match="1 to 256 requests"):
+            client.sign_many(BURST[:1] * 257)
+
+
+def test_sign_many_on_the_asyncio_client(daemon: DaemonProcess) -> None:
+    ready_with_signer(daemon)
+
+    async def burst() -> None:
+        async with AsyncClient(daemon.socket_path) as client:
+            check_burst(await client.sign_many(BURST))
+            assert await client.sign_many([]) == []
+
+    asyncio.run(burst())
+
+
+async def test_sign_many_on_the_trio_client(daemon: DaemonProcess) -> None:
+    ready_with_signer(daemon)
+    async with TrioClient(daemon.socket_path) as client:
+        check_burst(await client.sign_many(BURST))
+        with pytest.raises(InvalidParams, match="1 to 256 requests"):
+            await client.sign_many(BURST[:1] * 257)
 
 
 # -- the same example on every driver -----------------------------------------------------------

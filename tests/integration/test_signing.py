@@ -281,3 +281,23 @@ async def test_kraken_wallet_transfer_spellings_are_not_signed(start_server: Sta
         response = await client.call("token.sign", name="kraken", method="POST", url=f"https://api.kraken.com{path}")
         assert response.error is not None and response.error.name == "INVALID_PARAMS", path
         assert "plain path" in response.error.message and KRAKEN_SECRET not in response.error.message
+
+
+async def test_bybit_url_holds_exactly_the_query_signed(start_server: StartServer) -> None:
+    # ccxt and pybit sign and send "coin=BTC,USDT" with its raw comma: so does the daemon, whether
+    # the engine wrote the comma raw or percent-encoded; the URL's query is the signed bytes.
+    served = await start_server(clock=lambda: 1658384314.791)
+    client = await signing(served, "bybit", {"scheme": "bybit", "api_key": "K", "secret": "fake-secret"})
+    for spelled in ("BTC,USDT", "BTC%2CUSDT"):
+        signed = await client.ok(
+            "token.sign", name="bybit", method="GET", timestamp=1658384314791,
+            url=f"https://api.bybit.com/v5/account/wallet-balance?accountType=UNIFIED&coin={spelled}",
+        )  # fmt: skip
+        assert signed["url"].endswith("/v5/account/wallet-balance?accountType=UNIFIED&coin=BTC,USDT")
+        payload = b"1658384314791K5000accountType=UNIFIED&coin=BTC,USDT"
+        assert signed["headers"]["X-BAPI-SIGN"] == hmac.new(b"fake-secret", payload, hashlib.sha256).hexdigest()
+    refused = await client.call(
+        "token.sign", name="bybit", method="GET", url="https://api.bybit.com/v5/asset/coin/query-info?coin=BTC%20USDT"
+    )
+    assert refused.error is not None and refused.error.name == "INVALID_PARAMS"
+    assert "unencoded, as pybit sends them" in refused.error.message

@@ -50,7 +50,34 @@ def test_a_field_of_an_unknown_kind_is_refused_when_declared() -> None:
     with pytest.raises(ValueError, match="unknown field kind 'float'"):
         Field("x", "float")
     # Every kind a field may declare has its check, and each check passes a good value.
-    goods = {"str": "s", "secret": "s", "int": 1, "number": 1.5, "bool": True, "map": {}, "names": ["a"], "body": b"b"}
+    goods = {
+        "str": "s",
+        "secret": "s",
+        "int": 1,
+        "number": 1.5,
+        "bool": True,
+        "map": {},
+        "names": ["a"],
+        "body": b"b",
+        "requests": [{}],
+    }
     assert set(goods) == KINDS
     for kind, good in goods.items():
         assert _check(Field("x", kind), good) == good
+
+
+def test_sign_many_takes_1_to_256_request_maps() -> None:
+    one = {"name": "k", "method": "GET", "url": "https://api.example.com/x"}
+    assert parse_params(Method.TOKEN_SIGN_MANY, [{"requests": [one] * 256}]) == {"requests": [one] * 256}
+    for bad, message in (
+        ([], "array of 1 to 256 requests"),
+        ([one] * 257, "array of 1 to 256 requests"),
+        ({"0": one}, "array of 1 to 256 requests"),
+        ([one, "GET"], "must hold maps"),
+    ):
+        with pytest.raises(InvalidParams, match=message):
+            parse_params(Method.TOKEN_SIGN_MANY, [{"requests": bad}])
+    # Each request is checked on its own by the daemon: a bad one is its own error, not the call's.
+    assert parse_params(Method.TOKEN_SIGN_MANY, [{"requests": [{"colour": "red"}]}]) == {
+        "requests": [{"colour": "red"}]
+    }

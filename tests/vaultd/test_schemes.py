@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -26,8 +27,9 @@ from nacl.signing import SigningKey, VerifyKey
 import vaultd._schemes as schemes
 from vaultd._providers.jwt import load_signing_key
 from vaultd._schemes import SCHEMES, Keys, Signed, SignError, SignRequest, decode_secret, encode_query
+from vaultd._schemes._base import FORM, JSON
 from vaultd._schemes.binance import ws_payload, ws_signed_params
-from vaultd._schemes.bybit import string_to_sign
+from vaultd._schemes.bybit import query_string, string_to_sign
 from vaultd._schemes.coinbase import load_key
 from vaultd._schemes.deribit import client_signature
 from vaultd._schemes.kraken import body_with_nonce
@@ -322,7 +324,7 @@ def kraken_request(body: bytes = KRAKEN_BODY, nonce: int | None = KRAKEN_NONCE) 
 def test_kraken_published_example() -> None:
     # Kraken "Spot REST Authentication", "Examples": API-Sign for AddOrder, buy 1.25 XBTUSD at 37500.
     signed = SCHEMES["kraken"].sign(kraken_request(), hmac_keys(KRAKEN_SECRET, "base64", api_key="pub"))
-    assert signed.headers == {"API-Key": "pub", "API-Sign": KRAKEN_SIGN}
+    assert signed.headers == {"API-Key": "pub", "API-Sign": KRAKEN_SIGN, "Content-Type": FORM}
     assert signed.body == KRAKEN_BODY
     assert signed.query == ()
     assert signed.valid_until == pytest.approx(KRAKEN_NONCE / 1000 + 60)
@@ -334,7 +336,102 @@ def test_kraken_puts_the_daemon_nonce_first() -> None:
     signed = SCHEMES["kraken"].sign(kraken_request(body), hmac_keys(KRAKEN_SECRET, "base64"))
     assert signed.body == KRAKEN_BODY
     assert signed.headers["API-Sign"] == KRAKEN_SIGN
-    assert body_with_nonce(b"", 7) == b"nonce=7"
+    assert body_with_nonce(b"", 7) == (b"nonce=7", FORM)
+
+
+def kraken_sign(body: bytes, nonce: int = KRAKEN_NONCE, path: str = "/0/private/AddOrderBatch") -> Signed:
+    req = request("POST", path, body=body, host="api.kraken.com", timestamp_ms=KRAKEN_NONCE, daemon_nonce=nonce)
+    return SCHEMES["kraken"].sign(req, hmac_keys(KRAKEN_SECRET, "base64", api_key="pub"))
+
+
+def kraken_formula(path: str, nonce: int, body: bytes) -> str:
+    """Kraken's published formula, written out: base64(HMAC-SHA512(secret, path + SHA256(nonce + body)))."""
+    digest = hashlib.sha256(str(nonce).encode() + body).digest()
+    return base64.b64encode(
+        hmac.new(base64.b64decode(KRAKEN_SECRET), path.encode() + digest, "sha512").digest()
+    ).decode()
+
+
+#: Two orders, as an engine serialises AddOrderBatch's params (compact JSON, no nonce).
+KRAKEN_BATCH = {
+    "orders": [
+        {"ordertype": "limit", "type": "buy", "volume": "1.25", "price": "37500"},
+        {"ordertype": "limit", "type": "sell", "volume": "1.25", "price": "38000"},
+    ],
+    "pair": "XBTUSD",
+}
+# ccxt 4.5.90, Kraken.sign("AddOrderBatch", ["private"], "POST", KRAKEN_BATCH) with the published
+# secret above, apiKey "pub" and incrementing_nonce() -> 1616492376594, run once by hand: its body
+# (json.dumps({"nonce": str(nonce), **params}, separators=(",", ":"))) and API-Sign.
+CCXT_BATCH_SIGN = "kUUtC2zqkA/X9cCIplEGk3xcufTcNdMQch08ntxmF0S201DF6hqQrUixK3joUK0cPN6j7ZMzVpfG9d1x4YrsRQ=="
+
+
+def test_kraken_json_body_gets_the_nonce_as_ccxt_puts_it() -> None:
+    body = json.dumps(KRAKEN_BATCH, separators=(",", ":")).encode()
+    signed = kraken_sign(body)
+    ccxt_body = json.dumps({"nonce": str(KRAKEN_NONCE), **KRAKEN_BATCH}, separators=(",", ":")).encode()
+    assert signed.body == ccxt_body
+    assert signed.headers == {"API-Key": "pub", "API-Sign": CCXT_BATCH_SIGN, "Content-Type": JSON}
+    assert kraken_formula("/0/private/AddOrderBatch", KRAKEN_NONCE, ccxt_body) == CCXT_BATCH_SIGN
+    # An empty object, and one with whitespace: the nonce goes in, the engine's other bytes stay.
+    assert kraken_sign(b"{}").body == b'{"nonce":"1616492376594"}'
+    assert kraken_sign(b' { "pair": "XBTUSD" }\n').body == b' {"nonce":"1616492376594", "pair": "XBTUSD" }\n'
+
+
+# Kraken REST docs, "Add Order Batch" (docs.kraken.com/api-reference/trading/add-order-batch),
+# the request example (curl --data, Content-Type: application/json), as published: its nonce is
+# a JSON integer.
+KRAKEN_DOCS_BATCH = b"""{
+  "nonce": 1695828490,
+  "orders": [
+    {
+      "close": {
+        "ordertype": "stop-loss-limit",
+        "price": "37000",
+        "price2": "36000"
+      },
+      "ordertype": "limit",
+      "price": "40000",
+      "price2": "string",
+      "timeinforce": "GTC",
+      "type": "buy",
+      "cl_ord_id": "6d1b345e-2821-40e2-ad83-4ecb18a06876",
+      "volume": "1.2"
+    },
+    {
+      "ordertype": "limit",
+      "price": "42000",
+      "starttm": "string",
+      "timeinforce": "GTC",
+      "type": "sell",
+      "cl_ord_id": "da8e4ad59b78481c93e589746b0cf91",
+      "volume": "1.2"
+    }
+  ],
+  "pair": "BTC/USD",
+  "validate": false,
+  "deadline": "2023-09-24T14:15:22Z"
+}"""
+
+
+def test_kraken_docs_add_order_batch_example() -> None:
+    # Carrying the daemon's nonce: signed exactly as it is, sent as JSON.
+    signed = kraken_sign(KRAKEN_DOCS_BATCH, nonce=1695828490)
+    assert signed.body == KRAKEN_DOCS_BATCH
+    assert signed.headers["Content-Type"] == JSON
+    assert signed.headers["API-Sign"] == kraken_formula("/0/private/AddOrderBatch", 1695828490, KRAKEN_DOCS_BATCH)
+    # The same body, nonce left out: the daemon's goes first, as a string; the rest is untouched.
+    bare = KRAKEN_DOCS_BATCH.replace(b'\n  "nonce": 1695828490,', b"")
+    signed = kraken_sign(bare, nonce=1695828491)
+    assert signed.body == b'{"nonce":"1695828491",' + bare[1:]
+    assert json.loads(signed.body) == {**json.loads(bare), "nonce": "1695828491"}
+    assert signed.headers["API-Sign"] == kraken_formula("/0/private/AddOrderBatch", 1695828491, signed.body)
+    # The docs' body with the daemon's nonce as a string also signs as it is.
+    as_string = KRAKEN_DOCS_BATCH.replace(b"1695828490", b'"1695828490"')
+    assert kraken_sign(as_string, nonce=1695828490).body == as_string
+    # Another nonce than the daemon's is refused, never overwritten.
+    with pytest.raises(SignError, match="differs from the nonce the daemon chose"):
+        kraken_sign(KRAKEN_DOCS_BATCH, nonce=1695828491)
 
 
 @pytest.mark.parametrize(
@@ -346,6 +443,15 @@ def test_kraken_puts_the_daemon_nonce_first() -> None:
         (kraken_request(nonce=KRAKEN_NONCE + 1), "differs from the nonce the daemon chose"),
         (kraken_request(KRAKEN_BODY + b"&nonce=1616492376594"), "'nonce' twice"),
         (kraken_request("pair=XBTEUR&note=é".encode()), "ASCII"),
+        (kraken_request(b"just some text"), "form-encoded .* or a JSON object"),
+        (kraken_request(b'[{"pair":"XBTUSD"}]'), "form-encoded .* or a JSON object"),
+        (kraken_request(b"pair=XBTUSD&&type=buy"), "form-encoded .* or a JSON object"),
+        (kraken_request(b'{"pair":"XBTUSD"'), "one JSON object"),
+        (kraken_request(b'{"pair":"XBTUSD"} trailing'), "one JSON object"),
+        (kraken_request(b'{"nonce":"1616492376594","nonce":"1616492376594"}'), "'nonce' twice"),
+        (kraken_request(b'{"nonce":"1616492376595"}'), "differs from the nonce the daemon chose"),
+        (kraken_request(b'{"nonce":true}', nonce=1), "differs from the nonce the daemon chose"),
+        (kraken_request(b'{"nonce":1616492376594.0}'), "differs from the nonce the daemon chose"),
     ],
 )
 def test_kraken_refusals(req: SignRequest, message: str) -> None:
@@ -439,6 +545,50 @@ def test_bybit_post_signs_the_body_with_the_window_set() -> None:
     for bad in ("0", "05000", "-1", "5s", "3600001"):
         with pytest.raises(SignError, match="'recv_window'"):
             SCHEMES["bybit"].sign(request(recv_window=bad), hmac_keys("s"))
+
+
+# ccxt 4.5.90, Bybit.sign("v5/asset/transfer/query-account-coins-balance", ["private"], "GET",
+# {"accountType": "FUND", "coin": "BTC,USDT"}) with apiKey "K", secret "bybit-secret" and nonce()
+# -> 1658384314791, run once by hand: it signs and sends the raw comma (rawencode), and this is
+# its X-BAPI-SIGN. pybit's prepare_payload builds the same "accountType=FUND&coin=BTC,USDT".
+CCXT_BYBIT_SIGN = "fd0afc934abc6b77c5b93961996cf6ebed6288cd9d9f005a98c37191b80aa168"
+
+
+def test_bybit_signs_and_sends_the_query_as_pybit_and_ccxt_build_it() -> None:
+    query = (("accountType", "FUND"), ("coin", "BTC,USDT"))
+    req = request(
+        "GET", "/v5/asset/transfer/query-account-coins-balance", query, host="api.bybit.com", timestamp_ms=1658384314791
+    )
+    signed = SCHEMES["bybit"].sign(req, hmac_keys("bybit-secret", api_key="K"))
+    # pybit's formula written out: str(k) + "=" + str(v) joined by "&", nothing encoded.
+    pybit_query = "&".join(f"{name}={value}" for name, value in query)
+    assert signed.query_string == pybit_query == "accountType=FUND&coin=BTC,USDT"
+    plaintext = b"1658384314791K5000" + pybit_query.encode()
+    assert signed.headers["X-BAPI-SIGN"] == hmac.new(b"bybit-secret", plaintext, hashlib.sha256).hexdigest()
+    assert signed.headers["X-BAPI-SIGN"] == CCXT_BYBIT_SIGN
+    assert signed.query == query
+    assert "Content-Type" not in signed.headers  # no body: nothing to describe
+    # Every character a request line carries as it is goes through raw.
+    raw = "a-z_A.Z~0!$'()*+,;=:@/?9"
+    assert query_string(request("GET", query=(("x" + raw.replace("=", ""), raw),))) == f"x{raw.replace('=', '')}={raw}"
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("coin", "BTC USDT"),  # a space: pybit would send it raw, a request line cannot carry it
+        ("symbol", "éth"),  # non-ASCII
+        ("symbol", UNICODE_SYMBOL),
+        ("coin", "BTC%2CUSDT"),  # '%' would be read as an escape
+        ("coin", "BTC&x=1"),  # '&' would split the pair
+        ("co=in", "BTC"),  # '=' in a name would move the split
+        ("coin", "BTC#x"),  # '#' starts a fragment
+    ],
+)
+def test_bybit_refuses_query_characters_that_cannot_go_unencoded(pair: tuple[str, str]) -> None:
+    for method in ("GET", "POST"):  # the query is sent as it is whether or not it is signed
+        with pytest.raises(SignError, match="signed and sent unencoded, as pybit sends them"):
+            SCHEMES["bybit"].sign(request(method, "/v5/asset/coin/query-info", (pair,)), hmac_keys("s"))
 
 
 # -- Deribit --------------------------------------------------------------------------------------
@@ -700,3 +850,38 @@ def test_binance_hands_over_the_query_string_it_signed() -> None:
     assert signed.query_string == encode_query(signed.query)
     with_body = SCHEMES["binance-hmac"].sign(request(body=b"symbol=BTCUSDT"), hmac_keys("s"))
     assert with_body.query_string == encode_query(with_body.query) == ""
+
+
+# -- Content-Type ---------------------------------------------------------------------------------
+
+
+def _ec_keys() -> Keys:
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Keys(CDP_KEY, signing_key=load_key(pem.decode()))
+
+
+#: Each scheme with a body it signs, its keys, its knobs and the media type the venue reads.
+BODIES: list[tuple[str, Callable[[], Keys], bytes, dict[str, str], str]] = [
+    ("binance-hmac", lambda: hmac_keys(BINANCE_SECRET), b"symbol=LTCBTC&side=BUY", {}, FORM),
+    ("binance-ed25519", ed_keys, b"symbol=LTCBTC&side=BUY", {}, FORM),
+    ("kraken", lambda: hmac_keys(KRAKEN_SECRET, "base64"), b"pair=XBTUSD", {}, FORM),
+    ("kraken", lambda: hmac_keys(KRAKEN_SECRET, "base64"), b'{"pair":"XBTUSD"}', {}, JSON),
+    ("okx", lambda: hmac_keys("s", passphrase="p"), b'{"instId":"BTC-USDT"}', {}, JSON),
+    ("bybit", lambda: hmac_keys("s"), b'{"category":"spot"}', {}, JSON),
+    ("deribit", lambda: hmac_keys("s"), b'{"instrument_name":"BTC-PERPETUAL"}', {"nonce": "n1"}, JSON),
+    ("coinbase", _ec_keys, b'{"product_id":"BTC-USD"}', {"nonce": NONCE_HEX}, JSON),
+]
+
+
+@pytest.mark.parametrize(("scheme", "keys", "body", "extra", "media_type"), BODIES)
+def test_a_signed_body_comes_with_its_content_type(
+    scheme: str, keys: Callable[[], Keys], body: bytes, extra: dict[str, str], media_type: str
+) -> None:
+    nonce = KRAKEN_NONCE if scheme == "kraken" else None
+    signed = SCHEMES[scheme].sign(request(body=body, daemon_nonce=nonce, **extra), keys())
+    assert signed.headers["Content-Type"] == media_type
+    if scheme != "kraken":  # Kraken's body is never empty: it carries the nonce
+        bodiless = SCHEMES[scheme].sign(request("GET", daemon_nonce=nonce, **extra), keys())
+        assert "Content-Type" not in bodiless.headers

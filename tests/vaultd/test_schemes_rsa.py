@@ -190,6 +190,14 @@ def test_bybit_get_signs_the_query_string_as_ccxt_does() -> None:
     verify(CCXT_BYBIT_GET_SIGN, f"{TS}XXXXXXXXXX5000{CCXT_BYBIT_GET_QUERY}".encode())
 
 
+def test_bybit_signs_and_sends_a_comma_raw_as_bybit_does() -> None:
+    # As the HMAC scheme (and pybit): the URL must carry the very bytes signed, comma and all.
+    request = SignRequest("GET", "api.bybit.com", "/v5/asset/coin/query-info", (("coin", "BTC,USDT"),), b"", TS)
+    signed = SCHEMES["bybit-rsa"].sign(request, rsa_keys("XXXXXXXXXX"))
+    assert signed.query_string == "coin=BTC,USDT"
+    verify(signed.headers["X-BAPI-SIGN"], f"{TS}XXXXXXXXXX5000coin=BTC,USDT".encode())
+
+
 def test_bybit_recv_window_knob() -> None:
     request = SignRequest("GET", "api.bybit.com", "/v5/order/realtime", (), b"", TS, extra={"recv_window": "9000"})
     signed = SCHEMES["bybit-rsa"].sign(request, rsa_keys("K"))

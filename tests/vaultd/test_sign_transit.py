@@ -25,13 +25,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from vaultd import _schemes
+from vaultd._batch import Batch, answer, answer_now
 from vaultd._credentials import ConfigError, Credential, from_config
 from vaultd._errors import RpcError
 from vaultd._providers import KINDS
 from vaultd._providers.sign import SignProvider, Transit
 from vaultd._schemes._remote import Call, Recorder, Replayer
 from vaultd._secret import Secret
-from vaultd._signing import sign_now, sign_request
+from vaultd._signing import answers_now, sign_now, sign_request
 from vaultd._vault import Vault
 from vaultd_protocol import ErrorCode, KdfProfile
 
@@ -278,6 +279,16 @@ async def test_the_fast_path_leaves_a_transit_credential_to_the_slow_one() -> No
     assert sign_now(remote, request, lambda: NOW) is None
 
 
+@pytest.mark.parametrize("scheme", list(CASES))
+async def test_answers_now_says_exactly_when_sign_now_answers(scheme: str) -> None:
+    # token.sign_many's hot path decides with answers_now before signing anything: it must agree
+    # with sign_now for every scheme, or a batch would meet a None half way.
+    for config in (local_config(scheme), transit_config(scheme)):
+        cred = credential(config)
+        answered = sign_now(cred, {"timestamp": NOW_MS, **CASES[scheme][2]}, lambda: NOW)
+        assert answers_now(cred) is (answered is not None), config["scheme"]
+
+
 # -- nothing asked for a refused request ---------------------------------------------------------
 
 
@@ -391,6 +402,34 @@ async def test_the_vault_signs_through_its_transit(nursery: trio.Nursery, tmp_pa
     vault.lock()
     await vault.unlock(Secret(PASS))  # the backend survived the vault file
     assert await vault.sign("okx", request) == here
+
+
+async def test_a_sign_many_batch_with_a_transit_key_takes_the_slow_path(nursery: trio.Nursery, tmp_path: Path) -> None:
+    transit = _transit()
+    vault = await open_vault(tmp_path, nursery, transit)
+    await vault.put(Secret(PASS), "binance", "sign", local_config("binance-hmac"), replace=False)
+    audited: list[tuple[str | None, str, str]] = []
+    batch = Batch(vault, lambda name: "", lambda *line: audited.append(line))
+    okx, binance = {"name": "okx", **CASES["okx"][2]}, {"name": "binance", **CASES["binance-hmac"][2]}
+    params = {"requests": [okx, binance, okx]}
+    assert answer_now(batch, params) is None and audited == [] and transit.calls == []
+    results = (await answer(batch, params))["results"]
+    assert results == [await vault.sign("okx", okx), await vault.sign("binance", binance), await vault.sign("okx", okx)]
+    assert len(transit.calls) == 2 + 2  # one round trip per transit request, batch and lone calls alike
+    # OpenBao down: its requests are refused alone, the one signed here is not.
+    transit.fail = RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, "OpenBao cannot be reached")
+    audited.clear()
+    results = (await answer(batch, params))["results"]
+    assert [item.get("error", {}).get("name") for item in results] == [
+        "UPSTREAM_UNAVAILABLE",
+        None,
+        "UPSTREAM_UNAVAILABLE",
+    ]
+    assert sorted(line[:2] for line in audited) == [
+        ("binance", "ok"),
+        ("okx", "UPSTREAM_UNAVAILABLE"),
+        ("okx", "UPSTREAM_UNAVAILABLE"),
+    ]
 
 
 async def test_a_vault_without_transit_answers_upstream_unavailable(nursery: trio.Nursery, tmp_path: Path) -> None:

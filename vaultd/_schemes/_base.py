@@ -11,7 +11,9 @@ replays (``remote_primitive`` on a scheme says which primitive it calls).
 
 Query strings are signed in the form :func:`encode_query` makes, so whoever builds the URL from
 :attr:`Signed.query` must encode it with that same function: another encoder (``+`` for spaces,
-kept commas) would send bytes other than the ones signed.
+kept commas) would send bytes other than the ones signed. A scheme that signs the query in
+another form (Bybit's, unencoded as its SDK sends it) returns that form as
+:attr:`Signed.query_string`, and the URL is built from it as it is.
 """
 
 from __future__ import annotations

@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, quote
 
 from ._base import (
+    FORM,
     Keys,
     Signed,
     SignError,
     SignRequest,
+    body_headers,
     check_extra,
     check_request,
     ed25519_signer,
@@ -113,7 +115,8 @@ def sign_rest(request: SignRequest, keys: Keys, scheme: str, sign: Signer) -> Si
     else:
         query += (("signature", signature),)
         query_string += ("&" if query_string else "") + encode_query(query[-1:])
-    return Signed({"X-MBX-APIKEY": keys.api_key}, query, body, valid_until, query_string)
+    headers = {"X-MBX-APIKEY": keys.api_key, **body_headers(body, FORM)}
+    return Signed(headers, query, body, valid_until, query_string)
 
 
 def _hmac_signer(keys: Keys, scheme: str) -> Signer:

@@ -7,17 +7,58 @@ headers ``X-BAPI-API-KEY``, ``X-BAPI-TIMESTAMP``, ``X-BAPI-RECV-WINDOW``, ``X-BA
 server_time - recv_window <= timestamp: ``valid_until`` is timestamp + recv_window.
 
 ``extra["recv_window"]`` sets the window in milliseconds (default 5000, Bybit's default).
+
+The query string is the one Bybit's own SDK builds and sends (pybit ``prepare_payload`` for GET:
+``name=value`` joined by ``&``, nothing percent-encoded), in the engine's order (pybit sorts its
+params by name first; an engine that wants that order passes them sorted): so ``coin=BTC,USDT``
+is signed and sent with its raw comma, as pybit and ccxt do. It goes back as
+:attr:`Signed.query_string`, so the URL sent holds exactly the bytes signed. Since nothing is
+encoded, a name or value may hold only what a request line carries as it is: the characters
+RFC 3986 allows in a query, less ``%`` (it would be read as an escape), ``&`` (it would split the
+pair) and ``=`` in a name; a space, ``#``, a control or non-ASCII character is refused.
 """
 
 from __future__ import annotations
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, hmac_signer
+import re
+from collections.abc import Callable
 
-__all__ = ["Bybit", "string_to_sign"]
+from ._base import (
+    JSON,
+    Keys,
+    Signed,
+    SignError,
+    SignRequest,
+    body_headers,
+    check_extra,
+    check_request,
+    hmac_signer,
+)
+
+__all__ = ["Bybit", "query_string", "sign_v5", "string_to_sign"]
 
 DEFAULT_RECV_WINDOW_MS = 5000
 MAX_RECV_WINDOW_MS = 3_600_000
 _EXTRA = frozenset({"recv_window"})
+#: RFC 3986 query characters (unreserved, sub-delims, ':', '@', '/', '?') less '%' and '&'.
+_RAW_VALUE = re.compile(r"[A-Za-z0-9._~!$'()*+,;=:@/?-]*")
+_RAW_NAME = re.compile(r"[A-Za-z0-9._~!$'()*+,;:@/?-]+")
+
+
+def query_string(request: SignRequest) -> str:
+    """The query as pybit builds it: ``name=value`` joined by ``&``, nothing encoded.
+
+    Raises:
+        SignError: a name or value holds a character a request line cannot carry unencoded.
+    """
+    for name, value in request.query:
+        if not _RAW_NAME.fullmatch(name) or not _RAW_VALUE.fullmatch(value):
+            raise SignError(
+                "bybit: query names and values are signed and sent unencoded, as pybit sends them: they may hold "
+                "ASCII letters, digits and -._~!$'()*+,;:@/? ('=' in values only); no space, '%', '&', '#', "
+                "control or non-ASCII characters"
+            )
+    return "&".join(f"{name}={value}" for name, value in request.query)
 
 
 def _recv_window(request: SignRequest) -> int:
@@ -27,10 +68,41 @@ def _recv_window(request: SignRequest) -> int:
     return int(text)
 
 
-def string_to_sign(request: SignRequest, api_key: str, recv_window: int) -> bytes:
-    """timestamp + api_key + recv_window + payload, the payload being the query string for GET."""
-    payload = encode_query(request.query).encode("ascii") if request.method == "GET" else request.body
+def string_to_sign(request: SignRequest, api_key: str, recv_window: int, query: str | None = None) -> bytes:
+    """timestamp + api_key + recv_window + payload, the payload being the query string for GET
+    (``query``, else :func:`query_string`) and the body otherwise.
+
+    Raises:
+        SignError: as :func:`query_string`.
+    """
+    if request.method == "GET":
+        payload = (query_string(request) if query is None else query).encode("ascii")
+    else:
+        payload = request.body
     return f"{request.timestamp_ms}{api_key}{recv_window}".encode() + payload
+
+
+def sign_v5(request: SignRequest, keys: Keys, scheme: str, sign: Callable[[bytes], str]) -> Signed:
+    """The signed V5 request, ``sign`` turning the string to sign into ``X-BAPI-SIGN``'s value
+    (hex HMAC for ``bybit``, base64 RSA for ``bybit-rsa``): the URL carries the query as signed.
+
+    Raises:
+        SignError: a bad ``recv_window``, a malformed request, a query pybit could not send.
+    """
+    check_request(request, scheme)
+    check_extra(request, _EXTRA, scheme)
+    window = _recv_window(request)
+    query = query_string(request)
+    headers = {
+        "X-BAPI-API-KEY": keys.api_key,
+        "X-BAPI-TIMESTAMP": str(request.timestamp_ms),
+        "X-BAPI-RECV-WINDOW": str(window),
+        "X-BAPI-SIGN": sign(string_to_sign(request, keys.api_key, window, query)),
+        "X-BAPI-SIGN-TYPE": "2",
+        **body_headers(request.body, JSON),
+    }
+    valid_until = (request.timestamp_ms + window) / 1000
+    return Signed(headers, request.query, request.body, valid_until, query_string=query)
 
 
 class Bybit:
@@ -43,19 +115,8 @@ class Bybit:
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: a bad ``recv_window``, no secret, a malformed request."""
-        check_request(request, self.name)
-        check_extra(request, _EXTRA, self.name)
-        window = _recv_window(request)
-        message = string_to_sign(request, keys.api_key, window)
-        signature = hmac_signer(keys, self.name, "sha2-256")(message).hex()
-        headers = {
-            "X-BAPI-API-KEY": keys.api_key,
-            "X-BAPI-TIMESTAMP": str(request.timestamp_ms),
-            "X-BAPI-RECV-WINDOW": str(window),
-            "X-BAPI-SIGN": signature,
-            "X-BAPI-SIGN-TYPE": "2",
-        }
-        return Signed(headers, request.query, request.body, (request.timestamp_ms + window) / 1000)
+        mac = hmac_signer(keys, self.name, "sha2-256")
+        return sign_v5(request, keys, self.name, lambda message: mac(message).hex())
 
     def __repr__(self) -> str:
         return f"<scheme {self.name}>"

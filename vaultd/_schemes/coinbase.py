@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec
 from nacl.signing import SigningKey
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, ed25519_key
+from ._base import JSON, Keys, Signed, SignError, SignRequest, body_headers, check_extra, check_request, ed25519_key
 from ._keys import SigningKeyObject, load_signing_key, sign_jws
 
 __all__ = ["Coinbase", "load_key"]
@@ -107,7 +107,8 @@ class Coinbase:
         }
         signing_input = f"{_segment(header)}.{_segment(claims)}"
         token = f"{signing_input}.{_b64url(sign(signing_input.encode('ascii')))}"
-        return Signed({"Authorization": f"Bearer {token}"}, request.query, request.body, float(now + LIFETIME_S))
+        headers = {"Authorization": f"Bearer {token}", **body_headers(request.body, JSON)}
+        return Signed(headers, request.query, request.body, float(now + LIFETIME_S))
 
     def __repr__(self) -> str:
         return f"<scheme {self.name}>"

@@ -19,7 +19,18 @@ import hashlib
 import hmac
 import re
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, hmac_signer
+from ._base import (
+    JSON,
+    Keys,
+    Signed,
+    SignError,
+    SignRequest,
+    body_headers,
+    check_extra,
+    check_request,
+    encode_query,
+    hmac_signer,
+)
 
 __all__ = ["Deribit", "client_signature", "request_data"]
 
@@ -66,7 +77,7 @@ class Deribit:
         signature = mac(_string_to_sign(request.timestamp_ms, nonce, request_data(request))).hex()
         authorization = f"deri-hmac-sha256 id={keys.api_key},ts={request.timestamp_ms},sig={signature},nonce={nonce}"
         return Signed(
-            {"Authorization": authorization},
+            {"Authorization": authorization, **body_headers(request.body, JSON)},
             request.query,
             request.body,
             request.timestamp_ms / 1000 + VALID_FOR_S,

@@ -14,7 +14,18 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, encode_query, hmac_signer
+from ._base import (
+    JSON,
+    Keys,
+    Signed,
+    SignError,
+    SignRequest,
+    body_headers,
+    check_extra,
+    check_request,
+    encode_query,
+    hmac_signer,
+)
 
 __all__ = ["Okx", "iso_timestamp", "prehash"]
 
@@ -53,6 +64,7 @@ class Okx:
             "OK-ACCESS-SIGN": base64.b64encode(mac).decode("ascii"),
             "OK-ACCESS-TIMESTAMP": iso_timestamp(request.timestamp_ms),
             "OK-ACCESS-PASSPHRASE": keys.passphrase.reveal_str(),
+            **body_headers(request.body, JSON),
         }
         return Signed(headers, request.query, request.body, request.timestamp_ms / 1000 + VALID_FOR_S)
 

@@ -24,10 +24,10 @@ from dataclasses import replace
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ._base import FORM, JSON, Keys, Signed, SignError, SignRequest, body_headers, check_extra, check_request
+from ._base import FORM, Keys, Signed, SignError, SignRequest, body_headers
 from ._keys import sign_rsa
 from .binance import sign_rest
-from .bybit import _recv_window, string_to_sign
+from .bybit import sign_v5
 
 __all__ = ["BinanceRsa", "BybitRsa", "rsa_signer"]
 
@@ -72,19 +72,7 @@ class BybitRsa:
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
         """Raises: SignError: a bad ``recv_window``, no RSA key, a malformed request."""
-        check_request(request, self.name)
-        check_extra(request, frozenset({"recv_window"}), self.name)
-        window = _recv_window(request)
-        signature = rsa_signer(keys, self.name)(string_to_sign(request, keys.api_key, window))
-        headers = {
-            "X-BAPI-API-KEY": keys.api_key,
-            "X-BAPI-TIMESTAMP": str(request.timestamp_ms),
-            "X-BAPI-RECV-WINDOW": str(window),
-            "X-BAPI-SIGN": signature,
-            "X-BAPI-SIGN-TYPE": "2",
-            **body_headers(request.body, JSON),
-        }
-        return Signed(headers, request.query, request.body, (request.timestamp_ms + window) / 1000)
+        return sign_v5(request, keys, self.name, rsa_signer(keys, self.name))
 
     def __repr__(self) -> str:
         return f"<scheme {self.name}>"

@@ -1,0 +1,142 @@
+"""``token.sign_many``: many ``token.sign`` requests in one call, each judged, signed and audited alone.
+
+Each request is checked against ``token.sign``'s schema, then the policy (the peer must be
+allowed ``sign`` on its credential, SPEC.md section 11), then the credential's allow-list and
+scheme, exactly as one ``token.sign`` call would be, and gets one audit line of its own (method
+``token.sign_many``). A refusal is that request's answer only: the others are signed all the same.
+
+A call whose every request the vault answers from memory is answered at once, on the server's
+hot path (:func:`answer_now`). Any other (a Kraken nonce, a key in OpenBao transit, a credential
+not there or a locked vault) goes to a task (:func:`answer`): there the requests of one
+credential are signed one after another in the call's order, so a Kraken credential's nonces
+increase in that order, and those of different credentials side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from vaultd_protocol import ErrorCode, InvalidParams, Method, parse_params
+
+from ._errors import RpcError
+from ._vault import Vault
+
+__all__ = ["Batch", "answer", "answer_now"]
+
+#: One request of the call: the credential it names (when it names one) and its checked params,
+#: or the error its params earned.
+_Item = tuple[str | None, dict[str, Any] | RpcError]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one call's requests are judged and recorded with, bound to the caller's connection."""
+
+    vault: Vault
+    #: Why the policy lets this peer have ``name`` signed; raises RpcError (FORBIDDEN, LOCKED)
+    #: after writing the refusal's audit line itself.
+    authorize: Callable[[str], str]
+    #: Write one audit line: (credential, outcome, the policy's reason).
+    audit: Callable[[str | None, str, str], None]
+
+
+def _items(params: dict[str, Any]) -> list[_Item]:
+    items: list[_Item] = []
+    for raw in params["requests"]:
+        name = raw.get("name")
+        shown = name if isinstance(name, str) and 0 < len(name) <= 64 else None
+        try:
+            items.append((shown, parse_params(Method.TOKEN_SIGN, [raw])))
+        except InvalidParams as exc:
+            items.append((shown, RpcError(ErrorCode.INVALID_PARAMS, f"request: {exc}")))
+    return items
+
+
+def _error(exc: RpcError) -> dict[str, Any]:
+    return {"error": exc.to_error_info().to_wire()}
+
+
+def _malformed(batch: Batch, name: str | None, exc: RpcError) -> dict[str, Any]:
+    batch.audit(name, exc.code.name, "")
+    return _error(exc)
+
+
+def answer_now(batch: Batch, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``token.sign_many`` result at once, or None when a request needs the slow path
+    (then nothing was signed, judged or audited yet)."""
+    items = _items(params)
+    signs_now = batch.vault.signs_now
+    if not all(isinstance(item, RpcError) or signs_now(item["name"]) for _, item in items):
+        return None
+    return {"results": [_one_now(batch, name, item) for name, item in items]}
+
+
+def _one_now(batch: Batch, name: str | None, item: dict[str, Any] | RpcError) -> dict[str, Any]:
+    if isinstance(item, RpcError):
+        return _malformed(batch, name, item)
+    name = item["name"]
+    try:
+        why = batch.authorize(name)
+    except RpcError as exc:  # audited by the policy check itself
+        return _error(exc)
+    outcome = "INTERNAL"
+    try:
+        result = batch.vault.sign_now(name, item)
+        if result is None:  # not after signs_now said yes, with no await between: a bug
+            raise RpcError(ErrorCode.INTERNAL, "the request could not be signed at once (see the daemon's log)")
+        outcome = "ok"
+        return result
+    except RpcError as exc:
+        outcome = exc.code.name
+        return _error(exc)
+    finally:
+        batch.audit(name, outcome, why)
+
+
+async def answer(batch: Batch, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``token.sign_many`` result, waiting where a request must (a nonce mark, OpenBao)."""
+    items = _items(params)
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    by_credential: dict[str, list[int]] = {}
+    for index, (name, item) in enumerate(items):
+        if isinstance(item, RpcError):
+            results[index] = _malformed(batch, name, item)
+        else:
+            by_credential.setdefault(item["name"], []).append(index)
+
+    async def sign_in_order(indices: list[int]) -> None:
+        for index in indices:
+            item = items[index][1]
+            assert not isinstance(item, RpcError)
+            results[index] = await _one(batch, item)
+
+    groups = list(by_credential.values())
+    if len(groups) == 1:
+        await sign_in_order(groups[0])
+    else:
+        async with trio.open_nursery() as nursery:
+            for indices in groups:
+                nursery.start_soon(sign_in_order, indices)
+    return {"results": results}
+
+
+async def _one(batch: Batch, item: dict[str, Any]) -> dict[str, Any]:
+    name = item["name"]
+    try:
+        why = batch.authorize(name)
+    except RpcError as exc:  # audited by the policy check itself
+        return _error(exc)
+    outcome = "INTERNAL"
+    try:
+        result = await batch.vault.sign(name, item)
+        outcome = "ok"
+        return result
+    except RpcError as exc:
+        outcome = exc.code.name
+        return _error(exc)
+    finally:
+        batch.audit(name, outcome, why)
