@@ -1,0 +1,231 @@
+"""Local stand-ins for the venues vaultd_client.ccxt signs for: each checks the signature with the
+secret, as the venue's docs describe it (written out here, never by calling vaultd's schemes),
+and answers the least JSON ccxt parses.
+
+Fake credentials only. Each ``Venue`` knows its credential config, how to check one request, what
+to answer, and the markets ccxt needs (set directly: no market download).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+API_KEY = "fake-api-key-1"
+HMAC_SECRET = "fake-hmac-secret-0123456789"
+#: Kraken hands out a base64 private key; these are 64 fake bytes.
+KRAKEN_SECRET = base64.b64encode(bytes(range(64))).decode()
+OKX_PASSPHRASE = "fake-okx-passphrase"
+COINBASE_KEY_NAME = "organizations/fake-org/apiKeys/fake-key"
+COINBASE_KEY = ec.generate_private_key(ec.SECP256R1())
+COINBASE_PEM = COINBASE_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+).decode()
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    target: str  # path?query as sent
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> str:
+        return urlsplit(self.target).query
+
+
+Verifier = Callable[[Seen], bool]
+
+
+# -- the venues' signatures, from their docs ---------------------------------------------------
+
+
+def binance_ok(seen: Seen) -> bool:
+    """Binance Spot API docs, "SIGNED (TRADE, USER_DATA) Endpoint security": HMAC-SHA256 hex of
+    totalParams = query string + request body (without the signature), key = the secret key."""
+    query, body = seen.query, seen.body.decode()
+    if body:
+        rest, _, signature = body.rpartition("&signature=")
+        payload = query + rest
+    else:
+        payload, _, signature = query.rpartition("&signature=")
+    expected = hmac.new(HMAC_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return seen.headers.get("X-MBX-APIKEY") == API_KEY and hmac.compare_digest(signature, expected)
+
+
+def kraken_ok(seen: Seen) -> bool:
+    """Kraken "Spot REST Authentication": API-Sign = base64(HMAC-SHA512(base64-decoded secret,
+    URI path + SHA256(nonce + POST data))), the nonce being the body's ``nonce``."""
+    form = dict(parse_qsl(seen.body.decode(), keep_blank_values=True))
+    nonce = form.get("nonce", "")
+    digest = hashlib.sha256(nonce.encode() + seen.body).digest()
+    mac = hmac.new(base64.b64decode(KRAKEN_SECRET), seen.path.encode() + digest, hashlib.sha512).digest()
+    return (
+        seen.headers.get("API-Key") == API_KEY
+        and nonce.isdigit()
+        and hmac.compare_digest(seen.headers.get("API-Sign", ""), base64.b64encode(mac).decode())
+    )
+
+
+def okx_ok(seen: Seen) -> bool:
+    """OKX v5 "REST Authentication": OK-ACCESS-SIGN = base64(HMAC-SHA256(secret, timestamp + method
+    + requestPath (with ?query) + body)), the timestamp being OK-ACCESS-TIMESTAMP (ISO, ms)."""
+    stamp = seen.headers.get("OK-ACCESS-TIMESTAMP", "")
+    prehash = (stamp + seen.method + seen.target).encode() + seen.body
+    mac = base64.b64encode(hmac.new(HMAC_SECRET.encode(), prehash, hashlib.sha256).digest()).decode()
+    return (
+        seen.headers.get("OK-ACCESS-KEY") == API_KEY
+        and seen.headers.get("OK-ACCESS-PASSPHRASE") == OKX_PASSPHRASE
+        and abs(datetime.fromisoformat(stamp).timestamp() - datetime.now().timestamp()) < 30
+        and hmac.compare_digest(seen.headers.get("OK-ACCESS-SIGN", ""), mac)
+    )
+
+
+def bybit_ok(seen: Seen) -> bool:
+    """Bybit V5 "Integration Guidance" / authentication: X-BAPI-SIGN = hex HMAC-SHA256(secret,
+    timestamp + api_key + recv_window + (queryString for GET | jsonBodyString for POST))."""
+    h = seen.headers
+    payload = seen.query.encode() if seen.method == "GET" else seen.body
+    prefix = h.get("X-BAPI-TIMESTAMP", "") + h.get("X-BAPI-API-KEY", "") + h.get("X-BAPI-RECV-WINDOW", "")
+    expected = hmac.new(HMAC_SECRET.encode(), prefix.encode() + payload, hashlib.sha256).hexdigest()
+    return h.get("X-BAPI-API-KEY") == API_KEY and hmac.compare_digest(h.get("X-BAPI-SIGN", ""), expected)
+
+
+def deribit_ok(seen: Seen) -> bool:
+    """Deribit v2 "Authentication", Deribit signature credentials: ``Authorization:
+    deri-hmac-sha256 id=ClientId,ts=Timestamp,sig=Signature,nonce=Nonce``, Signature = hex
+    HMAC-SHA256(ClientSecret, Timestamp\\nNonce\\nMETHOD\\nURI\\nBody\\n)."""
+    scheme, _, fields = seen.headers.get("Authorization", "").partition(" ")
+    parts = dict(item.split("=", 1) for item in fields.split(",") if "=" in item)
+    data = f"{parts.get('ts')}\n{parts.get('nonce')}\n{seen.method}\n{seen.target}\n".encode() + seen.body + b"\n"
+    expected = hmac.new(HMAC_SECRET.encode(), data, hashlib.sha256).hexdigest()
+    return (
+        scheme == "deri-hmac-sha256"
+        and parts.get("id") == API_KEY
+        and hmac.compare_digest(parts.get("sig", ""), expected)
+    )
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def coinbase_host(seen: Seen) -> str:
+    return seen.headers.get("Host", "")
+
+
+def coinbase_ok(seen: Seen) -> bool:
+    """Coinbase CDP "API Key Authentication": ``Authorization: Bearer <JWT>``, ES256 over
+    header.claims with the key's public half; claims iss "cdp", sub = kid = key name, nbf/exp
+    around now, uri = "METHOD host/path"."""
+    token = seen.headers.get("Authorization", "").removeprefix("Bearer ")
+    try:
+        header_b64, claims_b64, signature_b64 = token.split(".")
+        header, claims = json.loads(_unb64url(header_b64)), json.loads(_unb64url(claims_b64))
+        raw = _unb64url(signature_b64)
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        COINBASE_KEY.public_key().verify(der, f"{header_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
+    except Exception:
+        return False
+    now = datetime.now().timestamp()
+    return (
+        header.get("alg") == "ES256"
+        and header.get("kid") == COINBASE_KEY_NAME
+        and claims.get("iss") == "cdp"
+        and claims.get("sub") == COINBASE_KEY_NAME
+        and claims["nbf"] - 5 <= now <= claims["exp"]
+        and claims.get("uri") == f"{seen.method} {coinbase_host(seen)}{seen.path}"
+    )
+
+
+# -- a server for one venue --------------------------------------------------------------------
+
+
+@dataclass
+class VenueServer:
+    verify: Verifier
+    answers: dict[str, Any]
+    seen: list[tuple[Seen, bool]] = field(default_factory=list)
+    url: str = ""
+
+    def answer(self, seen: Seen) -> tuple[int, Any]:
+        ok = self.verify(seen)
+        self.seen.append((seen, ok))
+        if not ok:
+            return 401, {"error": "signature check failed at the verifying server"}
+        for prefix, body in self.answers.items():
+            if seen.path.endswith(prefix):
+                return 200, body
+        return 404, {"error": f"no answer for {seen.path}"}
+
+    @property
+    def verified(self) -> list[Seen]:
+        return [seen for seen, ok in self.seen if ok]
+
+    @property
+    def rejected(self) -> list[Seen]:
+        return [seen for seen, ok in self.seen if not ok]
+
+
+@contextmanager
+def serve(venue: VenueServer) -> Iterator[VenueServer]:
+    class Handler(BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            seen = Seen(self.command, self.path, dict(self.headers.items()), self.rfile.read(length))
+            status, body = venue.answer(seen)
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = do_PUT = _any
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    venue.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield venue
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def point_at(exchange: Any, base: str) -> None:
+    """Send every REST call of ``exchange`` to ``base`` (scheme and host swapped, paths kept)."""
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: swap(item) for key, item in value.items()}
+        if isinstance(value, str) and value.startswith("https://"):
+            parts = urlsplit(value)
+            return base + parts.path
+        return value
+
+    exchange.urls["api"] = swap(exchange.urls["api"])
+    exchange.hostname = base.removeprefix("http://")

@@ -1,0 +1,259 @@
+"""vaultd_client.ccxt end to end: real ccxt exchanges, a real daemon process, and per venue a local
+server that checks each signature with the secret (tests/integration/ccxt_venues.py).
+
+Per venue, sync and async_support: ccxt's own create_order and fetch_balance are accepted by the
+verifying server; ccxt's withdraw is refused by the daemon's default allow-list and surfaces as
+ccxt's PermissionDenied; the engine's exchange object holds no secret anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import ccxt.async_support
+import pytest
+from ccxt.async_support.base.exchange import Exchange as AsyncExchange
+
+import vaultd_client.ccxt
+from vaultd_client import AsyncClient, Client
+
+from ..daemon_process import DaemonProcess
+from . import ccxt_venues as v
+
+SECRETS = (v.HMAC_SECRET, v.KRAKEN_SECRET, v.COINBASE_PEM.splitlines()[1])
+
+
+@dataclass(frozen=True)
+class Case:
+    exchange_id: str
+    credential: dict[str, str]
+    verify: v.Verifier
+    market_id: str
+    answers: dict[str, Any]
+    withdraw_params: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    market_info: dict[str, Any] = field(default_factory=dict)
+
+
+CASES = {
+    "binance": Case(
+        "binance",
+        {"scheme": "binance-hmac", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
+        v.binance_ok,
+        "BTCUSDT",
+        {
+            "/api/v3/order": {
+                "symbol": "BTCUSDT", "orderId": 11, "clientOrderId": "c1", "transactTime": 1, "price": "30000",
+                "origQty": "0.01", "executedQty": "0", "status": "NEW", "type": "LIMIT", "side": "BUY",
+            },
+            "/api/v3/account": {"balances": [{"asset": "BTC", "free": "1.5", "locked": "0"}]},
+        },
+        market_info={"orderTypes": ["LIMIT", "MARKET"]},
+    ),
+    "kraken": Case(
+        "kraken",
+        {"scheme": "kraken", "api_key": v.API_KEY, "secret": v.KRAKEN_SECRET},
+        v.kraken_ok,
+        "XXBTZUSD",
+        {
+            "/0/private/AddOrder": {
+                "error": [], "result": {"descr": {"order": "buy 0.01 XBTUSD @ limit 30000"}, "txid": ["OQCLML-1"]}
+            },
+            "/0/private/BalanceEx": {"error": [], "result": {"XXBT": {"balance": "1.5", "hold_trade": "0"}}},
+        },
+        withdraw_params={"key": "fake-withdrawal-key"},
+    ),
+    "okx": Case(
+        "okx",
+        {"scheme": "okx", "api_key": v.API_KEY, "secret": v.HMAC_SECRET, "passphrase": v.OKX_PASSPHRASE},
+        v.okx_ok,
+        "BTC-USDT",
+        {
+            "/api/v5/trade/batch-orders": {"code": "0", "data": [{"ordId": "11", "clOrdId": "c1", "sCode": "0"}]},
+            "/api/v5/trade/order": {"code": "0", "data": [{"ordId": "11", "clOrdId": "c1", "sCode": "0"}]},
+            "/api/v5/account/balance": {
+                "code": "0",
+                "data": [{"uTime": "1", "details": [{"ccy": "BTC", "availBal": "1.5", "eq": "1.5", "cashBal": "1.5"}]}],
+            },
+        },
+    ),
+    "bybit": Case(
+        "bybit",
+        {"scheme": "bybit", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
+        v.bybit_ok,
+        "BTCUSDT",
+        {
+            "/v5/order/create": {"retCode": 0, "retMsg": "OK", "result": {"orderId": "11", "orderLinkId": "c1"}},
+            "/v5/account/wallet-balance": {
+                "retCode": 0,
+                "retMsg": "OK",
+                "result": {
+                    "list": [
+                        {
+                            "accountType": "UNIFIED",
+                            "coin": [{"coin": "BTC", "walletBalance": "1.5", "equity": "1.5", "locked": "0"}],
+                        }
+                    ]
+                },
+            },
+        },
+        options={"enableUnifiedMargin": False, "enableUnifiedAccount": True},
+    ),
+    "deribit": Case(
+        "deribit",
+        {"scheme": "deribit", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
+        v.deribit_ok,
+        "BTC-PERPETUAL",
+        {
+            "/api/v2/private/buy": {
+                "jsonrpc": "2.0",
+                "result": {
+                    "order": {
+                        "order_id": "11", "instrument_name": "BTC-PERPETUAL", "order_state": "open", "amount": 0.01,
+                        "price": 30000, "direction": "buy", "order_type": "limit", "creation_timestamp": 1,
+                        "last_update_timestamp": 1, "filled_amount": 0,
+                    },
+                    "trades": [],
+                },
+            },
+            "/api/v2/private/get_account_summaries": {
+                "jsonrpc": "2.0",
+                "result": {"summaries": [{"currency": "BTC", "balance": 1.5, "available_funds": 1.5, "equity": 1.5}]},
+            },
+        },
+    ),
+    "coinbase": Case(
+        "coinbase",
+        {"scheme": "coinbase", "api_key": v.COINBASE_KEY_NAME, "private_key": v.COINBASE_PEM},
+        v.coinbase_ok,
+        "BTC-USDT",
+        {
+            "/api/v3/brokerage/orders": {
+                "success": True,
+                "success_response": {"order_id": "11", "product_id": "BTC-USDT", "client_order_id": "c1"},
+            },
+            "/v2/accounts": {
+                "data": [
+                    {
+                        "id": "acc1", "currency": {"code": "BTC"}, "type": "wallet",
+                        "balance": {"amount": "1.5", "currency": "BTC"},
+                    }
+                ],
+                "pagination": {"next_uri": None},
+            },
+            "/api/v3/brokerage/accounts": {
+                "accounts": [
+                    {
+                        "uuid": "acc1", "currency": "BTC", "type": "ACCOUNT_TYPE_CRYPTO", "name": "BTC Wallet",
+                        "available_balance": {"value": "1.5", "currency": "BTC"},
+                        "hold": {"value": "0", "currency": "BTC"},
+                    }
+                ],
+                "has_next": False,
+            },
+        },
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vaultd() -> Iterator[DaemonProcess]:
+    """One daemon with a credential per venue, named after the venue."""
+    root = Path(tempfile.mkdtemp(prefix="vd-", dir="/tmp"))
+    daemon = DaemonProcess(root)
+    try:
+        daemon.start()
+        daemon.ctl("init", "--kdf-profile", "min", *daemon.pw())
+        daemon.ctl("unlock", *daemon.pw())
+        for name, case in CASES.items():
+            daemon.ctl("add", name, "--kind", "sign", *daemon.pw(), stdin=json.dumps(case.credential))
+        daemon.secrets -= {"coinbase", "binance-hmac", v.API_KEY, v.COINBASE_KEY_NAME}  # names, not secrets
+        yield daemon
+        assert daemon.stop() == 0, daemon.log
+        assert daemon.leaked() == [], "a secret reached the daemon's log or audit log"
+    finally:
+        if daemon.proc is not None:
+            daemon.stop(signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _prepare(exchange: Any, case: Case, server: v.VenueServer) -> None:
+    v.point_at(exchange, server.url)
+    market = {
+        "id": case.market_id, "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "baseId": "BTC",
+        "quoteId": "USDT", "type": "spot", "spot": True, "active": True, "info": case.market_info,
+        "margin": False, "swap": False, "future": False, "option": False, "contract": False, "linear": None,
+        "inverse": None, "contractSize": None, "settle": None, "settleId": None,
+        "precision": {"amount": 0.0001, "price": 0.01}, "limits": {"amount": {"min": 0.0001}},
+    }  # fmt: skip
+    currency = {"id": "BTC", "code": "BTC", "precision": 1e-8, "networks": {}, "info": {}}
+    exchange.set_markets([market], {"BTC": currency})
+
+
+def _holds_no_secret(exchange: Any) -> None:
+    """The engine's exchange object: no secret, password or private key, nor their bytes anywhere
+    in what it keeps (the last request included)."""
+    assert not exchange.secret and not exchange.password and not exchange.privateKey
+    kept = repr(vars(exchange))
+    request = repr((exchange.last_request_url, exchange.last_request_headers, exchange.last_request_body))
+    for secret in SECRETS:
+        assert secret not in kept and secret not in request
+
+
+ADDRESS = "bc1qfakeaddress00000000000000000000000000"
+
+
+@pytest.mark.parametrize("venue", sorted(CASES))
+def test_sync_exchange_orders_and_balances_pass_the_venues_check_and_withdrawals_are_refused(
+    vaultd: DaemonProcess, venue: str
+) -> None:
+    case = CASES[venue]
+    with v.serve(v.VenueServer(case.verify, case.answers)) as server, Client(vaultd.socket_path) as client:
+        exchange = vaultd_client.ccxt.exchange(venue, venue, {"options": case.options}, client=client)
+        assert isinstance(exchange, getattr(ccxt, venue)) and not isinstance(exchange, AsyncExchange)
+        _prepare(exchange, case, server)
+        order = exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000)
+        assert order["id"] == "11" or order["id"] == "OQCLML-1"
+        balance = exchange.fetch_balance()
+        assert balance["info"]
+        with pytest.raises(ccxt.PermissionDenied, match="moves money out"):
+            exchange.withdraw("BTC", 0.1, ADDRESS, params=case.withdraw_params)
+    assert server.rejected == [] and len(server.verified) >= 2
+    assert not any("withdraw" in seen.path.lower() or "transactions" in seen.path for seen in server.verified)
+    _holds_no_secret(exchange)
+
+
+@pytest.mark.parametrize("venue", sorted(CASES))
+def test_async_exchange_orders_and_balances_pass_the_venues_check_and_withdrawals_are_refused(
+    vaultd: DaemonProcess, venue: str
+) -> None:
+    case = CASES[venue]
+
+    async def main(server: v.VenueServer) -> Any:
+        async with AsyncClient(vaultd.socket_path) as client:
+            exchange = vaultd_client.ccxt.exchange(venue, venue, {"options": case.options}, client=client)
+            try:
+                assert isinstance(exchange, getattr(ccxt.async_support, venue))
+                _prepare(exchange, case, server)
+                order = await exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000)
+                assert order["id"] in ("11", "OQCLML-1")
+                assert (await exchange.fetch_balance())["info"]
+                with pytest.raises(ccxt.PermissionDenied, match="moves money out"):
+                    await exchange.withdraw("BTC", 0.1, ADDRESS, params=case.withdraw_params)
+            finally:
+                await exchange.close()
+            return exchange
+
+    with v.serve(v.VenueServer(case.verify, case.answers)) as server:
+        exchange = asyncio.run(main(server))
+    assert server.rejected == [] and len(server.verified) >= 2
+    _holds_no_secret(exchange)
