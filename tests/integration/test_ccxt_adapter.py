@@ -9,10 +9,13 @@ ccxt's PermissionDenied; the engine's exchange object holds no secret anywhere.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ import ccxt
 import ccxt.async_support
 import pytest
 from ccxt.async_support.base.exchange import Exchange as AsyncExchange
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import vaultd_client.ccxt
 from vaultd_client import AsyncClient, Client
@@ -257,3 +262,109 @@ def test_async_exchange_orders_and_balances_pass_the_venues_check_and_withdrawal
         exchange = asyncio.run(main(server))
     assert server.rejected == [] and len(server.verified) >= 2
     _holds_no_secret(exchange)
+
+
+def _in_process_config(case: Case, secret_ok: bool) -> dict[str, Any]:
+    """ccxt's usual config with the secret in the process: only to show what the servers check."""
+    wrong = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    secret = case.credential.get("secret") or case.credential["private_key"]
+    if not secret_ok:
+        secret = wrong.decode() if "private_key" in case.credential else base64.b64encode(b"wrong" * 12).decode()
+    config: dict[str, Any] = {"apiKey": case.credential["api_key"], "secret": secret, "options": case.options}
+    if "passphrase" in case.credential:
+        config["password"] = case.credential["passphrase"]
+    return config
+
+
+@pytest.mark.parametrize("venue", sorted(CASES))
+def test_the_verifying_servers_accept_ccxts_own_signature_and_refuse_a_wrong_secret(venue: str) -> None:
+    """The control: each server agrees with ccxt's in-process signing (the two were written apart)
+    and really checks (a wrong secret is refused), so the adapter's passes above mean something."""
+    case = CASES[venue]
+    with v.serve(v.VenueServer(case.verify, case.answers)) as server:
+        # ccxt's own Coinbase JWT has the legacy iss "coinbase-cloud", and a uri made by removing
+        # "https://" (over this plain-http server it keeps "http://"): the server checks CDP's docs.
+        if venue != "coinbase":
+            right = getattr(ccxt, venue)(_in_process_config(case, secret_ok=True))
+            _prepare(right, case, server)
+            assert right.fetch_balance()["info"]
+            assert server.rejected == [] and server.verified
+        wrong = getattr(ccxt, venue)(_in_process_config(case, secret_ok=False))
+        _prepare(wrong, case, server)
+        with pytest.raises(ccxt.BaseError):
+            wrong.fetch_balance()
+        assert server.rejected
+
+
+def test_an_unknown_credential_is_ccxts_authentication_error_naming_it(vaultd: DaemonProcess) -> None:
+    with Client(vaultd.socket_path) as client:
+        exchange = vaultd_client.ccxt.exchange("binance", "no-such-credential", client=client)
+        with pytest.raises(ccxt.AuthenticationError, match="no-such-credential"):
+            exchange.fetch_balance()
+
+
+def _binance_daemon(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ctl("init", "--kdf-profile", "min", *daemon.pw())
+    daemon.ctl("unlock", *daemon.pw())
+    daemon.ctl("add", "binance", "--kind", "sign", *daemon.pw(), stdin=json.dumps(CASES["binance"].credential))
+
+
+def _freeze_then_kill(daemon: DaemonProcess) -> None:
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGSTOP)  # the next call waits on a daemon that answers nothing
+
+
+def test_a_daemon_killed_during_a_sync_call_is_ccxts_exchange_not_available_at_once(daemon: DaemonProcess) -> None:
+    _binance_daemon(daemon)
+    case = CASES["binance"]
+    caught: list[BaseException] = []
+    with v.serve(v.VenueServer(case.verify, case.answers)) as server, Client(daemon.socket_path) as client:
+        exchange = vaultd_client.ccxt.exchange("binance", "binance", client=client)
+        _prepare(exchange, case, server)
+        exchange.fetch_balance()  # connected, and signing
+
+        def call() -> None:
+            try:
+                exchange.fetch_balance()
+            except BaseException as exc:
+                caught.append(exc)
+
+        _freeze_then_kill(daemon)
+        thread = threading.Thread(target=call)
+        started = time.monotonic()
+        thread.start()
+        thread.join(0.3)  # the call is waiting for the frozen daemon's answer (or has not sent yet)
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - started < 5
+    assert len(caught) == 1 and isinstance(caught[0], ccxt.ExchangeNotAvailable), caught
+    assert "vaultd did not sign" in str(caught[0]) and len(server.verified) == 1
+
+
+def test_a_daemon_killed_during_an_async_call_is_ccxts_exchange_not_available_at_once(daemon: DaemonProcess) -> None:
+    _binance_daemon(daemon)
+    case = CASES["binance"]
+
+    async def main(server: v.VenueServer) -> BaseException | None:
+        async with AsyncClient(daemon.socket_path) as client:
+            exchange = vaultd_client.ccxt.exchange("binance", "binance", client=client)
+            try:
+                _prepare(exchange, case, server)
+                await exchange.fetch_balance()
+                _freeze_then_kill(daemon)
+                task = asyncio.ensure_future(exchange.fetch_balance())
+                await asyncio.wait([task], timeout=0.3)  # waiting on the frozen daemon
+                assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+                done, _ = await asyncio.wait([task], timeout=5)
+                assert done, "the call hung after the daemon died"
+                return task.exception()
+            finally:
+                await exchange.close()
+
+    with v.serve(v.VenueServer(case.verify, case.answers)) as server:
+        error = asyncio.run(main(server))
+    assert isinstance(error, ccxt.ExchangeNotAvailable) and "vaultd did not sign" in str(error), error
+    assert len(server.verified) == 1
