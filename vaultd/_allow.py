@@ -37,6 +37,21 @@ MONEY_MOVING: tuple[str, ...] = (
     "/api/v2/private/withdraw", "/api/v2/private/submit_transfer_*",
     # Coinbase
     "/v2/accounts/*/transactions", "/v2/accounts/*/withdrawals*", "/api/v3/brokerage/portfolios/move_funds",
+    # KuCoin (spot and futures hosts): withdrawals; inner, universal, sub-account and futures transfers
+    "/api/v*/withdrawals*", "/api/v*/accounts/*transfer*", "/api/v*/transfer-out", "/api/v*/transfer-in",
+    "/api/ua/v*/account/transfer", "/api/v*/broker/nd/transfer",
+    # Bitget (v2, and the v1 spot wallet): withdrawals, transfers, sub-account transfers
+    "/api/v2/spot/wallet/withdrawal*", "/api/v2/spot/wallet/*transfer*", "/api/v2/spot/wallet/cancel-withdrawal",
+    "/api/spot/v1/wallet/withdrawal*", "/api/spot/v1/wallet/*transfer*",
+    # Bitget (v3 unified account, copy trading, stocks, brokers)
+    "/api/v3/account/*transfer", "/api/v3/account/withdrawal", "/api/v3/copy/futures/transfer",
+    "/api/v3/stockplus/asset/transfer", "/api/v3/broker/sub-withdrawal", "/api/v2/broker/account/subaccount-withdrawal",
+    "/api/broker/v1/account/sub*-withdrawal", "/api/broker/v1/account/subaccount-transfer",
+    # Gate: withdrawals (and UID push), wallet transfers, sub-account transfers
+    "/api/v4/withdrawals*", "/api/v4/wallet/transfers", "/api/v4/wallet/sub_account_*transfer*",
+    "/api/v4/wallet/sub_account_to_sub_account",
+    # Kraken Futures: transfers and withdrawals to Spot, with and without the /derivatives prefix it does not sign
+    "/derivatives/api/v3/transfer*", "/derivatives/api/v3/withdrawal*", "/api/v3/transfer*", "/api/v3/withdrawal*",
 )  # fmt: skip
 #: One regex for the whole list, matched without regard to case: checked on every signature.
 _MONEY_MOVING_RE = re.compile("|".join(fnmatch.translate(p) for p in MONEY_MOVING), re.IGNORECASE)

@@ -69,7 +69,7 @@ def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[]
         RpcError: as :func:`sign_request`.
     """
     provider = credential.provider
-    if isinstance(provider, SignProvider) and (provider.scheme == "kraken" or provider.backend is not None):
+    if isinstance(provider, SignProvider) and (provider.owns_nonce or provider.backend is not None):
         return None  # a nonce that may need a vault write, or a round trip: the slow path, once
     prepared = _prepare(credential, request, clock)
     return _finish(prepared, prepared.proposed)
@@ -98,7 +98,7 @@ async def sign_request(
     if backend is not None and transit is None:
         raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, f"no upstream named {backend.upstream!r}: nothing signed")
     nonce = prepared.proposed
-    if prepared.provider.scheme == "kraken":
+    if prepared.provider.owns_nonce:  # Kraken Spot and Futures
         now_ms = int(clock() * 1000)
         nonce = await _kraken_nonce(prepared.provider, prepared.proposed, now_ms, nonce_lock, persist)
     if transit is not None and backend is not None:

@@ -608,6 +608,12 @@ def test_registry_names_and_key_kinds() -> None:
         "bybit": "hmac",
         "deribit": "hmac",
         "coinbase": "jwt-key",
+        "kucoin": "hmac",
+        "bitget": "hmac",
+        "gate": "hmac",
+        "kraken-futures": "hmac",
+        "okx-ws-login": "hmac",
+        "bybit-ws-auth": "hmac",
     }
     assert all(scheme.name == name for name, scheme in SCHEMES.items())
     encodings = {name: getattr(scheme, "secret_encoding", None) for name, scheme in SCHEMES.items()}

@@ -79,6 +79,47 @@ SCHEMES: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
         "api.coinbase.com",
         ("/v2/accounts/abc/transactions", "/v2/accounts/abc/withdrawals", "/api/v3/brokerage/portfolios/move_funds"),
     ),
+    "kucoin": (
+        {"api_key": "k", "secret": "s", "passphrase": "p"},
+        "api.kucoin.com",
+        ("/api/v1/withdrawals", "/api/v3/withdrawals", "/api/v2/accounts/inner-transfer",
+         "/api/v3/accounts/universal-transfer", "/api/v2/accounts/sub-transfer", "/api/v3/transfer-out",
+         "/api/v1/transfer-in", "/api/ua/v1/account/transfer", "/api/v1/broker/nd/transfer"),
+    ),
+    "bitget": (
+        {"api_key": "k", "secret": "s", "passphrase": "p"},
+        "api.bitget.com",
+        ("/api/v2/spot/wallet/withdrawal", "/api/v2/spot/wallet/transfer", "/api/v2/spot/wallet/subaccount-transfer",
+         "/api/v2/spot/wallet/cancel-withdrawal", "/api/spot/v1/wallet/withdrawal-v2",
+         "/api/spot/v1/wallet/transfer-v2", "/api/spot/v1/wallet/subTransfer", "/api/v3/account/transfer",
+         "/api/v3/account/sub-transfer", "/api/v3/account/withdrawal", "/api/v3/copy/futures/transfer",
+         "/api/v3/stockplus/asset/transfer", "/api/v3/broker/sub-withdrawal",
+         "/api/v2/broker/account/subaccount-withdrawal", "/api/broker/v1/account/subaccount-withdrawal",
+         "/api/broker/v1/account/sub-withdrawal", "/api/broker/v1/account/subaccount-transfer"),
+    ),
+    "gate": (
+        {"api_key": "k", "secret": "s"},
+        "api.gateio.ws",
+        ("/api/v4/withdrawals", "/api/v4/withdrawals/push", "/api/v4/wallet/transfers",
+         "/api/v4/wallet/sub_account_transfers", "/api/v4/wallet/sub_account_to_sub_account"),
+    ),
+    "kraken-futures": (
+        {"api_key": "k", "secret": HMAC_SECRET},
+        "futures.kraken.com",
+        ("/derivatives/api/v3/transfer", "/derivatives/api/v3/transfer/subaccount", "/derivatives/api/v3/withdrawal",
+         "/api/v3/transfer", "/api/v3/withdrawal"),
+    ),
+    "okx-ws-login": (
+        {"api_key": "k", "secret": "s", "passphrase": "p"},
+        "ws.okx.com:8443",
+        ("/api/v5/asset/withdrawal", "/api/v5/asset/transfer", "/api/v5/asset/subaccount/transfer",
+         "/api/v5/fiat/create-withdrawal"),
+    ),
+    "bybit-ws-auth": (
+        {"api_key": "k", "secret": "s"},
+        "stream.bybit.com",
+        ("/v5/asset/withdraw/create", "/v5/asset/transfer/inter-transfer"),
+    ),
 }  # fmt: skip
 
 

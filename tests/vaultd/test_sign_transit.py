@@ -173,6 +173,12 @@ PRIMITIVES = {
     "bybit": ("hmac", "sha2-256"),
     "deribit": ("hmac", "sha2-256"),
     "coinbase": ("sign", "es256"),
+    "kucoin": ("hmac", "sha2-256"),
+    "bitget": ("hmac", "sha2-256"),
+    "gate": ("hmac", "sha2-512"),
+    "kraken-futures": ("hmac", "sha2-512"),
+    "okx-ws-login": ("hmac", "sha2-256"),
+    "bybit-ws-auth": ("hmac", "sha2-256"),
 }
 KEY_FIELDS = ("secret", "private_key", "secret_encoding")
 

@@ -39,7 +39,7 @@ __all__ = ["SignProvider", "Transit", "TransitBackend"]
 
 _FIELDS = {
     "scheme", "api_key", "secret", "secret_encoding", "private_key", "passphrase", "allow", "recv_window",
-    "last_nonce", "backend",
+    "last_nonce", "backend", "key_version",
 }  # fmt: skip
 _BACKEND_FIELDS = frozenset({"upstream", "transit_key"})
 #: An upstream's name, as the daemon's upstreams are named.
@@ -54,6 +54,14 @@ _MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
 #: Schemes whose signature covers the parameters but not the path (the exchange's design).
 _PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit"})
+#: Schemes that sign a WebSocket login: what the session then does is beyond the allow-list.
+_SESSION_LOGIN = frozenset({"okx-ws-login", "bybit-ws-auth"})
+#: Schemes whose API key comes with a passphrase the venue checks: ``credential.put`` requires it.
+_PASSPHRASE = frozenset({"okx", "okx-ws-login", "kucoin", "bitget"})
+#: Schemes whose nonce the daemon owns: strictly increasing, its high-water mark in the vault.
+_DAEMON_NONCE = frozenset({"kraken", "kraken-futures"})
+#: KuCoin API key versions it signs for (version 1, the raw passphrase on the wire, is refused).
+_KUCOIN_KEY_VERSIONS = (2, 3)
 
 
 class Transit(Protocol):
@@ -125,6 +133,7 @@ class SignProvider:
         recv_window: int | None,
         last_nonce: int,
         backend: TransitBackend | None = None,
+        key_version: int | None = None,
     ) -> None:
         self.scheme = scheme
         self.api_key = api_key
@@ -139,6 +148,8 @@ class SignProvider:
         self.reserved_nonce = last_nonce
         #: Where the key lives when vaultd does not hold it (OpenBao transit); None: it is here.
         self.backend = backend
+        #: KuCoin: the API key's version (2 or 3); None: the scheme's default, 2.
+        self.key_version = key_version
         self._wiped = False
         self._keys = self._build_keys()
 
@@ -175,7 +186,7 @@ class SignProvider:
             private_key = _key_text(config)
             if config.get("secret") is not None:
                 raise ConfigError(f"scheme {scheme!r} signs with a 'private_key' (PEM), not a 'secret'")
-        passphrase = secret_field(config, "passphrase", required=scheme == "okx")
+        passphrase = secret_field(config, "passphrase", required=scheme in _PASSPHRASE)
         last_nonce = config.get("last_nonce", 0)
         if isinstance(last_nonce, bool) or not isinstance(last_nonce, int) or not 0 <= last_nonce <= _MAX_NONCE:
             raise ConfigError(f"'last_nonce' must be a whole number from 0 to {_MAX_NONCE}")
@@ -192,6 +203,7 @@ class SignProvider:
             else int(opt_number(config, "recv_window", 5000, low=1, high=60_000)),
             last_nonce=last_nonce,
             backend=backend,
+            key_version=_key_version(config, scheme),
         )
 
     @classmethod
@@ -218,6 +230,8 @@ class SignProvider:
             "recv_window": self.recv_window,
             "last_nonce": self.reserved_nonce,
         }
+        if self.key_version is not None:
+            record["key_version"] = self.key_version
         if self.backend is None:
             record["secret_encoding"] = self.secret_encoding
         else:
@@ -234,7 +248,7 @@ class SignProvider:
             "api_key": self.api_key[:6] + "..." if len(self.api_key) > 6 else "...",
             "allow": self.allow.to_config(),
             "recv_window": self.recv_window,
-            "last_nonce": self.last_nonce if self.scheme == "kraken" else None,
+            "last_nonce": self.last_nonce if self.owns_nonce else None,
             "backend": None if self.backend is None else {**self.backend.to_config(), "round_trip": True},
         }
 
@@ -249,6 +263,12 @@ class SignProvider:
             found.append(
                 "a Deribit signature can also be used to log in (public/auth client_signature): restrict the "
                 "key's scope on Deribit, or use an oauth2 credential with the deribit dialect instead"
+            )
+        if self.scheme in _SESSION_LOGIN:
+            found.append(
+                f"a {self.scheme} signature logs a WebSocket session in: what the engine then does over it "
+                "(orders, where the venue takes them over WebSocket) is not checked by the allow-list; limit the "
+                "key's permissions on the exchange"
             )
         if self.backend is not None:
             found.append(
@@ -271,6 +291,11 @@ class SignProvider:
         return f"SignProvider(scheme={self.scheme!r})"
 
     # -- signing ---------------------------------------------------------------------------------
+
+    @property
+    def owns_nonce(self) -> bool:
+        """Whether the daemon decides this credential's nonces (Kraken Spot and Futures)."""
+        return self.scheme in _DAEMON_NONCE
 
     def take_nonce(self, proposed: int | None, now_ms: int) -> int:
         """The next nonce: ``proposed`` if above the last, else max(last + 1, now in ms).
@@ -304,11 +329,13 @@ class SignProvider:
 
     def carry_nonce_from(self, older: SignProvider) -> None:
         """A replaced credential keeps its nonces above everything the old one handed out."""
-        if older.scheme == "kraken" and self.scheme == "kraken":
+        if older.scheme == self.scheme and self.owns_nonce:
             self.last_nonce = self.reserved_nonce = max(self.last_nonce, older.reserved_nonce, older.last_nonce)
 
     def options(self) -> dict[str, str]:
         """Scheme knobs the operator set on the credential (an engine's own take precedence)."""
+        if self.key_version is not None:
+            return {"key_version": str(self.key_version)}
         if self.recv_window is None:
             return {}
         if self.scheme.startswith("binance"):
@@ -355,6 +382,18 @@ def _backend(config: Mapping[str, Any], scheme: str) -> TransitBackend:
     if getattr(SCHEMES[scheme], "remote_primitive", None) is None:
         raise ConfigError(f"scheme {scheme!r} cannot sign through OpenBao transit: give its key instead of 'backend'")
     return TransitBackend.from_config(config["backend"])
+
+
+def _key_version(config: Mapping[str, Any], scheme: str) -> int | None:
+    """Raises: ConfigError: ``key_version`` for another scheme than kucoin, or not 2 or 3."""
+    value = config.get("key_version")
+    if value is None:
+        return None
+    if scheme != "kucoin":
+        raise ConfigError(f"'key_version' is for the kucoin scheme only, not {scheme!r}")
+    if isinstance(value, bool) or value not in _KUCOIN_KEY_VERSIONS:
+        raise ConfigError("'key_version' must be 2 or 3: KuCoin's API key version (version 1 keys are not supported)")
+    return int(value)
 
 
 def _key_text(config: Mapping[str, Any]) -> Secret:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from ._base import Keys, Scheme, Signed, SignError, SignRequest, decode_secret, encode_query
 from .binance import BinanceEd25519, BinanceHmac, BinanceWsLogon
+from .bitget import Bitget
 from .bybit import Bybit
+from .bybit_ws import BybitWsAuth
 from .coinbase import Coinbase
 from .deribit import Deribit
+from .gate import Gate
 from .kraken import Kraken
+from .kraken_futures import KrakenFutures
+from .kucoin import Kucoin
 from .okx import Okx
+from .okx_ws import OkxWsLogin
 
 __all__ = [
     "SCHEMES",
@@ -30,5 +36,11 @@ _ALL: tuple[Scheme, ...] = (
     Bybit(),
     Deribit(),
     Coinbase(),
+    Kucoin(),
+    Bitget(),
+    Gate(),
+    KrakenFutures(),
+    OkxWsLogin(),
+    BybitWsAuth(),
 )
 SCHEMES: dict[str, Scheme] = {scheme.name: scheme for scheme in _ALL}

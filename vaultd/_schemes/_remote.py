@@ -1,13 +1,13 @@
 """A scheme run against a key held elsewhere (OpenBao transit), in two pure passes.
 
-Every scheme makes exactly one primitive call per request (:attr:`Scheme.remote_primitive`), on
-bytes that depend on the request alone, never on the primitive's answer. So the caller runs the
-scheme once with a :class:`Recorder` as :attr:`Keys.remote`, which notes the bytes to sign and
-answers a placeholder of the right size; has the key's holder compute those primitives (the one
-step with I/O, outside this package); then runs the scheme again with a :class:`Replayer`, which
-answers each call with the holder's result after checking that the bytes are the same. The
-first pass also does every check the scheme makes: a request the scheme refuses never costs a
-round trip.
+Every scheme makes one primitive call per request (:attr:`Scheme.remote_primitive`; KuCoin
+two, its ``remote_calls``), on bytes that depend on the request alone, never on the primitive's
+answer. So the caller runs the scheme once with a :class:`Recorder` as :attr:`Keys.remote`,
+which notes the bytes to sign and answers a placeholder of the right size; has the key's holder
+compute those primitives (the one step with I/O, outside this package); then runs the scheme
+again with a :class:`Replayer`, which answers each call with the holder's result after checking
+that the bytes are the same. The first pass also does every check the scheme makes: a request
+the scheme refuses never costs a round trip.
 """
 
 from __future__ import annotations
@@ -86,15 +86,17 @@ class Replayer:
 
 
 def record(scheme: Scheme, request: SignRequest, keys: Keys) -> list[Call]:
-    """The primitive calls ``scheme`` makes to sign ``request`` (exactly one, of its kind).
+    """The primitive calls ``scheme`` makes to sign ``request``: one of its kind (``remote_calls`` if set).
 
     Raises:
         SignError: the scheme refuses the request (nothing to ask the key's holder).
     """
     recorder = Recorder()
     scheme.sign(request, replace(keys, remote=recorder))
-    if [call.primitive for call in recorder.calls] != [scheme.remote_primitive]:
-        raise RuntimeError(f"{scheme.name}: asked for {recorder.calls!r}, not one {scheme.remote_primitive}")
+    expected = [scheme.remote_primitive] * getattr(scheme, "remote_calls", 1)
+    if [call.primitive for call in recorder.calls] != expected:
+        wanted = f"{len(expected)} {scheme.remote_primitive}"
+        raise RuntimeError(f"{scheme.name}: asked for {recorder.calls!r}, not {wanted}")
     return recorder.calls
 
 
