@@ -13,8 +13,8 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 API_KEY = "fake-api-key-1"
@@ -229,3 +229,95 @@ def point_at(exchange: Any, base: str) -> None:
 
     exchange.urls["api"] = swap(exchange.urls["api"])
     exchange.hostname = base.removeprefix("http://")
+
+
+# -- WebSocket logins (ccxt.pro) -------------------------------------------------------------
+
+BINANCE_ED25519 = ed25519.Ed25519PrivateKey.generate()
+BINANCE_ED25519_PEM = BINANCE_ED25519.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+
+
+def binance_ws_login_ok(message: dict[str, Any]) -> bool:
+    """Binance WebSocket API, "Request security" / "SIGNED request example (Ed25519)": the params
+    but ``signature``, sorted by name, ``name=value`` joined by ``&``, Ed25519-signed, base64."""
+    params = dict(message.get("params") or {})
+    signature = params.pop("signature", "")
+    payload = "&".join(f"{name}={value}" for name, value in sorted(params.items())).encode()
+    try:
+        BINANCE_ED25519.public_key().verify(base64.b64decode(signature), payload)
+    except Exception:
+        return False
+    return params.get("apiKey") == API_KEY and isinstance(params.get("timestamp"), int)
+
+
+def okx_ws_login_ok(message: dict[str, Any]) -> bool:
+    """OKX v5 "WebSocket" / "Login": sign = base64(HMAC-SHA256(secret, timestamp (seconds) + "GET"
+    + "/users/self/verify")), with apiKey and passphrase beside it."""
+    args = (message.get("args") or [{}])[0]
+    prehash = f"{args.get('timestamp')}GET/users/self/verify".encode()
+    expected = base64.b64encode(hmac.new(HMAC_SECRET.encode(), prehash, hashlib.sha256).digest()).decode()
+    return (
+        message.get("op") == "login"
+        and args.get("apiKey") == API_KEY
+        and args.get("passphrase") == OKX_PASSPHRASE
+        and abs(int(args.get("timestamp", 0)) - datetime.now().timestamp()) < 30
+        and hmac.compare_digest(args.get("sign", ""), expected)
+    )
+
+
+def bybit_ws_auth_ok(message: dict[str, Any]) -> bool:
+    """Bybit V5 "WebSocket Stream" / "Authentication": args [apiKey, expires (ms, in the future),
+    hex HMAC-SHA256(secret, "GET/realtime" + expires)]."""
+    key, expires, signature = (message.get("args") or [None, 0, ""])[:3]
+    expected = hmac.new(HMAC_SECRET.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
+    return (
+        message.get("op") == "auth"
+        and key == API_KEY
+        and int(expires) > datetime.now().timestamp() * 1000
+        and hmac.compare_digest(str(signature), expected)
+    )
+
+
+@dataclass
+class WsVenue:
+    """A WebSocket endpoint: ``reply(message)`` answers each JSON message (None: no answer)."""
+
+    reply: Callable[[dict[str, Any]], dict[str, Any] | None]
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@asynccontextmanager
+async def ws_serve(venue: WsVenue) -> AsyncIterator[WsVenue]:
+    from aiohttp import WSMsgType, web
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                continue
+            if frame.data == "ping":
+                await ws.send_str("pong")
+                continue
+            message = json.loads(frame.data)
+            venue.seen.append(message)
+            answer = venue.reply(message)
+            if answer is not None:
+                await ws.send_str(json.dumps(answer))
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    venue.url = f"ws://127.0.0.1:{port}"
+    try:
+        yield venue
+    finally:
+        await runner.cleanup()
