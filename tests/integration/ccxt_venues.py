@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -122,6 +122,61 @@ def deribit_ok(seen: Seen) -> bool:
         scheme == "deri-hmac-sha256"
         and parts.get("id") == API_KEY
         and hmac.compare_digest(parts.get("sig", ""), expected)
+    )
+
+
+def kucoin_ok(seen: Seen) -> bool:
+    """KuCoin "Authentication": KC-API-SIGN = base64(HMAC-SHA256(secret, timestamp + METHOD +
+    endpoint (path with ?query) + body)); for key version 2, KC-API-PASSPHRASE = base64(HMAC-SHA256(
+    secret, passphrase))."""
+    h = seen.headers
+    prehash = (h.get("KC-API-TIMESTAMP", "") + seen.method + seen.target).encode() + seen.body
+    sign = base64.b64encode(hmac.new(HMAC_SECRET.encode(), prehash, hashlib.sha256).digest()).decode()
+    phrase = base64.b64encode(hmac.new(HMAC_SECRET.encode(), OKX_PASSPHRASE.encode(), hashlib.sha256).digest()).decode()
+    return (
+        h.get("KC-API-KEY") == API_KEY
+        and h.get("KC-API-KEY-VERSION") == "2"
+        and h.get("KC-API-PASSPHRASE") == phrase
+        and hmac.compare_digest(h.get("KC-API-SIGN", ""), sign)
+    )
+
+
+def bitget_ok(seen: Seen) -> bool:
+    """Bitget "Signature": ACCESS-SIGN = base64(HMAC-SHA256(secret, timestamp + METHOD +
+    requestPath + ("?" + queryString if any) + body)), ACCESS-PASSPHRASE beside it."""
+    h = seen.headers
+    query = f"?{unquote(seen.query)}" if seen.query else ""
+    prehash = (h.get("ACCESS-TIMESTAMP", "") + seen.method + seen.path + query).encode() + seen.body
+    sign = base64.b64encode(hmac.new(HMAC_SECRET.encode(), prehash, hashlib.sha256).digest()).decode()
+    return (
+        h.get("ACCESS-KEY") == API_KEY
+        and h.get("ACCESS-PASSPHRASE") == OKX_PASSPHRASE
+        and hmac.compare_digest(h.get("ACCESS-SIGN", ""), sign)
+    )
+
+
+def gate_ok(seen: Seen) -> bool:
+    """Gate v4 "API Signature string generation": SIGN = hex(HMAC-SHA512(secret, METHOD\npath\n
+    query (not URL-encoded)\nhex(SHA512(body))\ntimestamp (seconds)))."""
+    h = seen.headers
+    body_hash = hashlib.sha512(seen.body).hexdigest()
+    text = f"{seen.method}\n{seen.path}\n{unquote(seen.query)}\n{body_hash}\n{h.get('Timestamp', '')}"
+    sign = hmac.new(HMAC_SECRET.encode(), text.encode(), hashlib.sha512).hexdigest()
+    return h.get("KEY") == API_KEY and hmac.compare_digest(h.get("SIGN", ""), sign)
+
+
+def kraken_futures_ok(seen: Seen) -> bool:
+    """Kraken Futures "Authentication": Authent = base64(HMAC-SHA512(base64-decoded secret,
+    SHA256(postData + Nonce + endpointPath))), endpointPath without the /derivatives prefix."""
+    h = seen.headers
+    post_data = seen.query or seen.body.decode()
+    path = seen.path.removeprefix("/derivatives")
+    digest = hashlib.sha256((post_data + h.get("Nonce", "") + path).encode()).digest()
+    authent = base64.b64encode(hmac.new(base64.b64decode(KRAKEN_SECRET), digest, hashlib.sha512).digest()).decode()
+    return (
+        h.get("APIKey") == API_KEY
+        and h.get("Nonce", "0").isdigit()  # optional in Kraken's docs; vaultd always sends one
+        and hmac.compare_digest(h.get("Authent", ""), authent)
     )
 
 

@@ -25,7 +25,9 @@ else the REST one).
 ``userDataStream.subscribe.signature`` / ``session.logon`` with ``binance-ws-logon``), Kraken spot
 (``kraken``; its WebSocket token comes from REST ``GetWebSocketsToken``), OKX (``okx``; the
 WebSocket login with ``okx-ws-login``), Bybit V5 (``bybit``; WebSocket ``bybit-ws-auth``), Deribit
-(``deribit``) and Coinbase Advanced Trade (``coinbase``, a CDP key).
+(``deribit``), Coinbase Advanced Trade (``coinbase``, a CDP key), KuCoin spot and futures
+(``kucoin``; ccxt's broker attribution headers are left out), Bitget v2 (``bitget``), Gate v4
+(``gate``) and Kraken Futures (``kraken-futures``; the daemon's nonce).
 
 **Limits.** A request the daemon refuses surfaces as ccxt's own error: the allow-list (a
 withdrawal, by default) as ``PermissionDenied``, a daemon that is down or went away as

@@ -217,6 +217,68 @@ def _coinbase(request: Mapping[str, Any]) -> Unsigned | None:
     return Unsigned(request["method"], request["url"], body, _without(headers, _COINBASE_AUTH), None)
 
 
+# -- KuCoin (kucoin): the credential's key_version decides the passphrase header --------------
+
+#: With ccxt's broker attribution (KC-API-PARTNER*), signed with ccxt's own partner key: not sent.
+_KUCOIN_AUTH = frozenset(
+    {
+        "KC-API-KEY", "KC-API-SIGN", "KC-API-TIMESTAMP", "KC-API-PASSPHRASE", "KC-API-KEY-VERSION",
+        "KC-API-PARTNER", "KC-API-PARTNER-SIGN", "KC-API-PARTNER-VERIFY",
+    }
+)  # fmt: skip
+
+
+def _kucoin(request: Mapping[str, Any]) -> Unsigned | None:
+    headers = request["headers"]
+    if not headers or headers.get("KC-API-SIGN") != MARK:
+        return None
+    timestamp = int(headers["KC-API-TIMESTAMP"])  # ccxt's, with its time offset
+    return Unsigned(
+        request["method"], request["url"], request["body"] or "", _without(headers, _KUCOIN_AUTH), timestamp
+    )
+
+
+# -- Bitget v2 (bitget) -----------------------------------------------------------------------
+
+_BITGET_AUTH = frozenset({"ACCESS-KEY", "ACCESS-SIGN", "ACCESS-TIMESTAMP", "ACCESS-PASSPHRASE"})
+
+
+def _bitget(request: Mapping[str, Any]) -> Unsigned | None:
+    headers = request["headers"]
+    if not headers or headers.get("ACCESS-SIGN") != MARK:
+        return None
+    timestamp = int(headers["ACCESS-TIMESTAMP"])
+    return Unsigned(
+        request["method"], request["url"], request["body"] or "", _without(headers, _BITGET_AUTH), timestamp
+    )
+
+
+# -- Gate v4 (gate) -----------------------------------------------------------------------------
+
+_GATE_AUTH = frozenset({"KEY", "SIGN", "Timestamp"})
+
+
+def _gate(request: Mapping[str, Any]) -> Unsigned | None:
+    headers = request["headers"]
+    if not headers or headers.get("SIGN") != MARK:
+        return None
+    timestamp = int(headers["Timestamp"]) * 1000  # ccxt's seconds, with its time offset
+    return Unsigned(request["method"], request["url"], request["body"] or "", _without(headers, _GATE_AUTH), timestamp)
+
+
+# -- Kraken Futures (kraken-futures): the daemon owns the nonce --------------------------------
+
+_KRAKEN_FUTURES_AUTH = frozenset({"APIKey", "Authent", "Nonce"})
+
+
+def _kraken_futures(request: Mapping[str, Any]) -> Unsigned | None:
+    headers = request["headers"]
+    if not headers or headers.get("Authent") != MARK:
+        return None
+    body = request["body"] or ""
+    return Unsigned(request["method"], request["url"], body, _without(headers, _KRAKEN_FUTURES_AUTH), None)
+
+
 _BINANCE = Venue(
     "binance-hmac or binance-ed25519", _binance, WsLogin(_binance_ws_matches, _binance_ws_fill, "binance-ws-logon")
 )
@@ -236,4 +298,9 @@ VENUES: dict[str, Venue] = {
     "deribit": Venue("deribit", _deribit),
     "coinbase": _COINBASE,
     "coinbaseadvanced": _COINBASE,
+    "kucoin": Venue("kucoin", _kucoin),
+    "kucoinfutures": Venue("kucoin", _kucoin),
+    "bitget": Venue("bitget", _bitget),
+    "gate": Venue("gate", _gate),
+    "krakenfutures": Venue("kraken-futures", _kraken_futures),
 }
