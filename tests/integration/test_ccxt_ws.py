@@ -197,3 +197,20 @@ def test_kraken_websocket_token_comes_from_rest_signed_by_the_kraken_credential(
         token = _run(main(server))
     assert token == "fake-ws-token"
     assert [seen.path for seen in server.verified] == ["/0/private/GetWebSocketsToken"] and not server.rejected
+
+
+def test_a_websocket_login_no_vaultd_scheme_signs_is_not_supported_and_never_sent(vaultd: DaemonProcess) -> None:
+    """Deribit's WebSocket public/auth (client_signature): ccxt.pro signs it itself, vaultd has no scheme."""
+
+    async def main() -> Any:
+        async with v.ws_serve(v.WsVenue(lambda message: None)) as server, AsyncClient(vaultd.socket_path) as client:
+            exchange = vaultd_client.ccxt.wrap(ccxt.pro.deribit(), "deribit", client=client)
+            exchange.urls["api"]["ws"] = server.url + "/ws/api/v2"
+            try:
+                with pytest.raises(ccxt.NotSupported, match="WebSocket message"):
+                    await exchange.authenticate()
+            finally:
+                await exchange.close()
+            return server.seen
+
+    assert _run(main()) == []

@@ -75,7 +75,9 @@ def exchange(exchange_id: str, credential: str, config: dict[str, Any] | None = 
 
     if exchange_id not in VENUES:
         raise ValueError(f"vaultd_client.ccxt signs for {', '.join(sorted(VENUES))}; not for {exchange_id!r}")
-    asynchronous = client is not None and type(client).__name__ == "AsyncClient"
+    from .._sync import Client  # noqa: PLC0415
+
+    asynchronous = client is not None and not isinstance(client, Client)  # wrap() checks it is an AsyncClient
     module = _ccxt(asynchronous)
     cls = getattr(module, exchange_id, None)
     if cls is None:

@@ -6,6 +6,7 @@ Imported only once ccxt is (``vaultd_client.ccxt`` loads it on first use).
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -200,8 +201,9 @@ class _Signer:
 
     # -- ccxt.pro: the WebSocket login message ------------------------------------------------
 
-    def client_hook(self, ccxt_client: Any, login: WsLogin) -> Any:
-        """ccxt.pro's ``exchange.client(url)``, with each connection's ``send`` signing logins."""
+    def client_hook(self, ccxt_client: Any, login: WsLogin | None) -> Any:
+        """ccxt.pro's ``exchange.client(url)``, with each connection's ``send`` signing logins
+        (and refusing any other message ccxt signed: it would carry the placeholder)."""
 
         def client(url: str) -> Any:
             connection = ccxt_client(url)
@@ -211,14 +213,17 @@ class _Signer:
 
         return client
 
-    def ws_send(self, connection: Any, send: Any, login: WsLogin) -> Any:
+    def ws_send(self, connection: Any, send: Any, login: WsLogin | None) -> Any:
         async def signed_send(message: Any) -> Any:
-            if isinstance(message, dict):
-                try:
-                    if login.matches(message):
-                        message = await self.ws_login(connection.url, message, login)
-                except Unsupported as exc:
-                    raise _unsupported(exc) from None
+            try:
+                if login is not None and isinstance(message, dict) and login.matches(message):
+                    message = await self.ws_login(connection.url, message, login)
+                elif MARK in (message if isinstance(message, str) else json.dumps(message, default=str)):
+                    raise Unsupported(
+                        f"{self.exchange_id}: ccxt signed a WebSocket message the way no vaultd scheme does: not sent"
+                    )
+            except Unsupported as exc:
+                raise _unsupported(exc) from None
             return await send(message)
 
         return signed_send
@@ -273,7 +278,7 @@ def install(exchange: Any, credential: str, client: Any) -> Any:
     if asynchronous:
         exchange.sign = signer.sign_later
         exchange.fetch = signer.fetch
-        if venue.ws_login is not None and hasattr(exchange, "client"):
+        if hasattr(exchange, "client"):
             exchange.client = signer.client_hook(exchange.client, venue.ws_login)
     else:
         exchange.sign = signer.sign
