@@ -52,6 +52,10 @@ MONEY_MOVING: tuple[str, ...] = (
     "/api/v4/wallet/sub_account_to_sub_account",
     # Kraken Futures: transfers and withdrawals to Spot, with and without the /derivatives prefix it does not sign
     "/derivatives/api/v3/transfer*", "/derivatives/api/v3/withdrawal*", "/api/v3/transfer*", "/api/v3/withdrawal*",
+    # Hyperliquid: every action posts to /exchange; the allow-list judges /exchange/<action type>
+    "/exchange/withdraw*", "/exchange/*Send", "/exchange/*Transfer", "/exchange/sendAsset", "/exchange/approve*",
+    "/exchange/tokenDelegate", "/exchange/cDeposit", "/exchange/cWithdraw", "/exchange/convertToMultiSigUser",
+    "/exchange/multiSig",
 )  # fmt: skip
 #: One regex for the whole list, matched without regard to case: checked on every signature.
 _MONEY_MOVING_RE = re.compile("|".join(fnmatch.translate(p) for p in MONEY_MOVING), re.IGNORECASE)

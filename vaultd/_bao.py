@@ -416,13 +416,17 @@ class BaoClient:
         *,
         hash_algorithm: str | None = None,
         marshaling_algorithm: str | None = None,
+        signature_algorithm: str | None = None,
         prehashed: bool = False,
         mount: str = "transit",
     ) -> bytes:
-        """The raw signature of ``data`` (for ``marshaling_algorithm="jws"``, ECDSA's r||s)."""
+        """The raw signature of ``data`` (for ``marshaling_algorithm="jws"``, ECDSA's r||s; for RSA
+        keys, ``signature_algorithm`` "pkcs1v15" or transit's default "pss")."""
         body: dict[str, Any] = {"input": base64.b64encode(data).decode(), "prehashed": prehashed}
         if hash_algorithm is not None:
             body["hash_algorithm"] = hash_algorithm
+        if signature_algorithm is not None:
+            body["signature_algorithm"] = signature_algorithm
         if marshaling_algorithm is not None:
             body["marshaling_algorithm"] = marshaling_algorithm
         what = f"transit signature with key {key}"

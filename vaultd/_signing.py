@@ -28,7 +28,7 @@ from ._credentials import Credential
 from ._errors import RpcError
 from ._providers._http import is_loopback
 from ._providers.sign import SignProvider, Transit, TransitBackend
-from ._schemes import Signed, SignError, SignRequest, encode_query
+from ._schemes import SCHEMES, Signed, SignError, SignRequest, encode_query
 
 __all__ = ["sign_now", "sign_request"]
 
@@ -38,7 +38,7 @@ log = logging.getLogger("vaultd.sign")
 #: would outlive a change of the allow-list.
 _AHEAD_MS, _PAST_MS = 60_000, 300_000
 #: Schemes whose signed string carries a random nonce that the daemon picks.
-_RANDOM_NONCE = frozenset({"deribit", "coinbase"})
+_RANDOM_NONCE = frozenset({"deribit", "coinbase", "coinbase-ws-jwt"})
 
 
 def _invalid(message: str) -> RpcError:
@@ -114,7 +114,7 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     if not method.isalpha():
         raise _invalid("'method' must be an HTTP method such as GET or POST")
     scheme, netloc, path, query = _split_url(str(request["url"]))
-    allowed, why = provider.allow.decide(method, path)
+    allowed, why = provider.allow.decide(method, _judged_path(provider.scheme, path, request))
     if not allowed:
         log.warning("refused to sign for %r: %s", credential.name, why)
         raise RpcError(ErrorCode.FORBIDDEN, f"not signed: {why}")
@@ -140,6 +140,19 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     if provider.scheme == "deribit":
         _check_deribit_body(path, body)
     return _Prepared(provider, method, scheme, netloc, path, tuple(query), body, timestamp or now_ms, proposed, options)
+
+
+def _judged_path(scheme: str, path: str, request: dict[str, Any]) -> str:
+    """The path the allow-list judges: the URL's, or what the scheme's ``judged_path`` makes of the
+    path and body, for a venue whose endpoint is named in the body (Hyperliquid's action type)."""
+    judge = getattr(SCHEMES[scheme], "judged_path", None)
+    if judge is None:
+        return path
+    try:
+        judged: str = judge(path, bytes(request.get("body") or b""))
+    except SignError as exc:
+        raise _invalid(str(exc)) from None
+    return judged
 
 
 def _check_deribit_body(path: str, body: bytes) -> None:
@@ -190,6 +203,7 @@ _KEY_TYPES = {
     "hmac/sha2-512": "an imported hmac key",
     "sign/ed25519": "an ed25519 key",
     "sign/es256": "an ecdsa-p256 key",
+    "sign/rsa-pkcs1v15-sha256": "an rsa-2048, rsa-3072 or rsa-4096 key",
 }
 
 

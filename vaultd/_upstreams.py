@@ -334,6 +334,12 @@ class Upstreams:
                 key,
                 lambda c, t: c.transit_sign(t, key, data, hash_algorithm="sha2-256", marshaling_algorithm="jws"),
             )
+        if algorithm == "rsa-pkcs1v15-sha256":
+            return await self._transit(
+                upstream,
+                key,
+                lambda c, t: c.transit_sign(t, key, data, hash_algorithm="sha2-256", signature_algorithm="pkcs1v15"),
+            )
         return await self._transit(upstream, key, lambda c, t: c.transit_sign(t, key, data))
 
     async def _transit(self, upstream: str, key: str, op: Callable[[BaoClient, Secret], Awaitable[bytes]]) -> bytes:

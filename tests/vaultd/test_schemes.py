@@ -614,6 +614,10 @@ def test_registry_names_and_key_kinds() -> None:
         "kraken-futures": "hmac",
         "okx-ws-login": "hmac",
         "bybit-ws-auth": "hmac",
+        "binance-rsa": "rsa",
+        "bybit-rsa": "rsa",
+        "coinbase-ws-jwt": "jwt-key",
+        "hyperliquid": "secp256k1",
     }
     assert all(scheme.name == name for name, scheme in SCHEMES.items())
     encodings = {name: getattr(scheme, "secret_encoding", None) for name, scheme in SCHEMES.items()}

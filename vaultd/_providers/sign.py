@@ -7,7 +7,7 @@ always holds a reserved high-water mark above every nonce handed out (written ah
 minute of nonces at a time).
 
 With a ``backend`` instead of ``secret``/``private_key``, the key lives in OpenBao's transit
-engine and never in vaultd: each request's one primitive (an HMAC, an Ed25519 or ES256
+engine and never in vaultd: each request's one primitive (an HMAC, an Ed25519, ES256 or RSA
 signature) is computed there, through :class:`Transit`, in two pure passes of the scheme
 (:mod:`vaultd._schemes._remote`): one round trip to OpenBao per signature.
 """
@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 from .._allow import AllowList
 from .._schemes import SCHEMES, Keys, Signed, SignError, SignRequest, decode_secret
+from .._schemes._keys import load_rsa_key, load_secp256k1_key
 from .._schemes._remote import Call, record, replay
 from .._secret import Secret
 from ._base import (
@@ -53,7 +54,6 @@ _MAX_AHEAD_MS = 86_400_000
 _MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
 #: Schemes whose signature covers the parameters but not the path (the exchange's design).
-_PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit"})
 #: Schemes that sign a WebSocket login: what the session then does is beyond the allow-list.
 _SESSION_LOGIN = frozenset({"okx-ws-login", "bybit-ws-auth"})
 #: Schemes whose API key comes with a passphrase the venue checks: ``credential.put`` requires it.
@@ -62,6 +62,7 @@ _PASSPHRASE = frozenset({"okx", "okx-ws-login", "kucoin", "bitget"})
 _DAEMON_NONCE = frozenset({"kraken", "kraken-futures"})
 #: KuCoin API key versions it signs for (version 1, the raw passphrase on the wire, is refused).
 _KUCOIN_KEY_VERSIONS = (2, 3)
+_PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit", "binance-rsa", "bybit-rsa"})
 
 
 class Transit(Protocol):
@@ -78,7 +79,8 @@ class Transit(Protocol):
 
     async def sign(self, upstream: str, key: str, data: bytes, *, algorithm: str) -> bytes:
         """``transit/sign/KEY``: "ed25519" gives the raw 64-byte signature; "es256" the raw
-        ``r || s`` (``hash_algorithm=sha2-256``, ``marshaling_algorithm=jws``)."""
+        ``r || s`` (``hash_algorithm=sha2-256``, ``marshaling_algorithm=jws``); "rsa-pkcs1v15-sha256"
+        the RSA signature (``hash_algorithm=sha2-256``, ``signature_algorithm=pkcs1v15``)."""
         ...
 
 
@@ -340,7 +342,7 @@ class SignProvider:
             return {}
         if self.scheme.startswith("binance"):
             return {"recvWindow": str(self.recv_window)}
-        if self.scheme == "bybit":
+        if self.scheme in ("bybit", "bybit-rsa"):
             return {"recv_window": str(self.recv_window)}
         return {}
 
@@ -412,6 +414,10 @@ def _load_private_key(key_kind: str, text: str) -> Any:
         return load_signing_key("EdDSA", text)
     if key_kind == "ec":
         return load_signing_key("ES256", text)
+    if key_kind == "rsa":  # these two raise SignError, which _build_keys turns into ConfigError
+        return load_rsa_key(text)
+    if key_kind == "secp256k1":
+        return load_secp256k1_key(text)
     try:  # a Coinbase CDP key: ES256 or Ed25519, whichever it is
         return load_signing_key("ES256", text)
     except ConfigError:

@@ -8,13 +8,16 @@ from .bitget import Bitget
 from .bybit import Bybit
 from .bybit_ws import BybitWsAuth
 from .coinbase import Coinbase
+from .coinbase_ws import CoinbaseWsJwt
 from .deribit import Deribit
 from .gate import Gate
+from .hyperliquid import Hyperliquid
 from .kraken import Kraken
 from .kraken_futures import KrakenFutures
 from .kucoin import Kucoin
 from .okx import Okx
 from .okx_ws import OkxWsLogin
+from .rsa_rest import BinanceRsa, BybitRsa
 
 __all__ = [
     "SCHEMES",
@@ -42,5 +45,9 @@ _ALL: tuple[Scheme, ...] = (
     KrakenFutures(),
     OkxWsLogin(),
     BybitWsAuth(),
+    BinanceRsa(),
+    BybitRsa(),
+    CoinbaseWsJwt(),
+    Hyperliquid(),
 )
 SCHEMES: dict[str, Scheme] = {scheme.name: scheme for scheme in _ALL}

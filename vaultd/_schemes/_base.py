@@ -84,7 +84,8 @@ class RemoteKey(Protocol):
         ...
 
     def sign(self, data: bytes, algorithm: str) -> bytes:
-        """The raw signature of ``data``: "ed25519" (64 bytes) or "es256" (JWS ``r || s``, 64 bytes)."""
+        """The raw signature of ``data``: "ed25519" (64 bytes), "es256" (JWS ``r || s``, 64 bytes) or
+        "rsa-pkcs1v15-sha256" (RSASSA-PKCS1-v1_5 over SHA-256, as long as the key's modulus)."""
         ...
 
 
@@ -145,11 +146,16 @@ class SignError(ValueError):
 
 class Scheme(Protocol):
     name: str
-    #: What ``add`` must import: "hmac" (Keys.secret), "ed25519", "ec" or "jwt-key" (Keys.signing_key).
+    #: What ``add`` must import: "hmac" (Keys.secret), "ed25519", "ec", "jwt-key", "rsa" or
+    #: "secp256k1" (Keys.signing_key).
     key_kind: str
-    #: The one primitive it asks of :attr:`Keys.remote` per request, as "hmac/sha2-256",
-    #: "hmac/sha2-512", "sign/ed25519" or "sign/es256"; a scheme without it cannot use a remote key.
-    remote_primitive: str
+
+    @property
+    def remote_primitive(self) -> str | None:
+        """The one primitive it asks of :attr:`Keys.remote` per request, as "hmac/sha2-256",
+        "hmac/sha2-512", "sign/ed25519", "sign/es256" or "sign/rsa-pkcs1v15-sha256"; None: it
+        cannot use a remote key."""
+        ...
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed: ...
 

@@ -17,10 +17,19 @@ from dataclasses import dataclass, replace
 
 from ._base import Keys, Scheme, Signed, SignRequest
 
-__all__ = ["ANSWER_SIZES", "Call", "Recorder", "Replayer", "record", "replay"]
+__all__ = ["ANSWER_SIZES", "ANSWER_SIZES_ALLOWED", "Call", "Recorder", "Replayer", "record", "replay"]
 
 #: The size of each primitive's raw answer, by "operation/algorithm".
-ANSWER_SIZES = {"hmac/sha2-256": 32, "hmac/sha2-512": 64, "sign/ed25519": 64, "sign/es256": 64}
+ANSWER_SIZES = {
+    "hmac/sha2-256": 32,
+    "hmac/sha2-512": 64,
+    "sign/ed25519": 64,
+    "sign/es256": 64,
+    "sign/rsa-pkcs1v15-sha256": 256,
+}
+#: Primitives whose answer is as long as the key: every size a key may have (RSA: 2048, 3072 or
+#: 4096 bits, transit's rsa-2048/3072/4096). The recorder's placeholder is ANSWER_SIZES'.
+ANSWER_SIZES_ALLOWED = {"sign/rsa-pkcs1v15-sha256": (256, 384, 512)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,11 @@ class Call:
     @property
     def answer_size(self) -> int:
         return ANSWER_SIZES[self.primitive]
+
+    @property
+    def answer_sizes(self) -> tuple[int, ...]:
+        """Every size an answer may have (one, but for RSA, whose signature is as long as its key)."""
+        return ANSWER_SIZES_ALLOWED.get(self.primitive, (self.answer_size,))
 
     def __repr__(self) -> str:  # the bytes signed are the engine's request: their length only
         return f"Call({self.primitive}, {len(self.data)} bytes)"
@@ -107,8 +121,9 @@ def replay(scheme: Scheme, request: SignRequest, keys: Keys, calls: Sequence[Cal
         ValueError: an answer of the wrong size for its call.
     """
     for call, answer in zip(calls, answers, strict=True):
-        if len(answer) != call.answer_size:
-            raise ValueError(f"a {call.primitive} answer must be {call.answer_size} bytes, not {len(answer)}")
+        if len(answer) not in call.answer_sizes:
+            sizes = " or ".join(str(size) for size in call.answer_sizes)
+            raise ValueError(f"a {call.primitive} answer must be {sizes} bytes, not {len(answer)}")
     replayer = Replayer(calls, answers)
     signed = scheme.sign(request, replace(keys, remote=replayer))
     if not replayer.done:
