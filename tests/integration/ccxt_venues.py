@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 API_KEY = "fake-api-key-1"
@@ -35,6 +35,20 @@ COINBASE_KEY = ec.generate_private_key(ec.SECP256R1())
 COINBASE_PEM = COINBASE_KEY.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
 ).decode()
+
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+RSA_PEM = RSA_KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
+
+
+def _rsa_ok(signature_b64: str, payload: bytes) -> bool:
+    try:
+        RSA_KEY.public_key().verify(base64.b64decode(signature_b64), payload, padding.PKCS1v15(), hashes.SHA256())
+    except Exception:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,18 @@ def binance_ok(seen: Seen) -> bool:
         payload, _, signature = query.rpartition("&signature=")
     expected = hmac.new(HMAC_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
     return seen.headers.get("X-MBX-APIKEY") == API_KEY and hmac.compare_digest(signature, expected)
+
+
+def binance_rsa_ok(seen: Seen) -> bool:
+    """Binance Spot API docs, "SIGNED Endpoint Examples" with RSA keys: the same totalParams
+    payload, signed RSASSA-PKCS1-v1_5 SHA-256, base64, percent-encoded in the request."""
+    query, body = seen.query, seen.body.decode()
+    if body:
+        rest, _, signature = body.rpartition("&signature=")
+        payload = query + rest
+    else:
+        payload, _, signature = query.rpartition("&signature=")
+    return seen.headers.get("X-MBX-APIKEY") == API_KEY and _rsa_ok(unquote(signature), payload.encode())
 
 
 def kraken_ok(seen: Seen) -> bool:
@@ -108,6 +134,15 @@ def bybit_ok(seen: Seen) -> bool:
     prefix = h.get("X-BAPI-TIMESTAMP", "") + h.get("X-BAPI-API-KEY", "") + h.get("X-BAPI-RECV-WINDOW", "")
     expected = hmac.new(HMAC_SECRET.encode(), prefix.encode() + payload, hashlib.sha256).hexdigest()
     return h.get("X-BAPI-API-KEY") == API_KEY and hmac.compare_digest(h.get("X-BAPI-SIGN", ""), expected)
+
+
+def bybit_rsa_ok(seen: Seen) -> bool:
+    """Bybit V5 authentication with a self-generated (RSA) key: X-BAPI-SIGN = base64 RSA-SHA256
+    (PKCS1 v1.5) over the same timestamp + api_key + recv_window + payload."""
+    h = seen.headers
+    payload = seen.query.encode() if seen.method == "GET" else seen.body
+    prefix = h.get("X-BAPI-TIMESTAMP", "") + h.get("X-BAPI-API-KEY", "") + h.get("X-BAPI-RECV-WINDOW", "")
+    return h.get("X-BAPI-API-KEY") == API_KEY and _rsa_ok(h.get("X-BAPI-SIGN", ""), prefix.encode() + payload)
 
 
 def deribit_ok(seen: Seen) -> bool:

@@ -26,7 +26,7 @@ import ccxt.async_support
 import pytest
 from ccxt.async_support.base.exchange import Exchange as AsyncExchange
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import vaultd_client.ccxt
 from vaultd_client import AsyncClient, Client
@@ -34,7 +34,7 @@ from vaultd_client import AsyncClient, Client
 from ..daemon_process import DaemonProcess
 from . import ccxt_venues as v
 
-SECRETS = (v.HMAC_SECRET, v.KRAKEN_SECRET, v.COINBASE_PEM.splitlines()[1])
+SECRETS = (v.HMAC_SECRET, v.KRAKEN_SECRET, v.COINBASE_PEM.splitlines()[1], v.RSA_PEM.splitlines()[1])
 
 
 @dataclass(frozen=True)
@@ -229,6 +229,42 @@ CASES = {
         },
         money_out="transfer",
     ),
+    "binance-rsa": Case(
+        "binance",
+        {"scheme": "binance-rsa", "api_key": v.API_KEY, "private_key": v.RSA_PEM},
+        v.binance_rsa_ok,
+        "BTCUSDT",
+        {
+            "/api/v3/order": {
+                "symbol": "BTCUSDT", "orderId": 11, "clientOrderId": "c1", "transactTime": 1, "price": "30000",
+                "origQty": "0.01", "executedQty": "0", "status": "NEW", "type": "LIMIT", "side": "BUY",
+            },
+            "/api/v3/account": {"balances": [{"asset": "BTC", "free": "1.5", "locked": "0"}]},
+        },
+        market_info={"orderTypes": ["LIMIT", "MARKET"]},
+    ),
+    "bybit-rsa": Case(
+        "bybit",
+        {"scheme": "bybit-rsa", "api_key": v.API_KEY, "private_key": v.RSA_PEM},
+        v.bybit_rsa_ok,
+        "BTCUSDT",
+        {
+            "/v5/order/create": {"retCode": 0, "retMsg": "OK", "result": {"orderId": "11", "orderLinkId": "c1"}},
+            "/v5/account/wallet-balance": {
+                "retCode": 0,
+                "retMsg": "OK",
+                "result": {
+                    "list": [
+                        {
+                            "accountType": "UNIFIED",
+                            "coin": [{"coin": "BTC", "walletBalance": "1.5", "equity": "1.5", "locked": "0"}],
+                        }
+                    ]
+                },
+            },
+        },
+        options={"enableUnifiedMargin": False, "enableUnifiedAccount": True},
+    ),
 }  # fmt: skip
 
 
@@ -295,8 +331,8 @@ def test_sync_exchange_orders_and_balances_pass_the_venues_check_and_withdrawals
 ) -> None:
     case = CASES[venue]
     with v.serve(v.VenueServer(case.verify, case.answers)) as server, Client(vaultd.socket_path) as client:
-        exchange = vaultd_client.ccxt.exchange(venue, venue, {"options": case.options}, client=client)
-        assert isinstance(exchange, getattr(ccxt, venue)) and not isinstance(exchange, AsyncExchange)
+        exchange = vaultd_client.ccxt.exchange(case.exchange_id, venue, {"options": case.options}, client=client)
+        assert isinstance(exchange, getattr(ccxt, case.exchange_id)) and not isinstance(exchange, AsyncExchange)
         _prepare(exchange, case, server)
         order = exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000)
         assert order["id"] == "11" or order["id"] == "OQCLML-1"
@@ -305,7 +341,7 @@ def test_sync_exchange_orders_and_balances_pass_the_venues_check_and_withdrawals
         with pytest.raises(ccxt.PermissionDenied, match="moves money out"):
             _move_money(exchange, case)
     assert server.rejected == [] and len(server.verified) >= 2
-    if venue == "krakenfutures":  # optional for Kraken Futures: the daemon's nonce is always there
+    if case.exchange_id == "krakenfutures":  # optional for Kraken Futures: the daemon's nonce is always there
         assert all(seen.headers.get("Nonce", "").isdigit() for seen in server.verified)
     assert not any(
         word in seen.path.lower() for seen, _ in server.seen for word in ("withdraw", "transactions", "transfer")
@@ -321,9 +357,9 @@ def test_async_exchange_orders_and_balances_pass_the_venues_check_and_withdrawal
 
     async def main(server: v.VenueServer) -> Any:
         async with AsyncClient(vaultd.socket_path) as client:
-            exchange = vaultd_client.ccxt.exchange(venue, venue, {"options": case.options}, client=client)
+            exchange = vaultd_client.ccxt.exchange(case.exchange_id, venue, {"options": case.options}, client=client)
             try:
-                assert isinstance(exchange, getattr(ccxt.async_support, venue))
+                assert isinstance(exchange, getattr(ccxt.async_support, case.exchange_id))
                 _prepare(exchange, case, server)
                 order = await exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000)
                 assert order["id"] in ("11", "OQCLML-1")
@@ -340,14 +376,20 @@ def test_async_exchange_orders_and_balances_pass_the_venues_check_and_withdrawal
     _holds_no_secret(exchange)
 
 
+_PEM_PKCS8 = (serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 def _in_process_config(case: Case, secret_ok: bool) -> dict[str, Any]:
     """ccxt's usual config with the secret in the process: only to show what the servers check."""
     wrong = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
     secret = case.credential.get("secret") or case.credential["private_key"]
-    if not secret_ok:
-        secret = wrong.decode() if "private_key" in case.credential else base64.b64encode(b"wrong" * 12).decode()
+    if not secret_ok and "private_key" in case.credential:
+        other = rsa.generate_private_key(65537, 2048) if "rsa" in case.credential["scheme"] else None
+        secret = wrong.decode() if other is None else other.private_bytes(*_PEM_PKCS8).decode()
+    elif not secret_ok:
+        secret = base64.b64encode(b"wrong" * 12).decode()
     config: dict[str, Any] = {"apiKey": case.credential["api_key"], "secret": secret, "options": case.options}
     if "passphrase" in case.credential:
         config["password"] = case.credential["passphrase"]
@@ -363,11 +405,11 @@ def test_the_verifying_servers_accept_ccxts_own_signature_and_refuse_a_wrong_sec
         # ccxt's own Coinbase JWT has the legacy iss "coinbase-cloud", and a uri made by removing
         # "https://" (over this plain-http server it keeps "http://"): the server checks CDP's docs.
         if venue != "coinbase":
-            right = getattr(ccxt, venue)(_in_process_config(case, secret_ok=True))
+            right = getattr(ccxt, case.exchange_id)(_in_process_config(case, secret_ok=True))
             _prepare(right, case, server)
             assert right.fetch_balance()["info"]
             assert server.rejected == [] and server.verified
-        wrong = getattr(ccxt, venue)(_in_process_config(case, secret_ok=False))
+        wrong = getattr(ccxt, case.exchange_id)(_in_process_config(case, secret_ok=False))
         _prepare(wrong, case, server)
         with pytest.raises(ccxt.BaseError):
             wrong.fetch_balance()
