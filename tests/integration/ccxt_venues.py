@@ -8,6 +8,7 @@ to answer, and the markets ccxt needs (set directly: no market download).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -223,11 +224,10 @@ def coinbase_host(seen: Seen) -> str:
     return seen.headers.get("Host", "")
 
 
-def coinbase_ok(seen: Seen) -> bool:
-    """Coinbase CDP "API Key Authentication": ``Authorization: Bearer <JWT>``, ES256 over
-    header.claims with the key's public half; claims iss "cdp", sub = kid = key name, nbf/exp
-    around now, uri = "METHOD host/path"."""
-    token = seen.headers.get("Authorization", "").removeprefix("Bearer ")
+def coinbase_jwt(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Coinbase CDP "API Key Authentication": a JWT, ES256 over header.claims, checked with the key's
+    public half; header kid = the key name; claims iss "cdp", sub = the key name, nbf/exp around now.
+    The header and claims when all holds, else None."""
     try:
         header_b64, claims_b64, signature_b64 = token.split(".")
         header, claims = json.loads(_unb64url(header_b64)), json.loads(_unb64url(claims_b64))
@@ -235,16 +235,29 @@ def coinbase_ok(seen: Seen) -> bool:
         der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
         COINBASE_KEY.public_key().verify(der, f"{header_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
     except Exception:
-        return False
+        return None
     now = datetime.now().timestamp()
-    return (
+    ok = (
         header.get("alg") == "ES256"
         and header.get("kid") == COINBASE_KEY_NAME
         and claims.get("iss") == "cdp"
         and claims.get("sub") == COINBASE_KEY_NAME
         and claims["nbf"] - 5 <= now <= claims["exp"]
-        and claims.get("uri") == f"{seen.method} {coinbase_host(seen)}{seen.path}"
     )
+    return (header, claims) if ok else None
+
+
+def coinbase_ok(seen: Seen) -> bool:
+    """The CDP JWT as a bearer token, its ``uri`` claim = "METHOD host/path"."""
+    decoded = coinbase_jwt(seen.headers.get("Authorization", "").removeprefix("Bearer "))
+    return decoded is not None and decoded[1].get("uri") == f"{seen.method} {coinbase_host(seen)}{seen.path}"
+
+
+def coinbase_ws_ok(message: dict[str, Any]) -> bool:
+    """Coinbase "Advanced Trade WebSocket Authentication": the subscribe message's ``jwt``, a CDP
+    JWT "not built with a request method or request path" (no ``uri``)."""
+    decoded = coinbase_jwt(str(message.get("jwt")))
+    return decoded is not None and "uri" not in decoded[1] and "signature" not in message
 
 
 # -- a server for one venue --------------------------------------------------------------------
@@ -377,6 +390,8 @@ class WsVenue:
     reply: Callable[[dict[str, Any]], dict[str, Any] | None]
     seen: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
+    #: Set at each message the server receives.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @asynccontextmanager
@@ -394,6 +409,7 @@ async def ws_serve(venue: WsVenue) -> AsyncIterator[WsVenue]:
                 continue
             message = json.loads(frame.data)
             venue.seen.append(message)
+            venue.arrived.set()
             answer = venue.reply(message)
             if answer is not None:
                 await ws.send_str(json.dumps(answer))

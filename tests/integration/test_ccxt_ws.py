@@ -34,8 +34,17 @@ CREDENTIALS = {
     "bybit": {"scheme": "bybit", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
     "bybit-ws": {"scheme": "bybit-ws-auth", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
     "kraken": {"scheme": "kraken", "api_key": v.API_KEY, "secret": v.KRAKEN_SECRET},
+    "coinbase-ws": {"scheme": "coinbase-ws-jwt", "api_key": v.COINBASE_KEY_NAME, "private_key": v.COINBASE_PEM},
 }
-NAMES = {"binance-hmac", "binance-ws-logon", "okx-ws-login", "bybit-ws-auth", v.API_KEY}  # not secrets
+NAMES = {
+    "binance-hmac",
+    "binance-ws-logon",
+    "okx-ws-login",
+    "bybit-ws-auth",
+    "coinbase-ws-jwt",
+    v.API_KEY,
+    v.COINBASE_KEY_NAME,
+}
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +223,28 @@ def test_a_websocket_login_no_vaultd_scheme_signs_is_not_supported_and_never_sen
             return server.seen
 
     assert _run(main()) == []
+
+
+def test_coinbase_private_subscribe_carries_a_jwt_from_the_ws_jwt_credential(vaultd: DaemonProcess) -> None:
+    async def main() -> Any:
+        async with v.ws_serve(v.WsVenue(lambda message: None)) as server, AsyncClient(vaultd.socket_path) as client:
+            config = {"apiKey": v.COINBASE_KEY_NAME, "options": {"vaultdWsCredential": "coinbase-ws"}}
+            exchange = vaultd_client.ccxt.wrap(ccxt.pro.coinbase(config), "coinbase", client=client)
+            exchange.urls["api"]["ws"] = server.url + "/"
+            market = {
+                "id": "BTC-USDT", "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "type": "spot", "spot": True,
+                "active": True, "precision": {"amount": 0.0001, "price": 0.01}, "info": {},
+            }  # fmt: skip
+            exchange.set_markets([market])
+            watching = asyncio.ensure_future(exchange.watch_orders("BTC/USDT"))
+            try:
+                await asyncio.wait_for(server.arrived.wait(), 10)
+            finally:
+                watching.cancel()
+                await exchange.close()
+            return exchange, server.seen
+
+    exchange, seen = _run(main())
+    assert [(m["type"], m["channel"]) for m in seen] == [("subscribe", "user")]
+    assert v.coinbase_ws_ok(seen[0]) and seen[0]["product_ids"] == ["BTC-USDT"]
+    assert not exchange.secret and v.COINBASE_PEM.splitlines()[1] not in repr(vars(exchange))

@@ -217,6 +217,24 @@ def _coinbase(request: Mapping[str, Any]) -> Unsigned | None:
     return Unsigned(request["method"], request["url"], body, _without(headers, _COINBASE_AUTH), None)
 
 
+_COINBASE_WS_LEGACY = ("api_key", "timestamp", "signature")
+
+
+def _coinbase_ws_matches(message: Mapping[str, Any]) -> bool:
+    # ccxt.pro puts a JWT (CDP key names) or a legacy HMAC signature in private subscribes.
+    return message.get("type") in ("subscribe", "unsubscribe") and MARK in (
+        message.get("jwt"),
+        message.get("signature"),
+    )
+
+
+def _coinbase_ws_fill(message: Mapping[str, Any], params: list[tuple[str, str]]) -> dict[str, Any]:
+    token = dict(params).get("jwt")
+    if token is None:
+        raise Unsupported("coinbase: the WebSocket credential did not answer a JWT (coinbase-ws-jwt)")
+    return {**{k: v for k, v in message.items() if k not in _COINBASE_WS_LEGACY}, "jwt": token}
+
+
 # -- KuCoin (kucoin): the credential's key_version decides the passphrase header --------------
 
 #: With ccxt's broker attribution (KC-API-PARTNER*), signed with ccxt's own partner key: not sent.
@@ -284,7 +302,7 @@ _BINANCE = Venue(
 )
 _OKX = Venue("okx", _okx, WsLogin(_okx_ws_matches, _okx_ws_fill, "okx-ws-login"))
 _BYBIT = Venue("bybit", _bybit, WsLogin(_bybit_ws_matches, _bybit_ws_fill, "bybit-ws-auth"))
-_COINBASE = Venue("coinbase", _coinbase)
+_COINBASE = Venue("coinbase", _coinbase, WsLogin(_coinbase_ws_matches, _coinbase_ws_fill, "coinbase-ws-jwt"))
 
 #: By ccxt's exchange id. Kraken's WebSocket token comes from REST (GetWebSocketsToken), signed
 #: by the kraken scheme like any private call.
