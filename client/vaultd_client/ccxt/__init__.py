@@ -27,16 +27,25 @@ else the REST one).
 WebSocket login with ``okx-ws-login``), Bybit V5 (``bybit``; WebSocket ``bybit-ws-auth``), Deribit
 (``deribit``), Coinbase Advanced Trade (``coinbase``, a CDP key), KuCoin spot and futures
 (``kucoin``; ccxt's broker attribution headers are left out), Bitget v2 (``bitget``), Gate v4
-(``gate``) and Kraken Futures (``kraken-futures``; the daemon's nonce).
+(``gate``), Kraken Futures (``kraken-futures``; the daemon's nonce) and Hyperliquid
+(``hyperliquid``). Binance and Bybit RSA keys (``binance-rsa``, ``bybit-rsa``) use the same entries:
+the credential's scheme decides the signature. Coinbase's private WebSocket subscribes get their
+JWT from a ``coinbase-ws-jwt`` credential.
+
+Hyperliquid signs an action (EIP-712) inside ``create_order``, before ``sign()``: the instance's
+``sign_l1_action`` and ``sign_user_signed_action`` answer a placeholder signature, which the
+Hyperliquid entry takes out of the JSON body; the daemon signs the action and adds the signature.
+User-signed actions (withdrawals, transfers, approvals) are never signed by vaultd: ccxt's
+builder-fee approval is refused (ccxt goes on without it), a withdrawal is ``PermissionDenied``.
 
 **Limits.** A request the daemon refuses surfaces as ccxt's own error: the allow-list (a
 withdrawal, by default) as ``PermissionDenied``, a daemon that is down or went away as
 ``ExchangeNotAvailable`` (``RequestTimeout`` past the client's timeout), a locked vault or an
 unknown credential as ``AuthenticationError``, a request the scheme cannot sign as
 ``BadRequest``. The validity window (Binance's ``recvWindow``, Bybit's ``recv_window``) is the
-credential's, not ccxt's option. A request ccxt signs in a way no vaultd scheme covers (Binance
-WebSocket API orders, which sign each request's params; Kraken's JSON bodies; wallet-signed
-venues such as Hyperliquid) raises ``NotSupported`` and is never sent. OKX's passphrase is a
+credential's, not ccxt's option. A request or WebSocket message ccxt signs in a way no vaultd scheme
+covers (Binance WebSocket API orders, which sign each request's params; Deribit's WebSocket
+``public/auth``; Kraken's JSON bodies) raises ``NotSupported`` and is never sent. OKX's passphrase is a
 header of every OKX request by OKX's design, so the engine sees it in the signed headers; no
 HMAC or private key ever enters the process. Each signature is one daemon round trip.
 """

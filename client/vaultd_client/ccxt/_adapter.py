@@ -37,7 +37,7 @@ from ..errors import (
     UpstreamUnavailable,
     VaultdError,
 )
-from ._venues import MARK, VENUES, Unsigned, Unsupported, Venue, WsLogin
+from ._venues import MARK, VENUES, Unsigned, Unsupported, Venue, WsLogin, action_mark
 
 __all__ = ["SECRET_FIELDS", "install"]
 
@@ -63,6 +63,10 @@ def _ecdsa(*args: Any, **kwargs: Any) -> dict[str, Any]:
     raise NotSupported(
         "vaultd_client.ccxt: this venue signs with a wallet key (ECDSA), which vaultd does not sign with"
     )
+
+
+def _action_signature(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return action_mark()
 
 
 def _credentials_ready(error: bool = True) -> bool:
@@ -272,6 +276,8 @@ def install(exchange: Any, credential: str, client: Any) -> Any:
         exchange.apiKey = f"vaultd:{credential}"  # the daemon puts the real key in each request
     for name, primitive in _PRIMITIVES.items():
         setattr(exchange, name, primitive)
+    for name in venue.action_signers:
+        setattr(exchange, name, _action_signature)
     exchange.check_required_credentials = _credentials_ready
     exchange.checkRequiredCredentials = _credentials_ready
     exchange._vaultd_signer = signer

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-__all__ = ["MARK", "VENUES", "Unsigned", "Unsupported", "Venue", "WsLogin"]
+__all__ = ["MARK", "VENUES", "Unsigned", "Unsupported", "Venue", "WsLogin", "action_mark"]
 
 #: What the adapter's hmac/rsa/eddsa/jwt return instead of a signature: unreserved characters
 #: only, so it survives ccxt's URL and header encoding unchanged.
@@ -56,6 +56,9 @@ class Venue(NamedTuple):
     schemes: str
     prepare: Callable[[Mapping[str, Any]], Unsigned | None]
     ws_login: WsLogin | None = None
+    #: ccxt methods that sign a venue's action before sign() (Hyperliquid's EIP-712): on the
+    #: instance, they answer :data:`ACTION_MARK`'s signature, and ``prepare`` finds it in the body.
+    action_signers: tuple[str, ...] = ()
 
 
 def _without(headers: Mapping[str, str] | None, auth: frozenset[str]) -> dict[str, str]:
@@ -297,6 +300,29 @@ def _kraken_futures(request: Mapping[str, Any]) -> Unsigned | None:
     return Unsigned(request["method"], request["url"], body, _without(headers, _KRAKEN_FUTURES_AUTH), None)
 
 
+# -- Hyperliquid (hyperliquid): ccxt signs the action inside create_order, not in sign() --------
+
+
+def action_mark() -> dict[str, Any]:
+    """What the instance's ``sign_l1_action`` answers: an EIP-712 signature's shape, no signature."""
+    return {"r": MARK, "s": MARK, "v": 0}
+
+
+#: How ccxt's compact JSON (json or orjson) writes :func:`action_mark` in a body.
+_ACTION_MARK = '"signature":{"r":"' + MARK + '","s":"' + MARK + '","v":0}'
+
+
+def _hyperliquid(request: Mapping[str, Any]) -> Unsigned | None:
+    body: str = request["body"] or ""
+    start = body.find(_ACTION_MARK)
+    if start < 0:
+        return None
+    end = start + len(_ACTION_MARK)
+    # The body without its "signature" member (and one comma): the daemon signs the action and adds it.
+    body = body[: start - 1] + body[end:] if body[start - 1] == "," else body[:start] + body[end + 1 :]
+    return Unsigned(request["method"], request["url"], body, dict(request["headers"] or {}), None)
+
+
 _BINANCE = Venue(
     "binance-hmac or binance-ed25519", _binance, WsLogin(_binance_ws_matches, _binance_ws_fill, "binance-ws-logon")
 )
@@ -321,4 +347,5 @@ VENUES: dict[str, Venue] = {
     "bitget": Venue("bitget", _bitget),
     "gate": Venue("gate", _gate),
     "krakenfutures": Venue("kraken-futures", _kraken_futures),
+    "hyperliquid": Venue("hyperliquid", _hyperliquid, action_signers=("sign_l1_action", "sign_user_signed_action")),
 }
