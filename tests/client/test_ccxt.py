@@ -34,8 +34,8 @@ def test_wrap_refuses_an_exchange_that_already_holds_a_secret(field: str) -> Non
 
 
 def test_unknown_venues_and_clients_of_the_wrong_kind_are_refused() -> None:
-    with pytest.raises(ValueError, match="not for 'hyperliquid'"):
-        vaultd_client.ccxt.exchange("hyperliquid", "h", client=Client(NOWHERE))
+    with pytest.raises(ValueError, match="not for 'bitmex'"):
+        vaultd_client.ccxt.exchange("bitmex", "b", client=Client(NOWHERE))
     with pytest.raises(TypeError, match="AsyncClient"):
         vaultd_client.ccxt.wrap(ccxt.async_support.okx(), "okx", client=Client(NOWHERE))
     with pytest.raises(TypeError, match="not an async client"):
@@ -59,9 +59,6 @@ def test_private_requests_that_cannot_reach_the_daemon_are_ccxt_network_errors()
 
 
 def test_requests_no_vaultd_scheme_covers_are_refused_before_the_daemon_is_asked() -> None:
-    kraken = vaultd_client.ccxt.exchange("kraken", "kraken", client=Client(NOWHERE))
-    with pytest.raises(ccxt.NotSupported, match="JSON"):  # Kraken's batch orders: a JSON body
-        kraken.sign("AddOrderBatch", ["private"], "POST", {"pair": "XBTUSD", "orders": []})
     bybit = vaultd_client.ccxt.exchange("bybit", "bybit", client=Client(NOWHERE))
     bybit.urls["api"]["private"] = "https://api.bybit.com/spot"  # a pre-V5 path: `sign` in the params
     with pytest.raises(ccxt.NotSupported, match="no vaultd scheme covers"):
@@ -87,3 +84,14 @@ def test_without_ccxt_the_error_says_what_to_install() -> None:
     )
     result = _python(code)
     assert "pip install 'vaultd-agent[ccxt]'" in result.stdout, result.stderr
+
+
+def test_kraken_json_bodies_go_to_the_daemon_without_ccxts_nonce() -> None:
+    """Batch orders are JSON: ccxt puts its nonce first, the daemon puts its own there instead."""
+    kraken = vaultd_client.ccxt.exchange("kraken", "kraken", client=Client(NOWHERE))
+    request, unsigned = kraken._vaultd_signer.unsigned(
+        "AddOrderBatch", ["private"], "POST", {"pair": "XBTUSD", "orders": [{"type": "buy"}]}, None, None
+    )
+    assert request["body"].startswith('{"nonce":"')
+    assert unsigned is not None and unsigned.body == '{"pair":"XBTUSD","orders":[{"type":"buy"}]}'
+    assert unsigned.headers == {"Content-Type": "application/json"}

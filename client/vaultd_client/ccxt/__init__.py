@@ -45,7 +45,9 @@ unknown credential as ``AuthenticationError``, a request the scheme cannot sign 
 ``BadRequest``. The validity window (Binance's ``recvWindow``, Bybit's ``recv_window``) is the
 credential's, not ccxt's option. A request or WebSocket message ccxt signs in a way no vaultd scheme
 covers (Binance WebSocket API orders, which sign each request's params; Deribit's WebSocket
-``public/auth``; Kraken's JSON bodies) raises ``NotSupported`` and is never sent. OKX's passphrase is a
+``public/auth``) raises ``NotSupported`` and is never sent. Kraken's JSON bodies (batch orders)
+go to the daemon without ccxt's nonce, for it to put its own first (a daemon without that
+support refuses them: ``BadRequest``). OKX's passphrase is a
 header of every OKX request by OKX's design, so the engine sees it in the signed headers; no
 HMAC or private key ever enters the process. Each signature is one daemon round trip.
 """
