@@ -13,6 +13,8 @@ Per venue, in one run (p50 and p99, microseconds, sequential calls from this pro
 * ``round trip``: ``Client.sign`` of that request to a real vaultd (throwaway vault, MIN KDF);
 * ``adapter+daemon``: the adapter's ``sign()`` with that real round trip.
 
+The four take turns call by call, so that the machine's drift falls on all of them alike.
+
 :func:`measure` returns the rows for the suite to report. Figures, not assertions.
 """
 
@@ -78,16 +80,23 @@ class _Answered(Client):
         return self._signed
 
 
-def timed(call: Callable[[], object], count: int) -> tuple[float, float]:
+def timed(calls: dict[str, Callable[[], object]], count: int) -> dict[str, tuple[float, float]]:
+    """p50 and p99 (us) of each call, the calls taking turns so that drift and neighbours' load
+    fall on every row alike."""
     for _ in range(min(200, count)):
-        call()  # warm up
-    samples = []
+        for call in calls.values():
+            call()  # warm up
+    samples: dict[str, list[float]] = {what: [] for what in calls}
     for _ in range(count):
-        start = time.perf_counter_ns()
-        call()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
+        for what, call in calls.items():
+            start = time.perf_counter_ns()
+            call()
+            samples[what].append((time.perf_counter_ns() - start) / 1000)
+    result = {}
+    for what, values in samples.items():
+        values.sort()
+        result[what] = (statistics.median(values), values[int(len(values) * 0.99) - 1])
+    return result
 
 
 def _venue_rows(
@@ -106,7 +115,7 @@ def _venue_rows(
         "round trip": lambda: client.sign(venue, unsigned.method, unsigned.url, body=unsigned.body),
         "adapter+daemon": lambda: real.sign(path, api, method, dict(params)),
     }
-    return [(venue, what, *timed(run, count)) for what, run in calls.items()]
+    return [(venue, what, p50, p99) for what, (p50, p99) in timed(calls, count).items()]
 
 
 def measure(count: int = 5000) -> list[tuple[str, str, float, float]]:
