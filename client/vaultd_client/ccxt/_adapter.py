@@ -1,0 +1,307 @@
+"""The mechanism: one ccxt exchange instance whose signatures the daemon makes.
+
+Imported only once ccxt is (``vaultd_client.ccxt`` loads it on first use).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ccxt.base.errors import (
+    AuthenticationError,
+    BadRequest,
+    ExchangeError,
+    ExchangeNotAvailable,
+    NotSupported,
+    PermissionDenied,
+    RequestTimeout,
+)
+
+from .._sync import Client
+from .._types import Signed
+from ..errors import (
+    Busy,
+    Forbidden,
+    InvalidParams,
+    Locked,
+    NeedsReauth,
+    NotInitialized,
+    Pulled,
+    Timeout,
+    TransportError,
+    UnknownCredential,
+    UpstreamUnavailable,
+    VaultdError,
+)
+from ._venues import MARK, VENUES, Unsigned, Unsupported, Venue, WsLogin, action_mark
+
+__all__ = ["SECRET_FIELDS", "install"]
+
+#: What an engine's exchange must never hold: ccxt's names for secrets.
+SECRET_FIELDS = ("secret", "password", "privateKey")
+#: ccxt's option naming the credential that signs WebSocket logins (default: the REST one).
+WS_CREDENTIAL_OPTION = "vaultdWsCredential"
+_MARK_BYTES = MARK.encode("ascii")
+
+
+# -- the primitives ccxt calls from sign(): a placeholder, never a hash of anything -------------
+
+
+def _hmac(request: Any, secret: Any, algorithm: Any = None, digest: str = "hex") -> str | bytes:
+    return MARK if digest in ("hex", "base64") else _MARK_BYTES
+
+
+def _text(*args: Any, **kwargs: Any) -> str:
+    return MARK
+
+
+def _ecdsa(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    raise NotSupported(
+        "vaultd_client.ccxt: this venue signs with a wallet key (ECDSA), which vaultd does not sign with"
+    )
+
+
+def _action_signature(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return action_mark()
+
+
+def _credentials_ready(error: bool = True) -> bool:
+    return True  # the daemon holds them
+
+
+_PRIMITIVES = {"hmac": _hmac, "rsa": _text, "eddsa": _text, "jwt": _text, "ecdsa": _ecdsa}
+
+
+def _ccxt_error(exc: VaultdError, exchange_id: str, credential: str) -> Exception:
+    """The ccxt error an engine already handles for what the daemon answered."""
+    cls: type[Exception]
+    if isinstance(exc, Forbidden):
+        cls = PermissionDenied
+    elif isinstance(exc, Timeout):
+        cls = RequestTimeout
+    elif isinstance(exc, (TransportError, Busy, UpstreamUnavailable)):
+        cls = ExchangeNotAvailable
+    elif isinstance(exc, (Locked, UnknownCredential, NotInitialized, NeedsReauth, Pulled)):
+        cls = AuthenticationError
+    elif isinstance(exc, InvalidParams):
+        cls = BadRequest
+    else:
+        cls = ExchangeError
+    return cls(f"{exchange_id} vaultd did not sign with credential {credential!r}: {exc}")
+
+
+def _unsupported(exc: Unsupported) -> NotSupported:
+    return NotSupported(f"vaultd_client.ccxt: {exc}")
+
+
+def _answer(unsigned: Unsigned, signed: Signed) -> tuple[str, dict[str, str], str | None]:
+    headers = unsigned.headers
+    headers.update(signed.headers)
+    return signed.url, headers, signed.body.decode("utf-8") if signed.body else None
+
+
+def _check_public(request: Mapping[str, Any]) -> None:
+    """A request no venue entry recognised must carry no placeholder: ccxt signed it some other way."""
+    headers = request.get("headers") or {}
+    if MARK in request["url"] or MARK in (request.get("body") or "") or any(MARK in str(v) for v in headers.values()):
+        raise NotSupported(
+            "vaultd_client.ccxt: ccxt signed this request in a way no vaultd scheme covers "
+            f"({request['method']} {request['url'].split('?')[0]}): it was not sent"
+        )
+
+
+class _Pending(dict[str, str]):
+    """The headers of a request that the async fetch must have signed first."""
+
+    __slots__ = ("unsigned",)
+
+    def __init__(self, unsigned: Unsigned) -> None:
+        super().__init__(unsigned.headers)
+        self.unsigned = unsigned
+
+
+class _Signer:
+    """Installed on one exchange instance: its ``sign`` (and, async, ``fetch`` and WebSocket sends)."""
+
+    def __init__(self, exchange: Any, venue: Venue, credential: str, client: Any) -> None:
+        self.exchange_id: str = exchange.id
+        self.venue = venue
+        self.prepare = venue.prepare
+        self.credential = credential
+        self.client = client
+        self.ccxt_sign = exchange.sign
+        self.ccxt_fetch = exchange.fetch
+        self.exchange = exchange
+
+    def unsigned(  # noqa: PLR0917 - ccxt's sign() arguments, as ccxt passes them
+        self, path: str, api: Any, method: str, params: Any, headers: Any, body: Any
+    ) -> tuple[dict[str, Any], Unsigned | None]:
+        if headers is None and body is None:
+            request = self.ccxt_sign(path, api, method, {} if params is None else params)
+        else:
+            request = self.ccxt_sign(path, api, method, {} if params is None else params, headers, body)
+        try:
+            unsigned = self.prepare(request)
+        except Unsupported as exc:
+            raise _unsupported(exc) from None
+        if unsigned is None:
+            _check_public(request)
+        return request, unsigned
+
+    # -- sync: the daemon's round trip inside sign() -----------------------------------------
+
+    def sign(  # noqa: PLR0917 - ccxt calls sign() with positional arguments
+        self,
+        path: str,
+        api: Any = "public",
+        method: str = "GET",
+        params: Any = None,
+        headers: Any = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
+        request, unsigned = self.unsigned(path, api, method, params, headers, body)
+        if unsigned is None:
+            return request
+        try:
+            signed = self.client.sign(
+                self.credential, unsigned.method, unsigned.url, body=unsigned.body, timestamp=unsigned.timestamp
+            )
+        except VaultdError as exc:
+            raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
+        url, headers, body = _answer(unsigned, signed)
+        return {"url": url, "method": unsigned.method, "body": body, "headers": headers}
+
+    # -- async: sign() prepares, fetch() awaits the daemon ----------------------------------
+
+    def sign_later(  # noqa: PLR0917 - ccxt calls sign() with positional arguments
+        self,
+        path: str,
+        api: Any = "public",
+        method: str = "GET",
+        params: Any = None,
+        headers: Any = None,
+        body: Any = None,
+    ) -> dict[str, Any]:
+        request, unsigned = self.unsigned(path, api, method, params, headers, body)
+        if unsigned is None:
+            return request
+        return {"url": unsigned.url, "method": unsigned.method, "body": unsigned.body, "headers": _Pending(unsigned)}
+
+    async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        if headers.__class__ is _Pending:
+            unsigned = headers.unsigned
+            try:
+                signed = await self.client.sign(
+                    self.credential, unsigned.method, unsigned.url, body=unsigned.body, timestamp=unsigned.timestamp
+                )
+            except VaultdError as exc:
+                raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
+            url, headers, body = _answer(unsigned, signed)
+        return await self.ccxt_fetch(url, method, headers, body)
+
+    # -- ccxt.pro: the WebSocket login message ------------------------------------------------
+
+    def client_hook(self, ccxt_client: Any, login: WsLogin | None) -> Any:
+        """ccxt.pro's ``exchange.client(url)``, with each connection's ``send`` signing logins
+        (and refusing any other message ccxt signed: it would carry the placeholder)."""
+
+        def client(url: str) -> Any:
+            connection = ccxt_client(url)
+            if "send" not in connection.__dict__:
+                connection.send = self.ws_send(connection, connection.send, login)
+            return connection
+
+        return client
+
+    def ws_send(self, connection: Any, send: Any, login: WsLogin | None) -> Any:
+        async def signed_send(message: Any) -> Any:
+            try:
+                if login is not None and isinstance(message, dict) and login.matches(message):
+                    message = await self.ws_login(connection.url, message, login)
+                elif MARK in (message if isinstance(message, str) else json.dumps(message, default=str)):
+                    raise Unsupported(
+                        f"{self.exchange_id}: ccxt signed a WebSocket message the way no vaultd scheme does: not sent"
+                    )
+            except Unsupported as exc:
+                raise _unsupported(exc) from None
+            return await send(message)
+
+        return signed_send
+
+    async def ws_login(self, url: str, message: dict[str, Any], login: WsLogin) -> dict[str, Any]:
+        credential = self.exchange.options.get(WS_CREDENTIAL_OPTION) or self.credential
+        try:
+            signed = await self.client.sign(credential, "GET", url)
+        except VaultdError as exc:
+            raise _ccxt_error(exc, self.exchange_id, credential) from exc
+        params = parse_qsl(urlsplit(signed.url).query, keep_blank_values=True)
+        try:
+            return login.fill(message, params)
+        except Unsupported as exc:
+            raise Unsupported(f"{exc}: credential {credential!r} must use scheme {login.scheme}") from None
+
+
+def is_async(exchange: Any) -> bool:
+    """Whether ``exchange`` is one of ccxt.async_support's (or ccxt.pro's) classes."""
+    return inspect.iscoroutinefunction(type(exchange).fetch)
+
+
+def install(exchange: Any, credential: str, client: Any) -> Any:
+    """Route ``exchange``'s signatures through the daemon; see :func:`vaultd_client.ccxt.wrap`."""
+    if not isinstance(credential, str) or not credential:
+        raise ValueError("credential must be the name of a vaultd credential (a non-empty str)")
+    venue = VENUES.get(getattr(exchange, "id", None) or "")
+    if venue is None:
+        known = ", ".join(sorted(VENUES))
+        raise ValueError(f"vaultd_client.ccxt signs for {known}; not for ccxt exchange {exchange.id!r}")
+    for field in SECRET_FIELDS:
+        if getattr(exchange, field, None):
+            raise ValueError(
+                f"the exchange already holds {field!r}: vaultd signs so that no secret enters the engine; "
+                f"build it without {field!r} (the daemon's credential {credential!r} holds it)"
+            )
+    if "_vaultd_signer" in exchange.__dict__:
+        raise ValueError("this exchange is already wrapped by vaultd_client.ccxt")
+    asynchronous = is_async(exchange)
+    client = _client_for(asynchronous, client)
+    signer = _Signer(exchange, venue, credential, client)
+    # ccxt's sign() code reads these as text; empty, they hold nothing and no hash is ever made.
+    exchange.secret = ""
+    exchange.password = ""
+    if not exchange.apiKey:
+        exchange.apiKey = f"vaultd:{credential}"  # the daemon puts the real key in each request
+    for name, primitive in _PRIMITIVES.items():
+        setattr(exchange, name, primitive)
+    for name in venue.action_signers:
+        setattr(exchange, name, _action_signature)
+    exchange.check_required_credentials = _credentials_ready
+    exchange.checkRequiredCredentials = _credentials_ready
+    exchange._vaultd_signer = signer
+    if asynchronous:
+        exchange.sign = signer.sign_later
+        exchange.fetch = signer.fetch
+        if hasattr(exchange, "client"):
+            exchange.client = signer.client_hook(exchange.client, venue.ws_login)
+    else:
+        exchange.sign = signer.sign
+    return exchange
+
+
+def _client_for(asynchronous: bool, client: Any) -> Any:
+    if not asynchronous:
+        if client is None:
+            return Client()
+        if not isinstance(client, Client):
+            raise TypeError("a ccxt sync exchange signs through a vaultd_client.Client (not an async client)")
+        return client
+    from .._asyncio import AsyncClient  # noqa: PLC0415 - asyncio only for async exchanges
+
+    if client is None:
+        return AsyncClient()
+    if not isinstance(client, AsyncClient):
+        raise TypeError("a ccxt.async_support (or ccxt.pro) exchange signs through a vaultd_client.AsyncClient")
+    return client
