@@ -240,6 +240,51 @@ def test_the_host_picks_mainnet_or_testnet() -> None:
             sign(body, host)
 
 
+def signed_with(body: dict[str, Any], host: str, extra: dict[str, str]) -> dict[str, Any]:
+    request = SignRequest("POST", host, "/exchange", (), json.dumps(body).encode(), 0, extra=extra)
+    answer: dict[str, Any] = json.loads(SCHEME.sign(request, keys()).body)
+    return answer
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost:5000", "LOCALHOST", "[::1]:443", "127.8.0.1"])
+def test_a_loopback_host_signs_for_the_network_the_knob_names(host: str) -> None:
+    """A local test server or proxy: the ``network`` knob picks the source, as the host would."""
+    body = {"action": DUMMY, "nonce": 0}
+    assert signed_with(body, host, {"network": "mainnet"}) == sign(body, MAINNET)
+    assert signed_with(body, host, {"network": "testnet"}) == sign(body, TESTNET)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:80"])
+def test_a_loopback_host_without_the_network_knob_is_refused(host: str) -> None:
+    with pytest.raises(SignError, match=re.escape("a loopback 'host' needs the 'extra' field 'network'")):
+        signed_with({"action": DUMMY, "nonce": 0}, host, {})
+
+
+@pytest.mark.parametrize(
+    "host", ["api.binance.com", "10.0.0.1:8080", "api.hyperliquid.xyz.localhost", "localhost.evil.example", "[::2]"]
+)
+def test_a_host_neither_hyperliquids_nor_loopback_is_refused_even_with_the_knob(host: str) -> None:
+    for network in ("mainnet", "testnet"):
+        with pytest.raises(SignError, match=re.escape("'host' must be api.hyperliquid.xyz or api.hyperliquid-")):
+            signed_with({"action": DUMMY, "nonce": 0}, host, {"network": network})
+
+
+def test_the_knob_must_agree_with_hyperliquids_host_and_name_a_network() -> None:
+    body = {"action": DUMMY, "nonce": 0}
+    assert signed_with(body, MAINNET, {"network": "mainnet"}) == sign(body, MAINNET)
+    assert signed_with(body, TESTNET, {"network": "testnet"}) == sign(body, TESTNET)
+    with pytest.raises(SignError, match=r"'network' is 'testnet' but the host is mainnet's .*must agree"):
+        signed_with(body, MAINNET, {"network": "testnet"})
+    with pytest.raises(SignError, match=r"'network' is 'mainnet' but the host is testnet's .*must agree"):
+        signed_with(body, TESTNET, {"network": "mainnet"})
+    for host in (MAINNET, "127.0.0.1:8080"):
+        for network in ("Mainnet", "main", ""):
+            with pytest.raises(SignError, match="'network' must be 'mainnet' or 'testnet'"):
+                signed_with(body, host, {"network": network})
+    with pytest.raises(SignError, match="unknown 'extra' field 'chain' \\(known: network\\)"):
+        signed_with(body, MAINNET, {"chain": "mainnet"})
+
+
 @pytest.mark.parametrize(
     ("raw", "changes", "message"),
     [
