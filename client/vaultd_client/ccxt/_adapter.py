@@ -136,6 +136,11 @@ class _Signer:
         self.ccxt_sign = exchange.sign
         self.ccxt_fetch = exchange.fetch
         self.exchange = exchange
+        self.sign_options = venue.sign_options
+
+    def options(self) -> dict[str, str] | None:
+        """The scheme knobs for this request (None: the credential's own)."""
+        return None if self.sign_options is None else self.sign_options(self.exchange)
 
     def unsigned(  # noqa: PLR0917 - ccxt's sign() arguments, as ccxt passes them
         self, path: str, api: Any, method: str, params: Any, headers: Any, body: Any
@@ -168,7 +173,12 @@ class _Signer:
             return request
         try:
             signed = self.client.sign(
-                self.credential, unsigned.method, unsigned.url, body=unsigned.body, timestamp=unsigned.timestamp
+                self.credential,
+                unsigned.method,
+                unsigned.url,
+                body=unsigned.body,
+                timestamp=unsigned.timestamp,
+                options=self.options(),
             )
         except VaultdError as exc:
             raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
@@ -196,7 +206,12 @@ class _Signer:
             unsigned = headers.unsigned
             try:
                 signed = await self.client.sign(
-                    self.credential, unsigned.method, unsigned.url, body=unsigned.body, timestamp=unsigned.timestamp
+                    self.credential,
+                    unsigned.method,
+                    unsigned.url,
+                    body=unsigned.body,
+                    timestamp=unsigned.timestamp,
+                    options=self.options(),
                 )
             except VaultdError as exc:
                 raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
