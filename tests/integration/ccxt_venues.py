@@ -102,11 +102,22 @@ def binance_rsa_ok(seen: Seen) -> bool:
     return seen.headers.get("X-MBX-APIKEY") == API_KEY and _rsa_ok(unquote(signature), payload.encode())
 
 
+def _kraken_nonce(seen: Seen) -> str:
+    """The body's ``nonce``: a form field, or, in a JSON body (Content-Type application/json, as
+    AddOrderBatch takes: Kraken's docs show it as a string or a number), the object's member."""
+    if seen.headers.get("Content-Type") == "application/json":
+        try:
+            nonce = json.loads(seen.body).get("nonce")
+        except (ValueError, AttributeError):
+            return ""
+        return str(nonce) if type(nonce) in (str, int) else ""
+    return dict(parse_qsl(seen.body.decode(), keep_blank_values=True)).get("nonce", "")
+
+
 def kraken_ok(seen: Seen) -> bool:
     """Kraken "Spot REST Authentication": API-Sign = base64(HMAC-SHA512(base64-decoded secret,
-    URI path + SHA256(nonce + POST data))), the nonce being the body's ``nonce``."""
-    form = dict(parse_qsl(seen.body.decode(), keep_blank_values=True))
-    nonce = form.get("nonce", "")
+    URI path + SHA256(nonce + POST data))), the nonce being the body's ``nonce`` (form or JSON)."""
+    nonce = _kraken_nonce(seen)
     digest = hashlib.sha256(nonce.encode() + seen.body).digest()
     mac = hmac.new(base64.b64decode(KRAKEN_SECRET), seen.path.encode() + digest, hashlib.sha512).digest()
     return (
