@@ -429,6 +429,30 @@ async def test_the_allow_list_judges_the_action_type_not_the_url_path() -> None:
     assert (await refused(CCXT_ORDER, ["POST /exchange"])).code is ErrorCode.FORBIDDEN, "a rule names the type"
 
 
+async def test_token_sign_to_a_loopback_url_takes_the_network_from_options() -> None:
+    """Plain http to a local server: the engine's ``options`` name the network (the adapter passes
+    it from ccxt's sandbox mode); without it, nothing is signed; a withdrawal stays forbidden."""
+    credential = from_config("hl", "sign", {"scheme": "hyperliquid", "api_key": ADDRESS, "private_key": SDK_KEY}, NOW)
+
+    async def persist() -> None:
+        pass
+
+    async def signed(action: dict[str, Any], options: dict[str, str] | None) -> dict[str, Any]:
+        body = json.dumps({"action": action, "nonce": NOW_MS}).encode()
+        request = {"method": "POST", "url": "http://127.0.0.1:8080/exchange", "body": body, "options": options}
+        return await sign_request(credential, request, lambda: NOW, trio.Lock(), persist)
+
+    result = await signed(DUMMY, {"network": "testnet"})
+    assert result["url"] == "http://127.0.0.1:8080/exchange"
+    assert json.loads(result["body"]) == sign({"action": DUMMY, "nonce": NOW_MS}, TESTNET, timestamp_ms=NOW_MS)
+    with pytest.raises(RpcError, match="needs the 'extra' field 'network'") as info:
+        await signed(DUMMY, None)
+    assert info.value.code is ErrorCode.INVALID_PARAMS
+    with pytest.raises(RpcError) as info:
+        await signed({"type": "withdraw3", "destination": VAULT, "amount": "1"}, {"network": "mainnet"})
+    assert info.value.code is ErrorCode.FORBIDDEN
+
+
 async def test_a_body_naming_no_action_is_invalid_before_the_allow_list() -> None:
     credential = from_config("hl", "sign", {"scheme": "hyperliquid", "api_key": ADDRESS, "private_key": SDK_KEY}, NOW)
 

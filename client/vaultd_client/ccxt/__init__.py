@@ -47,7 +47,14 @@ network signed for. ccxt's ``walletAddress`` (public: the account's address) mus
 withdrawal, by default) as ``PermissionDenied``, a daemon that is down or went away as
 ``ExchangeNotAvailable`` (``RequestTimeout`` past the client's timeout), a locked vault or an
 unknown credential as ``AuthenticationError``, a request the scheme cannot sign as
-``BadRequest``. The validity window (Binance's ``recvWindow``, Bybit's ``recv_window``) is the
+``BadRequest``. A request ccxt sends with the API key alone, unsigned (Binance's listen keys,
+``historicalTrades``), needs the credential's public API key as config ``apiKey``: without it
+the adapter's stand-in key would go out, so it is refused (``AuthenticationError``) instead. With
+the credentials "ready", ccxt's ``load_markets`` calls some venues' private endpoints too
+(Binance's ``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and Bybit's
+currencies, KuCoin, Gate, Coinbase, Kraken Futures, Hyperliquid), each signed by the daemon and
+judged by the credential's allow-list like any other request.
+The validity window (Binance's ``recvWindow``, Bybit's ``recv_window``) is the
 credential's, not ccxt's option. A request or WebSocket message ccxt signs in a way no vaultd scheme
 covers (Binance WebSocket API orders, which sign each request's params; Deribit's WebSocket
 ``public/auth``) raises ``NotSupported`` and is never sent. Kraken's JSON bodies (``create_orders``'
