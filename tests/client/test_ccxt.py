@@ -65,6 +65,18 @@ def test_requests_no_vaultd_scheme_covers_are_refused_before_the_daemon_is_asked
         bybit.sign("v1/order", ["private"], "POST", {"symbol": "BTCUSDT"})
 
 
+def test_api_key_only_requests_without_an_api_key_are_refused_saying_to_give_it() -> None:
+    """Binance's listen-key and historicalTrades endpoints send the API key alone (no signature, so the
+    daemon is not asked): without an apiKey in the config they would carry the adapter's stand-in."""
+    exchange = vaultd_client.ccxt.exchange("binance", "binance", client=Client(NOWHERE))
+    for path, api, method in (("userDataStream", "private", "POST"), ("historicalTrades", "public", "GET")):
+        with pytest.raises(ccxt.AuthenticationError, match=r"carries the API key alone .* config 'apiKey'"):
+            exchange.sign(path, [api], method, {"symbol": "BTCUSDT"})
+    keyed = vaultd_client.ccxt.exchange("binance", "binance", {"apiKey": "public-key-1"}, client=Client(NOWHERE))
+    request = keyed.sign("userDataStream", ["private"], "POST", {})
+    assert request["headers"]["X-MBX-APIKEY"] == "public-key-1"
+
+
 def _python(code: str) -> subprocess.CompletedProcess[str]:
     root = Path(__file__).resolve().parents[2]
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=60)

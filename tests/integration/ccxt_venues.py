@@ -22,6 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import msgpack
+from coincurve import PublicKey
+from Crypto.Hash import keccak
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -99,11 +102,22 @@ def binance_rsa_ok(seen: Seen) -> bool:
     return seen.headers.get("X-MBX-APIKEY") == API_KEY and _rsa_ok(unquote(signature), payload.encode())
 
 
+def _kraken_nonce(seen: Seen) -> str:
+    """The body's ``nonce``: a form field, or, in a JSON body (Content-Type application/json, as
+    AddOrderBatch takes: Kraken's docs show it as a string or a number), the object's member."""
+    if seen.headers.get("Content-Type") == "application/json":
+        try:
+            nonce = json.loads(seen.body).get("nonce")
+        except (ValueError, AttributeError):
+            return ""
+        return str(nonce) if type(nonce) in (str, int) else ""
+    return dict(parse_qsl(seen.body.decode(), keep_blank_values=True)).get("nonce", "")
+
+
 def kraken_ok(seen: Seen) -> bool:
     """Kraken "Spot REST Authentication": API-Sign = base64(HMAC-SHA512(base64-decoded secret,
-    URI path + SHA256(nonce + POST data))), the nonce being the body's ``nonce``."""
-    form = dict(parse_qsl(seen.body.decode(), keep_blank_values=True))
-    nonce = form.get("nonce", "")
+    URI path + SHA256(nonce + POST data))), the nonce being the body's ``nonce`` (form or JSON)."""
+    nonce = _kraken_nonce(seen)
     digest = hashlib.sha256(nonce.encode() + seen.body).digest()
     mac = hmac.new(base64.b64decode(KRAKEN_SECRET), seen.path.encode() + digest, hashlib.sha512).digest()
     return (
@@ -216,6 +230,102 @@ def kraken_futures_ok(seen: Seen) -> bool:
     )
 
 
+#: A fake secp256k1 key (the eth-account docs' example key, never funded) and its wallet address.
+HYPERLIQUID_KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+HYPERLIQUID_ADDRESS = "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23"
+
+
+def _keccak(data: bytes) -> bytes:
+    return keccak.new(digest_bits=256, data=data).digest()
+
+
+def hyperliquid_signer(seen: Seen, network: str) -> str | None:
+    """Hyperliquid "Exchange endpoint" / "Signing" (the docs point to the Python SDK's
+    ``sign_l1_action``): connectionId = keccak256(msgpack(action) + nonce as 8 bytes big-endian +
+    (00 | 01 + the vault's 20 bytes) [+ 00 + expiresAfter as 8 bytes]); the EIP-712 digest of
+    Agent{source: "a" mainnet | "b" testnet, connectionId} in the domain {name "Exchange", version
+    "1", chainId 1337, verifyingContract 0x0}; the signer is the address recovered from {r, s, v}.
+    The action is packed as posted (its keys in the order sent, as the SDK sends them). The
+    recovered address (lower case), or None for a body that is not such a signed action."""
+    try:
+        body = json.loads(seen.body)
+        action, nonce, signature = body["action"], body["nonce"], body["signature"]
+        data = msgpack.packb(action) + nonce.to_bytes(8, "big")
+        vault, expires = body.get("vaultAddress"), body.get("expiresAfter")
+        data += b"\x00" if vault is None else b"\x01" + bytes.fromhex(vault[2:])
+        if expires is not None:
+            data += b"\x00" + expires.to_bytes(8, "big")
+        connection_id = _keccak(data)
+        domain = _keccak(
+            _keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+            + _keccak(b"Exchange")
+            + _keccak(b"1")
+            + (1337).to_bytes(32, "big")
+            + bytes(32)
+        )
+        source = {"mainnet": b"a", "testnet": b"b"}[network]
+        agent = _keccak(_keccak(b"Agent(string source,bytes32 connectionId)") + _keccak(source) + connection_id)
+        digest = _keccak(b"\x19\x01" + domain + agent)
+        r, s = bytes.fromhex(signature["r"][2:]), bytes.fromhex(signature["s"][2:])
+        sig65 = r.rjust(32, b"\x00") + s.rjust(32, b"\x00") + bytes([signature["v"] - 27])
+        public = PublicKey.from_signature_and_message(sig65, digest, hasher=None)
+    except Exception:
+        return None
+    return "0x" + _keccak(public.format(compressed=False)[1:])[-20:].hex()
+
+
+def hyperliquid_verifier(network: str) -> Verifier:
+    """``/exchange``: an L1 action signed for ``network`` by the test key's wallet, its nonce within
+    Hyperliquid's window (T - 2 days, T + 1 day); ``/info`` is public (nothing to check)."""
+
+    def verify(seen: Seen) -> bool:
+        if seen.method == "POST" and seen.path == "/info":
+            return True
+        body = json.loads(seen.body or b"null")
+        nonce = body.get("nonce") if isinstance(body, dict) else None
+        now_ms = datetime.now().timestamp() * 1000
+        return (
+            seen.method == "POST"
+            and seen.path == "/exchange"
+            and seen.headers.get("Content-Type") == "application/json"
+            and isinstance(nonce, int)
+            and now_ms - 2 * 86_400_000 < nonce < now_ms + 86_400_000
+            and hyperliquid_signer(seen, network) == HYPERLIQUID_ADDRESS
+        )
+
+    return verify
+
+
+HYPERLIQUID_ORDER = {"status": "ok", "response": {"type": "order", "data": {"statuses": [{"resting": {"oid": 11}}]}}}
+
+
+def hyperliquid_exchange(seen: Seen) -> Any:
+    """What /exchange answers: an order resting (oid 11), else Hyperliquid's plain "ok"."""
+    if json.loads(seen.body)["action"]["type"] == "order":
+        return HYPERLIQUID_ORDER
+    return {"status": "ok", "response": {"type": "default"}}
+
+
+def hyperliquid_info(seen: Seen) -> Any:
+    """What /info answers ccxt's fetch_balance: the account's abstraction (not unified: perps
+    balance), its perps clearinghouse state, its spot balances."""
+    query = json.loads(seen.body)
+    kind = query.get("type")
+    if query.get("user", "").lower() != HYPERLIQUID_ADDRESS:
+        return {"error": "unknown user"}
+    if kind == "userAbstraction":
+        return "disabled"
+    if kind == "clearinghouseState":
+        summary = {"accountValue": "1.5", "totalMarginUsed": "0.0", "totalNtlPos": "0.0", "totalRawUsd": "1.5"}
+        return {
+            "assetPositions": [], "crossMaintenanceMarginUsed": "0.0", "crossMarginSummary": summary,
+            "marginSummary": summary, "time": "1704261007014", "withdrawable": "1.5",
+        }  # fmt: skip
+    if kind == "spotClearinghouseState":
+        return {"balances": [{"coin": "USDC", "hold": "0.0", "total": "1.5"}]}
+    return {"error": f"no answer for info type {kind!r}"}
+
+
 def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -266,6 +376,7 @@ def coinbase_ws_ok(message: dict[str, Any]) -> bool:
 @dataclass
 class VenueServer:
     verify: Verifier
+    #: By path suffix: the JSON to answer, or a function of the request that makes it.
     answers: dict[str, Any]
     seen: list[tuple[Seen, bool]] = field(default_factory=list)
     url: str = ""
@@ -277,7 +388,7 @@ class VenueServer:
             return 401, {"error": "signature check failed at the verifying server"}
         for prefix, body in self.answers.items():
             if seen.path.endswith(prefix):
-                return 200, body
+                return 200, body(seen) if callable(body) else body
         return 404, {"error": f"no answer for {seen.path}"}
 
     @property

@@ -486,3 +486,75 @@ def test_a_daemon_killed_during_an_async_call_is_ccxts_exchange_not_available_at
         error = asyncio.run(main(server))
     assert isinstance(error, ccxt.ExchangeNotAvailable) and "vaultd did not sign" in str(error), error
     assert len(server.verified) == 1
+
+
+KRAKEN_BATCH = {
+    "/0/private/AddOrderBatch": {
+        "error": [],
+        "result": {
+            "orders": [
+                {"txid": "OQCLML-1", "descr": {"order": "buy 0.01 XBTUSD @ limit 30000"}},
+                {"txid": "OQCLML-2", "descr": {"order": "buy 0.02 XBTUSD @ limit 29000"}},
+            ]
+        },
+    }
+}
+BATCH = [
+    {"symbol": "BTC/USDT", "type": "limit", "side": "buy", "amount": 0.01, "price": 30000},
+    {"symbol": "BTC/USDT", "type": "limit", "side": "buy", "amount": 0.02, "price": 29000},
+]
+
+
+def _batch_sent(server: v.VenueServer) -> dict[str, Any]:
+    """The one AddOrderBatch the server accepted: a JSON body with a nonce string and both orders."""
+    (seen,) = [seen for seen in server.verified if seen.path == "/0/private/AddOrderBatch"]
+    assert seen.headers["Content-Type"] == "application/json" and seen.body.startswith(b'{"nonce":"')
+    body: dict[str, Any] = json.loads(seen.body)
+    assert [order["volume"] for order in body["orders"]] == ["0.01", "0.02"]
+    return body
+
+
+def test_kraken_batch_orders_json_bodies_pass_the_venues_check(vaultd: DaemonProcess) -> None:
+    """ccxt's create_orders posts AddOrderBatch as JSON: the daemon puts its nonce in the JSON object
+    and signs; the server reads the nonce from the JSON and checks API-Sign (sync, then async)."""
+    case = CASES["kraken"]
+    with v.serve(v.VenueServer(case.verify, KRAKEN_BATCH)) as server, Client(vaultd.socket_path) as client:
+        exchange = vaultd_client.ccxt.exchange("kraken", "kraken", client=client)
+        _prepare(exchange, case, server)
+        orders = exchange.create_orders(BATCH)
+    assert [order["id"] for order in orders] == ["OQCLML-1", "OQCLML-2"]
+    assert server.rejected == []
+    first = int(_batch_sent(server)["nonce"])
+
+    async def main(server: v.VenueServer) -> Any:
+        async with AsyncClient(vaultd.socket_path) as client:
+            exchange = vaultd_client.ccxt.exchange("kraken", "kraken", client=client)
+            try:
+                _prepare(exchange, case, server)
+                return await exchange.create_orders(BATCH)
+            finally:
+                await exchange.close()
+
+    with v.serve(v.VenueServer(case.verify, KRAKEN_BATCH)) as server:
+        orders = asyncio.run(main(server))
+    assert [order["id"] for order in orders] == ["OQCLML-1", "OQCLML-2"]
+    assert server.rejected == [] and int(_batch_sent(server)["nonce"]) > first, "the daemon's nonce, increasing"
+    _holds_no_secret(exchange)
+
+
+def test_the_kraken_server_checks_json_bodies_as_ccxt_signs_them() -> None:
+    """The control for the JSON path: ccxt's in-process create_orders (its own nonce and API-Sign)
+    is accepted, and refused with a wrong secret."""
+    case = CASES["kraken"]
+    for secret_ok in (True, False):
+        with v.serve(v.VenueServer(case.verify, KRAKEN_BATCH)) as server:
+            exchange = ccxt.kraken(_in_process_config(case, secret_ok=secret_ok))
+            _prepare(exchange, case, server)
+            if secret_ok:
+                assert len(exchange.create_orders(BATCH)) == 2
+                _batch_sent(server)
+                assert server.rejected == []
+            else:
+                with pytest.raises(ccxt.BaseError):
+                    exchange.create_orders(BATCH)
+                assert server.rejected and not server.verified

@@ -240,6 +240,51 @@ def test_the_host_picks_mainnet_or_testnet() -> None:
             sign(body, host)
 
 
+def signed_with(body: dict[str, Any], host: str, extra: dict[str, str]) -> dict[str, Any]:
+    request = SignRequest("POST", host, "/exchange", (), json.dumps(body).encode(), 0, extra=extra)
+    answer: dict[str, Any] = json.loads(SCHEME.sign(request, keys()).body)
+    return answer
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost:5000", "LOCALHOST", "[::1]:443", "127.8.0.1"])
+def test_a_loopback_host_signs_for_the_network_the_knob_names(host: str) -> None:
+    """A local test server or proxy: the ``network`` knob picks the source, as the host would."""
+    body = {"action": DUMMY, "nonce": 0}
+    assert signed_with(body, host, {"network": "mainnet"}) == sign(body, MAINNET)
+    assert signed_with(body, host, {"network": "testnet"}) == sign(body, TESTNET)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:80"])
+def test_a_loopback_host_without_the_network_knob_is_refused(host: str) -> None:
+    with pytest.raises(SignError, match=re.escape("a loopback 'host' needs the 'extra' field 'network'")):
+        signed_with({"action": DUMMY, "nonce": 0}, host, {})
+
+
+@pytest.mark.parametrize(
+    "host", ["api.binance.com", "10.0.0.1:8080", "api.hyperliquid.xyz.localhost", "localhost.evil.example", "[::2]"]
+)
+def test_a_host_neither_hyperliquids_nor_loopback_is_refused_even_with_the_knob(host: str) -> None:
+    for network in ("mainnet", "testnet"):
+        with pytest.raises(SignError, match=re.escape("'host' must be api.hyperliquid.xyz or api.hyperliquid-")):
+            signed_with({"action": DUMMY, "nonce": 0}, host, {"network": network})
+
+
+def test_the_knob_must_agree_with_hyperliquids_host_and_name_a_network() -> None:
+    body = {"action": DUMMY, "nonce": 0}
+    assert signed_with(body, MAINNET, {"network": "mainnet"}) == sign(body, MAINNET)
+    assert signed_with(body, TESTNET, {"network": "testnet"}) == sign(body, TESTNET)
+    with pytest.raises(SignError, match=r"'network' is 'testnet' but the host is mainnet's .*must agree"):
+        signed_with(body, MAINNET, {"network": "testnet"})
+    with pytest.raises(SignError, match=r"'network' is 'mainnet' but the host is testnet's .*must agree"):
+        signed_with(body, TESTNET, {"network": "mainnet"})
+    for host in (MAINNET, "127.0.0.1:8080"):
+        for network in ("Mainnet", "main", ""):
+            with pytest.raises(SignError, match="'network' must be 'mainnet' or 'testnet'"):
+                signed_with(body, host, {"network": network})
+    with pytest.raises(SignError, match="unknown 'extra' field 'chain' \\(known: network\\)"):
+        signed_with(body, MAINNET, {"chain": "mainnet"})
+
+
 @pytest.mark.parametrize(
     ("raw", "changes", "message"),
     [
@@ -382,6 +427,30 @@ async def test_the_allow_list_judges_the_action_type_not_the_url_path() -> None:
     error = await refused({"type": "updateLeverage", "asset": 0, "isCross": True, "leverage": 3}, allow)
     assert error.code is ErrorCode.FORBIDDEN
     assert (await refused(CCXT_ORDER, ["POST /exchange"])).code is ErrorCode.FORBIDDEN, "a rule names the type"
+
+
+async def test_token_sign_to_a_loopback_url_takes_the_network_from_options() -> None:
+    """Plain http to a local server: the engine's ``options`` name the network (the adapter passes
+    it from ccxt's sandbox mode); without it, nothing is signed; a withdrawal stays forbidden."""
+    credential = from_config("hl", "sign", {"scheme": "hyperliquid", "api_key": ADDRESS, "private_key": SDK_KEY}, NOW)
+
+    async def persist() -> None:
+        pass
+
+    async def signed(action: dict[str, Any], options: dict[str, str] | None) -> dict[str, Any]:
+        body = json.dumps({"action": action, "nonce": NOW_MS}).encode()
+        request = {"method": "POST", "url": "http://127.0.0.1:8080/exchange", "body": body, "options": options}
+        return await sign_request(credential, request, lambda: NOW, trio.Lock(), persist)
+
+    result = await signed(DUMMY, {"network": "testnet"})
+    assert result["url"] == "http://127.0.0.1:8080/exchange"
+    assert json.loads(result["body"]) == sign({"action": DUMMY, "nonce": NOW_MS}, TESTNET, timestamp_ms=NOW_MS)
+    with pytest.raises(RpcError, match="needs the 'extra' field 'network'") as info:
+        await signed(DUMMY, None)
+    assert info.value.code is ErrorCode.INVALID_PARAMS
+    with pytest.raises(RpcError) as info:
+        await signed({"type": "withdraw3", "destination": VAULT, "amount": "1"}, {"network": "mainnet"})
+    assert info.value.code is ErrorCode.FORBIDDEN
 
 
 async def test_a_body_naming_no_action_is_invalid_before_the_allow_list() -> None:

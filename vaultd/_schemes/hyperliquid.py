@@ -10,7 +10,10 @@ version: "1", chainId: 1337, verifyingContract: 0x0...0}``, by RFC 6979 ECDSA on
 
 The engine posts its JSON body ``{"action": {...}, "nonce": ms, "vaultAddress"?: "0x..",
 "expiresAfter"?: ms}`` to ``https://api.hyperliquid.xyz/exchange`` (mainnet) or
-``api.hyperliquid-testnet.xyz`` (testnet: the host picks the ``source``); the scheme answers the
+``api.hyperliquid-testnet.xyz`` (testnet: the host picks the ``source``); the ``extra`` knob
+``network`` ("mainnet" or "testnet") may be given there but must agree with the host. Any other
+host must be a loopback address (a local test server or proxy) and then needs ``network``, which
+picks the ``source``: a public host that is not Hyperliquid's is refused. The scheme answers the
 same body (re-serialized, keys in their order) with ``"signature"`` added, and ``nonce`` set to
 the request's timestamp if it was absent. The action is packed exactly as parsed, keys in the
 engine's order: Hyperliquid re-packs the action in its own field order, so the engine must send
@@ -24,10 +27,12 @@ Every action posts to ``/exchange``: the allow-list judges ``/exchange/<action t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 from Crypto.Hash import keccak
@@ -35,9 +40,11 @@ from Crypto.Hash import keccak
 from ._base import JSON, Keys, Signed, SignError, SignRequest, body_headers, check_extra, check_request
 from ._keys import Secp256k1Key
 
-__all__ = ["USER_SIGNED", "Hyperliquid", "action_hash", "judged_path", "l1_digest"]
+__all__ = ["NETWORKS", "USER_SIGNED", "Hyperliquid", "action_hash", "is_mainnet", "judged_path", "l1_digest"]
 
 HOSTS = {"api.hyperliquid.xyz": True, "api.hyperliquid-testnet.xyz": False}
+#: The ``extra`` knob ``network``: whether it names mainnet (``source`` "a") or testnet ("b").
+NETWORKS = {"mainnet": True, "testnet": False}
 PATH = "/exchange"
 #: Actions signed in the ``HyperliquidSignTransaction`` domain (the SDK's ``sign_user_signed_action``
 #: and ``sign_multi_sig_action`` callers, and ccxt's ``cDeposit``/``cWithdraw``): never signed here.
@@ -54,6 +61,7 @@ _FIELDS = ("action", "nonce", "vaultAddress", "expiresAfter")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _TYPE = re.compile(r"[A-Za-z0-9_]{1,64}")
 _UINT64 = 2**64
+_KNOBS = frozenset({"network"})
 
 
 def _keccak(data: bytes) -> bytes:
@@ -155,6 +163,54 @@ def _whole(value: object, name: str) -> int:
     return value
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (a host name and port, as :func:`check_request` let it through) is loopback:
+    ``localhost`` or a loopback IP address, as the daemon allows plain http to."""
+    try:
+        name = urlsplit("//" + host).hostname
+    except ValueError:
+        return False
+    if name is None:
+        return False
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def is_mainnet(host: str, network: str | None) -> bool:
+    """Whether to sign for mainnet (``source`` "a"): Hyperliquid's host says so, or, on a loopback
+    host, ``network`` does.
+
+    Raises:
+        SignError: ``network`` is not "mainnet" or "testnet", or disagrees with Hyperliquid's host;
+            another host that is not loopback; a loopback host without ``network``.
+    """
+    if network is not None and network not in NETWORKS:
+        raise SignError("hyperliquid: 'extra' field 'network' must be 'mainnet' or 'testnet'")
+    named = HOSTS.get(host.lower())
+    if named is not None:
+        if network is not None and NETWORKS[network] != named:
+            raise SignError(
+                f"hyperliquid: 'extra' field 'network' is {network!r} but the host is"
+                f" {'mainnet' if named else 'testnet'}'s ({host.lower()}): they must agree"
+            )
+        return named
+    if not _is_loopback(host):
+        raise SignError(
+            f"hyperliquid: 'host' must be {' or '.join(HOSTS)} (it picks mainnet or testnet),"
+            " or a loopback address with the 'extra' field 'network'"
+        )
+    if network is None:
+        raise SignError(
+            "hyperliquid: a loopback 'host' needs the 'extra' field 'network' ('mainnet' or 'testnet'):"
+            " it picks the signature's source"
+        )
+    return NETWORKS[network]
+
+
 class Hyperliquid:
     """Hyperliquid ``/exchange`` L1 actions, signed with the account's or API wallet's secp256k1 key."""
 
@@ -165,12 +221,11 @@ class Hyperliquid:
     judged_path = staticmethod(judged_path)
 
     def sign(self, request: SignRequest, keys: Keys) -> Signed:
-        """Raises: SignError: another host, method or path; a malformed body; a user-signed action; no key."""
+        """Raises: SignError: another host (or network), method or path; a malformed body; a user-signed
+        action; no key."""
         check_request(request, self.name)
-        check_extra(request, frozenset(), self.name)
-        mainnet = HOSTS.get(request.host.lower())
-        if mainnet is None:
-            raise SignError(f"hyperliquid: 'host' must be {' or '.join(HOSTS)} (it picks mainnet or testnet)")
+        check_extra(request, _KNOBS, self.name)
+        mainnet = is_mainnet(request.host, request.extra.get("network"))
         if request.method != "POST" or request.path != PATH or request.query:
             raise SignError("hyperliquid: only POST /exchange, without query parameters, is signed")
         if not _ADDRESS.fullmatch(keys.api_key):

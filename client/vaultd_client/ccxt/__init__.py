@@ -37,19 +37,30 @@ Hyperliquid signs an action (EIP-712) inside ``create_order``, before ``sign()``
 Hyperliquid entry takes out of the JSON body; the daemon signs the action and adds the signature.
 User-signed actions (withdrawals, transfers, approvals) are never signed by vaultd: ccxt's
 builder-fee approval is refused (ccxt goes on without it), a withdrawal is ``PermissionDenied``.
+Each Hyperliquid request passes the scheme option ``network``: "testnet" when ccxt is in sandbox
+mode (``exchange.set_sandbox_mode(True)``, as ccxt's own signing decides), else "mainnet". On
+Hyperliquid's hosts the daemon checks it agrees with the host; on a loopback URL (a local test
+server or proxy: ``exchange.urls["api"]`` pointed at ``http://127.0.0.1:...``) it decides the
+network signed for. ccxt's ``walletAddress`` (public: the account's address) must be in the config.
 
-**Limits.** A request the daemon refuses surfaces as ccxt's own error: the allow-list (a
-withdrawal, by default) as ``PermissionDenied``, a daemon that is down or went away as
-``ExchangeNotAvailable`` (``RequestTimeout`` past the client's timeout), a locked vault or an
-unknown credential as ``AuthenticationError``, a request the scheme cannot sign as
-``BadRequest``. The validity window (Binance's ``recvWindow``, Bybit's ``recv_window``) is the
-credential's, not ccxt's option. A request or WebSocket message ccxt signs in a way no vaultd scheme
-covers (Binance WebSocket API orders, which sign each request's params; Deribit's WebSocket
-``public/auth``) raises ``NotSupported`` and is never sent. Kraken's JSON bodies (batch orders)
-go to the daemon without ccxt's nonce, for it to put its own first (a daemon without that
-support refuses them: ``BadRequest``). OKX's passphrase is a
-header of every OKX request by OKX's design, so the engine sees it in the signed headers; no
-HMAC or private key ever enters the process. Each signature is one daemon round trip.
+**Limits.** A request the daemon refuses surfaces as ccxt's own error: the allow-list (a withdrawal,
+by default) as ``PermissionDenied``, a daemon that is down or went away as ``ExchangeNotAvailable``
+(``RequestTimeout`` past the client's timeout), a locked vault or an unknown credential as
+``AuthenticationError``, a request the scheme cannot sign as ``BadRequest``. A request ccxt sends
+with the API key alone, unsigned (Binance's listen keys, ``historicalTrades``), needs the
+credential's public API key as config ``apiKey``: without it the adapter's stand-in key would go
+out, so it is refused (``AuthenticationError``) instead. As the adapter tells ccxt its credentials
+are set, ccxt's ``load_markets`` calls some venues' private endpoints too (Binance's
+``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and Bybit's currencies, KuCoin,
+Gate, Coinbase, Kraken Futures, Hyperliquid), each signed by the daemon and judged by the
+credential's allow-list like any other request. The validity window (Binance's ``recvWindow``,
+Bybit's ``recv_window``) is the credential's, not ccxt's option. A request or WebSocket message ccxt
+signs in a way no vaultd scheme covers (Binance WebSocket API orders, which sign each request's
+params; Deribit's WebSocket ``public/auth``) raises ``NotSupported`` and is never sent. Kraken's
+JSON bodies (``create_orders``' AddOrderBatch) go to the daemon without ccxt's nonce; the daemon
+puts its own first, as Kraken reads it (``"nonce":"<n>"``). OKX's passphrase is a header of every
+OKX request by OKX's design, so the engine sees it in the signed headers; no HMAC or private key
+ever enters the process. Each signature is one daemon round trip.
 """
 
 from __future__ import annotations

@@ -114,6 +114,22 @@ def _check_public(request: Mapping[str, Any]) -> None:
         )
 
 
+def _check_key_alone(request: Mapping[str, Any], placeholder: str, exchange_id: str) -> None:
+    """A request without a signature that carries the adapter's stand-in API key (ccxt's API-key-only
+    endpoints: Binance's listen keys, ``historicalTrades``) would reach the venue with a key it does
+    not know: refused, saying what to give ccxt."""
+    headers = request.get("headers") or {}
+    if not any(value == placeholder for value in headers.values()):
+        text = request["url"] + (request.get("body") or "")
+        if placeholder not in text and placeholder.replace(":", "%3A") not in text:
+            return
+    raise AuthenticationError(
+        f"{exchange_id}: {request['method']} {request['url'].split('?')[0]} carries the API key alone (no"
+        " signature, so vaultd is not asked) and this exchange has none: give ccxt the credential's public API"
+        " key as config 'apiKey'; it was not sent"
+    )
+
+
 class _Pending(dict[str, str]):
     """The headers of a request that the async fetch must have signed first."""
 
@@ -136,6 +152,13 @@ class _Signer:
         self.ccxt_sign = exchange.sign
         self.ccxt_fetch = exchange.fetch
         self.exchange = exchange
+        self.sign_options = venue.sign_options
+        #: The stand-in ``apiKey`` install() gave an exchange built without one, else None.
+        self.key_placeholder: str | None = None
+
+    def options(self) -> dict[str, str] | None:
+        """The scheme knobs for this request (None: the credential's own)."""
+        return None if self.sign_options is None else self.sign_options(self.exchange)
 
     def unsigned(  # noqa: PLR0917 - ccxt's sign() arguments, as ccxt passes them
         self, path: str, api: Any, method: str, params: Any, headers: Any, body: Any
@@ -150,6 +173,8 @@ class _Signer:
             raise _unsupported(exc) from None
         if unsigned is None:
             _check_public(request)
+            if self.key_placeholder is not None:
+                _check_key_alone(request, self.key_placeholder, self.exchange_id)
         return request, unsigned
 
     # -- sync: the daemon's round trip inside sign() -----------------------------------------
@@ -168,7 +193,12 @@ class _Signer:
             return request
         try:
             signed = self.client.sign(
-                self.credential, unsigned.method, unsigned.url, body=unsigned.body, timestamp=unsigned.timestamp
+                self.credential,
+                unsigned.method,
+                unsigned.url,
+                body=unsigned.body,
+                timestamp=unsigned.timestamp,
+                options=self.options(),
             )
         except VaultdError as exc:
             raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
@@ -196,7 +226,12 @@ class _Signer:
             unsigned = headers.unsigned
             try:
                 signed = await self.client.sign(
-                    self.credential, unsigned.method, unsigned.url, body=unsigned.body, timestamp=unsigned.timestamp
+                    self.credential,
+                    unsigned.method,
+                    unsigned.url,
+                    body=unsigned.body,
+                    timestamp=unsigned.timestamp,
+                    options=self.options(),
                 )
             except VaultdError as exc:
                 raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
@@ -273,7 +308,7 @@ def install(exchange: Any, credential: str, client: Any) -> Any:
     exchange.secret = ""
     exchange.password = ""
     if not exchange.apiKey:
-        exchange.apiKey = f"vaultd:{credential}"  # the daemon puts the real key in each request
+        exchange.apiKey = signer.key_placeholder = f"vaultd:{credential}"  # the daemon puts the real key in
     for name, primitive in _PRIMITIVES.items():
         setattr(exchange, name, primitive)
     for name in venue.action_signers:

@@ -59,6 +59,9 @@ class Venue(NamedTuple):
     #: ccxt methods that sign a venue's action before sign() (Hyperliquid's EIP-712): on the
     #: instance, they answer :data:`ACTION_MARK`'s signature, and ``prepare`` finds it in the body.
     action_signers: tuple[str, ...] = ()
+    #: The ``options`` (scheme knobs) each ``token.sign`` of this venue passes, from the exchange
+    #: instance as it is at that request (Hyperliquid's ``network``, from ccxt's sandbox mode).
+    sign_options: Callable[[Any], dict[str, str]] | None = None
 
 
 def _without(headers: Mapping[str, str] | None, auth: frozenset[str]) -> dict[str, str]:
@@ -324,6 +327,11 @@ def _hyperliquid(request: Mapping[str, Any]) -> Unsigned | None:
     return Unsigned(request["method"], request["url"], body, dict(request["headers"] or {}), None)
 
 
+def _hyperliquid_network(exchange: Any) -> dict[str, str]:
+    """The network ccxt's own ``sign_l1_action`` would sign for: testnet in sandbox mode."""
+    return {"network": "testnet" if exchange.options.get("sandboxMode") else "mainnet"}
+
+
 _BINANCE = Venue(
     "binance-hmac or binance-ed25519", _binance, WsLogin(_binance_ws_matches, _binance_ws_fill, "binance-ws-logon")
 )
@@ -348,5 +356,10 @@ VENUES: dict[str, Venue] = {
     "bitget": Venue("bitget", _bitget),
     "gate": Venue("gate", _gate),
     "krakenfutures": Venue("kraken-futures", _kraken_futures),
-    "hyperliquid": Venue("hyperliquid", _hyperliquid, action_signers=("sign_l1_action", "sign_user_signed_action")),
+    "hyperliquid": Venue(
+        "hyperliquid",
+        _hyperliquid,
+        action_signers=("sign_l1_action", "sign_user_signed_action"),
+        sign_options=_hyperliquid_network,
+    ),
 }
