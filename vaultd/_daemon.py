@@ -82,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Operate it with 'vaultctl'."
         ),
         epilog=(
-            "environment: VAULTD_SOCKET overrides the socket path; XDG_RUNTIME_DIR and XDG_DATA_HOME "
-            "move the default socket and data folders. Stop with SIGTERM or Ctrl-C: the vault is "
+            "environment: VAULTD_SOCKET overrides the socket path; XDG_RUNTIME_DIR, XDG_DATA_HOME and "
+            "XDG_STATE_HOME move the default socket, data and state folders (the state folder holds the "
+            "audit log and a second generation record: a throwaway daemon with --data-dir should get "
+            "--audit-log in a throwaway folder too, or it writes to the user's state folder). "
+            "Stop with SIGTERM or Ctrl-C: the vault is "
             "locked and the socket removed. Under systemd: takes the socket from vaultd.socket, "
             "notifies READY/STATUS/WATCHDOG, and unlocks itself from a 'vaultd-passphrase' credential."
         ),
@@ -351,11 +354,12 @@ async def _serve(
             )
             await nursery.start(serve, listener, dispatcher, config.limits)
             log.info(
-                "vaultd %s listening on %s (vault %s: %s)",
+                "vaultd %s listening on %s (vault %s: %s; audit log %s)",
                 __version__,
                 config.socket_path,
                 vault.path,
                 vault.state,
+                config.audit_log or "off",
             )
             link.ready(_systemd.status_line(vault))
             nursery.start_soon(link.follow_status, lambda: _systemd.status_line(vault))

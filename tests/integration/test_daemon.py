@@ -263,6 +263,17 @@ def test_help_helps(command: list[str]) -> None:
     assert len(proc.stdout.splitlines()) > 8
 
 
+def test_the_start_up_line_names_where_the_audit_log_goes(daemon: DaemonProcess) -> None:
+    # A throwaway daemon (--data-dir) still writes its audit log to the state folder: the
+    # operator must be able to see where, and --help must say how to move it.
+    daemon.start()
+    daemon.ready()
+    line = next(line for line in daemon.log.splitlines() if "listening on" in line)
+    assert "audit log " in line
+    proc = subprocess.run([BIN / "vaultd", "--help"], capture_output=True, text=True, timeout=30, check=False)
+    assert "XDG_STATE_HOME" in proc.stdout and "--audit-log in a throwaway folder" in " ".join(proc.stdout.split())
+
+
 def test_start_up_is_quick_enough_to_poll(daemon: DaemonProcess) -> None:
     """Not a timing assertion: the daemon must answer within the fixture's generous wait."""
     start = time.monotonic()
