@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import trio
 
@@ -114,7 +114,7 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     if not method.isalpha():
         raise _invalid("'method' must be an HTTP method such as GET or POST")
     scheme, netloc, path, query = _split_url(str(request["url"]))
-    allowed, why = provider.allow.decide(method, path)
+    allowed, why = provider.allow.decide(method, path)  # remembered per (method, path): see AllowList
     if not allowed:
         log.warning("refused to sign for %r: %s", credential.name, why)
         raise RpcError(ErrorCode.FORBIDDEN, f"not signed: {why}")
@@ -128,7 +128,7 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     options = {**provider.options(), **(request.get("options") or {})}
     if provider.scheme in _RANDOM_NONCE:  # a random nonce in the signed string, new every time
         options.setdefault("nonce", secrets.token_hex(16))
-    if not all(
+    if options and not all(
         isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 256 for k, v in options.items()
     ):
         raise _invalid("'options' must map short strings to short strings")
@@ -139,7 +139,7 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
         raise _invalid(f"'body' must be UTF-8 text: {provider.scheme} signs it as text") from None
     if provider.scheme == "deribit":
         _check_deribit_body(path, body)
-    return _Prepared(provider, method, scheme, netloc, path, tuple(query), body, timestamp or now_ms, proposed, options)
+    return _Prepared(provider, method, scheme, netloc, path, query, body, timestamp or now_ms, proposed, options)
 
 
 def _check_deribit_body(path: str, body: bytes) -> None:
@@ -226,11 +226,13 @@ async def _finish_through(
 
 
 def _answer(prepared: _Prepared, signed: Signed, nonce: int | None) -> dict[str, Any]:
-    # Exactly as signed: not urlencode's '+' for spaces.
+    # Exactly as signed: not urlencode's '+' for spaces. The URL as urlunsplit would join it (the
+    # path starts with '/', there is no fragment), without its generic cases.
     final_query = encode_query(signed.query) if signed.query_string is None else signed.query_string
+    url = f"{prepared.scheme}://{prepared.netloc}{prepared.path}"
     return {
         "headers": dict(signed.headers),
-        "url": urlunsplit((prepared.scheme, prepared.netloc, prepared.path, final_query, "")),
+        "url": f"{url}?{final_query}" if final_query else url,
         "query": [list(pair) for pair in signed.query],
         "body": signed.body,
         "valid_until": signed.valid_until,
@@ -238,7 +240,29 @@ def _answer(prepared: _Prepared, signed: Signed, nonce: int | None) -> dict[str,
     }
 
 
-def _split_url(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
+#: The last URLs :func:`_split_url` accepted, and what it made of them: an engine signs the same
+#: few endpoints over and over, and the answer depends on the URL's text alone. Refused URLs are
+#: not kept (they are checked again each time); the memo is emptied when it holds too many.
+_SPLIT: dict[str, tuple[str, str, str, tuple[tuple[str, str], ...]]] = {}
+_SPLIT_MAX = 256
+
+
+def _split_url(url: str) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+    """The URL's scheme, host (and port), path and query pairs, every check passed (remembered).
+
+    Raises:
+        RpcError: INVALID_PARAMS, the message naming what the URL must be.
+    """
+    split = _SPLIT.get(url)
+    if split is None:
+        split = _check_url(url)
+        if len(_SPLIT) >= _SPLIT_MAX:
+            _SPLIT.clear()
+        _SPLIT[url] = split
+    return split
+
+
+def _check_url(url: str) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
     if _CONTROL.search(url):  # urlsplit would drop a tab or CR/LF silently: refuse instead
         raise _invalid("'url' must not contain control characters")
     try:
@@ -257,7 +281,7 @@ def _split_url(url: str) -> tuple[str, str, str, list[tuple[str, str]]]:
         raise _invalid("'url' has a malformed query string") from None
     path = parts.path or "/"
     _check_canonical(path)
-    return parts.scheme, parts.netloc, path, query
+    return parts.scheme, parts.netloc, path, tuple(query)
 
 
 def parse_query(text: str) -> list[tuple[str, str]]:
