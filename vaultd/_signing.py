@@ -16,8 +16,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 import trio
@@ -45,9 +44,9 @@ def _invalid(message: str) -> RpcError:
     return RpcError(ErrorCode.INVALID_PARAMS, message)
 
 
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    """A checked request, everything decided but the Kraken nonce."""
+class _Prepared(NamedTuple):
+    """A checked request, everything decided but the Kraken nonce (a tuple: built on every
+    request, four times quicker than a frozen dataclass)."""
 
     provider: SignProvider
     method: str
