@@ -74,8 +74,8 @@ class Rule:
 
 
 DEFAULT_ALLOW = (Rule("*", "/*"),)
-#: Decisions one allow-list remembers at most.
-_DECIDED_MAX = 256
+#: Decisions one allow-list remembers at most, for paths of up to so many characters.
+_DECIDED_MAX, _DECIDED_PATH_MAX = 256, 2048
 
 
 class AllowList:
@@ -128,9 +128,11 @@ class AllowList:
         key = (method, path)
         decided = self._decided.get(key)
         if decided is None:
-            if len(self._decided) >= _DECIDED_MAX:
-                self._decided.clear()
-            decided = self._decided[key] = self._decide(method, path)
+            decided = self._decide(method, path)
+            if len(path) <= _DECIDED_PATH_MAX:
+                if len(self._decided) >= _DECIDED_MAX:
+                    self._decided.clear()
+                self._decided[key] = decided
         return decided
 
     def _decide(self, method: str, path: str) -> tuple[bool, str]:

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import secrets
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
@@ -112,7 +113,7 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     method = str(request["method"]).upper()
     if not method.isalpha():
         raise _invalid("'method' must be an HTTP method such as GET or POST")
-    scheme, netloc, path, query = _split_url(str(request["url"]))
+    scheme, netloc, path, query = _split_url(str(request["url"]), provider)
     allowed, why = provider.allow.decide(method, path)  # remembered per (method, path): see AllowList
     if not allowed:
         log.warning("refused to sign for %r: %s", credential.name, why)
@@ -239,29 +240,37 @@ def _answer(prepared: _Prepared, signed: Signed, nonce: int | None) -> dict[str,
     }
 
 
-#: The last URLs :func:`_split_url` accepted, and what it made of them: an engine signs the same
-#: few endpoints over and over, and the answer depends on the URL's text alone. Refused URLs are
-#: not kept (they are checked again each time); the memo is emptied when it holds too many.
-_SPLIT: dict[str, tuple[str, str, str, tuple[tuple[str, str], ...]]] = {}
-_SPLIT_MAX = 256
+_Split = tuple[str, str, str, tuple[tuple[str, str], ...]]
+#: For each credential, the last URLs :func:`_split_url` accepted for it, and what it made of
+#: them: an engine signs the same few endpoints over and over, and the answer depends on the
+#: URL's text alone. Kept per credential (who could time a hit must be allowed to sign with it),
+#: for URLs of up to 2048 characters, 256 at most (then emptied); refused URLs are not kept:
+#: they are checked again each time. Gone with the credential's provider.
+_SPLIT: weakref.WeakKeyDictionary[SignProvider, dict[str, _Split]] = weakref.WeakKeyDictionary()
+_SPLIT_MAX, _SPLIT_URL_MAX = 256, 2048
 
 
-def _split_url(url: str) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
-    """The URL's scheme, host (and port), path and query pairs, every check passed (remembered).
+def _split_url(url: str, provider: SignProvider) -> _Split:
+    """The URL's scheme, host (and port), path and query pairs, every check passed (remembered
+    for ``provider``).
 
     Raises:
         RpcError: INVALID_PARAMS, the message naming what the URL must be.
     """
-    split = _SPLIT.get(url)
+    memo = _SPLIT.get(provider)
+    split = None if memo is None else memo.get(url)
     if split is None:
         split = _check_url(url)
-        if len(_SPLIT) >= _SPLIT_MAX:
-            _SPLIT.clear()
-        _SPLIT[url] = split
+        if len(url) <= _SPLIT_URL_MAX:
+            if memo is None:
+                memo = _SPLIT[provider] = {}
+            elif len(memo) >= _SPLIT_MAX:
+                memo.clear()
+            memo[url] = split
     return split
 
 
-def _check_url(url: str) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+def _check_url(url: str) -> _Split:
     if _CONTROL.search(url):  # urlsplit would drop a tab or CR/LF silently: refuse instead
         raise _invalid("'url' must not contain control characters")
     try:
