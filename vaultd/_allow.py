@@ -93,11 +93,16 @@ class Rule:
 
 
 DEFAULT_ALLOW = (Rule("*", "/*"),)
+#: Decisions one allow-list remembers at most, for paths of up to so many characters.
+_DECIDED_MAX, _DECIDED_PATH_MAX = 256, 2048
 
 
 class AllowList:
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
+        #: :meth:`decide`'s answers so far: a function of the rules, which never change, and of
+        #: ``(method, path)``; emptied when it holds too many (an engine signs a few endpoints).
+        self._decided: dict[tuple[str, str], tuple[bool, str]] = {}
 
     @classmethod
     def from_config(cls, value: object) -> AllowList:
@@ -139,6 +144,17 @@ class AllowList:
 
         ``path`` must already be plain (see ``_signing``): no ``%``, ``;``, ``//``, ``.`` segments.
         """
+        key = (method, path)
+        decided = self._decided.get(key)
+        if decided is None:
+            decided = self._decide(method, path)
+            if len(path) <= _DECIDED_PATH_MAX:
+                if len(self._decided) >= _DECIDED_MAX:
+                    self._decided.clear()
+                self._decided[key] = decided
+        return decided
+
+    def _decide(self, method: str, path: str) -> tuple[bool, str]:
         matching = [rule for rule in self.rules if rule.matches(method, path)]
         if not matching:
             return False, f"{method} {path} matches no rule of the credential's allow-list"

@@ -181,16 +181,18 @@ _NESTING = frozenset((list, dict))
 
 
 def _shallow(obj: Any, max_depth: int) -> bool:
-    """Whether ``obj`` (a list or dict) nests at most 3 deep, found in one pass (``_too_deep``
-    walks the rest).
+    """Whether ``obj`` (a list or dict) nests at most 4 deep (3 where ``max_depth`` is 3), found
+    in one pass (``_too_deep`` walks the rest).
 
     Nearly every request and answer is that shallow: the message; its params array or result
-    map; a param map or a map in the result (``headers``). On the hot path of every message,
-    both ways: plain loops and exact type tests (msgpack builds exact lists and dicts), no
-    recursion and no generator expressions.
+    map; a param map or a map or list in the result (``headers``, ``query``); a map in a param
+    (``options``) or a pair in ``query`` (a ``token.sign`` answer). On the hot path of every
+    message, both ways: plain loops and exact type tests (msgpack builds exact lists and dicts),
+    no recursion and no generator expressions.
     """
     if max_depth < 3:
         return False
+    fourth_allowed = max_depth >= 4
     for second in obj.values() if type(obj) is dict else obj:
         kind = type(second)
         if kind is list or kind is dict:
@@ -198,8 +200,13 @@ def _shallow(obj: Any, max_depth: int) -> bool:
                 kind = type(third)
                 if kind is list or kind is dict:
                     for fourth in third.values() if kind is dict else third:
-                        if type(fourth) in _NESTING:
-                            return False
+                        kind = type(fourth)
+                        if kind is list or kind is dict:
+                            if not fourth_allowed:
+                                return False
+                            for fifth in fourth.values() if kind is dict else fourth:
+                                if type(fifth) in _NESTING:
+                                    return False
     return True
 
 

@@ -262,12 +262,27 @@ class Reader:
     """The read, on one keep-alive HTTP/1.1 connection to the agent's Unix socket."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.connect(str(path))
         self.buffer = b""
+        #: Connections the agent closed between two reads (each read anew on a new one, as an HTTP client does).
+        self.reconnects = 0
 
     def read(self) -> None:
-        self.sock.sendall(REQUEST)
+        try:
+            self.sock.sendall(REQUEST)
+            first = self._more_or_closed()
+        except (BrokenPipeError, ConnectionResetError):
+            first = False
+        if not first:  # closed while idle, before any byte of this answer: once more, on a new connection
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(self.path))
+            self.buffer = b""
+            self.reconnects += 1
+            self.sock.sendall(REQUEST)
+            self._more()
         while (end := self.buffer.find(b"\r\n\r\n")) < 0:
             self._more()
         status, length = head_of(self.buffer[:end])
@@ -277,10 +292,14 @@ class Reader:
         check(status, body)
 
     def _more(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
+        if not self._more_or_closed():
             raise ConnectionError("the agent closed the connection")
+
+    def _more_or_closed(self) -> bool:
+        """Read what came; False when the agent closed the connection instead."""
+        data = self.sock.recv(65536)
         self.buffer += data
+        return bool(data)
 
     def close(self) -> None:
         self.sock.close()

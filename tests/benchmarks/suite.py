@@ -8,10 +8,17 @@ Rows (each measured here, in this run, on this machine):
 - the floor: ``floor_server.py``, a bare trio MessagePack-RPC server answering a fixed 200-byte
   token (the very map vaultd answers with), timed with the same client calls as vaultd;
 - vaultd ``token.get`` (static, and oauth2 against the fake exchange) and ``token.sign`` (HMAC,
-  Ed25519): p50 and p99 on one connection (sync client, both processes pinned to one core;
-  the median over several starts of every server, see ``over_starts``), the CPU each server
-  spends per ``token.get`` (from /proc, over all starts: steadier than a p50), and requests per
-  second at 1, 8 and 64 connections (asyncio, one client per connection);
+  Ed25519): p50 and p99 on one connection (sync client; the median over several starts of every
+  server, see ``over_starts``), the CPU each server spends per ``token.get`` (from /proc, over
+  the same-core starts: steadier than a p50), and requests per second at 1, 8 and 64
+  connections (asyncio, one client per connection);
+- ``token.sign_many`` of N HMAC requests in one call (N = 1, 10, 100), p50 and p99 per
+  signature, where the daemon knows the method ("n/a (method absent)" where it answers
+  UNKNOWN_METHOD);
+- every latency row (these, the peers', the exe rule's) in three placements
+  (``placements.py``): engine and servers on one core, on two (engine cpu 0, servers cpu 1),
+  and unpinned; the targets of the latency rows (``placements.TARGETS``) are judged in each,
+  and the report names every one missed, where and by how much;
 - peers: OpenSSH ssh-agent (REQUEST_IDENTITIES, an Ed25519 SIGN_REQUEST), gnome-keyring
   through secretstorage, and OpenBao Agent (``openbao_agent.py``: a KV v2 read through its
   Unix-socket API proxy, a real ``bao server -dev`` behind it; p50 and p99 with a lean client
@@ -62,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import openbao_agent
+import placements
 import sourced
 import trio
 import trio.testing
@@ -77,6 +85,7 @@ from sign_vs_ssh_agent import PASS, SshAgent, add, pinned, summary, timed
 from vaultd import _vaultfile
 from vaultd._secret import Secret
 from vaultd_client import AsyncClient, Client
+from vaultd_client.errors import UnknownMethod
 from vaultd_protocol import KdfProfile
 
 URL = "https://api.binance.com/api/v3/order?symbol=BTCUSDT&side=BUY&type=MARKET&quantity=0.01"
@@ -111,10 +120,12 @@ LOAD_COUNTS, LOAD_WINDOW, AGENT_READS_PER_S = [1, 10, 100], 5.0, 100.0
 #: In --short, windows of one refresh from 0.2 s after the last put: a credential just put reads
 #: 0.7 to 0.9 s into it (a 1 s refresh, +-10%).
 SHORT_LOAD_COUNTS, SHORT_LOAD_WINDOW, SHORT_LOAD_SETTLE = [1, 10], 1.0, 0.2
+#: The batch rows: ``token.sign_many`` of N copies of the HMAC request in one call, shown per signature.
+SIGN_MANY_SIZES = (1, 10, 100)
 #: (p50, p99) in microseconds.
 Sample = tuple[float, float]
+#: The targets of the latency rows are held in every placement (``placements.TARGETS``).
 TARGETS = {
-    "token.get p50 / floor p50": "<= 1.2",
     "64-connection throughput / floor": ">= 0.8",
     "Ed25519 sign p50 / ssh-agent sign p50": "<= 0.25",
     "cached token() us": "<= 2",
@@ -249,6 +260,26 @@ def vaultd_call(client: Client, name: str, kind: str) -> Callable[[], object]:
     return (lambda: client.sign(name, "POST", URL)) if kind == "sign" else (lambda: client.token(name))
 
 
+def sign_many_label(n: int) -> str:
+    return f"vaultd token.sign_many HMAC N={n}, per sig."
+
+
+def sign_many_rows(client: Client, count: int) -> dict[str, Sample | None]:
+    """p50 and p99 per signature of ``token.sign_many`` with N copies of the HMAC request (N in
+    ``SIGN_MANY_SIZES``; about ``count`` signatures each, at least 200 calls); None for every row
+    when the daemon does not know the method (UNKNOWN_METHOD)."""
+    rows: dict[str, Sample | None] = {}
+    for n in SIGN_MANY_SIZES:
+        params = {"requests": [{"name": "hmac", "method": "POST", "url": URL, "body": b""}] * n}
+        try:
+            client.call("token.sign_many", params)
+        except UnknownMethod:
+            return dict.fromkeys(map(sign_many_label, SIGN_MANY_SIZES))
+        p50, p99 = summary(timed(lambda params=params: client.call("token.sign_many", params), max(200, count // n)))
+        rows[sign_many_label(n)] = (p50 / n, p99 / n)
+    return rows
+
+
 def latency_rows(
     servers: dict[str, Any],
     agent: SshAgent | None,
@@ -275,6 +306,9 @@ def latency_rows(
         rows = {label: rows[label] for _, label, _ in pair}  # the floor's row first, whichever ran first
         for label, name, kind in vaultd_rows:
             rows[label] = summary(timed(vaultd_call(client, name, kind), count))
+        for label, sample in sign_many_rows(client, count).items():
+            if sample is not None:
+                rows[label] = sample
     if bao is not None:
         started = time.perf_counter()
         pids = {"openbao agent": bao.pid(), "openbao server": servers["openbao server"][1]}
@@ -328,7 +362,8 @@ def source_credentials(daemon: Daemon, root: Path, upstream: Upstream, failed: l
 
 def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
     count, seconds = args.count, args.seconds
-    cpu = sorted(os.sched_getaffinity(0))[0]
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[0]
     root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
     daemon = Daemon(root, cpu)
     floor, floor_path = start_floor(root, cpu)
@@ -391,48 +426,63 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
             vaultd_rows += SOURCED_ROWS
             sourced_seconds += time.perf_counter() - started  # what the run waited for beyond the local adds
 
-        # The one-connection rows at each of several starts of every server (see over_starts).
-        per_start = []
+        # The one-connection rows in each placement, at each of several starts of every server
+        # (see over_starts); the servers start afresh for each (the first start is the one above).
         server_seconds: dict[str, float] = {}
-        for start in range(args.starts):
-            if start:
-                daemon.stop()
-                floor.kill()
-                floor.wait()
-                floor_path.unlink(missing_ok=True)
-                ready.append(daemon.start())
-                floor, floor_path = start_floor(root, cpu)
-                with Client(daemon.path, timeout=60, cache=False) as admin:
-                    admin.unlock(PASS)
-            if has_agent:
-                (root / f"agent-{start}").mkdir()
-                agent = SshAgent(root / f"agent-{start}", cpu)
-            if not keyring_missing:
-                keyring = GnomeKeyring(root / f"keyring-{start}", cpu)
-            servers = {"vaultd": (daemon.path, daemon.pid()), "floor": (floor_path, floor.pid)}
-            if upstream is not None:
-                started = time.perf_counter()
-                bao = OpenBaoAgent(root / f"openbao-agent-{start}", upstream, cpu)
-                bao_seconds += time.perf_counter() - started
-                servers["openbao server"] = (upstream.address, upstream.proc.pid)
-            rows, spent = latency_rows(
-                servers, agent, keyring, bao, count, floor_first=start % 2 == 0, vaultd_rows=vaultd_rows
-            )
-            per_start.append(rows)
-            for name, spent_seconds in spent.items():
-                server_seconds[name] = server_seconds.get(name, 0.0) + spent_seconds
-            if agent is not None:
-                agent.stop()
-                agent = None
-            if keyring is not None:
-                keyring.stop()
-                keyring = None
-            if bao is not None:
-                started = time.perf_counter()
-                bao.stop()
-                bao = None
-                bao_seconds += time.perf_counter() - started
-        results["latency_us"] = over_starts(per_start)
+        latency: dict[str, dict[str, dict[str, Any]]] = {}
+        for index, (placement, server_cpu, engine_cpus) in enumerate(placements.placements(cpus, results["left out"])):
+            per_start = []
+            for start in range(args.starts):
+                os.sched_setaffinity(0, engine_cpus)  # first: a server left unpinned inherits it
+                if index or start:
+                    daemon.stop()
+                    floor.kill()
+                    floor.wait()
+                    floor_path.unlink(missing_ok=True)
+                    daemon.cpu = server_cpu
+                    ready.append(daemon.start())
+                    floor, floor_path = start_floor(root, server_cpu)
+                    with Client(daemon.path, timeout=60, cache=False) as admin:
+                        admin.unlock(PASS)
+                run = f"{index}-{start}"
+                if has_agent:
+                    (root / f"agent-{run}").mkdir()
+                    agent = SshAgent(root / f"agent-{run}", server_cpu)
+                if not keyring_missing:
+                    keyring = GnomeKeyring(root / f"keyring-{run}", server_cpu)
+                servers = {"vaultd": (daemon.path, daemon.pid()), "floor": (floor_path, floor.pid)}
+                if upstream is not None:
+                    started = time.perf_counter()
+                    bao = OpenBaoAgent(root / f"openbao-agent-{run}", upstream, server_cpu)
+                    bao_seconds += time.perf_counter() - started
+                    servers["openbao server"] = (upstream.address, upstream.proc.pid)
+                rows, spent = latency_rows(
+                    servers, agent, keyring, bao, count, floor_first=start % 2 == 0, vaultd_rows=vaultd_rows
+                )
+                per_start.append(rows)
+                if index == 0:  # the CPU figures are the same-core placement's, as before
+                    for name, spent_seconds in spent.items():
+                        server_seconds[name] = server_seconds.get(name, 0.0) + spent_seconds
+                if agent is not None:
+                    agent.stop()
+                    agent = None
+                if keyring is not None:
+                    keyring.stop()
+                    keyring = None
+                if bao is not None:
+                    started = time.perf_counter()
+                    bao.stop()
+                    bao = None
+                    bao_seconds += time.perf_counter() - started
+            latency[placement] = over_starts(per_start)
+        os.sched_setaffinity(0, {cpu})
+        for pid in (daemon.pid(), floor.pid):  # the rows below as before: the servers on one core
+            placements.pin_threads(pid, {cpu})
+        results["latency_us"] = latency
+        results["latency_absent"] = [
+            sign_many_label(n) for n in SIGN_MANY_SIZES if sign_many_label(n) not in latency["same core"]
+        ]
+        results["latency_targets"] = placements.targets(latency)
         calls = args.starts * (count + min(200, count))  # timed() warms up with up to 200 calls
         results["server_cpu_us_per_token_get"] = {
             name: round(server_seconds[name] / calls * 1e6, 1) for name in ("floor", "vaultd")
@@ -508,8 +558,13 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         results["cached_token_us"] = round(per_call_us(lambda: cached.token("tok"), count * 20), 3)
         cached.close()
 
-        os.sched_setaffinity(0, {cpu})  # as the latency rows: client and daemon on one core
-        results["exe_rule"] = rule_rows(daemon.path, daemon.pid(), count, args.starts, cpu_seconds)
+        results["exe_rule"] = {}
+        for placement, server_cpu, engine_cpus in placements.placements(cpus, []):  # as the latency rows
+            placements.pin_threads(daemon.pid(), set(cpus) if server_cpu is None else {server_cpu})
+            os.sched_setaffinity(0, engine_cpus)
+            results["exe_rule"][placement] = rule_rows(daemon.path, daemon.pid(), count, args.starts, cpu_seconds)
+        placements.pin_threads(daemon.pid(), {cpu})
+        os.sched_setaffinity(0, {cpu})
         results["exe_check_ns"] = check_rows(count)
         results["accept_us"] = accept_rows(count)
         if upstream is not None and not args.short:  # last: the server stays sealed
@@ -582,9 +637,8 @@ def measure_idle(count: int, idle_seconds: float, results: dict[str, Any]) -> No
 
 
 def ratios(results: dict[str, Any]) -> dict[str, float]:
-    latency, rates = results["latency_us"], results["requests_per_s"]
+    latency, rates = results["latency_us"]["same core"], results["requests_per_s"]
     out = {
-        "token.get p50 / floor p50": latency["vaultd token.get static"]["p50"] / latency["floor token.get"]["p50"],
         "64-connection throughput / floor": rates["vaultd token.get static"][64] / rates["floor token.get"][64],
         "cached token() us": results["cached_token_us"],
         "import ms over bare python": results["import_ms_over_bare"],
@@ -604,19 +658,10 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
 
 def render(results: dict[str, Any]) -> str:
     lines = [f"vaultd benchmark suite ({results['mode']}), {results['machine']}", ""]
-    starts = len(next(iter(results["latency_us"].values()))["p50 per start"])
-    lines.append(f"one connection, sequential, one core (microseconds, median of {starts} starts)")
-    lines.append(f"  {'':48} {'p50':>9} {'p99':>9} {'/ floor':>8}   p50 lowest-highest start")
-    floor_p50 = results["latency_us"]["floor token.get"]["p50"]
-    for label, figure in results["latency_us"].items():
-        spread = figure["p50 per start"]
-        lines.append(
-            f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f} {figure['p50'] / floor_p50:7.2f}x   "
-            f"{min(spread):.1f}-{max(spread):.1f}"
-        )
+    lines.extend(placements.render_latency(results["latency_us"], results["latency_absent"]))
     server_cpu = results["server_cpu_us_per_token_get"]
     lines.append(
-        f"  server CPU per token.get, all starts (us)      floor {server_cpu['floor']:.1f}, "
+        f"  server CPU per token.get, same core (us)       floor {server_cpu['floor']:.1f}, "
         f"vaultd {server_cpu['vaultd']:.1f} ({server_cpu['vaultd'] / server_cpu['floor']:.2f}x)"
     )
     if "openbao_cpu_us_per_read" in results:
@@ -628,9 +673,11 @@ def render(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("an exe rule, per request: one connection, same daemon, alternating (us)")
-    lines.append(f"  {'':48} {'p50':>9} {'p99':>9}   server CPU per call")
-    for label, figure in results["exe_rule"].items():
-        lines.append(f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f}   {figure['server_cpu_us']:.1f}")
+    lines.append(f"  {'':38} {'placement':>10} {'p50':>9} {'p99':>9}   server CPU per call")
+    for placement, rows in results["exe_rule"].items():
+        for label, figure in rows.items():
+            p50, p99, server = figure["p50"], figure["p99"], figure["server_cpu_us"]
+            lines.append(f"  {label:38} {placement:>10} {p50:9.1f} {p99:9.1f}   {server:.1f}")
     checks = results["exe_check_ns"]
     lines.append(
         f"  the policy's decision in process (ns)          rule by uid {checks['rule by uid']:.0f}, "
@@ -690,7 +737,9 @@ def render(results: dict[str, Any]) -> str:
     for label, cpu in results["idle_cpu_s_per_hour"].items():
         lines.append(f"  CPU per hour idle, {label:29} {cpu:9.4f} s (renewer, accelerated clock)")
     lines.append("")
-    lines.append("targets (ratios from this run)")
+    lines.extend(placements.render_targets(results["latency_targets"], list(results["latency_us"])))
+    lines.append("")
+    lines.append("other targets (ratios from this run; latency ratios of the same-core placement)")
     for name, value in results["ratios"].items():
         lines.append(
             f"  {name:48} {value:9.3f}   " + (f"target {TARGETS[name]}" if name in TARGETS else "a peer: no target")

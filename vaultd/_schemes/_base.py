@@ -204,8 +204,17 @@ _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def _quote(text: str) -> str:
-    # Most names and values are unreserved already: one regex match instead of quote()'s work.
-    return text if _UNRESERVED.fullmatch(text) else quote(text, safe="")
+    # Most names and values are unreserved already: one regex match instead of quote()'s work,
+    # and for ASCII letters and digits alone (most of them) two C calls instead of the match.
+    # ASCII text is escaped character by character (its UTF-8 bytes are its characters) by one
+    # translate(), as quote() would; quote() keeps the rest.
+    if (text.isascii() and text.isalnum()) or _UNRESERVED.fullmatch(text):
+        return text
+    return text.translate(_ESCAPES) if text.isascii() else quote(text, safe="")
+
+
+#: Every ASCII character but the unreserved ones, to its ``%XX`` (upper-case hex, as quote() writes it).
+_ESCAPES = {code: f"%{code:02X}" for code in range(128) if not _UNRESERVED.fullmatch(chr(code))}
 
 
 def body_headers(body: bytes, content_type: str) -> dict[str, str]:
