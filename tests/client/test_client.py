@@ -127,6 +127,37 @@ def test_vaultctl_offers_every_kind_the_daemon_knows() -> None:
     assert sorted(KINDS) == sorted(CTL_KINDS)
 
 
+def test_signed_carries_the_final_query_decoded_and_never_prints_it() -> None:
+    import copy
+    import pickle
+
+    from vaultd_client import Signed
+    from vaultd_client.errors import MalformedResponse
+
+    wire = {
+        "headers": {},
+        "url": "wss://ws.okx.com:8443/ws/v5/private?apiKey=k&passphrase=fake%20pass&timestamp=1&sign=c2ln",
+        "query": [["apiKey", "k"], ["passphrase", "fake pass"], ["timestamp", "1"], ["sign", "c2ln"]],
+        "body": b"",
+        "valid_until": 31.0,
+        "nonce": None,
+    }
+    signed = Signed.from_result(wire)
+    assert signed.query == (("apiKey", "k"), ("passphrase", "fake pass"), ("timestamp", "1"), ("sign", "c2ln"))
+    assert repr(signed) == (
+        "Signed(url='wss://ws.okx.com:8443/ws/v5/private', valid_until=31.0, headers=<hidden>, query=<hidden>)"
+    )
+    with pytest.raises(AttributeError):
+        signed.query = ()  # type: ignore[misc]
+    assert copy.copy(signed) == signed and pickle.loads(pickle.dumps(signed)) == signed
+    assert Signed({}, "https://h/p", b"", 1.0).query == ()  # positional construction as before
+    older = {key: value for key, value in wire.items() if key != "query"}
+    assert Signed.from_result(older).query == ()  # a daemon from before 'query'
+    for bad in ("apiKey=k", {"apiKey": "k"}, [["apiKey"]], [["apiKey", 1]], [["a", "b", "c"]], ["ab"]):
+        with pytest.raises(MalformedResponse, match="query is not pairs of strings"):
+            Signed.from_result({**wire, "query": bad})
+
+
 def test_sign_many_answers_are_read_in_order_and_malformed_ones_refused() -> None:
     from vaultd_client import Signed
     from vaultd_client._session import signed_many
