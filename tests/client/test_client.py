@@ -173,3 +173,33 @@ def test_sign_many_answers_are_read_in_order_and_malformed_ones_refused() -> Non
     for bad in ({"results": [good]}, {"results": [good, good, {"error": "x"}]}, {"results": [good, good, {}]}, []):
         with pytest.raises(MalformedResponse):
             signed_many(bad, 3)
+
+
+def test_sign_many_checks_every_request_before_calling_the_daemon(tmp_path: Path) -> None:
+    # No daemon listens here: an answer other than DaemonUnavailable was made without calling it.
+    import asyncio
+
+    import trio
+
+    from vaultd_client import AsyncClient, TrioClient
+
+    missing = str(tmp_path / "no.sock")
+    good = {"name": "b", "method": "GET", "url": "https://api.binance.com/api/v3/account"}
+    bad_requests = ([good, {"name": "b", "url": "https://h/p"}], [good, {**good, "verb": "GET"}])
+    with Client(missing) as client:
+        assert client.sign_many([]) == []
+        for bad in bad_requests:
+            with pytest.raises(TypeError, match="request 1 must have name, method and url"):
+                client.sign_many(bad)
+        with pytest.raises(DaemonUnavailable):
+            client.sign_many([good])
+
+    async def each(driver: type[AsyncClient] | type[TrioClient]) -> None:
+        async with driver(missing) as client:
+            assert await client.sign_many([]) == []
+            for bad in bad_requests:
+                with pytest.raises(TypeError, match="request 1 must have name, method and url"):
+                    await client.sign_many(bad)
+
+    asyncio.run(each(AsyncClient))
+    trio.run(each, TrioClient)
