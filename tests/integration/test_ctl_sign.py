@@ -199,3 +199,9 @@ def test_only_an_answer_without_headers_and_body_is_read_as_a_login() -> None:
     # A login layout this vaultctl does not know: its args as a JSON object, never the URL's query.
     other = websocket_login(Signed({}, "wss://h/ws?token=t", b"", 1.0, query=[("token", "t")]))
     assert other is not None and other[2] == '{"token": "t"}'
+    odd = Signed({}, "wss://h/ws", b"", 1.0, query=[("apiKey", "k"), ("expires", "soon"), ("signature", "s")])
+    assert websocket_login(odd) == (
+        "websocket login",
+        "send the second line's login args as SPEC.md 6.6 says for the scheme",
+        '{"apiKey": "k", "expires": "soon", "signature": "s"}',
+    )
