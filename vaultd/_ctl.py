@@ -24,7 +24,6 @@ from vaultd_protocol import KdfProfile, Method
 from . import __version__
 from ._ctl_audit import AUDIT_COMMANDS, add_audit_parsers
 from ._ctl_common import (
-    _MAX_STDIN,
     EXIT_FAILED,
     EXIT_LOCKED,
     EXIT_OK,
@@ -40,6 +39,7 @@ from ._ctl_common import (
 )
 from ._ctl_env import ENV_COMMANDS, add_env_parsers
 from ._ctl_policy import POLICY_COMMANDS, add_policy_parsers
+from ._ctl_sign import SIGN_COMMANDS, add_sign_parser
 from ._ctl_systemd import SYSTEMD_COMMANDS, add_systemd_parsers
 from ._ctl_upstream import UPSTREAM_COMMANDS, add_upstream_parsers, upstream_table
 from ._passphrase import PassphraseError, read_passphrase
@@ -175,18 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per event")
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
 
-    p = sub.add_parser(
-        "sign",
-        help="show what the daemon would attach to a request (for debugging a signing credential)",
-        description="Sign one request with a 'sign' credential and print the headers and final URL and body.",
-    )
-    p.add_argument("name")
-    p.add_argument("method", help="HTTP method, e.g. GET or POST")
-    p.add_argument("url", help="the full URL, e.g. https://api.binance.com/api/v3/account?omitZeroBalances=true")
-    body = p.add_mutually_exclusive_group()
-    body.add_argument("--body", default="", help="the request body, as text")
-    body.add_argument("--body-file", metavar="PATH", help="read the request body from PATH")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_sign_parser(sub)
 
     p = sub.add_parser("get", help="print a credential's current token alone (for scripts)")
     p.add_argument("name")
@@ -376,31 +365,6 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_sign(client: Client, args: argparse.Namespace) -> int:
-    body: bytes = args.body.encode("utf-8")
-    if args.body_file:
-        try:
-            with open(args.body_file, "rb") as handle:
-                body = handle.read(_MAX_STDIN + 1)
-        except OSError as exc:
-            raise CtlError(f"cannot read {args.body_file}: {exc.strerror}", EXIT_USAGE) from None
-    signed = client.sign(args.name, args.method, args.url, body=body)
-    if args.json:
-        print(json.dumps({
-            "headers": dict(signed.headers), "url": signed.url, "body": signed.body.decode("utf-8", "replace"),
-            "valid_until": signed.valid_until, "nonce": signed.nonce,
-        }, indent=2))  # fmt: skip
-        return EXIT_OK
-    print(f"{args.method.upper()} {signed.url}")
-    for key, value in signed.headers.items():
-        print(f"{key}: {value}")
-    if signed.body:
-        print()
-        print(signed.body.decode("utf-8", "replace"))
-    print(f"# valid until {_when(signed.valid_until)}", file=sys.stderr)
-    return EXIT_OK
-
-
 def cmd_list(client: Client, args: argparse.Namespace) -> int:
     result = _slow(client, Method.CREDENTIAL_LIST, {"passphrase": _passphrase(args)})
     if args.json:
@@ -439,7 +403,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "list": cmd_list,
     "get": cmd_get,
     "renew": cmd_renew,
-    "sign": cmd_sign,
+    **SIGN_COMMANDS,
     "watch": cmd_watch,
     "demo": cmd_demo,
     **ENV_COMMANDS,

@@ -132,7 +132,9 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
             raise _invalid(f"{label!r} must be a positive whole number")
     now_ms = int(clock() * 1000)
     if timestamp is not None and not now_ms - _PAST_MS <= timestamp <= now_ms + _AHEAD_MS:
-        raise _invalid("'timestamp' must be within a minute of the daemon's clock (or left out)")
+        raise _invalid(
+            "'timestamp' must be at most a minute ahead of and five minutes behind the daemon's clock (or left out)"
+        )
     options = {**provider.options(), **(request.get("options") or {})}
     if provider.scheme in _RANDOM_NONCE:  # a random nonce in the signed string, new every time
         options.setdefault("nonce", secrets.token_hex(16))

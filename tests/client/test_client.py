@@ -127,6 +127,37 @@ def test_vaultctl_offers_every_kind_the_daemon_knows() -> None:
     assert sorted(KINDS) == sorted(CTL_KINDS)
 
 
+def test_signed_carries_the_final_query_decoded_and_never_prints_it() -> None:
+    import copy
+    import pickle
+
+    from vaultd_client import Signed
+    from vaultd_client.errors import MalformedResponse
+
+    wire = {
+        "headers": {},
+        "url": "wss://ws.okx.com:8443/ws/v5/private?apiKey=k&passphrase=fake%20pass&timestamp=1&sign=c2ln",
+        "query": [["apiKey", "k"], ["passphrase", "fake pass"], ["timestamp", "1"], ["sign", "c2ln"]],
+        "body": b"",
+        "valid_until": 31.0,
+        "nonce": None,
+    }
+    signed = Signed.from_result(wire)
+    assert signed.query == (("apiKey", "k"), ("passphrase", "fake pass"), ("timestamp", "1"), ("sign", "c2ln"))
+    assert repr(signed) == (
+        "Signed(url='wss://ws.okx.com:8443/ws/v5/private', valid_until=31.0, headers=<hidden>, query=<hidden>)"
+    )
+    with pytest.raises(AttributeError):
+        signed.query = ()  # type: ignore[misc]
+    assert copy.copy(signed) == signed and pickle.loads(pickle.dumps(signed)) == signed
+    assert Signed({}, "https://h/p", b"", 1.0).query == ()  # positional construction as before
+    older = {key: value for key, value in wire.items() if key != "query"}
+    assert Signed.from_result(older).query == ()  # a daemon from before 'query'
+    for bad in ("apiKey=k", {"apiKey": "k"}, [["apiKey"]], [["apiKey", 1]], [["a", "b", "c"]], ["ab"]):
+        with pytest.raises(MalformedResponse, match="query is not pairs of strings"):
+            Signed.from_result({**wire, "query": bad})
+
+
 def test_sign_many_answers_are_read_in_order_and_malformed_ones_refused() -> None:
     from vaultd_client import Signed
     from vaultd_client._session import signed_many
@@ -142,3 +173,33 @@ def test_sign_many_answers_are_read_in_order_and_malformed_ones_refused() -> Non
     for bad in ({"results": [good]}, {"results": [good, good, {"error": "x"}]}, {"results": [good, good, {}]}, []):
         with pytest.raises(MalformedResponse):
             signed_many(bad, 3)
+
+
+def test_sign_many_checks_every_request_before_calling_the_daemon(tmp_path: Path) -> None:
+    # No daemon listens here: an answer other than DaemonUnavailable was made without calling it.
+    import asyncio
+
+    import trio
+
+    from vaultd_client import AsyncClient, TrioClient
+
+    missing = str(tmp_path / "no.sock")
+    good = {"name": "b", "method": "GET", "url": "https://api.binance.com/api/v3/account"}
+    bad_requests = ([good, {"name": "b", "url": "https://h/p"}], [good, {**good, "verb": "GET"}])
+    with Client(missing) as client:
+        assert client.sign_many([]) == []
+        for bad in bad_requests:
+            with pytest.raises(TypeError, match="request 1 must have name, method and url"):
+                client.sign_many(bad)
+        with pytest.raises(DaemonUnavailable):
+            client.sign_many([good])
+
+    async def each(driver: type[AsyncClient] | type[TrioClient]) -> None:
+        async with driver(missing) as client:
+            assert await client.sign_many([]) == []
+            for bad in bad_requests:
+                with pytest.raises(TypeError, match="request 1 must have name, method and url"):
+                    await client.sign_many(bad)
+
+    asyncio.run(each(AsyncClient))
+    trio.run(each, TrioClient)

@@ -7,6 +7,9 @@ Daemons and the fake exchange are real processes, so waits poll a condition with
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import signal
 import socket
@@ -14,6 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import msgpack
 import pytest
@@ -35,20 +39,43 @@ from ..integration.test_renewal_e2e import add_oauth, wait_for
 
 HMAC = {"scheme": "binance-hmac", "api_key": "fake-key", "secret": "fake-secret"}
 ORDER = "https://api.binance.com/api/v3/order?symbol=BTCUSDT&side=BUY&type=MARKET&quantity=1"
+OKX_WS = {"scheme": "okx-ws-login", "api_key": "fake-okx-key", "secret": "fake-okx-secret", "passphrase": "fake-pass"}
+OKX_WS_URL = "wss://ws.okx.com:8443/ws/v5/private"
 
 
 def ready_with_signer(daemon: DaemonProcess) -> None:
     daemon.start()
     daemon.ready("fake-token-drivers")
     daemon.ctl("add", "hmac", "--kind", "sign", *daemon.pw(), stdin=json.dumps(HMAC))
+    daemon.ctl("add", "okxws", "--kind", "sign", *daemon.pw(), stdin=json.dumps(OKX_WS))
 
 
-def check_example(token: Any, signed: Any, status: dict[str, Any], hello: dict[str, Any]) -> None:
+def check_example(token: Any, signed: Any, login: Any, status: dict[str, Any], hello: dict[str, Any]) -> None:
     assert token.value == "fake-token-drivers" and token.headers == {"Authorization": "Bearer fake-token-drivers"}
     assert signed.url.startswith(ORDER + "&timestamp=") and "&signature=" in signed.url
     assert signed.headers == {"X-MBX-APIKEY": "fake-key"}
-    assert status["state"] == "UNLOCKED" and {c["name"] for c in status["credentials"]} == {"ex", "hmac"}
+    assert [name for name, _ in signed.query][-2:] == ["timestamp", "signature"]
+    assert signed.query == tuple(parse_qsl(urlsplit(signed.url).query))
+    check_okx_login(login)
+    assert status["state"] == "UNLOCKED" and {c["name"] for c in status["credentials"]} == {"ex", "hmac", "okxws"}
     assert hello["state"] == "UNLOCKED"
+
+
+def check_okx_login(login: Any) -> None:
+    """``Signed.query`` holds OKX's login args (SPEC 6.6), checked against the formula written out:
+    sign = base64(HMAC-SHA256(secret, timestamp in seconds + "GET" + "/users/self/verify"))."""
+    assert isinstance(login, Signed) and login.headers == {} and login.body == b""
+    assert isinstance(login.query, tuple) and all(type(pair) is tuple for pair in login.query)
+    args = dict(login.query)
+    assert list(args) == ["apiKey", "passphrase", "timestamp", "sign"]
+    assert args["apiKey"] == "fake-okx-key" and args["passphrase"] == "fake-pass"
+    mac = hmac.new(b"fake-okx-secret", f"{args['timestamp']}GET/users/self/verify".encode(), hashlib.sha256)
+    assert args["sign"] == base64.b64encode(mac.digest()).decode()
+    assert login.valid_until == int(args["timestamp"]) + 30
+    assert login.url.split("?")[0] == OKX_WS_URL and login.query == tuple(parse_qsl(urlsplit(login.url).query))
+    assert "fake-pass" not in repr(login) and args["sign"] not in repr(login)
+    with pytest.raises(AttributeError, match="read-only"):
+        login.query = ()  # type: ignore[misc]
 
 
 # -- sign_many on every driver ---------------------------------------------------------------------
@@ -59,16 +86,19 @@ BURST: list[dict[str, Any]] = [
     {"name": "hmac", "method": "POST", "url": WITHDRAW},  # the allow-list refuses it alone
     {"name": "nope", "method": "GET", "url": "https://api.binance.com/api/v3/account"},
     {"name": "hmac", "method": "POST", "url": "https://api.binance.com/api/v3/order", "body": "symbol=BTCUSDT"},
+    {"name": "okxws", "method": "GET", "url": OKX_WS_URL},
 ]
 
 
 def check_burst(answers: list[Any]) -> None:
-    first, refused, unknown, form = answers
+    first, refused, unknown, form, login = answers
     assert isinstance(first, Signed) and first.url.startswith(ORDER + "&timestamp=")
     assert isinstance(refused, Forbidden) and "moves money out" in str(refused)
     assert isinstance(unknown, UnknownCredential)
     assert isinstance(form, Signed) and form.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert form.body.startswith(b"symbol=BTCUSDT&timestamp=")
+    assert form.query == ()  # the signature went into the body
+    check_okx_login(login)
 
 
 def test_sign_many_on_the_sync_client(daemon: DaemonProcess) -> None:
@@ -111,7 +141,13 @@ async def test_sign_many_on_the_trio_client(daemon: DaemonProcess) -> None:
 def test_the_same_example_works_on_the_sync_client(daemon: DaemonProcess) -> None:
     ready_with_signer(daemon)
     with Client(daemon.socket_path) as client:
-        check_example(client.token("ex"), client.sign("hmac", "POST", ORDER), client.status(), client.hello())
+        check_example(
+            client.token("ex"),
+            client.sign("hmac", "POST", ORDER),
+            client.sign("okxws", "GET", OKX_WS_URL),
+            client.status(),
+            client.hello(),
+        )
 
 
 def test_the_same_example_works_on_the_asyncio_client(daemon: DaemonProcess) -> None:
@@ -122,6 +158,7 @@ def test_the_same_example_works_on_the_asyncio_client(daemon: DaemonProcess) -> 
             check_example(
                 await client.token("ex"),
                 await client.sign("hmac", "POST", ORDER),
+                await client.sign("okxws", "GET", OKX_WS_URL),
                 await client.status(),
                 await client.hello(),
             )
@@ -135,6 +172,7 @@ async def test_the_same_example_works_on_the_trio_client(daemon: DaemonProcess) 
         check_example(
             await client.token("ex"),
             await client.sign("hmac", "POST", ORDER),
+            await client.sign("okxws", "GET", OKX_WS_URL),
             await client.status(),
             await client.hello(),
         )

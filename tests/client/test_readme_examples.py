@@ -1,4 +1,4 @@
-"""client/README.md's examples: the three driver examples run against a real daemon.
+"""client/README.md's examples: the three driver examples and the WebSocket login run against a real daemon.
 
 The HTTP examples talk to real exchanges, which CI cannot reach: they are compiled only.
 """
@@ -48,9 +48,28 @@ def test_a_driver_example_runs_against_a_real_daemon(daemon: DaemonProcess, exam
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
+WS_LOGIN = [block for block in BLOCKS if 'vault.sign("okx-ws", "GET", private)' in block]
+
+
+def test_the_websocket_login_example_builds_okx_login_message(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ready()
+    okx = {"scheme": "okx-ws-login", "api_key": "fake-key", "secret": "fake-secret", "passphrase": "fake-pp"}
+    daemon.ctl("add", "okx-ws", "--kind", "sign", *daemon.pw(), stdin=json.dumps(okx))
+    check = (
+        "\nsent = json.loads(login)\nassert sent['op'] == 'login' and signed.headers == {} and signed.body == b''"
+        "\nassert list(sent['args'][0]) == ['apiKey', 'passphrase', 'timestamp', 'sign']"
+        "\nassert sent['args'][0]['passphrase'] == 'fake-pp' and 'fake-pp' not in repr(signed)\nprint('ok')\n"
+    )
+    env = {**daemon.env, "VAULTD_SOCKET": str(daemon.socket_path)}
+    [example] = WS_LOGIN
+    proc = subprocess.run([sys.executable, "-c", example + check], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
 def test_every_other_example_compiles() -> None:
     for block in BLOCKS:
-        if block in DRIVER_EXAMPLES:
+        if block in DRIVER_EXAMPLES or block in WS_LOGIN:
             continue
         code = block
         if "async def" not in block and re.search(r"\b(await|async with|async for)\b", block):

@@ -202,10 +202,14 @@ async def test_timestamps_far_from_the_daemons_clock_are_refused(start_server: S
     served = await start_server(clock=lambda: 1_800_000_000.0)
     client = await signing(served, "binance", BINANCE)
     url = "https://api.binance.com/api/v3/account"
-    for ts in (1_800_000_000_000 + 3_600_000, 1_800_000_000_000 - 3_600_000):
+    now_ms = 1_800_000_000_000
+    # The window the message states: a minute ahead, five minutes behind.
+    for ts in (now_ms + 3_600_000, now_ms - 3_600_000, now_ms + 90_000, now_ms - 330_000):
         response = await client.call("token.sign", name="binance", method="GET", url=url, timestamp=ts)
-        assert response.error is not None and "within a minute" in response.error.message
-    assert await client.ok("token.sign", name="binance", method="GET", url=url, timestamp=1_800_000_000_000 + 30_000)
+        assert response.error is not None, ts
+        assert "at most a minute ahead of and five minutes behind the daemon's clock" in response.error.message
+    for ts in (now_ms + 30_000, now_ms - 240_000):
+        assert await client.ok("token.sign", name="binance", method="GET", url=url, timestamp=ts)
 
 
 async def test_kraken_nonces_survive_a_replace_and_refuse_absurd_proposals(start_server: StartServer) -> None:
@@ -301,3 +305,21 @@ async def test_bybit_url_holds_exactly_the_query_signed(start_server: StartServe
     )
     assert refused.error is not None and refused.error.name == "INVALID_PARAMS"
     assert "unencoded, as pybit sends them" in refused.error.message
+
+
+async def test_a_requests_options_override_the_credentials_own_settings(start_server: StartServer) -> None:
+    # SPEC 6.6 "Per-request options": the credential's key_version / recv_window are defaults only.
+    served = await start_server()
+    kucoin = {"scheme": "kucoin", "api_key": "k", "secret": "fake-secret", "passphrase": "fake-pp", "key_version": 3}
+    client = await signing(served, "kucoin", kucoin)
+    bybit = {"scheme": "bybit", "api_key": "K", "secret": "fake-secret", "recv_window": 7000}
+    await client.ok("credential.put", passphrase=PASS, name="bybit", kind="sign", config=bybit)
+    accounts = "https://api.kucoin.com/api/v1/accounts"
+    own = await client.ok("token.sign", name="kucoin", method="GET", url=accounts)
+    overridden = await client.ok("token.sign", name="kucoin", method="GET", url=accounts, options={"key_version": "2"})
+    assert own["headers"]["KC-API-KEY-VERSION"] == "3" and overridden["headers"]["KC-API-KEY-VERSION"] == "2"
+    wallet = "https://api.bybit.com/v5/account/wallet-balance?accountType=UNIFIED"
+    own = await client.ok("token.sign", name="bybit", method="GET", url=wallet)
+    overridden = await client.ok("token.sign", name="bybit", method="GET", url=wallet, options={"recv_window": "9000"})
+    assert own["headers"]["X-BAPI-RECV-WINDOW"] == "7000" and overridden["headers"]["X-BAPI-RECV-WINDOW"] == "9000"
+    assert overridden["valid_until"] - own["valid_until"] >= 1.9  # the window signed is the one used
