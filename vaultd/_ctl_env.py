@@ -153,8 +153,8 @@ def _fetch(client: Client, credential: str, min_ttl: float, consequence: str) ->
         if isinstance(exc, InvalidParams) and _kind(client, credential) == "sign":
             message = (
                 f"{credential!r} is a 'sign' credential and has no token, so {consequence}: sign requests with "
-                "the client library (Client.sign, vaultd_client.httpx_auth.VaultdAuth), or see what would be "
-                f"attached with 'vaultctl sign {credential} METHOD URL'"
+                "the client library (Client.sign, vaultd_client.httpx_auth.VaultdAuth), or sign one with "
+                f"'vaultctl sign {credential} METHOD URL' (a real, audited signature)"
             )
         else:
             message = f"cannot get a token for {credential!r}, so {consequence}: {exc.message}"

@@ -300,7 +300,8 @@ class SignProvider:
         return self.scheme in _DAEMON_NONCE
 
     def take_nonce(self, proposed: int | None, now_ms: int) -> int:
-        """The next nonce: ``proposed`` if above the last, else max(last + 1, now in ms).
+        """The next nonce: ``proposed`` when there is one (it must be above the last), else
+        max(last + 1, now in ms).
 
         Raises:
             SignError: ``proposed`` is not above the last nonce handed out.
