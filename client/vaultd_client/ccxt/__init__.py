@@ -1,7 +1,7 @@
 """ccxt exchanges whose requests vaultd signs: the engine's process never holds the secret.
 
     import vaultd_client.ccxt
-    exchange = vaultd_client.ccxt.exchange("binance", "binance")    # was ccxt.binance({...})
+    exchange = vaultd_client.ccxt.exchange("binance", "binance-main")  # ccxt's id, vaultd's credential
     exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000)
 
     # asyncio (ccxt.async_support), or ccxt.pro for WebSocket logins:
@@ -18,8 +18,18 @@ ccxt's other headers (``Content-Type``) stay. ``check_required_credentials`` is 
 daemon holds them); ``secret`` and ``password`` stay empty. Sync exchanges sign inside
 ``sign()``; async ones (``ccxt.async_support``, ``ccxt.pro``) have ``sign()`` prepare the request
 and their ``fetch`` await the daemon before sending. A ccxt.pro WebSocket login message is
-signed the same way as it is sent (the credential named by the option ``vaultdWsCredential``,
-else the REST one).
+signed the same way as it is sent, by the credential named by the option ``vaultdWsCredential``
+(a WebSocket login has its own scheme, so the REST credential never signs it: without the option,
+or with a credential of another scheme, the login is ``AuthenticationError`` saying which scheme
+to add the key with, and nothing is sent).
+
+Each request passes ``token.sign``'s ``schemes``: the schemes that venue's REST requests (or its
+WebSocket login) are signed with. The daemon signs nothing with a credential of another scheme
+(``exchange("binance", "okx")``): the first private call is ccxt's ``AuthenticationError`` naming
+the credential's scheme and those expected, and no request leaves (an OKX credential's passphrase
+never reaches Binance). The credential is not checked at construction: an async exchange cannot
+ask the daemon there, and the daemon may be down or locked then; a wrong or missing credential
+shows at the first private call.
 
 **Venues.** Binance spot and futures (``binance-hmac``, ``binance-ed25519``; the WebSocket
 ``userDataStream.subscribe.signature`` / ``session.logon`` with ``binance-ws-logon``), Kraken spot
@@ -45,8 +55,8 @@ network signed for. ccxt's ``walletAddress`` (public: the account's address) mus
 
 **Limits.** A request the daemon refuses surfaces as ccxt's own error: the allow-list (a withdrawal,
 by default) as ``PermissionDenied``, a daemon that is down or went away as ``ExchangeNotAvailable``
-(``RequestTimeout`` past the client's timeout), a locked vault or an unknown credential as
-``AuthenticationError``, a request the scheme cannot sign as ``BadRequest``. A request ccxt sends
+(``RequestTimeout`` past the client's timeout), a locked vault, an unknown credential or one of
+another venue's scheme as ``AuthenticationError``, a request the scheme cannot sign as ``BadRequest``. A request ccxt sends
 with the API key alone, unsigned (Binance's listen keys, ``historicalTrades``), needs the
 credential's public API key as config ``apiKey``: without it the adapter's stand-in key would go
 out, so it is refused (``AuthenticationError``) instead. As the adapter tells ccxt its credentials
@@ -116,7 +126,7 @@ def wrap(exchange: Any, credential: str, *, client: Any = None) -> Any:
 
     Raises:
         ValueError: the exchange holds a secret, password or private key, or no venue entry fits it.
-        TypeError: a client of the other kind.
+        TypeError: ``exchange`` is not a ccxt exchange instance, or a client of the other kind.
     """
     _ccxt(False)
     from ._adapter import install  # noqa: PLC0415 - imports ccxt
