@@ -57,8 +57,8 @@ network signed for. ccxt's ``walletAddress`` (public: the account's address) mus
 by default) as ``PermissionDenied``, a daemon that is down or went away as ``ExchangeNotAvailable``
 (``RequestTimeout`` past the client's timeout), a locked vault, an unknown credential or one of
 another venue's scheme as ``AuthenticationError``, a request the scheme cannot sign as
-``BadRequest``. A request ccxt sends with the API key alone, unsigned (Binance's listen keys, ``historicalTrades``), needs the
-credential's public API key as config ``apiKey``: without it the adapter's stand-in key would go
+``BadRequest``. A request ccxt sends with the API key alone, unsigned (Binance's listen keys,
+``historicalTrades``), needs the credential's public API key as config ``apiKey``: without it the adapter's stand-in key would go
 out, so it is refused (``AuthenticationError``) instead. As the adapter tells ccxt its credentials
 are set, ccxt's ``load_markets`` calls some venues' private endpoints too (Binance's
 ``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and Bybit's currencies, KuCoin,
