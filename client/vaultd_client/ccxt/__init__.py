@@ -58,19 +58,19 @@ by default) as ``PermissionDenied``, a daemon that is down or went away as ``Exc
 (``RequestTimeout`` past the client's timeout), a locked vault, an unknown credential or one of
 another venue's scheme as ``AuthenticationError``, a request the scheme cannot sign as
 ``BadRequest``. A request ccxt sends with the API key alone, unsigned (Binance's listen keys,
-``historicalTrades``), needs the credential's public API key as config ``apiKey``: without it the adapter's stand-in key would go
-out, so it is refused (``AuthenticationError``) instead. As the adapter tells ccxt its credentials
-are set, ccxt's ``load_markets`` calls some venues' private endpoints too (Binance's
-``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and Bybit's currencies, KuCoin,
-Gate, Coinbase, Kraken Futures, Hyperliquid), each signed by the daemon and judged by the
-credential's allow-list like any other request. The validity window (Binance's ``recvWindow``,
-Bybit's ``recv_window``) is the credential's, not ccxt's option. A request or WebSocket message ccxt
-signs in a way no vaultd scheme covers (Binance WebSocket API orders, which sign each request's
-params; Deribit's WebSocket ``public/auth``) raises ``NotSupported`` and is never sent. Kraken's
-JSON bodies (``create_orders``' AddOrderBatch) go to the daemon without ccxt's nonce; the daemon
-puts its own first, as Kraken reads it (``"nonce":"<n>"``). OKX's passphrase is a header of every
-OKX request by OKX's design, so the engine sees it in the signed headers; no HMAC or private key
-ever enters the process. Each signature is one daemon round trip.
+``historicalTrades``), needs the credential's public API key as config ``apiKey``: without it the
+adapter's stand-in key would go out, so it is refused (``AuthenticationError``) instead. As the
+adapter tells ccxt its credentials are set, ccxt's ``load_markets`` calls some venues' private
+endpoints too (Binance's ``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and
+Bybit's currencies, KuCoin, Gate, Coinbase, Kraken Futures, Hyperliquid), each signed by the daemon
+and judged by the credential's allow-list like any other request. The validity window (Binance's
+``recvWindow``, Bybit's ``recv_window``) is the credential's, not ccxt's option. A request or
+WebSocket message ccxt signs in a way no vaultd scheme covers (Binance WebSocket API orders, which
+sign each request's params; Deribit's WebSocket ``public/auth``) raises ``NotSupported`` and is
+never sent. Kraken's JSON bodies (``create_orders``' AddOrderBatch) go to the daemon without ccxt's
+nonce; the daemon puts its own first, as Kraken reads it (``"nonce":"<n>"``). OKX's passphrase is a
+header of every OKX request by OKX's design, so the engine sees it in the signed headers; no HMAC or
+private key ever enters the process. Each signature is one daemon round trip.
 """
 
 from __future__ import annotations
