@@ -117,6 +117,8 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     provider = credential.provider
     if not isinstance(provider, SignProvider):
         raise _invalid(f"credential {credential.name!r} is a {provider.kind} credential: use token.get, not token.sign")
+    if request.get("schemes") and provider.scheme not in request["schemes"]:
+        raise _invalid(_wrong_scheme(credential.name, provider.scheme, request["schemes"]))
     method = str(request["method"]).upper()
     if not method.isalpha():
         raise _invalid("'method' must be an HTTP method such as GET or POST")
@@ -150,6 +152,13 @@ def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[]
     if provider.scheme == "deribit":
         _check_deribit_body(path, body)
     return _Prepared(provider, method, scheme, netloc, path, query, body, timestamp or now_ms, proposed, options)
+
+
+def _wrong_scheme(name: str, scheme: str, expected: list[str]) -> str:
+    """The refusal of a request whose ``schemes`` leave out the credential's: nothing signed."""
+    shown = [s if s.isprintable() else "?" for s in expected]
+    listed = shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+    return f"credential {name!r} signs with scheme {scheme!r}, not {listed}: nothing signed"
 
 
 def _judged_path(scheme: str, path: str, request: dict[str, Any]) -> str:

@@ -130,6 +130,7 @@ def sign_params(  # noqa: PLR0917 - the fields of one token.sign request
     timestamp: int | None,
     nonce: int | None,
     options: dict[str, str] | None,
+    schemes: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"name": name, "method": method, "url": url, "body": body}
     if timestamp is not None:
@@ -138,11 +139,15 @@ def sign_params(  # noqa: PLR0917 - the fields of one token.sign request
         params["nonce"] = nonce
     if options:
         params["options"] = options
+    if schemes is not None:
+        if isinstance(schemes, str):
+            raise TypeError("schemes must be a list of scheme names (one name: [name])")
+        params["schemes"] = list(schemes)
     return params
 
 
 #: The keys one request of ``sign_many`` may have: ``sign``'s arguments.
-_SIGN_KEYS = frozenset({"name", "method", "url", "body", "timestamp", "nonce", "options"})
+_SIGN_KEYS = frozenset({"name", "method", "url", "body", "timestamp", "nonce", "options", "schemes"})
 
 
 def sign_many_params(requests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -162,7 +167,7 @@ def sign_many_params(requests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         if unknown or not {"name", "method", "url"} <= set(request):
             raise TypeError(
                 f"sign_many: request {position} must have name, method and url, and may have body, timestamp, "
-                f"nonce and options" + (f" (not {unknown[0]!r})" if unknown else "")
+                f"nonce, options and schemes" + (f" (not {unknown[0]!r})" if unknown else "")
             )
         built.append(
             sign_params(
@@ -173,6 +178,7 @@ def sign_many_params(requests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 request.get("timestamp"),
                 request.get("nonce"),
                 request.get("options"),
+                request.get("schemes"),
             )
         )
     return {"requests": built}

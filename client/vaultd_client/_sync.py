@@ -108,20 +108,24 @@ class Client:
         timestamp: int | None = None,
         nonce: int | None = None,
         options: dict[str, str] | None = None,
+        schemes: Iterable[str] | None = None,
     ) -> Signed:
         """Have the daemon sign one request with credential ``name``; the secret never leaves it.
 
         ``timestamp`` (ms) defaults to the daemon's clock; ``nonce`` is for schemes that take
-        one (the daemon picks Kraken's). Raises Forbidden outside the credential's allow-list.
+        one (the daemon picks Kraken's). With ``schemes`` (scheme names, such as
+        ``["binance-hmac", "binance-ed25519"]``) the daemon signs only if the credential's scheme
+        is one of them, else InvalidParams naming both: nothing signed, no nonce taken. Raises
+        Forbidden outside the credential's allow-list.
         """
-        params = sign_params(name, method, url, body, timestamp, nonce, options)
+        params = sign_params(name, method, url, body, timestamp, nonce, options, schemes)
         return Signed.from_result(self.call(Method.TOKEN_SIGN, params))
 
     def sign_many(self, requests: Iterable[Mapping[str, Any]]) -> list[Signed | RemoteError]:
         """Have the daemon sign many requests in one call (``token.sign_many``): an order burst.
 
         ``requests`` is a list of dicts with :meth:`sign`'s argument names (``name``, ``method``,
-        ``url``; optionally ``body``, ``timestamp``, ``nonce``, ``options``), at most 256. The
+        ``url``; optionally ``body``, ``timestamp``, ``nonce``, ``options``, ``schemes``), at most 256. The
         answer is a list in the same order, each item either the request's :class:`Signed` or,
         where the daemon refused that request alone, the exception it would have raised for a
         lone :meth:`sign` (:class:`~vaultd_client.errors.Forbidden`, ``UnknownCredential``,

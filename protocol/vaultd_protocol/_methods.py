@@ -165,6 +165,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
         Field("timestamp", "int", required=False, default=None, nullable=True),
         Field("nonce", "int", required=False, default=None, nullable=True),
         Field("options", "map", required=False, default=None, nullable=True),
+        Field("schemes", "names", required=False, default=None, max_len=16, nullable=True),
     ),
     Method.TOKEN_SIGN_MANY: (Field("requests", "requests", max_len=SIGN_MANY_MAX),),
     Method.CREDENTIAL_PUT: (

@@ -45,6 +45,26 @@ def test_unknown_venues_and_clients_of_the_wrong_kind_are_refused() -> None:
         vaultd_client.ccxt.wrap(exchange, "okx", client=Client(NOWHERE))
 
 
+@pytest.mark.parametrize("thing", [object(), "binance", ccxt.okx, {"id": "okx"}])
+def test_wrap_takes_only_a_ccxt_exchange_instance(thing: object) -> None:
+    with pytest.raises(TypeError, match=r"wrap\(\) takes a ccxt exchange instance"):
+        vaultd_client.ccxt.wrap(thing, "x", client=Client(NOWHERE))
+
+
+def test_each_venue_names_the_schemes_its_rest_requests_are_signed_with() -> None:
+    """What the adapter passes as token.sign's ``schemes``: the daemon's own scheme names, and none of
+    a WebSocket login's (the REST credential never signs a login)."""
+    from vaultd._schemes import SCHEMES
+    from vaultd_client.ccxt._venues import VENUES
+
+    for exchange_id, venue in VENUES.items():
+        assert venue.schemes and set(venue.schemes) <= set(SCHEMES), exchange_id
+        if venue.ws_login is not None:
+            assert venue.ws_login.scheme in SCHEMES and venue.ws_login.scheme not in venue.schemes, exchange_id
+    assert VENUES["binance"].schemes == ("binance-hmac", "binance-ed25519", "binance-rsa")
+    assert VENUES["okx"].schemes == ("okx",) and VENUES["krakenfutures"].schemes == ("kraken-futures",)
+
+
 def test_public_requests_go_out_as_ccxt_builds_them_without_asking_the_daemon() -> None:
     exchange = vaultd_client.ccxt.exchange("binance", "binance", client=Client(NOWHERE))
     request = exchange.sign("ticker/price", ["public"], "GET", {"symbol": "BTCUSDT"})

@@ -87,11 +87,16 @@ BURST: list[dict[str, Any]] = [
     {"name": "nope", "method": "GET", "url": "https://api.binance.com/api/v3/account"},
     {"name": "hmac", "method": "POST", "url": "https://api.binance.com/api/v3/order", "body": "symbol=BTCUSDT"},
     {"name": "okxws", "method": "GET", "url": OKX_WS_URL},
+    {"name": "hmac", "method": "POST", "url": ORDER, "schemes": ["okx", "okx-ws-login"]},  # another venue's
+    {"name": "hmac", "method": "POST", "url": ORDER, "schemes": ["binance-ed25519", "binance-hmac"]},
 ]
 
 
 def check_burst(answers: list[Any]) -> None:
-    first, refused, unknown, form, login = answers
+    first, refused, unknown, form, login, wrong_venue, right_venue = answers
+    assert isinstance(wrong_venue, InvalidParams)
+    assert "credential 'hmac' signs with scheme 'binance-hmac', not okx or okx-ws-login" in str(wrong_venue)
+    assert isinstance(right_venue, Signed) and right_venue.url.startswith(ORDER + "&timestamp=")
     assert isinstance(first, Signed) and first.url.startswith(ORDER + "&timestamp=")
     assert isinstance(refused, Forbidden) and "moves money out" in str(refused)
     assert isinstance(unknown, UnknownCredential)
@@ -114,6 +119,11 @@ def test_sign_many_on_the_sync_client(daemon: DaemonProcess) -> None:
             client.sign_many(BURST[0])
         with pytest.raises(InvalidParams, match="1 to 256 requests"):
             client.sign_many(BURST[:1] * 257)
+        with pytest.raises(InvalidParams, match="signs with scheme 'binance-hmac', not okx: nothing signed"):
+            client.sign("hmac", "POST", ORDER, schemes=["okx"])
+        with pytest.raises(TypeError, match="list of scheme names"):
+            client.sign("hmac", "POST", ORDER, schemes="binance-hmac")
+        assert client.sign("hmac", "POST", ORDER, schemes=("binance-hmac",)).url.startswith(ORDER)
 
 
 def test_sign_many_on_the_asyncio_client(daemon: DaemonProcess) -> None:

@@ -173,21 +173,54 @@ def test_bybit_auth_is_signed_by_the_ws_auth_credential(vaultd: DaemonProcess) -
     _holds_no_secret(exchange)
 
 
-def test_a_login_with_the_rest_credential_is_refused_naming_the_scheme_it_needs(vaultd: DaemonProcess) -> None:
-    """No vaultdWsCredential: the REST credential (okx) signs no login, and says which scheme does."""
+#: Per venue: the WebSocket login's scheme, its reply, and how ccxt.pro is pointed at the local server.
+_LOGINS: dict[str, tuple[str, Any, str]] = {
+    "okx": ("okx-ws-login", _okx_reply, "/ws/v5"),
+    "bybit": ("bybit-ws-auth", _bybit_reply, "/v5/private"),
+    "binance": ("binance-ws-logon", _binance_reply, "/ws-api/v3"),
+}
+
+
+async def _login(exchange: Any, venue: str, url: str) -> None:
+    if venue == "bybit":
+        await exchange.authenticate(url)
+        return
+    if venue == "binance":
+        exchange.urls["api"]["ws"]["ws-api"]["spot"] = url
+    else:
+        exchange.urls["api"]["ws"] = url
+    await exchange.authenticate()
+
+
+@pytest.mark.parametrize("ws_credential", [None, "kraken"])
+@pytest.mark.parametrize("venue", sorted(_LOGINS))
+def test_a_login_without_a_credential_of_the_login_scheme_says_how_to_add_one(
+    vaultd: DaemonProcess, venue: str, ws_credential: str | None
+) -> None:
+    """No vaultdWsCredential (the REST credential can never sign a login), or one of another scheme:
+    ccxt's AuthenticationError saying which scheme to add the key with and the option to pass; nothing
+    is sent to the venue."""
+    scheme, reply, path = _LOGINS[venue]
 
     async def main() -> Any:
-        async with v.ws_serve(v.WsVenue(_okx_reply)) as server, AsyncClient(vaultd.socket_path) as client:
-            exchange = vaultd_client.ccxt.wrap(ccxt.pro.okx(), "okx", client=client)
-            exchange.urls["api"]["ws"] = server.url + "/ws/v5"
+        async with v.ws_serve(v.WsVenue(reply)) as server, AsyncClient(vaultd.socket_path) as client:
+            config = {"options": {"vaultdWsCredential": ws_credential}} if ws_credential else {}
+            exchange = vaultd_client.ccxt.wrap(getattr(ccxt.pro, venue)(config), venue, client=client)
             try:
-                with pytest.raises(ccxt.NotSupported, match="okx-ws-login"):
-                    await exchange.authenticate()
+                with pytest.raises(ccxt.AuthenticationError) as caught:
+                    await _login(exchange, venue, server.url + path)
             finally:
                 await exchange.close()
-            return server.seen
+            return str(caught.value), server.seen
 
-    assert _run(main()) == []
+    message, seen = _run(main())
+    assert seen == []
+    assert f"add the same API key a second time as a credential with scheme '{scheme}'" in message
+    assert f"options={{'vaultdWsCredential': '{venue}-ws'}}" in message
+    if ws_credential:  # the daemon refused it, naming its scheme
+        assert f"credential 'kraken' signs with scheme 'kraken', not {scheme}: nothing signed" in message
+    else:
+        assert f"the REST credential '{venue}' cannot sign it" in message
 
 
 def test_kraken_websocket_token_comes_from_rest_signed_by_the_kraken_credential(vaultd: DaemonProcess) -> None:

@@ -1,7 +1,7 @@
 """ccxt exchanges whose requests vaultd signs: the engine's process never holds the secret.
 
     import vaultd_client.ccxt
-    exchange = vaultd_client.ccxt.exchange("binance", "binance")    # was ccxt.binance({...})
+    exchange = vaultd_client.ccxt.exchange("binance", "binance-main")  # ccxt's id, vaultd's credential
     exchange.create_order("BTC/USDT", "limit", "buy", 0.01, 30000)
 
     # asyncio (ccxt.async_support), or ccxt.pro for WebSocket logins:
@@ -18,8 +18,18 @@ ccxt's other headers (``Content-Type``) stay. ``check_required_credentials`` is 
 daemon holds them); ``secret`` and ``password`` stay empty. Sync exchanges sign inside
 ``sign()``; async ones (``ccxt.async_support``, ``ccxt.pro``) have ``sign()`` prepare the request
 and their ``fetch`` await the daemon before sending. A ccxt.pro WebSocket login message is
-signed the same way as it is sent (the credential named by the option ``vaultdWsCredential``,
-else the REST one).
+signed the same way as it is sent, by the credential named by the option ``vaultdWsCredential``
+(a WebSocket login has its own scheme, so the REST credential never signs it: without the option,
+or with a credential of another scheme, the login is ``AuthenticationError`` saying which scheme
+to add the key with, and nothing is sent).
+
+Each request passes ``token.sign``'s ``schemes``: the schemes that venue's REST requests (or its
+WebSocket login) are signed with. The daemon signs nothing with a credential of another scheme
+(``exchange("binance", "okx")``): the first private call is ccxt's ``AuthenticationError`` naming
+the credential's scheme and those expected, and no request leaves (an OKX credential's passphrase
+never reaches Binance). The credential is not checked at construction: an async exchange cannot
+ask the daemon there, and the daemon may be down or locked then; a wrong or missing credential
+shows at the first private call.
 
 **Venues.** Binance spot and futures (``binance-hmac``, ``binance-ed25519``; the WebSocket
 ``userDataStream.subscribe.signature`` / ``session.logon`` with ``binance-ws-logon``), Kraken spot
@@ -45,22 +55,22 @@ network signed for. ccxt's ``walletAddress`` (public: the account's address) mus
 
 **Limits.** A request the daemon refuses surfaces as ccxt's own error: the allow-list (a withdrawal,
 by default) as ``PermissionDenied``, a daemon that is down or went away as ``ExchangeNotAvailable``
-(``RequestTimeout`` past the client's timeout), a locked vault or an unknown credential as
-``AuthenticationError``, a request the scheme cannot sign as ``BadRequest``. A request ccxt sends
-with the API key alone, unsigned (Binance's listen keys, ``historicalTrades``), needs the
-credential's public API key as config ``apiKey``: without it the adapter's stand-in key would go
-out, so it is refused (``AuthenticationError``) instead. As the adapter tells ccxt its credentials
-are set, ccxt's ``load_markets`` calls some venues' private endpoints too (Binance's
-``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and Bybit's currencies, KuCoin,
-Gate, Coinbase, Kraken Futures, Hyperliquid), each signed by the daemon and judged by the
-credential's allow-list like any other request. The validity window (Binance's ``recvWindow``,
-Bybit's ``recv_window``) is the credential's, not ccxt's option. A request or WebSocket message ccxt
-signs in a way no vaultd scheme covers (Binance WebSocket API orders, which sign each request's
-params; Deribit's WebSocket ``public/auth``) raises ``NotSupported`` and is never sent. Kraken's
-JSON bodies (``create_orders``' AddOrderBatch) go to the daemon without ccxt's nonce; the daemon
-puts its own first, as Kraken reads it (``"nonce":"<n>"``). OKX's passphrase is a header of every
-OKX request by OKX's design, so the engine sees it in the signed headers; no HMAC or private key
-ever enters the process. Each signature is one daemon round trip.
+(``RequestTimeout`` past the client's timeout), a locked vault, an unknown credential or one of
+another venue's scheme as ``AuthenticationError``, a request the scheme cannot sign as
+``BadRequest``. A request ccxt sends with the API key alone, unsigned (Binance's listen keys,
+``historicalTrades``), needs the credential's public API key as config ``apiKey``: without it the
+adapter's stand-in key would go out, so it is refused (``AuthenticationError``) instead. As the
+adapter tells ccxt its credentials are set, ccxt's ``load_markets`` calls some venues' private
+endpoints too (Binance's ``capital/config/getall`` when ``options["fetchCurrencies"]``; OKX's and
+Bybit's currencies, KuCoin, Gate, Coinbase, Kraken Futures, Hyperliquid), each signed by the daemon
+and judged by the credential's allow-list like any other request. The validity window (Binance's
+``recvWindow``, Bybit's ``recv_window``) is the credential's, not ccxt's option. A request or
+WebSocket message ccxt signs in a way no vaultd scheme covers (Binance WebSocket API orders, which
+sign each request's params; Deribit's WebSocket ``public/auth``) raises ``NotSupported`` and is
+never sent. Kraken's JSON bodies (``create_orders``' AddOrderBatch) go to the daemon without ccxt's
+nonce; the daemon puts its own first, as Kraken reads it (``"nonce":"<n>"``). OKX's passphrase is a
+header of every OKX request by OKX's design, so the engine sees it in the signed headers; no HMAC or
+private key ever enters the process. Each signature is one daemon round trip.
 """
 
 from __future__ import annotations
@@ -116,7 +126,7 @@ def wrap(exchange: Any, credential: str, *, client: Any = None) -> Any:
 
     Raises:
         ValueError: the exchange holds a secret, password or private key, or no venue entry fits it.
-        TypeError: a client of the other kind.
+        TypeError: ``exchange`` is not a ccxt exchange instance, or a client of the other kind.
     """
     _ccxt(False)
     from ._adapter import install  # noqa: PLC0415 - imports ccxt

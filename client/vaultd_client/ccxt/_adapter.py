@@ -20,6 +20,7 @@ from ccxt.base.errors import (
     PermissionDenied,
     RequestTimeout,
 )
+from ccxt.base.exchange import BaseExchange
 
 from .._sync import Client
 from .._types import Signed
@@ -76,9 +77,25 @@ def _credentials_ready(error: bool = True) -> bool:
 _PRIMITIVES = {"hmac": _hmac, "rsa": _text, "eddsa": _text, "jwt": _text, "ecdsa": _ecdsa}
 
 
+#: How the daemon's refusal of ``token.sign``'s ``schemes`` reads (protocol/SPEC.md section 5.12):
+#: "credential 'x' signs with scheme 'y', not ...: nothing signed".
+_WRONG_SCHEME = "' signs with scheme '"
+
+
+def _wrong_scheme(exc: VaultdError) -> bool:
+    """Whether the daemon refused because the credential's scheme is not the venue's."""
+    return isinstance(exc, InvalidParams) and _WRONG_SCHEME in str(exc) and "nothing signed" in str(exc)
+
+
 def _ccxt_error(exc: VaultdError, exchange_id: str, credential: str) -> Exception:
     """The ccxt error an engine already handles for what the daemon answered."""
     cls: type[Exception]
+    if _wrong_scheme(exc):  # a configuration error: the credential is another venue's
+        cls = AuthenticationError
+        return cls(
+            f"{exchange_id}: vaultd credential {credential!r} does not fit this venue ({exc}); name a credential"
+            f" of this venue in vaultd_client.ccxt.exchange() or wrap(); nothing was sent"
+        )
     if isinstance(exc, Forbidden):
         cls = PermissionDenied
     elif isinstance(exc, Timeout):
@@ -199,6 +216,7 @@ class _Signer:
                 body=unsigned.body,
                 timestamp=unsigned.timestamp,
                 options=self.options(),
+                schemes=self.venue.schemes,
             )
         except VaultdError as exc:
             raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
@@ -232,6 +250,7 @@ class _Signer:
                     body=unsigned.body,
                     timestamp=unsigned.timestamp,
                     options=self.options(),
+                    schemes=self.venue.schemes,
                 )
             except VaultdError as exc:
                 raise _ccxt_error(exc, self.exchange_id, self.credential) from exc
@@ -268,16 +287,29 @@ class _Signer:
         return signed_send
 
     async def ws_login(self, url: str, message: dict[str, Any], login: WsLogin) -> dict[str, Any]:
-        credential = self.exchange.options.get(WS_CREDENTIAL_OPTION) or self.credential
+        credential = self.exchange.options.get(WS_CREDENTIAL_OPTION)
+        if not credential:  # the REST credential's scheme is never the login's: no need to ask
+            raise AuthenticationError(self.ws_hint(login, f"the REST credential {self.credential!r} cannot sign it"))
         try:
-            signed = await self.client.sign(credential, "GET", url)
+            signed = await self.client.sign(credential, "GET", url, schemes=(login.scheme,))
         except VaultdError as exc:
+            if _wrong_scheme(exc):
+                raise AuthenticationError(self.ws_hint(login, str(exc))) from exc
             raise _ccxt_error(exc, self.exchange_id, credential) from exc
         params = parse_qsl(urlsplit(signed.url).query, keep_blank_values=True)
         try:
             return login.fill(message, params)
         except Unsupported as exc:
             raise Unsupported(f"{exc}: credential {credential!r} must use scheme {login.scheme}") from None
+
+    def ws_hint(self, login: WsLogin, why: str) -> str:
+        """What to configure for a WebSocket login: a credential of the login's scheme."""
+        return (
+            f"{self.exchange_id}: ccxt.pro's WebSocket login is signed with vaultd scheme {login.scheme!r} ({why}):"
+            f" add the same API key a second time as a credential with scheme {login.scheme!r} (e.g. vaultctl add"
+            f" {self.credential}-ws --kind sign) and pass options={{{WS_CREDENTIAL_OPTION!r}: "
+            f"'{self.credential}-ws'}}; nothing was sent"
+        )
 
 
 def is_async(exchange: Any) -> bool:
@@ -287,6 +319,10 @@ def is_async(exchange: Any) -> bool:
 
 def install(exchange: Any, credential: str, client: Any) -> Any:
     """Route ``exchange``'s signatures through the daemon; see :func:`vaultd_client.ccxt.wrap`."""
+    if not isinstance(exchange, BaseExchange):  # sync, async_support and pro alike
+        raise TypeError(
+            f"wrap() takes a ccxt exchange instance (such as ccxt.binance()), not {type(exchange).__name__}"
+        )
     if not isinstance(credential, str) or not credential:
         raise ValueError("credential must be the name of a vaultd credential (a non-empty str)")
     venue = VENUES.get(getattr(exchange, "id", None) or "")

@@ -53,7 +53,9 @@ class WsLogin(NamedTuple):
 
 
 class Venue(NamedTuple):
-    schemes: str
+    #: The vaultd schemes that sign this venue's REST requests, passed as ``token.sign``'s
+    #: ``schemes``: a credential of another venue signs nothing (its headers never leave).
+    schemes: tuple[str, ...]
     prepare: Callable[[Mapping[str, Any]], Unsigned | None]
     ws_login: WsLogin | None = None
     #: ccxt methods that sign a venue's action before sign() (Hyperliquid's EIP-712): on the
@@ -333,11 +335,13 @@ def _hyperliquid_network(exchange: Any) -> dict[str, str]:
 
 
 _BINANCE = Venue(
-    "binance-hmac or binance-ed25519", _binance, WsLogin(_binance_ws_matches, _binance_ws_fill, "binance-ws-logon")
+    ("binance-hmac", "binance-ed25519", "binance-rsa"),
+    _binance,
+    WsLogin(_binance_ws_matches, _binance_ws_fill, "binance-ws-logon"),
 )
-_OKX = Venue("okx", _okx, WsLogin(_okx_ws_matches, _okx_ws_fill, "okx-ws-login"))
-_BYBIT = Venue("bybit", _bybit, WsLogin(_bybit_ws_matches, _bybit_ws_fill, "bybit-ws-auth"))
-_COINBASE = Venue("coinbase", _coinbase, WsLogin(_coinbase_ws_matches, _coinbase_ws_fill, "coinbase-ws-jwt"))
+_OKX = Venue(("okx",), _okx, WsLogin(_okx_ws_matches, _okx_ws_fill, "okx-ws-login"))
+_BYBIT = Venue(("bybit", "bybit-rsa"), _bybit, WsLogin(_bybit_ws_matches, _bybit_ws_fill, "bybit-ws-auth"))
+_COINBASE = Venue(("coinbase",), _coinbase, WsLogin(_coinbase_ws_matches, _coinbase_ws_fill, "coinbase-ws-jwt"))
 
 #: By ccxt's exchange id. Kraken's WebSocket token comes from REST (GetWebSocketsToken), signed
 #: by the kraken scheme like any private call.
@@ -345,19 +349,19 @@ VENUES: dict[str, Venue] = {
     "binance": _BINANCE,
     "binanceusdm": _BINANCE,
     "binancecoinm": _BINANCE,
-    "kraken": Venue("kraken", _kraken),
+    "kraken": Venue(("kraken",), _kraken),
     "okx": _OKX,
     "bybit": _BYBIT,
-    "deribit": Venue("deribit", _deribit),
+    "deribit": Venue(("deribit",), _deribit),
     "coinbase": _COINBASE,
     "coinbaseadvanced": _COINBASE,
-    "kucoin": Venue("kucoin", _kucoin),
-    "kucoinfutures": Venue("kucoin", _kucoin),
-    "bitget": Venue("bitget", _bitget),
-    "gate": Venue("gate", _gate),
-    "krakenfutures": Venue("kraken-futures", _kraken_futures),
+    "kucoin": Venue(("kucoin",), _kucoin),
+    "kucoinfutures": Venue(("kucoin",), _kucoin),
+    "bitget": Venue(("bitget",), _bitget),
+    "gate": Venue(("gate",), _gate),
+    "krakenfutures": Venue(("kraken-futures",), _kraken_futures),
     "hyperliquid": Venue(
-        "hyperliquid",
+        ("hyperliquid",),
         _hyperliquid,
         action_signers=("sign_l1_action", "sign_user_signed_action"),
         sign_options=_hyperliquid_network,
