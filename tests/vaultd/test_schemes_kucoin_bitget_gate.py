@@ -103,7 +103,7 @@ def test_kucoin_signs_the_query_as_sent() -> None:
     [
         (req("GET", "/api/v1/accounts", key_version="1"), PASSPHRASE, "'key_version' must be 2 or 3"),
         (req("GET", "/api/v1/accounts", key_version="4"), PASSPHRASE, "'key_version' must be 2 or 3"),
-        (req("GET", "/api/v1/accounts", recv_window="5000"), PASSPHRASE, "unknown 'extra' field 'recv_window'"),
+        (req("GET", "/api/v1/accounts", recv_window="5000"), PASSPHRASE, "unknown option 'recv_window'"),
         (req("GET", "/api/v1/accounts"), None, "kucoin: needs the API key's passphrase"),
         (req("get", "/api/v1/accounts"), PASSPHRASE, "'method' must be an upper-case HTTP method"),
     ],
@@ -192,7 +192,7 @@ def test_bitget_signs_the_query_decoded_and_sends_it_encoded() -> None:
     [
         (req("GET", "/api/v2/spot/account/assets"), None, "bitget: needs the API key's passphrase"),
         (req("GET", "/api/v2/spot/account/assets", locale="en US\r\nX: y"), PASSPHRASE, "'locale' must be a language"),
-        (req("GET", "/api/v2/spot/account/assets", key_version="2"), PASSPHRASE, "unknown 'extra' field"),
+        (req("GET", "/api/v2/spot/account/assets", key_version="2"), PASSPHRASE, "unknown option"),
     ],
 )
 def test_bitget_refusals(request_: SignRequest, passphrase: str | None, message: str) -> None:
@@ -242,7 +242,7 @@ def test_gate_post_reproduces_ccxt() -> None:
 
 
 def test_gate_refuses_unknown_knobs() -> None:
-    with pytest.raises(SignError, match="gate: unknown 'extra' field 'recv_window'"):
+    with pytest.raises(SignError, match="gate: unknown option 'recv_window'"):
         GATE.sign(req("GET", "/api/v4/spot/accounts", recv_window="5"), keys())
 
 

@@ -206,7 +206,7 @@ def test_bybit_recv_window_knob() -> None:
         SCHEMES["bybit-rsa"].sign(
             SignRequest("GET", "api.bybit.com", "/v5/x", (), b"", TS, extra={"recv_window": "0"}), rsa_keys()
         )
-    with pytest.raises(SignError, match="unknown 'extra' field 'recvWindow'"):
+    with pytest.raises(SignError, match="unknown option 'recvWindow'"):
         SCHEMES["bybit-rsa"].sign(
             SignRequest("GET", "api.bybit.com", "/v5/x", (), b"", TS, extra={"recvWindow": "1"}), rsa_keys()
         )

@@ -89,14 +89,14 @@ def test_bybit_expires_in_sets_the_window() -> None:
     [
         ("okx-ws-login", req("GET", "/ws/v5/private", (("a", "b"),)), "takes no parameters"),
         ("okx-ws-login", req("GET", "/ws/v5/private", body=b"{}"), "takes no parameters"),
-        ("okx-ws-login", req("GET", "/ws/v5/private", expires_in="5"), "unknown 'extra' field"),
+        ("okx-ws-login", req("GET", "/ws/v5/private", expires_in="5"), "unknown option"),
         ("bybit-ws-auth", req("GET", "/v5/private", (("a", "b"),)), "takes no parameters"),
         ("bybit-ws-auth", req("GET", "/v5/private", body=b"{}"), "takes no parameters"),
         ("bybit-ws-auth", req("GET", "/v5/private", expires_in="0"), "'expires_in' must be whole milliseconds"),
         ("bybit-ws-auth", req("GET", "/v5/private", expires_in="60001"), "'expires_in' must be whole milliseconds"),
         ("bybit-ws-auth", req("GET", "/v5/private", expires_in="1e4"), "'expires_in' must be whole milliseconds"),
         ("bybit-ws-auth", req("GET", "/v5/private", expires_in="010"), "'expires_in' must be whole milliseconds"),
-        ("bybit-ws-auth", req("GET", "/v5/private", recv_window="5000"), "unknown 'extra' field"),
+        ("bybit-ws-auth", req("GET", "/v5/private", recv_window="5000"), "unknown option"),
     ],
 )
 def test_refusals(scheme: str, request_: SignRequest, message: str) -> None:
