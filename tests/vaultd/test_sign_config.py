@@ -28,6 +28,11 @@ from vaultd._vault import Vault
 from vaultd_client.errors import AlreadyExists
 from vaultd_protocol import ErrorCode, KdfProfile
 
+from .bao_standin import StandInBao, serving, upstream_config
+from .renewal_tools import PASS as RENEWAL_PASS
+from .renewal_tools import Wall, refused, state
+from .renewal_tools import open_vault as open_renewing_vault
+
 SPEC = (Path(__file__).parents[2] / "protocol" / "SPEC.md").read_text()
 SECTION = SPEC.split("### 6.6 `sign`", 1)[1].split("\n## 7.", 1)[0]
 NOW = 1_800_000_000.0
@@ -322,3 +327,31 @@ def test_vaultctl_add_says_how_to_replace_once(
     with pytest.raises(CtlError) as info:
         ctl.cmd_add(_Exists(daemon_says), args)  # type: ignore[arg-type]
     assert str(info.value) == line
+
+
+# -- a record in an upstream (SPEC section 12) is the operator's input too ------------------------
+
+
+@pytest.fixture
+def bao(monkeypatch: pytest.MonkeyPatch) -> Any:
+    with serving(monkeypatch, StandInBao()) as server:
+        yield server
+
+
+async def test_an_upstream_record_with_an_unused_field_is_refused_and_the_held_copy_stays(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, bao: StandInBao, autojump_clock: Any
+) -> None:
+    vault = await open_renewing_vault(nursery, tmp_path, wall)
+    await vault.put_upstream(Secret(RENEWAL_PASS), "bao", "openbao", upstream_config(), replace=False)
+    bao.put("desk/okx", {**example("okx"), "recv_window": 20000})
+    source = {"upstream": "bao", "path": "desk/okx", "refresh": 5}
+    error = await refused(vault.put(Secret(RENEWAL_PASS), "okx", "sign", None, replace=False, source=source))
+    assert error.code is ErrorCode.INVALID_PARAMS and f"{RECV} only, not 'okx'" in str(error)
+    bao.put("desk/okx", example("okx"))
+    await vault.put(Secret(RENEWAL_PASS), "okx", "sign", None, replace=False, source=source)
+    bao.put("desk/okx", {**example("okx"), "api_key": "fake-okx-key-2", "last_nonce": 5})
+    await trio.sleep(6)
+    held = state(vault, "okx")
+    assert held["source"]["version"] == 2 and "'last_nonce' is for" in held["source"]["last_error"]
+    order = {"method": "GET", "url": "https://www.okx.com/api/v5/account/balance", "body": b"", "timestamp": None}
+    assert (await vault.sign("okx", order))["headers"]["OK-ACCESS-KEY"] == "fake-okx-api-key", "the held copy signs"
