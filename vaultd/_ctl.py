@@ -306,6 +306,19 @@ def _source(args: argparse.Namespace) -> dict[str, Any] | None:
     return source
 
 
+#: The daemon's hint for RPC callers in ``ALREADY_EXISTS``; vaultctl names its own flag instead.
+_PUT_WITH_REPLACE = " (put with replace to overwrite)"
+
+
+def _already_exists(message: str, replace: bool) -> str:
+    """``add``'s line for ``ALREADY_EXISTS``: the daemon's message, its hint said once, as vaultctl's flag."""
+    if message.endswith(_PUT_WITH_REPLACE):
+        message = message.removesuffix(_PUT_WITH_REPLACE)
+        if not replace:
+            message += ": add --replace to replace it"
+    return f"{message} (ALREADY_EXISTS)"
+
+
 def cmd_add(client: Client, args: argparse.Namespace) -> int:
     source = _source(args)
     params: dict[str, Any] = {"name": args.name, "kind": args.kind, "replace": args.replace}
@@ -318,8 +331,7 @@ def cmd_add(client: Client, args: argparse.Namespace) -> int:
     try:
         result = _slow(client, Method.CREDENTIAL_PUT, params)
     except AlreadyExists as exc:
-        hint = "" if args.replace else "; add --replace to replace it"
-        raise CtlError(f"{exc.message} (ALREADY_EXISTS){hint}") from None
+        raise CtlError(_already_exists(exc.message, args.replace)) from None
     print(f"credential {args.name!r} {'added' if result['created'] else 'replaced'}")
     if source is not None:
         print(f"it follows {args.source}: a new version there is served within the refresh interval")

@@ -333,11 +333,13 @@ class Vault(VaultAdmin):
         """
         async with self._lock:
             _, epoch = await self._admin(passphrase)
-            self._check_name_free(name, replace)
             if (config is None) == (source is None):
                 raise RpcError(ErrorCode.INVALID_PARAMS, "give exactly one of 'config' and 'source'")
             if config is not None:
+                # The config is checked before the name: an operator fixing a mistake in it hears of the
+                # mistake, not of the name they have not reached yet (_put_checked checks the name).
                 return await self._put_checked(epoch, name, kind, self._from_config(name, kind, config), replace)
+            self._check_name_free(name, replace)  # before the upstream is read: that read is slow
         assert source is not None
         # The record is read outside the admin lock: a hanging OpenBao holds no other admin call.
         credential = await self._sourced(name, kind, source)

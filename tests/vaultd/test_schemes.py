@@ -183,7 +183,7 @@ def test_binance_window_defaults_to_5000_and_is_only_sent_when_set() -> None:
         (request(query=(("recvWindow", "100"),), recvWindow="200"), "differs"),
         (request(body="symbol=é".encode()), "form-encoded ASCII"),
         (request(body=b"symbol"), "form-encoded"),
-        (request(recv_window="5000"), "unknown 'extra' field 'recv_window'"),
+        (request(recv_window="5000"), "unknown option 'recv_window'"),
         (request(method="post"), "'method'"),
         (request(host="https://api.binance.com"), "'host'"),
         (request(path="api/v3/order"), "'path'"),
@@ -744,7 +744,7 @@ def test_encode_query_is_rfc3986() -> None:
 
 def test_unknown_extra_fields_are_refused() -> None:
     for name in ("kraken", "okx"):
-        with pytest.raises(SignError, match="unknown 'extra' field 'x'"):
+        with pytest.raises(SignError, match="unknown option 'x'"):
             SCHEMES[name].sign(request(x="1", daemon_nonce=1), hmac_keys("AAAA", passphrase="p"))
 
 

@@ -97,9 +97,9 @@ def test_the_same_claims_as_the_rest_jwt_but_uri() -> None:
     [
         ({"query": (("a", "b"),)}, "signs no query or body"),
         ({"body": b"{}"}, "signs no query or body"),
-        ({"extra": {}}, "'nonce' of 16 to 64 lower-case hex digits"),
-        ({"extra": {"nonce": "XYZ"}}, "'nonce' of 16 to 64 lower-case hex digits"),
-        ({"extra": {"nonce": NONCE, "uri": "x"}}, "unknown 'extra' field 'uri'"),
+        ({"extra": {}}, r"option 'nonce' \(required\) must be 16 to 64 lower-case hex digits"),
+        ({"extra": {"nonce": "XYZ"}}, r"option 'nonce' \(required\) must be 16 to 64 lower-case hex digits"),
+        ({"extra": {"nonce": NONCE, "uri": "x"}}, "unknown option 'uri'"),
     ],
 )
 def test_bad_requests_are_refused(changes: dict[str, Any], message: str) -> None:

@@ -256,7 +256,7 @@ def test_a_loopback_host_signs_for_the_network_the_knob_names(host: str) -> None
 
 @pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:80"])
 def test_a_loopback_host_without_the_network_knob_is_refused(host: str) -> None:
-    with pytest.raises(SignError, match=re.escape("a loopback 'host' needs the 'extra' field 'network'")):
+    with pytest.raises(SignError, match=re.escape("a loopback 'host' needs the option 'network'")):
         signed_with({"action": DUMMY, "nonce": 0}, host, {})
 
 
@@ -281,7 +281,7 @@ def test_the_knob_must_agree_with_hyperliquids_host_and_name_a_network() -> None
         for network in ("Mainnet", "main", ""):
             with pytest.raises(SignError, match="'network' must be 'mainnet' or 'testnet'"):
                 signed_with(body, host, {"network": network})
-    with pytest.raises(SignError, match="unknown 'extra' field 'chain' \\(known: network\\)"):
+    with pytest.raises(SignError, match="unknown option 'chain' \\(known: network\\)"):
         signed_with(body, MAINNET, {"chain": "mainnet"})
 
 
@@ -445,7 +445,7 @@ async def test_token_sign_to_a_loopback_url_takes_the_network_from_options() -> 
     result = await signed(DUMMY, {"network": "testnet"})
     assert result["url"] == "http://127.0.0.1:8080/exchange"
     assert json.loads(result["body"]) == sign({"action": DUMMY, "nonce": NOW_MS}, TESTNET, timestamp_ms=NOW_MS)
-    with pytest.raises(RpcError, match="needs the 'extra' field 'network'") as info:
+    with pytest.raises(RpcError, match="needs the option 'network'") as info:
         await signed(DUMMY, None)
     assert info.value.code is ErrorCode.INVALID_PARAMS
     with pytest.raises(RpcError) as info:

@@ -206,7 +206,7 @@ def test_bybit_recv_window_knob() -> None:
         SCHEMES["bybit-rsa"].sign(
             SignRequest("GET", "api.bybit.com", "/v5/x", (), b"", TS, extra={"recv_window": "0"}), rsa_keys()
         )
-    with pytest.raises(SignError, match="unknown 'extra' field 'recvWindow'"):
+    with pytest.raises(SignError, match="unknown option 'recvWindow'"):
         SCHEMES["bybit-rsa"].sign(
             SignRequest("GET", "api.bybit.com", "/v5/x", (), b"", TS, extra={"recvWindow": "1"}), rsa_keys()
         )
@@ -287,8 +287,14 @@ def test_config_errors_name_the_field(scheme: str) -> None:
     with pytest.raises(ConfigError, match="at least 2048 bits") as info:
         from_config("c", "sign", {"scheme": scheme, "api_key": "k", "private_key": BASE64_BODY}, NOW)
     assert BASE64_BODY[:40] not in str(info.value)
-    with pytest.raises(ConfigError, match="'private_key' is required"):
+    with pytest.raises(ConfigError) as info:
         from_config("c", "sign", {"scheme": scheme, "api_key": "k", "secret": "s"}, NOW)
+    assert str(info.value) == (
+        f"scheme {scheme!r} signs with a 'private_key' (an unencrypted PEM RSA key, PKCS#8 or PKCS#1, at least "
+        "2048 bits), not a 'secret'"
+    )
+    with pytest.raises(ConfigError, match=f"'private_key' is required: scheme '{scheme}' signs with a 'private_key'"):
+        from_config("c", "sign", {"scheme": scheme, "api_key": "k"}, NOW)
 
 
 # -- the key in OpenBao transit (the real server: test_bao_transit_rsa.py, tests/integration) ----------------

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from .._allow import AllowList
+from .._allow import AllowList, moves_money
 from .._schemes import SCHEMES, Keys, Signed, SignError, SignRequest, decode_secret
 from .._schemes._keys import load_rsa_key, load_secp256k1_key
 from .._schemes._remote import Call, record, replay
@@ -62,6 +62,29 @@ _PASSPHRASE = frozenset({"okx", "okx-ws-login", "kucoin", "bitget"})
 _DAEMON_NONCE = frozenset({"kraken", "kraken-futures"})
 #: KuCoin API key versions it signs for (version 1, the raw passphrase on the wire, is refused).
 _KUCOIN_KEY_VERSIONS = (2, 3)
+#: Schemes that send the credential's ``recv_window`` (Binance's ``recvWindow``, Bybit's ``recv_window``).
+_RECV_WINDOW = frozenset({"binance-hmac", "binance-ed25519", "binance-ws-logon", "binance-rsa", "bybit", "bybit-rsa"})
+#: Schemes keyed by an HMAC ``secret`` (the others by a ``private_key``).
+_HMAC = frozenset(name for name, scheme in SCHEMES.items() if scheme.key_kind == "hmac")
+#: Fields only some schemes read: ``credential.put`` refuses them for the others (a field that does
+#: nothing would be shown by ``status`` as if it did). Records already in a vault load as before.
+_FOR_SCHEMES: dict[str, frozenset[str]] = {
+    "recv_window": _RECV_WINDOW,
+    "passphrase": _PASSPHRASE,
+    "last_nonce": _DAEMON_NONCE,
+    "key_version": frozenset({"kucoin"}),
+    "secret_encoding": _HMAC,
+}
+#: What a ``private_key`` of each key kind must be, for messages.
+_KEY_FORMATS = {
+    "ed25519": "an Ed25519 key: PEM PKCS#8, or base64 of the 32-byte seed",
+    "ec": "an EC P-256 key, PEM",
+    "rsa": "an unencrypted PEM RSA key, PKCS#8 or PKCS#1, at least 2048 bits",
+    "secp256k1": "a secp256k1 key, '0x' and 64 hex digits",
+    "jwt-key": "a Coinbase CDP key: PEM EC P-256, or Ed25519 as PEM PKCS#8 or base64 of 32 or 64 bytes",
+}
+#: Hyperliquid's ``api_key``: the account's address.
+_HYPERLIQUID_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _PATH_UNBOUND = frozenset({"binance-hmac", "binance-ed25519", "bybit", "binance-rsa", "bybit-rsa"})
 
 
@@ -169,10 +192,30 @@ class SignProvider:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> SignProvider:
+        """An operator's configuration (``credential.put``, an upstream's record): a field the
+        scheme does not use is refused, naming the schemes it is for.
+
+        Raises:
+            ConfigError: the message names the field at fault and what it must be.
+        """
+        return cls._parse(config, strict=True)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SignProvider:
+        """A record the vault holds: as :meth:`from_config`, but fields the scheme does not use
+        load as before (:meth:`to_record` writes ``recv_window`` and ``last_nonce`` for every
+        scheme; older vaults may hold a passphrase a scheme ignores): an unused ``recv_window``
+        or ``key_version`` is dropped, an unused passphrase or ``last_nonce`` kept."""
+        return cls._parse(record, strict=False)
+
+    @classmethod
+    def _parse(cls, config: Mapping[str, Any], *, strict: bool) -> SignProvider:
         check_keys(config, cls.FIELDS, cls.kind)
         scheme = req_str(config, "scheme", max_len=32)
         if scheme not in SCHEMES:
             raise ConfigError(f"unknown signing 'scheme' (known: {', '.join(sorted(SCHEMES))})")
+        if strict:
+            _refuse_unused(config, scheme)
         key_kind = SCHEMES[scheme].key_kind
         encoding = config.get("secret_encoding") or getattr(SCHEMES[scheme], "secret_encoding", "raw")
         if encoding not in ("raw", "base64", "hex"):
@@ -185,32 +228,33 @@ class SignProvider:
                 raise ConfigError(f"scheme {scheme!r} signs with an HMAC 'secret', not a 'private_key'")
             secret = secret_field(config, "secret")
         else:
-            private_key = _key_text(config)
-            if config.get("secret") is not None:
-                raise ConfigError(f"scheme {scheme!r} signs with a 'private_key' (PEM), not a 'secret'")
+            private_key = _key_text(config, scheme, key_kind)
         passphrase = secret_field(config, "passphrase", required=scheme in _PASSPHRASE)
         last_nonce = config.get("last_nonce", 0)
         if isinstance(last_nonce, bool) or not isinstance(last_nonce, int) or not 0 <= last_nonce <= _MAX_NONCE:
             raise ConfigError(f"'last_nonce' must be a whole number from 0 to {_MAX_NONCE}")
+        api_key = req_str(config, "api_key", max_len=1024)
+        if strict and scheme == "hyperliquid" and not _HYPERLIQUID_ADDRESS.fullmatch(api_key):
+            raise ConfigError(
+                "'api_key' for hyperliquid must be the account's address, '0x' and 40 hex digits (for an API "
+                "wallet's key, the master account's address)"
+            )
+        recv_window = None
+        if config.get("recv_window") is not None and scheme in _RECV_WINDOW:
+            recv_window = int(opt_number(config, "recv_window", 5000, low=1, high=60_000))
         return cls(
             scheme=scheme,
-            api_key=req_str(config, "api_key", max_len=1024),
+            api_key=api_key,
             secret_text=secret,
             secret_encoding=str(encoding),
             private_key=private_key,
             passphrase=passphrase,
             allow=AllowList.from_config(config.get("allow")),
-            recv_window=None
-            if config.get("recv_window") is None
-            else int(opt_number(config, "recv_window", 5000, low=1, high=60_000)),
+            recv_window=recv_window,
             last_nonce=last_nonce,
             backend=backend,
-            key_version=_key_version(config, scheme),
+            key_version=_key_version(config) if scheme == "kucoin" else None,
         )
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> SignProvider:
-        return cls.from_config(record)
 
     def _build_keys(self) -> Keys:
         key_kind = SCHEMES[self.scheme].key_kind
@@ -252,6 +296,8 @@ class SignProvider:
             "recv_window": self.recv_window,
             "last_nonce": self.last_nonce if self.owns_nonce else None,
             "backend": None if self.backend is None else {**self.backend.to_config(), "round_trip": True},
+            "key_version": (self.key_version or _KUCOIN_KEY_VERSIONS[0]) if self.scheme == "kucoin" else None,
+            "withdrawals": _withdrawals(self.allow),
         }
 
     def warnings(self, now: float) -> list[str]:
@@ -268,9 +314,14 @@ class SignProvider:
             )
         if self.scheme in _SESSION_LOGIN:
             found.append(
-                f"a {self.scheme} signature logs a WebSocket session in: what the engine then does over it "
-                "(orders, where the venue takes them over WebSocket) is not checked by the allow-list; limit the "
-                "key's permissions on the exchange"
+                f"{_article(self.scheme)} {self.scheme} signature logs a WebSocket session in: what the engine then "
+                "does over it (orders, where the venue takes them over WebSocket) is not checked by the allow-list; "
+                "limit the key's permissions on the exchange"
+            )
+        if self.scheme == "hyperliquid" and not _HYPERLIQUID_ADDRESS.fullmatch(self.api_key):
+            found.append(
+                "'api_key' is not an address ('0x' and 40 hex digits): Hyperliquid signatures are all refused; "
+                "put the credential again with the account's address as 'api_key'"
             )
         if self.backend is not None:
             found.append(
@@ -387,22 +438,55 @@ def _backend(config: Mapping[str, Any], scheme: str) -> TransitBackend:
     return TransitBackend.from_config(config["backend"])
 
 
-def _key_version(config: Mapping[str, Any], scheme: str) -> int | None:
-    """Raises: ConfigError: ``key_version`` for another scheme than kucoin, or not 2 or 3."""
+def _refuse_unused(config: Mapping[str, Any], scheme: str) -> None:
+    """Raises: ConfigError: a field ``scheme`` does not use (it would do nothing), naming the schemes it is for."""
+    for name, schemes in _FOR_SCHEMES.items():
+        if config.get(name) is not None and scheme not in schemes:
+            which = (
+                f"the {next(iter(schemes))} scheme"
+                if len(schemes) == 1
+                else f"the {', '.join(sorted(schemes))} schemes"
+            )
+            if name == "secret_encoding":
+                which = f"HMAC schemes ({', '.join(sorted(schemes))})"
+            raise ConfigError(f"{name!r} is for {which} only, not {scheme!r}: it would do nothing there")
+
+
+def _key_version(config: Mapping[str, Any]) -> int | None:
+    """Raises: ConfigError: ``key_version`` is not the whole number 2 or 3."""
     value = config.get("key_version")
     if value is None:
         return None
-    if scheme != "kucoin":
-        raise ConfigError(f"'key_version' is for the kucoin scheme only, not {scheme!r}")
-    if isinstance(value, bool) or value not in _KUCOIN_KEY_VERSIONS:
-        raise ConfigError("'key_version' must be 2 or 3: KuCoin's API key version (version 1 keys are not supported)")
-    return int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _KUCOIN_KEY_VERSIONS:
+        given = ' (a JSON number, not a string: 3, not "3")' if isinstance(value, str) else ""
+        raise ConfigError(
+            f"'key_version' must be 2 or 3, a whole number{given}: KuCoin's API key version (version 1 keys "
+            "are not supported)"
+        )
+    return value
 
 
-def _key_text(config: Mapping[str, Any]) -> Secret:
+def _withdrawals(allow: AllowList) -> str:
+    """What ``status`` says of withdrawals and transfers: refused, or which rules open them."""
+    opened = [str(rule) for rule in allow.rules if rule.literal and moves_money(rule.path)]
+    if not opened:
+        return "refused: no allow rule names a withdrawal or transfer path exactly"
+    return f"refused except at {', '.join(opened)} (rules naming that exact path)"
+
+
+def _article(word: str) -> str:
+    """``a`` or ``an``, before a scheme name (all are spelled as they are said: "an okx-ws-login")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _key_text(config: Mapping[str, Any], scheme: str, key_kind: str) -> Secret:
+    """Raises: ConfigError: no ``private_key`` (or a ``secret`` instead), or one too long."""
     value = config.get("private_key")
+    given = f"a 'private_key' ({_KEY_FORMATS[key_kind]})"
+    if config.get("secret") is not None:
+        raise ConfigError(f"scheme {scheme!r} signs with {given}, not a 'secret'")
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError("'private_key' is required: the PEM (PKCS#8) key the exchange issued")
+        raise ConfigError(f"'private_key' is required: scheme {scheme!r} signs with {given}")
     if len(value) > _MAX_KEY_TEXT:
         raise ConfigError(f"'private_key' is longer than {_MAX_KEY_TEXT} characters")
     return Secret(value)

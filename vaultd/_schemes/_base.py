@@ -239,11 +239,14 @@ def check_request(request: SignRequest, scheme: str) -> None:
 
 
 def check_extra(request: SignRequest, allowed: frozenset[str], scheme: str) -> None:
-    """Raises: SignError: a knob this scheme does not know (a typo would silently do nothing)."""
+    """Raises: SignError: an option this scheme does not know (a typo would silently do nothing).
+
+    ``SignRequest.extra`` is what engines send as ``options`` (``token.sign``): messages say "option".
+    """
     unknown = sorted(set(request.extra) - allowed)
     if unknown:
         known = ", ".join(sorted(allowed)) or "none"
-        raise SignError(f"{scheme}: unknown 'extra' field {unknown[0][:32]!r} (known: {known})")
+        raise SignError(f"{scheme}: unknown option {unknown[0][:32]!r} (known: {known})")
 
 
 def require_secret(keys: Keys, scheme: str) -> bytes:

@@ -91,7 +91,7 @@ def sign_rest(request: SignRequest, keys: Keys, scheme: str, sign: Signer) -> Si
         window_text = knob
         added.append(("recvWindow", knob))
     elif window_text is not None and knob is not None and window_text != knob:
-        raise SignError(f"{scheme}: the request's 'recvWindow' differs from the one in 'extra'")
+        raise SignError(f"{scheme}: the request's 'recvWindow' differs from the option 'recvWindow'")
     window = DEFAULT_RECV_WINDOW_MS if window_text is None else _recv_window(window_text, scheme)
     stamp_text = _one(present, "timestamp", scheme)
     if stamp_text is None:

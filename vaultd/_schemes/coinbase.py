@@ -92,7 +92,7 @@ class Coinbase:
         check_extra(request, _EXTRA, self.name)
         nonce = request.extra.get("nonce")
         if nonce is None or not _NONCE.fullmatch(nonce):
-            raise SignError("coinbase: 'extra' must hold a 'nonce' of 16 to 64 lower-case hex digits")
+            raise SignError("coinbase: the option 'nonce' (required) must be 16 to 64 lower-case hex digits")
         if not keys.api_key or not keys.api_key.isprintable():
             raise SignError("coinbase: 'api_key' (the key name, organizations/.../apiKeys/...) must be printable")
         alg, sign = _signer(keys)

@@ -36,7 +36,7 @@ class CoinbaseWsJwt:
             raise SignError(f"{self.name}: a WebSocket JWT signs no query or body: send the request without them")
         nonce = request.extra.get("nonce")
         if nonce is None or not _NONCE.fullmatch(nonce):
-            raise SignError(f"{self.name}: 'extra' must hold a 'nonce' of 16 to 64 lower-case hex digits")
+            raise SignError(f"{self.name}: the option 'nonce' (required) must be 16 to 64 lower-case hex digits")
         if not keys.api_key or not keys.api_key.isprintable():
             raise SignError(f"{self.name}: 'api_key' (the key name, organizations/.../apiKeys/...) must be printable")
         alg, sign = _signer(keys)

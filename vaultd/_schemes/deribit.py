@@ -70,7 +70,7 @@ class Deribit:
         check_extra(request, _EXTRA, self.name)
         nonce = request.extra.get("nonce")
         if nonce is None or not _NONCE.fullmatch(nonce):
-            raise SignError("deribit: 'extra' must hold a 'nonce' of 1 to 64 letters, digits or -_.~")
+            raise SignError("deribit: the option 'nonce' (required) must be 1 to 64 letters, digits or -_.~")
         if not _CLIENT_ID.fullmatch(keys.api_key) or "," in keys.api_key:
             raise SignError("deribit: 'api_key' (the client id) must be printable, without spaces or commas")
         mac = hmac_signer(keys, self.name, "sha2-256")

@@ -189,23 +189,23 @@ def is_mainnet(host: str, network: str | None) -> bool:
             another host that is not loopback; a loopback host without ``network``.
     """
     if network is not None and network not in NETWORKS:
-        raise SignError("hyperliquid: 'extra' field 'network' must be 'mainnet' or 'testnet'")
+        raise SignError("hyperliquid: the option 'network' must be 'mainnet' or 'testnet'")
     named = HOSTS.get(host.lower())
     if named is not None:
         if network is not None and NETWORKS[network] != named:
             raise SignError(
-                f"hyperliquid: 'extra' field 'network' is {network!r} but the host is"
+                f"hyperliquid: the option 'network' is {network!r} but the host is"
                 f" {'mainnet' if named else 'testnet'}'s ({host.lower()}): they must agree"
             )
         return named
     if not _is_loopback(host):
         raise SignError(
             f"hyperliquid: 'host' must be {' or '.join(HOSTS)} (it picks mainnet or testnet),"
-            " or a loopback address with the 'extra' field 'network'"
+            " or a loopback address with the option 'network'"
         )
     if network is None:
         raise SignError(
-            "hyperliquid: a loopback 'host' needs the 'extra' field 'network' ('mainnet' or 'testnet'):"
+            "hyperliquid: a loopback 'host' needs the option 'network' ('mainnet' or 'testnet'):"
             " it picks the signature's source"
         )
     return NETWORKS[network]
