@@ -46,6 +46,7 @@ __all__ = [
     "Signed",
     "body_headers",
     "check_extra",
+    "check_json_body",
     "check_request",
     "decode_secret",
     "ed25519_key",
@@ -221,6 +222,21 @@ def body_headers(body: bytes, content_type: str) -> dict[str, str]:
     """``{"Content-Type": content_type}`` for a non-empty body, else nothing: the header the
     venue needs to read the body it was signed as (a body posted without one can be misread)."""
     return {"Content-Type": content_type} if body else {}
+
+
+def check_json_body(request: SignRequest, scheme: str) -> None:
+    """Raises: SignError: a non-empty body that does not start with ``{`` or ``[``.
+
+    For schemes that sign the body right after the path, with no separator (OKX, KuCoin,
+    Bitget): a body starting with characters a path may hold would let a request for an allowed
+    path (``/api/v5/asset/w`` with body ``ithdrawal{...}``) carry the very bytes of another
+    (``/api/v5/asset/withdrawal``), which the allow-list would refuse. A JSON object or array
+    cannot be part of a path.
+    """
+    if request.body and request.body[:1] not in (b"{", b"["):
+        raise SignError(
+            f"{scheme}: 'body' must be JSON, starting with '{{' or '[' (the venue signs it right after the path)"
+        )
 
 
 def check_request(request: SignRequest, scheme: str) -> None:

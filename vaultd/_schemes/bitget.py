@@ -26,6 +26,7 @@ from ._base import (
     SignRequest,
     body_headers,
     check_extra,
+    check_json_body,
     check_request,
     hmac_signer,
 )
@@ -60,6 +61,7 @@ class Bitget:
         """Raises: SignError: no passphrase, a bad ``locale``, no secret, a malformed request."""
         check_request(request, self.name)
         check_extra(request, _EXTRA, self.name)
+        check_json_body(request, self.name)
         locale = request.extra.get("locale")
         if locale is not None and not _LOCALE.fullmatch(locale):
             raise SignError("bitget: 'locale' must be a language tag such as en-US or zh-CN")

@@ -12,6 +12,12 @@ postData is the query string when the request has one (Kraken's calls carry thei
 the URL, POST included), else the form body (``batchorder``'s ``json=...``); a request with both
 is refused, since which one Kraken would read is not said.
 
+The signed string has no separators, so a request could be cut so that its bytes are another
+endpoint's: parameters ending in ``/api/v3/withdrawal`` before a nonce-less header, or a path
+like ``/derivatives/x/api/v3/withdrawal`` whose tail Kraken would route. Every endpoint
+starts with ``/api/`` and the nonce is digits, so a signature is made only when the endpoint
+path starts with ``/api/`` and holds it nowhere else, and the parameters hold no ``/api/``.
+
 The nonce, optional for Kraken, is always sent: without it a signature carries no time and
 could be replayed for ever. The daemon owns it as for Kraken Spot (strictly increasing,
 persisted), so :attr:`SignRequest.nonce` is required; Kraken tolerates nonces briefly out of
@@ -42,6 +48,8 @@ __all__ = ["KrakenFutures", "authent", "endpoint_path"]
 
 VALID_FOR_S = 60.0
 _PREFIX = "/derivatives"
+#: Where every Kraken Futures endpoint path starts (after the prefix).
+_API = "/api/"
 _MAX_NONCE = 2**64 - 1
 
 
@@ -80,7 +88,18 @@ class KrakenFutures:
             raise SignError("kraken-futures: 'body' must be form-encoded ASCII (percent-encode other characters)")
         query_string = encode_query(request.query)
         post_data = query_string.encode("ascii") if request.query else request.body
-        message = post_data + str(nonce).encode("ascii") + endpoint_path(request.path).encode("ascii")
+        endpoint = endpoint_path(request.path)
+        if not endpoint.startswith(_API) or endpoint.lower().find(_API, 1) != -1:
+            raise SignError(
+                "kraken-futures: the path must be one endpoint: /derivatives/api/... or /api/..., "
+                "with '/api/' nowhere else in it (Kraken signs the path right after the parameters)"
+            )
+        if _API.encode() in post_data.lower():
+            raise SignError(
+                "kraken-futures: the parameters must not hold '/api/' (percent-encode '/' as %2F): "
+                "Kraken signs them right before the nonce and the path"
+            )
+        message = post_data + str(nonce).encode("ascii") + endpoint.encode("ascii")
         headers = {
             "APIKey": keys.api_key,
             "Authent": authent(hmac_signer(keys, self.name, "sha2-512"), message),

@@ -30,6 +30,7 @@ from ._base import (
     SignRequest,
     body_headers,
     check_extra,
+    check_json_body,
     check_request,
     encode_query,
     hmac_signer,
@@ -62,6 +63,7 @@ class Kucoin:
         """Raises: SignError: no passphrase, a key version other than 2 or 3, a malformed request."""
         check_request(request, self.name)
         check_extra(request, _EXTRA, self.name)
+        check_json_body(request, self.name)
         version = request.extra.get("key_version", "2")
         if version not in KEY_VERSIONS:
             raise SignError("kucoin: 'key_version' must be 2 or 3 (version 1 keys are not supported)")

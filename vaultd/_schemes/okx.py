@@ -22,6 +22,7 @@ from ._base import (
     SignRequest,
     body_headers,
     check_extra,
+    check_json_body,
     check_request,
     encode_query,
     hmac_signer,
@@ -56,6 +57,7 @@ class Okx:
         """Raises: SignError: no passphrase, no secret, a malformed request."""
         check_request(request, self.name)
         check_extra(request, frozenset(), self.name)
+        check_json_body(request, self.name)
         if keys.passphrase is None or not len(keys.passphrase):
             raise SignError("okx: needs the API key's passphrase ('passphrase')")
         mac = hmac_signer(keys, self.name, "sha2-256")(prehash(request))
