@@ -5,15 +5,22 @@ allowed ``sign`` on its credential, SPEC.md section 11), then the credential's a
 scheme, exactly as one ``token.sign`` call would be, and gets one audit line of its own (method
 ``token.sign_many``). A refusal is that request's answer only: the others are signed all the same.
 
-A call whose every request the vault answers from memory is answered at once, on the server's
-hot path (:func:`answer_now`). Any other (a Kraken nonce, a key in OpenBao transit, a credential
-not there or a locked vault) goes to a task (:func:`answer`): there the requests of one
-credential are signed one after another in the call's order, so a Kraken credential's nonces
-increase in that order, and those of different credentials side by side.
+A call of at most :data:`HOT_MAX` requests, every one of which the vault answers from memory,
+is answered at once, on the server's hot path (:func:`answer_now`): a larger one would hold the
+event loop (and every other engine) for as long as all its signatures take. Any other call (more
+requests, a Kraken nonce, a key in OpenBao transit, a credential not there, a locked vault) goes
+to a task (:func:`answer`): there the requests of one credential are signed one after another in
+the call's order, so a Kraken credential's nonces increase in that order, and those of different
+credentials side by side, with a checkpoint between two requests so that other engines are
+answered meanwhile.
+
+A request that fails in a way no check foresaw is that request's INTERNAL error (logged by its
+type, never its text), not the whole call's: one refusal does not sink the others.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +32,12 @@ from vaultd_protocol import ErrorCode, InvalidParams, Method, parse_params
 from ._errors import RpcError
 from ._vault import Vault
 
-__all__ = ["Batch", "answer", "answer_now"]
+__all__ = ["HOT_MAX", "Batch", "answer", "answer_now"]
+
+log = logging.getLogger("vaultd.batch")
+
+#: The most requests a call may have to be answered on the hot path (at once, without a task).
+HOT_MAX = 8
 
 #: One request of the call: the credential it names (when it names one) and its checked params,
 #: or the error its params earned.
@@ -47,12 +59,11 @@ class Batch:
 def _items(params: dict[str, Any]) -> list[_Item]:
     items: list[_Item] = []
     for raw in params["requests"]:
-        name = raw.get("name")
-        shown = name if isinstance(name, str) and 0 < len(name) <= 64 else None
         try:
-            items.append((shown, parse_params(Method.TOKEN_SIGN, [raw])))
-        except InvalidParams as exc:
-            items.append((shown, RpcError(ErrorCode.INVALID_PARAMS, f"request: {exc}")))
+            parsed = parse_params(Method.TOKEN_SIGN, [raw])
+            items.append((parsed["name"], parsed))
+        except InvalidParams as exc:  # audited without a name: no policy has judged it
+            items.append((None, RpcError(ErrorCode.INVALID_PARAMS, f"request: {exc}")))
     return items
 
 
@@ -68,6 +79,8 @@ def _malformed(batch: Batch, name: str | None, exc: RpcError) -> dict[str, Any]:
 def answer_now(batch: Batch, params: dict[str, Any]) -> dict[str, Any] | None:
     """The ``token.sign_many`` result at once, or None when a request needs the slow path
     (then nothing was signed, judged or audited yet)."""
+    if len(params["requests"]) > HOT_MAX:
+        return None
     items = _items(params)
     signs_now = batch.vault.signs_now
     if not all(isinstance(item, RpcError) or signs_now(item["name"]) for _, item in items):
@@ -93,8 +106,15 @@ def _one_now(batch: Batch, name: str | None, item: dict[str, Any] | RpcError) ->
     except RpcError as exc:
         outcome = exc.code.name
         return _error(exc)
+    except Exception as exc:
+        return _unforeseen(exc)
     finally:
         batch.audit(name, outcome, why)
+
+
+def _unforeseen(exc: Exception) -> dict[str, Any]:
+    log.error("token.sign_many: a request failed unexpectedly (%s)", type(exc).__name__)
+    return _error(RpcError(ErrorCode.INTERNAL, "this request failed unexpectedly (see the daemon's log)"))
 
 
 async def answer(batch: Batch, params: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +130,7 @@ async def answer(batch: Batch, params: dict[str, Any]) -> dict[str, Any]:
 
     async def sign_in_order(indices: list[int]) -> None:
         for index in indices:
+            await trio.lowlevel.checkpoint()  # other engines are answered between two signatures
             item = items[index][1]
             assert not isinstance(item, RpcError)
             results[index] = await _one(batch, item)
@@ -138,5 +159,7 @@ async def _one(batch: Batch, item: dict[str, Any]) -> dict[str, Any]:
     except RpcError as exc:
         outcome = exc.code.name
         return _error(exc)
+    except Exception as exc:
+        return _unforeseen(exc)
     finally:
         batch.audit(name, outcome, why)

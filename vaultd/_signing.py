@@ -189,6 +189,8 @@ def _check_deribit_body(path: str, body: bytes) -> None:
         call = json.loads(body, object_pairs_hook=unique)
     except ValueError:
         return  # not JSON: no method to route by
+    except RecursionError:  # which endpoint it names cannot be known: refuse rather than guess
+        raise _invalid("deribit: the JSON body is nested too deeply") from None
     if isinstance(call, dict) and "method" not in call:
         return
     if not isinstance(call, dict) or path != f"/api/v2/{call['method']}":

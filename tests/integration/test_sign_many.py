@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from vaultd._batch import Batch, answer_now
+from vaultd._batch import HOT_MAX, Batch, answer_now
 from vaultd._errors import RpcError
 from vaultd._rpc import Dispatcher
+from vaultd._vault import Vault
 from vaultd_client._session import RESPONSE_LIMITS
 from vaultd_protocol import SIGN_MANY_MAX, Connection, ErrorCode, Role
 
@@ -95,7 +96,7 @@ async def test_results_keep_the_order_and_one_refusal_sinks_nothing(start_server
             ("binance", "FORBIDDEN"),
             ("nope", "UNKNOWN_CREDENTIAL"),
             ("binance", "ok"),
-            ("binance", "INVALID_PARAMS"),
+            (None, "INVALID_PARAMS"),  # malformed: no policy judged it, so it names no credential
             ("binance", "ok"),
         ],
         key=str,
@@ -223,3 +224,41 @@ async def test_the_server_answers_an_in_memory_batch_without_a_task(
     kraken = req("kraken", "POST", "https://api.kraken.com/0/private/Balance")
     slow = await client.call("token.sign_many", requests=[req("binance", "GET", ACCOUNT), kraken])
     assert slow.error is not None and slow.error.message == "the slow path was taken"
+    # More than HOT_MAX requests would hold the event loop (and every other engine) too long.
+    many = await client.call("token.sign_many", requests=[req("binance", "GET", ACCOUNT)] * (HOT_MAX + 1))
+    assert many.error is not None and many.error.message == "the slow path was taken"
+
+
+async def test_a_request_that_fails_unforeseen_is_its_own_internal_error(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    audit = Recorder()
+    client = await ready(await start_server(clock=lambda: NOW, audit=audit), binance=BINANCE, kraken=KRAKEN)
+    deep = b'{"a":' + b"[" * 20_000 + b"]" * 20_000 + b"}"  # deeper than Python's JSON parser goes, under 64 KiB
+    kraken = req("kraken", "POST", "https://api.kraken.com/0/private/AddOrderBatch", body=deep)
+    results = (await client.ok("token.sign_many", requests=[kraken, req("binance", "GET", ACCOUNT)]))["results"]
+    assert [error_name(item) for item in results] == ["INVALID_PARAMS", None]
+    assert "nested too deeply" in results[0]["error"]["message"]
+    # Whatever a check did not foresee fails its own request only, on both paths, signed once.
+    real_now, real = Vault.sign_now, Vault.sign
+
+    def flaky_now(self: Vault, name: str, request: dict[str, Any]) -> Any:
+        if request["url"] == ORDER:
+            raise ValueError("a bug, with a text that may hold anything")
+        return real_now(self, name, request)
+
+    async def flaky(self: Vault, name: str, request: dict[str, Any]) -> Any:
+        if request["url"] == ORDER:
+            raise ValueError("a bug, with a text that may hold anything")
+        return await real(self, name, request)
+
+    monkeypatch.setattr(Vault, "sign_now", flaky_now)
+    monkeypatch.setattr(Vault, "sign", flaky)
+    audit.lines.clear()
+    for size in (2, HOT_MAX + 2):  # the hot path, then the slow one
+        requests = [req("binance", "POST", ORDER)] + [req("binance", "GET", ACCOUNT)] * (size - 1)
+        results = (await client.ok("token.sign_many", requests=requests))["results"]
+        assert [error_name(item) for item in results] == ["INTERNAL"] + [None] * (size - 1)
+        assert "a bug" not in results[0]["error"]["message"]
+    assert len(audit.of("token.sign_many")) == 2 + HOT_MAX + 2  # each request audited once
+    assert "a bug" not in caplog.text and "ValueError" in caplog.text

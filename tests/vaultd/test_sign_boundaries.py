@@ -102,3 +102,12 @@ async def test_kraken_futures_still_signs_batch_orders_and_history() -> None:
     assert signed["headers"]["Authent"] == authent(body + b"10/api/v3/batchorder")
     history = await sign("kraken-futures", FUTURES, f"{HOST}/api/history/v2/executions?sort=asc", nonce=11)
     assert history["headers"]["Authent"] == authent(b"sort=asc11/api/history/v2/executions")
+
+
+async def test_a_deribit_body_too_deep_to_read_is_refused() -> None:
+    # Which endpoint a JSON-RPC body names must be known: one too deep to parse is not let through.
+    deep = b'{"method":"private/withdraw","params":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
+    keys = {"api_key": "client-id", "secret": "s"}
+    with pytest.raises(RpcError) as refused:
+        await sign("deribit", keys, "https://www.deribit.com/api/v2/private/buy", deep)
+    assert refused.value.code is ErrorCode.INVALID_PARAMS and "nested too deeply" in refused.value.args[0]

@@ -81,6 +81,8 @@ def _json_with_nonce(body: bytes, nonce: int) -> bytes:
         members = json.loads(body, object_pairs_hook=_Pairs)
     except (ValueError, UnicodeDecodeError):
         raise SignError("kraken: a 'body' starting with '{' must be one JSON object") from None
+    except RecursionError:  # nested deeper than Python's parser goes: no venue needs that
+        raise SignError("kraken: the JSON 'body' is nested too deeply") from None
     if not isinstance(members, _Pairs):  # pragma: no cover - a body starting with '{' parses to one
         raise SignError("kraken: a 'body' starting with '{' must be one JSON object")
     carried = [value for name, value in members if name == "nonce"]
