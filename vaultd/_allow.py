@@ -1,7 +1,8 @@
 """What a signing credential may sign: an allow-list of (method, path pattern), and a default deny.
 
 A request is signed only if a rule matches its method and path. Withdrawal and transfer
-endpoints of the exchanges vaultd signs for are refused even then, unless the matching
+endpoints of the exchanges vaultd signs for, and those that create or change API keys, are
+refused even then, unless the matching
 rule names that very path, without a wildcard: ``"POST /*"`` never opens a withdrawal;
 ``{"method": "POST", "path": "/sapi/v1/capital/withdraw/apply"}`` does, deliberately.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ._providers._base import ConfigError
 
-__all__ = ["DEFAULT_ALLOW", "MONEY_MOVING", "AllowList", "Rule", "moves_money"]
+__all__ = ["DEFAULT_ALLOW", "KEY_MANAGEMENT", "MONEY_MOVING", "AllowList", "Rule", "manages_keys", "moves_money"]
 
 _GLOB = set("*?[")
 
@@ -56,9 +57,32 @@ MONEY_MOVING: tuple[str, ...] = (
     "/exchange/withdraw*", "/exchange/*Send", "/exchange/*Transfer", "/exchange/sendAsset", "/exchange/approve*",
     "/exchange/tokenDelegate", "/exchange/cDeposit", "/exchange/cWithdraw", "/exchange/convertToMultiSigUser",
     "/exchange/multiSig",
+    # Hyperliquid L1 actions that spend the account's funds: deploy gas auctions, a vault's first deposit
+    "/exchange/*Deploy", "/exchange/createVault",
 )  # fmt: skip
-#: One regex for the whole list, matched without regard to case: checked on every signature.
+#: Endpoints that create, change or re-bind API keys: a key that lifts its own IP binding, or makes
+#: a new key, undoes the exchange-side defences SPEC.md section 6.6 tells operators to rely on. Globs.
+KEY_MANAGEMENT: tuple[str, ...] = (
+    # Binance: sub-account API keys' IP restrictions
+    "/sapi/v*/sub-account/subAccountApi/*",
+    # Bybit
+    "/v5/user/update-api", "/v5/user/update-sub-api", "/v5/user/create-sub-api", "/v5/user/delete-api",
+    "/v5/user/delete-sub-api",
+    # OKX
+    "/api/v5/users/subaccount/apikey", "/api/v5/users/subaccount/modify-apikey",
+    "/api/v5/users/subaccount/delete-apikey",
+    # KuCoin
+    "/api/v*/sub/api-key", "/api/v*/sub/api-key/*",
+    # Bitget
+    "/api/v2/user/*-apikey", "/api/v2/broker/manage/*-apikey", "/api/v2/broker/manage/*-api-key",
+    # Gate
+    "/api/v4/sub_accounts/*/keys", "/api/v4/sub_accounts/*/keys/*",
+    # Deribit (list_api_keys, a read, stays open)
+    "/api/v2/private/*_api_key",
+)  # fmt: skip
+#: One regex for each list, matched without regard to case (a decision is remembered per path).
 _MONEY_MOVING_RE = re.compile("|".join(fnmatch.translate(p) for p in MONEY_MOVING), re.IGNORECASE)
+_KEY_MANAGEMENT_RE = re.compile("|".join(fnmatch.translate(p) for p in KEY_MANAGEMENT), re.IGNORECASE)
 #: A dot and what follows it in a segment: routers that match ``/transfer.json`` as ``/transfer``
 #: (Spring's suffix patterns, Rails' formats) must not let that spelling past the guard.
 _SUFFIX = re.compile(r"\.[^/]*")
@@ -67,9 +91,19 @@ _SUFFIX = re.compile(r"\.[^/]*")
 def moves_money(path: str) -> bool:
     """Whether ``path`` names a withdrawal or transfer endpoint, in any case, with or without
     ``.suffix`` extensions on its segments."""
-    if _MONEY_MOVING_RE.match(path) is not None:
+    return _matches(_MONEY_MOVING_RE, path)
+
+
+def manages_keys(path: str) -> bool:
+    """Whether ``path`` names an endpoint that creates, changes or re-binds API keys (as
+    :func:`moves_money`: any case, any ``.suffix``)."""
+    return _matches(_KEY_MANAGEMENT_RE, path)
+
+
+def _matches(pattern: re.Pattern[str], path: str) -> bool:
+    if pattern.match(path) is not None:
         return True
-    return "." in path and _MONEY_MOVING_RE.match(_SUFFIX.sub("", path)) is not None
+    return "." in path and pattern.match(_SUFFIX.sub("", path)) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +193,15 @@ class AllowList:
         if not matching:
             return False, f"{method} {path} matches no rule of the credential's allow-list"
         # An exchange's router may not care about case or a ".json": this check must not either.
-        if moves_money(path) and not any(rule.literal for rule in matching):
-            return False, (
-                f"{method} {path} moves money out (withdrawal or transfer): refused unless an allow rule "
-                "names this exact path"
-            )
+        if not any(rule.literal for rule in matching):
+            if moves_money(path):
+                return False, (
+                    f"{method} {path} moves money out (withdrawal or transfer): refused unless an allow rule "
+                    "names this exact path"
+                )
+            if manages_keys(path):
+                return False, (
+                    f"{method} {path} creates or changes API keys (their IP binding, their rights): refused "
+                    "unless an allow rule names this exact path"
+                )
         return True, f"allowed by {matching[0]}"

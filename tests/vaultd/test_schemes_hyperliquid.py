@@ -349,7 +349,7 @@ def test_judged_path_names_the_action_type() -> None:
 MONEY_ACTIONS = (
     "withdraw3", "usdSend", "spotSend", "usdClassTransfer", "sendAsset", "subAccountTransfer",
     "subAccountSpotTransfer", "vaultTransfer", "approveAgent", "approveBuilderFee", "tokenDelegate", "cDeposit",
-    "cWithdraw", "convertToMultiSigUser", "multiSig",
+    "cWithdraw", "convertToMultiSigUser", "multiSig", "spotDeploy", "perpDeploy", "createVault",
 )  # fmt: skip
 #: L1 actions (signed in the "Exchange" domain) that move money: signed only when a rule names them.
 L1_MONEY = ("subAccountTransfer", "subAccountSpotTransfer", "vaultTransfer")

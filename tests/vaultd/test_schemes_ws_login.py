@@ -165,3 +165,18 @@ def test_status_warns_that_the_session_is_beyond_the_allow_list(scheme: str) -> 
     assert not SignProvider.from_config(
         {"scheme": "okx", "api_key": API_KEY, "secret": SECRET, "passphrase": "p"}
     ).warnings(NOW)
+
+
+@pytest.mark.parametrize("scheme", ["binance-ws-logon", "coinbase-ws-jwt"])
+def test_status_warns_for_the_key_based_logins_too(scheme: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    key = (
+        ed25519.Ed25519PrivateKey.generate()
+        if scheme == "binance-ws-logon"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    provider = SignProvider.from_config({"scheme": scheme, "api_key": API_KEY, "private_key": pem.decode()})
+    assert any(f"{scheme} signature logs a WebSocket session in" in warning for warning in provider.warnings(NOW))

@@ -55,7 +55,7 @@ _MAX_NONCE = 2**62
 _MAX_KEY_TEXT = 16 * 1024
 #: Schemes whose signature covers the parameters but not the path (the exchange's design).
 #: Schemes that sign a WebSocket login: what the session then does is beyond the allow-list.
-_SESSION_LOGIN = frozenset({"okx-ws-login", "bybit-ws-auth"})
+_SESSION_LOGIN = frozenset({"okx-ws-login", "bybit-ws-auth", "binance-ws-logon", "coinbase-ws-jwt"})
 #: Schemes whose API key comes with a passphrase the venue checks: ``credential.put`` requires it.
 _PASSPHRASE = frozenset({"okx", "okx-ws-login", "kucoin", "bitget"})
 #: Schemes whose nonce the daemon owns: strictly increasing, its high-water mark in the vault.
