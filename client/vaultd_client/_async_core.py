@@ -518,20 +518,8 @@ class AsyncClientBase:
     async def sign_many(self, requests: Iterable[Mapping[str, Any]]) -> list[Signed | RemoteError]:
         """Have the daemon sign many requests in one call (``token.sign_many``): an order burst.
 
-        ``requests`` is a list of dicts with :meth:`sign`'s argument names (``name``, ``method``,
-        ``url``; optionally ``body``, ``timestamp``, ``nonce``, ``options``, ``schemes``), at most 256. The
-        answer is a list in the same order, each item either the request's :class:`Signed` or,
-        where the daemon refused that request alone, the exception it would have raised for a
-        lone :meth:`sign` (:class:`~vaultd_client.errors.Forbidden`, ``UnknownCredential``,
-        ``InvalidParams``, ...), returned, not raised: check ``isinstance(item, Signed)``. Each
-        request is judged (policy, allow-list) and audited on its own; one refusal does not stop
-        the others. A Kraken credential's requests get strictly increasing nonces in list order.
-        An empty list is answered ``[]`` without asking the daemon.
-
-        Raises:
-            TypeError: a request that is not such a dict.
-            InvalidParams: more than 256 requests (nothing signed).
-            Locked, ...: errors of the whole call; DaemonUnavailable, Timeout, ConnectionLost.
+        Each item of the answer is the request's :class:`Signed` or the error the daemon refused
+        that request with, returned, not raised. See :meth:`vaultd_client.Client.sign_many`.
         """
         params = sign_many_params(requests)
         if not params["requests"]:

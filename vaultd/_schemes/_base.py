@@ -48,6 +48,7 @@ __all__ = [
     "check_extra",
     "check_json_body",
     "check_request",
+    "daemon_nonce",
     "decode_secret",
     "ed25519_key",
     "ed25519_signer",
@@ -222,6 +223,24 @@ def body_headers(body: bytes, content_type: str) -> dict[str, str]:
     """``{"Content-Type": content_type}`` for a non-empty body, else nothing: the header the
     venue needs to read the body it was signed as (a body posted without one can be misread)."""
     return {"Content-Type": content_type} if body else {}
+
+
+#: The largest nonce a venue's 64-bit field holds.
+MAX_NONCE = 2**64 - 1
+
+
+def daemon_nonce(request: SignRequest, scheme: str) -> int:
+    """The nonce the daemon decided (Kraken Spot and Futures).
+
+    Raises:
+        SignError: none given, or not a positive 64-bit integer.
+    """
+    nonce = request.nonce
+    if nonce is None:
+        raise SignError(f"{scheme}: a 'nonce' is required (the daemon decides it)")
+    if not 0 < nonce <= MAX_NONCE:
+        raise SignError(f"{scheme}: 'nonce' must be a positive 64-bit integer")
+    return nonce
 
 
 def check_json_body(request: SignRequest, scheme: str) -> None:

@@ -39,13 +39,13 @@ from ._base import (
     body_headers,
     check_extra,
     check_request,
+    daemon_nonce,
     hmac_signer,
 )
 
 __all__ = ["Kraken", "body_with_nonce"]
 
 VALID_FOR_S = 60.0
-_MAX_NONCE = 2**64 - 1
 _JSON_WHITESPACE = b" \t\r\n"
 
 
@@ -117,11 +117,7 @@ class Kraken:
         """Raises: SignError: no nonce, a conflicting body nonce, a body neither form nor JSON object."""
         check_request(request, self.name)
         check_extra(request, frozenset(), self.name)
-        nonce = request.nonce
-        if nonce is None:
-            raise SignError("kraken: a 'nonce' is required (the daemon decides it)")
-        if not 0 < nonce <= _MAX_NONCE:
-            raise SignError("kraken: 'nonce' must be a positive 64-bit integer")
+        nonce = daemon_nonce(request, self.name)
         mac_of = hmac_signer(keys, self.name, "sha2-512")
         body, media_type = body_with_nonce(request.body, nonce)
         digest = hashlib.sha256(str(nonce).encode("ascii") + body).digest()

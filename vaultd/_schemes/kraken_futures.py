@@ -40,6 +40,7 @@ from ._base import (
     body_headers,
     check_extra,
     check_request,
+    daemon_nonce,
     encode_query,
     hmac_signer,
 )
@@ -50,7 +51,6 @@ VALID_FOR_S = 60.0
 _PREFIX = "/derivatives"
 #: Where every Kraken Futures endpoint path starts (after the prefix).
 _API = "/api/"
-_MAX_NONCE = 2**64 - 1
 
 
 def endpoint_path(path: str) -> str:
@@ -77,11 +77,7 @@ class KrakenFutures:
         """Raises: SignError: no nonce, both a query and a body, a non-ASCII body, a malformed request."""
         check_request(request, self.name)
         check_extra(request, frozenset(), self.name)
-        nonce = request.nonce
-        if nonce is None:
-            raise SignError("kraken-futures: a 'nonce' is required (the daemon decides it)")
-        if not 0 < nonce <= _MAX_NONCE:
-            raise SignError("kraken-futures: 'nonce' must be a positive 64-bit integer")
+        nonce = daemon_nonce(request, self.name)
         if request.query and request.body:
             raise SignError("kraken-futures: send the parameters in the query or in the body, not both")
         if not request.body.isascii():
