@@ -51,19 +51,33 @@ class Case:
     money_out: str = "withdraw"
 
 
+#: What the verifying servers answer ccxt, shared by a venue's HMAC and RSA cases.
+BINANCE_ANSWERS: dict[str, Any] = {
+    "/api/v3/order": {
+        "symbol": "BTCUSDT", "orderId": 11, "clientOrderId": "c1", "transactTime": 1, "price": "30000",
+        "origQty": "0.01", "executedQty": "0", "status": "NEW", "type": "LIMIT", "side": "BUY",
+    },
+    "/api/v3/account": {"balances": [{"asset": "BTC", "free": "1.5", "locked": "0"}]},
+}  # fmt: skip
+BYBIT_ANSWERS: dict[str, Any] = {
+    "/v5/order/create": {"retCode": 0, "retMsg": "OK", "result": {"orderId": "11", "orderLinkId": "c1"}},
+    "/v5/account/wallet-balance": {
+        "retCode": 0,
+        "retMsg": "OK",
+        "result": {
+            "list": [{"accountType": "UNIFIED", "coin": [{"coin": "BTC", "walletBalance": "1.5", "equity": "1.5",
+                                                          "locked": "0"}]}]
+        },
+    },
+}  # fmt: skip
+
 CASES = {
     "binance": Case(
         "binance",
         {"scheme": "binance-hmac", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
         v.binance_ok,
         "BTCUSDT",
-        {
-            "/api/v3/order": {
-                "symbol": "BTCUSDT", "orderId": 11, "clientOrderId": "c1", "transactTime": 1, "price": "30000",
-                "origQty": "0.01", "executedQty": "0", "status": "NEW", "type": "LIMIT", "side": "BUY",
-            },
-            "/api/v3/account": {"balances": [{"asset": "BTC", "free": "1.5", "locked": "0"}]},
-        },
+        BINANCE_ANSWERS,
         market_info={"orderTypes": ["LIMIT", "MARKET"]},
     ),
     "kraken": Case(
@@ -98,21 +112,7 @@ CASES = {
         {"scheme": "bybit", "api_key": v.API_KEY, "secret": v.HMAC_SECRET},
         v.bybit_ok,
         "BTCUSDT",
-        {
-            "/v5/order/create": {"retCode": 0, "retMsg": "OK", "result": {"orderId": "11", "orderLinkId": "c1"}},
-            "/v5/account/wallet-balance": {
-                "retCode": 0,
-                "retMsg": "OK",
-                "result": {
-                    "list": [
-                        {
-                            "accountType": "UNIFIED",
-                            "coin": [{"coin": "BTC", "walletBalance": "1.5", "equity": "1.5", "locked": "0"}],
-                        }
-                    ]
-                },
-            },
-        },
+        BYBIT_ANSWERS,
         options={"enableUnifiedMargin": False, "enableUnifiedAccount": True},
     ),
     "deribit": Case(
@@ -234,13 +234,7 @@ CASES = {
         {"scheme": "binance-rsa", "api_key": v.API_KEY, "private_key": v.RSA_PEM},
         v.binance_rsa_ok,
         "BTCUSDT",
-        {
-            "/api/v3/order": {
-                "symbol": "BTCUSDT", "orderId": 11, "clientOrderId": "c1", "transactTime": 1, "price": "30000",
-                "origQty": "0.01", "executedQty": "0", "status": "NEW", "type": "LIMIT", "side": "BUY",
-            },
-            "/api/v3/account": {"balances": [{"asset": "BTC", "free": "1.5", "locked": "0"}]},
-        },
+        BINANCE_ANSWERS,
         market_info={"orderTypes": ["LIMIT", "MARKET"]},
     ),
     "bybit-rsa": Case(
@@ -248,21 +242,7 @@ CASES = {
         {"scheme": "bybit-rsa", "api_key": v.API_KEY, "private_key": v.RSA_PEM},
         v.bybit_rsa_ok,
         "BTCUSDT",
-        {
-            "/v5/order/create": {"retCode": 0, "retMsg": "OK", "result": {"orderId": "11", "orderLinkId": "c1"}},
-            "/v5/account/wallet-balance": {
-                "retCode": 0,
-                "retMsg": "OK",
-                "result": {
-                    "list": [
-                        {
-                            "accountType": "UNIFIED",
-                            "coin": [{"coin": "BTC", "walletBalance": "1.5", "equity": "1.5", "locked": "0"}],
-                        }
-                    ]
-                },
-            },
-        },
+        BYBIT_ANSWERS,
         options={"enableUnifiedMargin": False, "enableUnifiedAccount": True},
     ),
 }  # fmt: skip
