@@ -26,7 +26,7 @@ MONEY_MOVING: tuple[str, ...] = (
     "/sapi/v1/capital/withdraw/*", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/*transfer*",
     "/sapi/v1/sub-account/transfer/*", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
     "/sapi/v1/localentity/withdraw/*", "/sapi/v1/giftcard/*", "/sapi/v1/managed-subaccount/withdraw",
-    "/sapi/v1/managed-subaccount/deposit",
+    "/sapi/v1/managed-subaccount/deposit", "/sapi/v*/broker/transfer*", "/sapi/v*/broker/universalTransfer",
     # Kraken
     "/0/private/Withdraw*", "/0/private/WalletTransfer", "/0/private/Transfer*", "/0/private/AccountTransfer",
     # OKX
@@ -36,6 +36,7 @@ MONEY_MOVING: tuple[str, ...] = (
     "/v5/asset/withdraw/*", "/v5/asset/transfer/*",
     # Deribit
     "/api/v2/private/withdraw", "/api/v2/private/submit_transfer_*",
+    "/api/v2/private/add_to_address_book", "/api/v2/private/update_in_address_book",
     # Coinbase
     "/v2/accounts/*/transactions", "/v2/accounts/*/withdrawals*", "/api/v3/brokerage/portfolios/move_funds",
     # KuCoin (spot and futures hosts): withdrawals; inner, universal, sub-account and futures transfers
@@ -64,15 +65,15 @@ MONEY_MOVING: tuple[str, ...] = (
 #: a new key, undoes the exchange-side defences SPEC.md section 6.6 tells operators to rely on. Globs.
 KEY_MANAGEMENT: tuple[str, ...] = (
     # Binance: sub-account API keys' IP restrictions
-    "/sapi/v*/sub-account/subAccountApi/*",
+    "/sapi/v*/sub-account/subAccountApi/*", "/sapi/v*/broker/subAccountApi*",
     # Bybit
     "/v5/user/update-api", "/v5/user/update-sub-api", "/v5/user/create-sub-api", "/v5/user/delete-api",
     "/v5/user/delete-sub-api",
     # OKX
     "/api/v5/users/subaccount/apikey", "/api/v5/users/subaccount/modify-apikey",
-    "/api/v5/users/subaccount/delete-apikey",
+    "/api/v5/users/subaccount/delete-apikey", "/api/v5/broker/nd/subaccount/*apikey",
     # KuCoin
-    "/api/v*/sub/api-key", "/api/v*/sub/api-key/*",
+    "/api/v*/sub/api-key", "/api/v*/sub/api-key/*", "/api/v*/broker/nd/account/*apikey",
     # Bitget
     "/api/v2/user/*-apikey", "/api/v2/broker/manage/*-apikey", "/api/v2/broker/manage/*-api-key",
     # Gate

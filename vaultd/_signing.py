@@ -37,6 +37,9 @@ log = logging.getLogger("vaultd.sign")
 #: How far an engine's timestamp may stray from the daemon's clock: signatures for later use
 #: would outlive a change of the allow-list.
 _AHEAD_MS, _PAST_MS = 60_000, 300_000
+#: Schemes whose signature costs milliseconds (RSA keys, up to 4096 bits): signed in a task of
+#: their own, never on the server's hot path, which answers pipelined requests without yielding.
+_COSTLY = frozenset(name for name, scheme in SCHEMES.items() if scheme.key_kind == "rsa")
 #: Schemes whose signed string carries a random nonce that the daemon picks.
 _RANDOM_NONCE = frozenset({"deribit", "coinbase", "coinbase-ws-jwt"})
 
@@ -76,10 +79,13 @@ def sign_now(credential: Credential, request: dict[str, Any], clock: Callable[[]
 
 def answers_now(credential: Credential) -> bool:
     """Whether :func:`sign_now` answers for ``credential`` (a result or an error), never None:
-    not for a nonce the daemon owns (Kraken Spot and Futures) nor a key in OpenBao transit.
+    not for a nonce the daemon owns (Kraken Spot and Futures), a key in OpenBao transit, nor an
+    RSA key (milliseconds a signature: many pipelined on the hot path would hold every engine).
     ``token.sign_many`` decides its hot path with it before signing anything."""
     provider = credential.provider
-    return not (isinstance(provider, SignProvider) and (provider.owns_nonce or provider.backend is not None))
+    if not isinstance(provider, SignProvider):
+        return True
+    return not (provider.owns_nonce or provider.backend is not None or provider.scheme in _COSTLY)
 
 
 async def sign_request(

@@ -28,8 +28,11 @@ async def signing(served: Served, name: str, config: dict[str, Any]) -> RawClien
 
 async def test_binance_hmac_reproduces_the_published_example(start_server: StartServer) -> None:
     # Source: Binance Spot API docs, "SIGNED (TRADE, USER_DATA) endpoint security", HMAC example.
+    # The daemon's clock at the example's time: the timestamp in its query is held to it.
     client = await signing(
-        await start_server(), "binance", {"scheme": "binance-hmac", "api_key": BINANCE_KEY, "secret": BINANCE_SECRET}
+        await start_server(clock=lambda: 1499827319.559),
+        "binance",
+        {"scheme": "binance-hmac", "api_key": BINANCE_KEY, "secret": BINANCE_SECRET},
     )
     query = (
         "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"

@@ -26,6 +26,10 @@ PASSPHRASE = {**HMAC, "passphrase": "p"}
 GUARDED = [
     ("binance-hmac", HMAC, "api.binance.com", "/sapi/v1/sub-account/subAccountApi/ipRestriction"),
     ("binance-hmac", HMAC, "api.binance.com", "/sapi/v2/sub-account/subAccountApi/ipRestriction"),
+    ("binance-hmac", HMAC, "api.binance.com", "/sapi/v1/broker/subAccountApi"),
+    ("binance-hmac", HMAC, "api.binance.com", "/sapi/v2/broker/subAccountApi/ipRestriction"),
+    ("okx", PASSPHRASE, "www.okx.com", "/api/v5/broker/nd/subaccount/modify-apikey"),
+    ("kucoin", PASSPHRASE, "api.kucoin.com", "/api/v1/broker/nd/account/update-apikey"),
     ("bybit", HMAC, "api.bybit.com", "/v5/user/update-api"),
     ("bybit", HMAC, "api.bybit.com", "/v5/user/update-sub-api"),
     ("bybit", HMAC, "api.bybit.com", "/v5/user/create-sub-api"),

@@ -153,9 +153,22 @@ def test_binance_hmac_non_ascii_example() -> None:
 def test_binance_keeps_a_timestamp_and_window_the_engine_sent() -> None:
     # The published example 2 query, timestamp included: signed as it is, nothing added but the signature.
     query = (*BINANCE_PARAMS, ("recvWindow", "5000"), ("timestamp", str(BINANCE_TS)))
-    signed = SCHEMES["binance-hmac"].sign(request(query=query, timestamp_ms=1), hmac_keys(BINANCE_SECRET))
+    signing_time = BINANCE_TS + 1500  # the call's timestamp (or the daemon's clock): the query's wins
+    signed = SCHEMES["binance-hmac"].sign(request(query=query, timestamp_ms=signing_time), hmac_keys(BINANCE_SECRET))
     assert signed.query == (*query, ("signature", BINANCE_SIG))
     assert signed.valid_until == pytest.approx((BINANCE_TS + 5000) / 1000)
+
+
+@pytest.mark.parametrize("skew_ms", [60_001, -60_001, 30 * 86_400_000])
+def test_binance_makes_no_signature_for_later_use(skew_ms: int) -> None:
+    # A timestamp written into the request is held to the signing time as the call's own is
+    # (found by an attacker's review: 30 days ahead was signed, valid for 30 days).
+    for stamp in (str(BINANCE_TS + skew_ms), str((BINANCE_TS + skew_ms) * 1000)):  # ms and microseconds
+        for where in ("query", "body"):
+            pairs = (*BINANCE_PARAMS, ("timestamp", stamp))
+            req = request(query=pairs) if where == "query" else request(body=encode_query(pairs).encode())
+            with pytest.raises(SignError, match="within a minute of the signing time"):
+                SCHEMES["binance-hmac"].sign(req, hmac_keys(BINANCE_SECRET))
 
 
 def test_binance_window_defaults_to_5000_and_is_only_sent_when_set() -> None:

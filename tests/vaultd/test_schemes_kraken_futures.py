@@ -72,10 +72,24 @@ def test_authent_reproduces_ccxt_without_a_nonce() -> None:
 def test_the_scheme_signs_the_query_the_nonce_and_the_path_without_derivatives() -> None:
     request = req("POST", "/derivatives/api/v3/sendorder", ORDER_QUERY, nonce=NONCE, host="futures.kraken.com")
     signed = SCHEME.sign(request, keys(KRAKEN_SECRET, "base64"))
-    expected = independent(f"{ORDER}{NONCE}/api/v3/sendorder".encode())
+    # limitPrice's digits would meet the nonce's: a parameter ending otherwise (side) goes last.
+    sent = "orderType=lmt&symbol=PI_XBTUSD&size=1&limitPrice=10000&side=buy"
+    expected = independent(f"{sent}{NONCE}/api/v3/sendorder".encode())
     assert signed.headers == {"APIKey": API_KEY, "Authent": expected, "Nonce": str(NONCE)}
-    assert signed.query == ORDER_QUERY and signed.query_string == ORDER and signed.body == b""
-    assert signed.valid_until == NOW + 60
+    assert signed.query_string == sent and signed.query == tuple(tuple(p.split("=")) for p in sent.split("&"))
+    assert signed.body == b"" and signed.valid_until == NOW + 60
+
+
+def test_no_trailing_digit_can_pass_for_the_nonce() -> None:
+    # Found by an attacker's review: "size=15" + nonce N signs as "size=1" + nonce "5N", a nonce
+    # millions of times the daemon's that would lock every later one out.
+    for query in ((("size", "15"),), (("since", "1"), ("before", "2"))):
+        with pytest.raises(SignError, match="must not end in a digit"):
+            SCHEME.sign(req("GET", "/derivatives/api/v3/fills", query, nonce=NONCE), keys(KRAKEN_SECRET, "base64"))
+    with pytest.raises(SignError, match="must not end in a digit"):
+        SCHEME.sign(
+            req("POST", "/derivatives/api/v3/sendorder", body=b"size=15", nonce=NONCE), keys(KRAKEN_SECRET, "base64")
+        )
 
 
 def test_a_form_body_is_post_data_and_says_its_type() -> None:
@@ -143,8 +157,10 @@ async def test_token_sign_hands_out_increasing_nonces_with_the_mark_on_disk(
     assert first["nonce"] == CCXT_TS_MS and second["nonce"] == CCXT_TS_MS + 1
     for answer in (first, second):
         assert answer["headers"]["Nonce"] == str(answer["nonce"])
-        assert answer["headers"]["Authent"] == independent(f"{ORDER}{answer['nonce']}/api/v3/sendorder".encode())
-        assert answer["url"] == URL
+        query = answer["url"].partition("?")[2]  # the order signed (side moved last: see above)
+        assert query == "orderType=lmt&symbol=PI_XBTUSD&size=1&limitPrice=10000&side=buy"
+        assert answer["headers"]["Authent"] == independent(f"{query}{answer['nonce']}/api/v3/sendorder".encode())
+        assert answer["url"].partition("?")[0] == URL.partition("?")[0]
     vault.lock()
     await vault.unlock(Secret(VAULT_PASS))
     third = await vault.sign("kf", request)

@@ -313,20 +313,23 @@ class RsaTransit(LocalTransit):
         return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
-async def transit_sign(scheme: str, transit: LocalTransit, request: dict[str, Any], key: str = "rsa") -> dict[str, Any]:
+async def transit_sign(
+    scheme: str, transit: LocalTransit, request: dict[str, Any], key: str = "rsa", now: float = NOW
+) -> dict[str, Any]:
     config = {"scheme": scheme, "api_key": DOCS_API_KEY, "backend": {"upstream": UPSTREAM, "transit_key": key}}
     credential = from_config("c", "sign", config, NOW)
 
     async def persist() -> None:
         pass
 
-    return await sign_request(credential, request, lambda: NOW, trio.Lock(), persist, transit=transit)
+    return await sign_request(credential, request, lambda: now, trio.Lock(), persist, transit=transit)
 
 
 async def test_binance_through_transit_gives_the_docs_payloads_signature() -> None:
     transit = RsaTransit({"rsa": load_rsa_key(RSA_PEM)})
     url = f"https://api.binance.com/api/v3/order?{DOCS_PAYLOAD}"
-    result = await transit_sign("binance-rsa", transit, {"method": "POST", "url": url})
+    # Signed at the docs' own time: their timestamp is in the payload.
+    result = await transit_sign("binance-rsa", transit, {"method": "POST", "url": url, "timestamp": TS}, now=TS / 1000)
     assert result["url"] == f"{url}&signature={quote(DOCS_SIGNATURE, safe='')}"
     assert transit.calls == [("sign", UPSTREAM, "rsa", DOCS_PAYLOAD.encode(), "rsa-pkcs1v15-sha256")], (
         "one round trip, over the payload Binance documents"

@@ -111,3 +111,43 @@ async def test_a_deribit_body_too_deep_to_read_is_refused() -> None:
     with pytest.raises(RpcError) as refused:
         await sign("deribit", keys, "https://www.deribit.com/api/v2/private/buy", deep)
     assert refused.value.code is ErrorCode.INVALID_PARAMS and "nested too deeply" in refused.value.args[0]
+
+
+BYBIT = {"api_key": "k", "secret": "s"}
+
+
+async def test_bybit_lends_no_digits_to_the_receive_window() -> None:
+    # Bybit signs ts + key + recv_window + payload: a payload starting with digits could pass for
+    # the window's ("5" + "0000000{...}" verifies as window 50000000 and body "{...}").
+    order = "https://api.bybit.com/v5/order/create"
+    with pytest.raises(RpcError, match="must be JSON, starting with"):
+        await sign("bybit", BYBIT, order, b'0000000{"category":"spot"}')
+    credential = from_config("c", "sign", {"scheme": "bybit", **BYBIT}, NOW)
+
+    async def persist() -> None:
+        pass
+
+    get = {"method": "GET", "url": "https://api.bybit.com/v5/order/realtime?0000000category=linear"}
+    with pytest.raises(RpcError, match="must not start with a digit"):
+        await sign_request(credential, get, lambda: NOW, trio.Lock(), persist)
+    long_window = {"method": "POST", "url": order, "body": b"{}", "options": {"recv_window": "3600000"}}
+    with pytest.raises(RpcError, match="at most 60000"):
+        await sign_request(credential, long_window, lambda: NOW, trio.Lock(), persist)
+    assert (await sign("bybit", BYBIT, order, b'{"category":"spot"}'))["body"] == b'{"category":"spot"}'
+
+
+def test_rsa_signatures_never_take_the_hot_path() -> None:
+    # An RSA-4096 signature costs milliseconds: pipelined on the hot path they held every engine.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from vaultd._signing import answers_now
+
+    pem = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
+    for scheme in ("binance-rsa", "bybit-rsa"):
+        assert not answers_now(from_config("c", "sign", {"scheme": scheme, "api_key": "k", "private_key": pem}, NOW))
+    assert answers_now(from_config("c", "sign", {"scheme": "bybit", **BYBIT}, NOW))

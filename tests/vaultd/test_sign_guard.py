@@ -44,7 +44,8 @@ BINANCE_MONEY = (
     "/sapi/v1/capital/withdraw/apply", "/sapi/v1/asset/transfer", "/sapi/v1/sub-account/universalTransfer",
     "/sapi/v1/sub-account/transfer/subToMaster", "/sapi/v1/futures/transfer", "/sapi/v1/asset/universalTransfer",
     "/sapi/v1/localentity/withdraw/apply", "/sapi/v1/giftcard/createCode", "/sapi/v1/managed-subaccount/withdraw",
-    "/sapi/v1/managed-subaccount/deposit",
+    "/sapi/v1/managed-subaccount/deposit", "/sapi/v1/broker/transfer", "/sapi/v1/broker/transfer/futures",
+    "/sapi/v1/broker/universalTransfer",
 )  # fmt: skip
 SCHEMES: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
     "binance-hmac": ({"api_key": "k", "secret": "s"}, "api.binance.com", BINANCE_MONEY),
@@ -73,7 +74,8 @@ SCHEMES: dict[str, tuple[dict[str, str], str, tuple[str, ...]]] = {
     "deribit": (
         {"api_key": "client-id", "secret": "s"},
         "www.deribit.com",
-        ("/api/v2/private/withdraw", "/api/v2/private/submit_transfer_to_user"),
+        ("/api/v2/private/withdraw", "/api/v2/private/submit_transfer_to_user",
+         "/api/v2/private/add_to_address_book", "/api/v2/private/update_in_address_book"),
     ),
     "coinbase": (
         {"api_key": "organizations/o/apiKeys/k", "private_key": EC_PEM},

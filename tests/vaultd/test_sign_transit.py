@@ -47,6 +47,8 @@ BINANCE_QUERY = (
     "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&recvWindow=5000&timestamp=1499827319559"
 )
 BINANCE_SIG = "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+BINANCE_TS = 1499827319559  # the example's own timestamp, in its query: it is signed at that time
+BINANCE_ORDER = BINANCE_QUERY.partition("&recvWindow=")[0]  # the same order, timestamped when signed
 # Kraken docs, "Spot REST Authentication", "Examples".
 KRAKEN_SECRET = "kQH5HW/8p1uGOVjbgWA7FunAmGO8lsSUXNsu3eow76sz84Q18fWxnyRzBHCd3pd5nE9qa99HAZtuZuj6F1huXg=="
 KRAKEN_NONCE = 1616492376594
@@ -122,7 +124,7 @@ CASES: dict[str, tuple[dict[str, Any], str, dict[str, Any]]] = {
     "binance-hmac": (
         {"api_key": BINANCE_KEY, "secret": BINANCE_SECRET},
         "binance",
-        {"method": "POST", "url": f"https://api.binance.com/api/v3/order?{BINANCE_QUERY}"},
+        {"method": "POST", "url": f"https://api.binance.com/api/v3/order?{BINANCE_ORDER}", "timestamp": NOW_MS},
     ),
     "binance-ed25519": (
         {"api_key": "ed-api-key", "private_key": _pem(ED_KEY)},
@@ -253,7 +255,20 @@ async def test_every_scheme_signs_through_transit_as_with_the_key_here(scheme: s
 
 async def test_binance_published_hmac_example_through_transit() -> None:
     transit = _transit()
-    result = await sign(credential(transit_config("binance-hmac")), CASES["binance-hmac"][2], transit)
+    # Signed at the published example's own time: its timestamp is in the query.
+    request = {
+        "method": "POST",
+        "url": f"https://api.binance.com/api/v3/order?{BINANCE_QUERY}",
+        "timestamp": BINANCE_TS,
+    }
+    result = await sign_request(
+        credential(transit_config("binance-hmac")),
+        request,
+        lambda: BINANCE_TS / 1000,
+        trio.Lock(),
+        Disk().persist,
+        transit=transit,
+    )
     assert result["url"] == f"https://api.binance.com/api/v3/order?{BINANCE_QUERY}&signature={BINANCE_SIG}"
     assert result["headers"] == {"X-MBX-APIKEY": BINANCE_KEY}
     assert transit.calls[0][3] == BINANCE_QUERY.encode(), "transit MACs the payload Binance documents"

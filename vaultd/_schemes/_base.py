@@ -254,7 +254,8 @@ def check_json_body(request: SignRequest, scheme: str) -> None:
     """
     if request.body and request.body[:1] not in (b"{", b"["):
         raise SignError(
-            f"{scheme}: 'body' must be JSON, starting with '{{' or '[' (the venue signs it right after the path)"
+            f"{scheme}: 'body' must be JSON, starting with '{{' or '[' (the venue signs it right after another "
+            "field, with nothing between)"
         )
 
 

@@ -44,6 +44,9 @@ _EXTRA = frozenset({"recvWindow"})
 _RECV_WINDOW = re.compile(r"[0-9]{1,5}(\.[0-9]{1,3})?")
 DEFAULT_RECV_WINDOW_MS = 5000.0
 MAX_RECV_WINDOW_MS = 60000.0
+#: How far a ``timestamp`` the engine wrote into the request may stray from the signing time
+#: (:attr:`SignRequest.timestamp_ms`, itself checked against the daemon's clock).
+IN_BAND_SKEW_MS = 60_000
 #: Binance also takes microsecond timestamps: 16 digits rather than 13.
 _MICROSECONDS_FROM = 10**14
 
@@ -101,6 +104,11 @@ def sign_rest(request: SignRequest, keys: Keys, scheme: str, sign: Signer) -> Si
         raise SignError(f"{scheme}: the request's 'timestamp' must be epoch milliseconds or microseconds")
     stamp = int(stamp_text)
     seconds = stamp / 1_000_000 if stamp >= _MICROSECONDS_FROM else stamp / 1000
+    if abs(seconds * 1000 - request.timestamp_ms) > IN_BAND_SKEW_MS:
+        raise SignError(
+            f"{scheme}: the request's 'timestamp' must be within a minute of the signing time (the call's "
+            "'timestamp', or the daemon's clock): signatures are not made for later use"
+        )
     valid_until = seconds + window / 1000
 
     query, body = request.query, request.body

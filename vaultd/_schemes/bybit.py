@@ -31,6 +31,7 @@ from ._base import (
     SignRequest,
     body_headers,
     check_extra,
+    check_json_body,
     check_request,
     hmac_signer,
 )
@@ -38,7 +39,7 @@ from ._base import (
 __all__ = ["Bybit", "query_string", "sign_v5", "string_to_sign"]
 
 DEFAULT_RECV_WINDOW_MS = 5000
-MAX_RECV_WINDOW_MS = 3_600_000
+MAX_RECV_WINDOW_MS = 60_000
 _EXTRA = frozenset({"recv_window"})
 #: RFC 3986 query characters (unreserved, sub-delims, ':', '@', '/', '?') less '%' and '&'.
 _RAW_VALUE = re.compile(r"[A-Za-z0-9._~!$'()*+,;=:@/?-]*")
@@ -64,7 +65,7 @@ def query_string(request: SignRequest) -> str:
 def _recv_window(request: SignRequest) -> int:
     text = request.extra.get("recv_window", str(DEFAULT_RECV_WINDOW_MS))
     if not text.isdigit() or not 0 < int(text) <= MAX_RECV_WINDOW_MS or text[0] == "0":
-        raise SignError("bybit: 'recv_window' must be whole milliseconds, above 0 and at most 3600000")
+        raise SignError(f"bybit: 'recv_window' must be whole milliseconds, above 0 and at most {MAX_RECV_WINDOW_MS}")
     return int(text)
 
 
@@ -93,6 +94,13 @@ def sign_v5(request: SignRequest, keys: Keys, scheme: str, sign: Callable[[bytes
     check_extra(request, _EXTRA, scheme)
     window = _recv_window(request)
     query = query_string(request)
+    # The payload follows recv_window's digits with no separator: one starting with a digit
+    # could lend them to the window ("5" + "0000000{...}" is window 50000000 with body "{...}").
+    if request.method == "GET":
+        if query[:1].isdigit():
+            raise SignError(f"{scheme}: the first query parameter's name must not start with a digit")
+    else:
+        check_json_body(request, scheme)
     headers = {
         "X-BAPI-API-KEY": keys.api_key,
         "X-BAPI-TIMESTAMP": str(request.timestamp_ms),

@@ -18,6 +18,11 @@ like ``/derivatives/x/api/v3/withdrawal`` whose tail Kraken would route. Every e
 starts with ``/api/`` and the nonce is digits, so a signature is made only when the endpoint
 path starts with ``/api/`` and holds it nowhere else, and the parameters hold no ``/api/``.
 
+For the same reason the parameters must not end in a digit, which could pass for the nonce's
+first (``size=15`` and nonce N sign as ``size=1`` and nonce ``5N``): a query's parameters are
+reordered to put one that ends otherwise last (the URL carries the order signed); a body, or
+a query whose every value ends in a digit, is refused.
+
 The nonce, optional for Kraken, is always sent: without it a signature carries no time and
 could be replayed for ever. The daemon owns it as for Kraken Spot (strictly increasing,
 persisted), so :attr:`SignRequest.nonce` is required; Kraken tolerates nonces briefly out of
@@ -60,6 +65,18 @@ def endpoint_path(path: str) -> str:
     return path
 
 
+def _last_not_a_digit(query: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """``query`` with a parameter whose encoded form does not end in a digit moved last, if the
+    last one does: the order of a query's parameters means nothing to Kraken, and the URL
+    carries the order signed."""
+    if not query or not encode_query(query[-1:])[-1:].isdigit():
+        return query
+    for index in range(len(query) - 2, -1, -1):
+        if not encode_query(query[index : index + 1])[-1:].isdigit():
+            return query[:index] + query[index + 1 :] + query[index : index + 1]
+    return query
+
+
 def authent(mac: Primitive, message: bytes) -> str:
     """base64(HMAC-SHA512(key, SHA256(message))): also how a WebSocket challenge is signed."""
     return base64.b64encode(mac(hashlib.sha256(message).digest())).decode("ascii")
@@ -82,8 +99,14 @@ class KrakenFutures:
             raise SignError("kraken-futures: send the parameters in the query or in the body, not both")
         if not request.body.isascii():
             raise SignError("kraken-futures: 'body' must be form-encoded ASCII (percent-encode other characters)")
-        query_string = encode_query(request.query)
-        post_data = query_string.encode("ascii") if request.query else request.body
+        query = _last_not_a_digit(request.query)
+        query_string = encode_query(query)
+        post_data = query_string.encode("ascii") if query else request.body
+        if post_data[-1:].isdigit():
+            raise SignError(
+                "kraken-futures: the parameters must not end in a digit (Kraken signs the nonce right after them, "
+                "so trailing digits could pass for the nonce's first): put a parameter ending otherwise last"
+            )
         endpoint = endpoint_path(request.path)
         if not endpoint.startswith(_API) or endpoint.lower().find(_API, 1) != -1:
             raise SignError(
@@ -103,7 +126,7 @@ class KrakenFutures:
             **body_headers(request.body, FORM),
         }
         valid_until = request.timestamp_ms / 1000 + VALID_FOR_S
-        return Signed(headers, request.query, request.body, valid_until, query_string)
+        return Signed(headers, query, request.body, valid_until, query_string)
 
     def __repr__(self) -> str:
         return f"<scheme {self.name}>"
