@@ -31,7 +31,7 @@ def check_name(name: str) -> None:
     """Raises: ConfigError: the name is not 1-64 of ``A-Za-z0-9._-`` starting alphanumeric."""
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
-            "credential names are 1 to 64 characters of letters, digits, '.', '_' and '-', "
+            "credential names are 1 to 64 ASCII characters: letters A-Z and a-z, digits, '.', '_' and '-', "
             "starting with a letter or digit"
         )
 

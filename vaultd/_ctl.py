@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from vaultd_client import Client
-from vaultd_client.errors import AlreadyExists, DaemonUnavailable, Locked, RemoteError, TransportError
+from vaultd_client.errors import AlreadyExists, DaemonUnavailable, InvalidParams, Locked, RemoteError, TransportError
 from vaultd_protocol import KdfProfile, Method
 
 from . import __version__
@@ -37,7 +37,7 @@ from ._ctl_common import (
     _when,
     json_object,
 )
-from ._ctl_env import ENV_COMMANDS, add_env_parsers
+from ._ctl_env import ENV_COMMANDS, _kind, add_env_parsers
 from ._ctl_policy import POLICY_COMMANDS, add_policy_parsers
 from ._ctl_sign import SIGN_COMMANDS, add_sign_parser
 from ._ctl_systemd import SYSTEMD_COMMANDS, add_systemd_parsers
@@ -387,7 +387,16 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    token = client.token(args.name, min_ttl=args.min_ttl)
+    try:
+        token = client.token(args.name, min_ttl=args.min_ttl)
+    except InvalidParams as exc:
+        if _kind(client, args.name) != "sign":
+            raise
+        message = (
+            f"credential {args.name!r} is a 'sign' credential: it has no token, it signs requests; sign them "
+            f"with Client.sign in an engine (or 'vaultctl sign {args.name} METHOD URL')"
+        )
+        raise type(exc)(message, exc.code, exc.name) from None
     if args.json:
         print(json.dumps({
             "name": token.name, "token": token.value, "type": token.type,

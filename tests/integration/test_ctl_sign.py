@@ -173,6 +173,18 @@ def test_a_token_credential_is_pointed_at_vaultctl_get_and_bad_options_are_usage
         assert usage.returncode == 2 and says in usage.stderr, usage.stderr
 
 
+def test_vaultctl_get_of_a_sign_credential_points_at_signing(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ready()
+    add(daemon, "binance", {"scheme": "binance-hmac", "api_key": "fake-key", "secret": SECRET})
+    refused = daemon.ctl("get", "binance", check=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "'binance' is a 'sign' credential" in refused.stderr and "Client.sign" in refused.stderr
+    assert "vaultctl sign binance METHOD URL" in refused.stderr and "(INVALID_PARAMS)" in refused.stderr
+    bad_name = daemon.ctl("add", "bad name", "--kind", "sign", *daemon.pw(), stdin="{}", check=False)
+    assert bad_name.returncode != 0 and "ASCII" in bad_name.stderr
+
+
 def test_help_says_the_signature_is_real_and_audited(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main(["sign", "--help"])
