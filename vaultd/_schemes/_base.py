@@ -54,6 +54,7 @@ __all__ = [
     "ed25519_signer",
     "encode_query",
     "hmac_signer",
+    "require_passphrase",
     "require_secret",
 ]
 
@@ -290,6 +291,13 @@ def require_secret(keys: Keys, scheme: str) -> bytes:
     if keys.secret is None or not len(keys.secret):
         raise SignError(f"{scheme}: needs an HMAC secret ('secret')")
     return keys.secret.reveal()
+
+
+def require_passphrase(keys: Keys, scheme: str) -> Secret:
+    """Raises: SignError: the keys hold no passphrase (OKX, KuCoin and Bitget keys come with one)."""
+    if keys.passphrase is None or not len(keys.passphrase):
+        raise SignError(f"{scheme}: needs the API key's passphrase ('passphrase')")
+    return keys.passphrase
 
 
 def hmac_signer(keys: Keys, scheme: str, algorithm: str) -> Primitive:

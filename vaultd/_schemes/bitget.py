@@ -29,6 +29,7 @@ from ._base import (
     check_json_body,
     check_request,
     hmac_signer,
+    require_passphrase,
 )
 
 __all__ = ["Bitget", "prehash", "raw_query"]
@@ -65,14 +66,13 @@ class Bitget:
         locale = request.extra.get("locale")
         if locale is not None and not _LOCALE.fullmatch(locale):
             raise SignError("bitget: 'locale' must be a language tag such as en-US or zh-CN")
-        if keys.passphrase is None or not len(keys.passphrase):
-            raise SignError("bitget: needs the API key's passphrase ('passphrase')")
+        passphrase = require_passphrase(keys, self.name)
         mac = hmac_signer(keys, self.name, "sha2-256")(prehash(request))
         headers = {
             "ACCESS-KEY": keys.api_key,
             "ACCESS-SIGN": base64.b64encode(mac).decode("ascii"),
             "ACCESS-TIMESTAMP": str(request.timestamp_ms),
-            "ACCESS-PASSPHRASE": keys.passphrase.reveal_str(),
+            "ACCESS-PASSPHRASE": passphrase.reveal_str(),
             **body_headers(request.body, JSON),
         }
         if locale is not None:

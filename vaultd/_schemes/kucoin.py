@@ -34,6 +34,7 @@ from ._base import (
     check_request,
     encode_query,
     hmac_signer,
+    require_passphrase,
 )
 
 __all__ = ["KEY_VERSIONS", "Kucoin", "prehash"]
@@ -67,17 +68,16 @@ class Kucoin:
         version = request.extra.get("key_version", "2")
         if version not in KEY_VERSIONS:
             raise SignError("kucoin: 'key_version' must be 2 or 3 (version 1 keys are not supported)")
-        if keys.passphrase is None or not len(keys.passphrase):
-            raise SignError("kucoin: needs the API key's passphrase ('passphrase')")
+        passphrase = require_passphrase(keys, self.name)
         mac = hmac_signer(keys, self.name, "sha2-256")
         query_string = encode_query(request.query)
         signature = mac(prehash(request, query_string))
-        passphrase = mac(keys.passphrase.reveal())
+        signed_passphrase = mac(passphrase.reveal())
         headers = {
             "KC-API-KEY": keys.api_key,
             "KC-API-SIGN": base64.b64encode(signature).decode("ascii"),
             "KC-API-TIMESTAMP": str(request.timestamp_ms),
-            "KC-API-PASSPHRASE": base64.b64encode(passphrase).decode("ascii"),
+            "KC-API-PASSPHRASE": base64.b64encode(signed_passphrase).decode("ascii"),
             "KC-API-KEY-VERSION": version,
             **body_headers(request.body, JSON),
         }

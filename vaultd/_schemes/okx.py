@@ -18,7 +18,6 @@ from ._base import (
     JSON,
     Keys,
     Signed,
-    SignError,
     SignRequest,
     body_headers,
     check_extra,
@@ -26,6 +25,7 @@ from ._base import (
     check_request,
     encode_query,
     hmac_signer,
+    require_passphrase,
 )
 
 __all__ = ["Okx", "iso_timestamp", "prehash"]
@@ -58,14 +58,13 @@ class Okx:
         check_request(request, self.name)
         check_extra(request, frozenset(), self.name)
         check_json_body(request, self.name)
-        if keys.passphrase is None or not len(keys.passphrase):
-            raise SignError("okx: needs the API key's passphrase ('passphrase')")
+        passphrase = require_passphrase(keys, self.name)
         mac = hmac_signer(keys, self.name, "sha2-256")(prehash(request))
         headers = {
             "OK-ACCESS-KEY": keys.api_key,
             "OK-ACCESS-SIGN": base64.b64encode(mac).decode("ascii"),
             "OK-ACCESS-TIMESTAMP": iso_timestamp(request.timestamp_ms),
-            "OK-ACCESS-PASSPHRASE": keys.passphrase.reveal_str(),
+            "OK-ACCESS-PASSPHRASE": passphrase.reveal_str(),
             **body_headers(request.body, JSON),
         }
         return Signed(headers, request.query, request.body, request.timestamp_ms / 1000 + VALID_FOR_S)

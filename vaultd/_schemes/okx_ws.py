@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 
-from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, hmac_signer
+from ._base import Keys, Signed, SignError, SignRequest, check_extra, check_request, hmac_signer, require_passphrase
 
 __all__ = ["OkxWsLogin", "login_prehash"]
 
@@ -43,13 +43,12 @@ class OkxWsLogin:
         check_extra(request, frozenset(), self.name)
         if request.query or request.body:
             raise SignError(f"{self.name}: the login takes no parameters besides those the scheme adds")
-        if keys.passphrase is None or not len(keys.passphrase):
-            raise SignError(f"{self.name}: needs the API key's passphrase ('passphrase')")
+        passphrase = require_passphrase(keys, self.name)
         seconds = request.timestamp_ms // 1000
         mac = hmac_signer(keys, self.name, "sha2-256")(login_prehash(seconds))
         args = (
             ("apiKey", keys.api_key),
-            ("passphrase", keys.passphrase.reveal_str()),
+            ("passphrase", passphrase.reveal_str()),
             ("timestamp", str(seconds)),
             ("sign", base64.b64encode(mac).decode("ascii")),
         )
