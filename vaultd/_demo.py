@@ -41,7 +41,7 @@ def _vaultctl(env: dict[str, str], *args: str, stdin: str | None = None, expect:
     if not quiet:
         _say("$ vaultctl " + " ".join(args) + (f"   # stdin: {stdin.strip()}" if stdin else ""))
     proc = subprocess.run(
-        [sys.executable, "-m", "vaultd._ctl", *args],
+        [sys.executable, "-m", "vaultd.ctl", *args],
         input=stdin,
         capture_output=True,
         text=True,

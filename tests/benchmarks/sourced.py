@@ -69,7 +69,7 @@ def vaultctl(daemon: DaemonLike, *commands: list[str], stdin: str = "") -> None:
         RuntimeError: one of them did not exit 0 (every one is reaped first).
     """
     beside = Path(sys.executable).parent / "vaultctl"
-    argv = [str(beside)] if beside.exists() else [sys.executable, "-c", "from vaultd._ctl import main; main()"]
+    argv = [str(beside)] if beside.exists() else [sys.executable, "-c", "from vaultd.ctl import main; main()"]
     every_core = set(range(os.cpu_count() or 1))
     procs = [
         subprocess.Popen(

@@ -121,8 +121,8 @@ def test_many_threads_share_one_client(daemon: DaemonProcess) -> None:
 
 
 def test_vaultctl_offers_every_kind_the_daemon_knows() -> None:
-    from vaultd._ctl import KINDS as CTL_KINDS
     from vaultd._providers import KINDS
+    from vaultd.ctl.credentials import KINDS as CTL_KINDS
 
     assert sorted(KINDS) == sorted(CTL_KINDS)
 

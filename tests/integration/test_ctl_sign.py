@@ -19,8 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
 
-from vaultd._ctl import main
-from vaultd._ctl_sign import websocket_login
+from vaultd.ctl import main
+from vaultd.ctl.sign import websocket_login
 from vaultd_client import Signed
 
 from ..daemon_process import DaemonProcess

@@ -26,12 +26,12 @@ from typing import Any
 import pytest
 import trio
 
-from vaultd._ctl_systemd import SERVICE_TEMPLATE, SOCKET_TEMPLATE
 from vaultd._fake_exchange import FakeExchange
 from vaultd._listen import SocketSetupError
 from vaultd._secret import Secret
 from vaultd._systemd import ServiceLink, credential_passphrase, listen_socket, status_line
 from vaultd._vault import Vault
+from vaultd.ctl.systemd import SERVICE_TEMPLATE, SOCKET_TEMPLATE
 from vaultd_protocol import KdfProfile
 
 from ..daemon_process import BIN, PASS, DaemonProcess

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultd._ctl_systemd import SOCKET_TEMPLATE
+from vaultd.ctl.systemd import SOCKET_TEMPLATE
 from vaultd_client import Client
 
 from .conftest import BIN, PASS, UserManager, attack_as_same_uid, wait_for

@@ -18,14 +18,14 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from vaultd import _ctl as ctl
 from vaultd._credentials import ConfigError, from_config, from_record
-from vaultd._ctl_common import CtlError
 from vaultd._errors import RpcError
 from vaultd._providers.sign import SignProvider
 from vaultd._schemes import SCHEMES, SignError, SignRequest
 from vaultd._secret import Secret
 from vaultd._vault import Vault
+from vaultd.ctl import credentials as ctl
+from vaultd.ctl.common import CtlError
 from vaultd_client.errors import AlreadyExists
 from vaultd_protocol import ErrorCode, KdfProfile
 

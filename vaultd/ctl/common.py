@@ -11,7 +11,7 @@ from typing import Any
 
 from vaultd_client import Client
 
-from ._passphrase import PassphraseError, read_passphrase
+from .._passphrase import PassphraseError, read_passphrase
 
 __all__ = [
     "EXIT_FAILED",

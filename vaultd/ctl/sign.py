@@ -19,8 +19,8 @@ from collections.abc import Callable
 from vaultd_client import Client, Signed
 from vaultd_client.errors import InvalidParams
 
-from ._ctl_common import _MAX_STDIN, EXIT_OK, EXIT_USAGE, CtlError, _when
-from ._ctl_env import _kind
+from .common import _MAX_STDIN, EXIT_OK, EXIT_USAGE, CtlError, _when
+from .env import _kind
 
 __all__ = ["SIGN_COMMANDS", "add_sign_parser", "websocket_login"]
 

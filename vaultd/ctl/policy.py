@@ -18,12 +18,12 @@ from typing import NoReturn
 from vaultd_client import Client
 from vaultd_protocol import Method
 
-from ._passphrase import PassphraseError, read_passphrase
-from ._policy import METHODS, Identity, Policy, PolicyError
+from .._passphrase import PassphraseError, read_passphrase
+from .._policy import METHODS, Identity, Policy, PolicyError
 
 __all__ = ["POLICY_COMMANDS", "add_policy_parsers"]
 
-#: vaultctl's statuses (the table is in ``_ctl``): ``policy test`` says deny with 1.
+#: vaultctl's statuses (the table is in ``ctl.common``): ``policy test`` says deny with 1.
 EXIT_OK, EXIT_DENY, EXIT_USAGE = 0, 1, 2
 _MAX_FILE = 64 * 1024
 

@@ -17,7 +17,7 @@ from vaultd_client import Client
 from vaultd_client.errors import AlreadyExists
 from vaultd_protocol import Method
 
-from ._ctl_common import (
+from .common import (
     EXIT_OK,
     CtlError,
     _passphrase,

@@ -29,7 +29,7 @@ from vaultd_client.errors import InvalidParams, RemoteError
 
 __all__ = ["ENV_COMMANDS", "Binding", "add_env_parsers", "environment", "parse_bindings"]
 
-#: vaultctl's status for bad usage (the table is in ``_ctl``); 126 and 127 are the shell's and env(1)'s.
+#: vaultctl's status for bad usage (the table is in ``ctl.common``); 126 and 127 are the shell's and env(1)'s.
 EXIT_USAGE, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND = 2, 126, 127
 PREFIX = "VAULTD_TOKEN_"
 EXPIRY_SUFFIX = "_EXPIRES_AT"

@@ -18,11 +18,11 @@ from typing import Any, NoReturn
 
 from vaultd_client import Client
 
-from ._audit import default_audit_path, read, verify
+from .._audit import default_audit_path, read, verify
 
 __all__ = ["AUDIT_COMMANDS", "add_audit_parsers", "table_row"]
 
-#: vaultctl's statuses (the table is in ``_ctl``).
+#: vaultctl's statuses (the table is in ``ctl.common``).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _COLUMNS = (
     ("TIME", 29), ("WHO (uid/unit/pid)", 34), ("METHOD", 16), ("CREDENTIAL", 18), ("OUTCOME", 13), ("COUNT", 5),
