@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
 import select
+import signal
 import subprocess
 import termios
 import time
@@ -96,3 +98,56 @@ def test_mistyped_confirmation_creates_nothing(daemon: DaemonProcess) -> None:
     assert term.finish() == 2
     assert b"the two passphrases differ" in term.screen
     assert "UNINITIALIZED" in daemon.ctl("status").stdout
+
+
+def test_a_key_derivation_that_takes_long_says_so_on_the_terminal(daemon: DaemonProcess) -> None:
+    # The MIN profile derives in microseconds, so the daemon is held still (SIGSTOP) for the
+    # seconds a 'sensitive' derivation takes; vaultctl cannot tell the two apart.
+    daemon.start()
+    assert daemon.proc is not None
+    term = Terminal(daemon, "init", "--kdf-profile", "min")
+    term.expect("Passphrase: ")
+    term.type(PASS)
+    term.expect("Repeat passphrase: ")
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        term.type(PASS)
+        term.expect("deriving key (Argon2id, 8 KiB)...")
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    assert term.finish() == 0
+    assert b"vault created" in term.screen
+
+    term = Terminal(daemon, "unlock")
+    term.expect("Passphrase: ")
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        term.type(PASS)
+        term.expect("deriving key (Argon2id")  # the profile is asked of the daemon, which is stopped
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    assert term.finish() == 0
+    assert term.screen.count(b"deriving key") == 1
+    assert b"vault unlocked" in term.screen
+
+
+def test_no_progress_note_for_scripts(daemon: DaemonProcess) -> None:
+    daemon.start()
+    daemon.ctl("init", "--kdf-profile", "min", *daemon.pw())
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        unlock = subprocess.Popen(
+            [BIN / "vaultctl", "unlock", *daemon.pw()],
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the daemon is stopped: it cannot answer yet
+            unlock.wait(timeout=1.5)
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    out, err = unlock.communicate(timeout=30)
+    assert unlock.returncode == 0, err
+    assert b"vault unlocked" in out
+    assert err == b""

@@ -6,10 +6,12 @@ import argparse
 import getpass
 import json
 import sys
+import threading
 import time
 from typing import Any
 
 from vaultd_client import Client
+from vaultd_client.errors import RemoteError, TransportError
 
 from .._passphrase import PassphraseError, read_passphrase
 
@@ -47,8 +49,43 @@ def _passphrase(args: argparse.Namespace, *, confirm: bool = False, stdin_busy: 
         raise CtlError(str(exc), EXIT_USAGE) from None
 
 
+#: libsodium's Argon2id memory per profile, as the progress note names it.
+_KDF_MEMORY = {"min": "8 KiB", "interactive": "64 MiB", "moderate": "256 MiB", "sensitive": "1 GiB"}
+#: A call carrying a passphrase that has not answered after this long says what it waits for.
+PROGRESS_AFTER = 0.5
+
+
 def _slow(client: Client, method: str, params: dict[str, Any]) -> Any:
-    return client.call(method, params, timeout=client.slow_timeout)
+    """A call whose answer may wait for Argon2id (every call carrying a passphrase).
+
+    On a terminal, a key derivation that runs longer than :data:`PROGRESS_AFTER` says so on
+    stderr ("deriving key (Argon2id, 1 GiB)..."), so that a ``sensitive`` unlock is not seconds
+    of silence. Scripts (stderr not a terminal) see nothing extra.
+    """
+    if "passphrase" not in params or not sys.stderr.isatty():
+        return client.call(method, params, timeout=client.slow_timeout)
+    profile = params.get("kdf_profile")
+    timer = threading.Timer(PROGRESS_AFTER, _say_deriving, (client, profile))
+    timer.daemon = True
+    timer.start()
+    try:
+        return client.call(method, params, timeout=client.slow_timeout)
+    finally:
+        timer.cancel()
+
+
+def _say_deriving(client: Client, profile: str | None) -> None:
+    """The progress note; the vault's profile is asked on a connection of its own (the first is busy)."""
+    if profile is None:
+        try:
+            with Client(client.socket_path, timeout=PROGRESS_AFTER, cache=False, server_uid=client.server_uid) as other:
+                found = other.status().get("kdf_profile")
+        except (RemoteError, TransportError):  # the daemon is busy deriving: say it without the figure
+            found = None
+        profile = found if isinstance(found, str) else None
+    memory = _KDF_MEMORY.get(profile or "")
+    note = f"deriving key (Argon2id, {memory})..." if memory else "deriving key (Argon2id)..."
+    print(note, file=sys.stderr, flush=True)
 
 
 def _read_stdin_secret(kind: str) -> str:
