@@ -42,6 +42,7 @@ class DaemonProcess:
         self.secrets: set[str] = {PASS}
         self.passphrase_file = root / "passphrase"
         self.passphrase_file.write_text(PASS + "\n")
+        self.passphrase_file.chmod(0o600)  # vaultctl warns about a passphrase file others can read
         self.log_path = root / "vaultd.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

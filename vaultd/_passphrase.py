@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import getpass
 import os
-from pathlib import Path
+import stat
+import sys
 
 __all__ = ["PassphraseError", "read_passphrase"]
 
@@ -23,6 +24,16 @@ def _first_line(raw: bytes, where: str) -> str:
     if not text:
         raise PassphraseError(f"the passphrase from {where} is empty")
     return text
+
+
+def _warn_if_others_can_read(file: str, mode: int) -> None:
+    """ssh's habit for key files: a passphrase file others can read is said out loud (but used)."""
+    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        print(
+            f"vaultctl: warning: the passphrase file {file} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):04o}): run 'chmod 600 {file}'",
+            file=sys.stderr,
+        )
 
 
 def _read_fd(fd: int) -> bytes:
@@ -55,7 +66,9 @@ def read_passphrase(
     """
     if file is not None:
         try:
-            return _first_line(Path(file).read_bytes()[: _MAX + 1], file)
+            with open(file, "rb") as handle:
+                _warn_if_others_can_read(file, os.fstat(handle.fileno()).st_mode)
+                return _first_line(handle.read(_MAX + 1), file)
         except OSError as exc:
             raise PassphraseError(f"cannot read the passphrase file {file}: {exc.strerror}") from None
         except UnicodeDecodeError:

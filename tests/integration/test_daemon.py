@@ -171,6 +171,7 @@ def test_damaged_vault_files_fail_unlock_clearly_and_change_nothing(daemon: Daem
         assert daemon.client().status()["state"] == "LOCKED", label
     wrong = daemon.root / "wrong"
     wrong.write_text("a wrong passphrase\n")
+    wrong.chmod(0o600)
     (daemon.data_dir / "vault").write_bytes(good)
     result = daemon.ctl("unlock", "--passphrase-file", str(wrong), check=False)
     assert result.returncode == 1 and "BAD_PASSPHRASE" in result.stderr
@@ -207,6 +208,7 @@ def test_wrong_passphrase_for_admin_calls(daemon: DaemonProcess) -> None:
     daemon.ready()
     wrong = daemon.root / "wrong"
     wrong.write_text("a wrong passphrase\n")
+    wrong.chmod(0o600)
     result = daemon.ctl("rm", "ex", "--passphrase-file", str(wrong), check=False)
     assert result.returncode == 1 and "BAD_PASSPHRASE" in result.stderr
     with Client(daemon.socket_path) as client, pytest.raises(BadPassphrase):

@@ -31,6 +31,7 @@ def test_passwd_while_engines_fetch_tokens(daemon: DaemonProcess) -> None:
         thread.start()
     new_file = daemon.root / "new-passphrase"
     new_file.write_text(NEW + "\n")
+    new_file.chmod(0o600)
     try:
         before = fetched[0]
         changed = daemon.ctl("passwd", *daemon.pw(), "--new-passphrase-file", str(new_file))
@@ -57,6 +58,7 @@ def test_passwd_refuses_a_short_or_unchanged_passphrase(daemon: DaemonProcess) -
     daemon.ready()
     short = daemon.root / "short"
     short.write_text("short\n")
+    short.chmod(0o600)
     result = daemon.ctl("passwd", *daemon.pw(), "--new-passphrase-file", str(short), check=False)
     assert result.returncode == 1 and "at least 8" in result.stderr
     same = daemon.ctl("passwd", *daemon.pw(), "--new-passphrase-file", str(daemon.passphrase_file), check=False)

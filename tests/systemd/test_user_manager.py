@@ -172,6 +172,7 @@ def test_socket_activation_ready_status_reload_and_clean_stop(installed: UserMan
     _wait_status(manager, "Unlocked: 0 credentials, 0 degraded")
     passphrase = manager.root / "pass"
     passphrase.write_text(PASS + "\n")
+    passphrase.chmod(0o600)
     manager.vaultctl("add", "ex", "--kind", "static", "--passphrase-file", str(passphrase), stdin="fake-token-sd\n")
     _wait_status(manager, "Unlocked: 1 credential, 0 degraded")
     manager.vaultctl("lock")

@@ -1,0 +1,34 @@
+"""A ``--passphrase-file`` that other users can read is used, and said out loud (as ssh does for keys)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vaultd._passphrase import read_passphrase
+
+PASSPHRASE = "fake passphrase in a file"
+
+
+def _file(tmp_path: Path, mode: int) -> Path:
+    path = tmp_path / "passphrase"
+    path.write_text(PASSPHRASE + "\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_file_others_can_read_is_warned_about(tmp_path: Path, mode: int, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _file(tmp_path, mode)
+    assert read_passphrase(file=str(path), fd=None) == PASSPHRASE
+    err = capsys.readouterr().err
+    assert f"passphrase file {path} is readable by other users (mode {mode:04o})" in err
+    assert f"chmod 600 {path}" in err
+    assert PASSPHRASE not in err
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400])
+def test_a_private_file_reads_quietly(tmp_path: Path, mode: int, capsys: pytest.CaptureFixture[str]) -> None:
+    assert read_passphrase(file=str(_file(tmp_path, mode)), fd=None) == PASSPHRASE
+    assert capsys.readouterr().err == ""
