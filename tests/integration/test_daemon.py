@@ -44,6 +44,11 @@ def test_operator_and_engine_end_to_end(daemon: DaemonProcess) -> None:
         ("ex", "static", "FRESH"),
         ("ex2", "static", "FRESH"),
     ]
+    table = [line for line in daemon.ctl("status").stdout.splitlines() if line.startswith("  ")]
+    assert [line.index("static") for line in table[1:]] == [table[0].index("KIND")] * 2, "columns misaligned"
+    listed_text = daemon.ctl("list", *daemon.pw()).stdout  # what status does not show: settings, history
+    assert "CREATED" in listed_text and "UPDATED" in listed_text and "type: api-key" in listed_text
+    assert TOKEN not in listed_text and "fake-json-token" not in listed_text
     status_text = daemon.ctl("status", "--json").stdout
     assert TOKEN not in status_text and "fake-json-token" not in status_text
 

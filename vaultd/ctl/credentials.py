@@ -67,7 +67,12 @@ def add_credential_parsers(sub: Any) -> None:
     p.add_argument("name")
     _passphrase_options(p)
 
-    p = sub.add_parser("list", help="list credentials (needs the passphrase)")
+    p = sub.add_parser(
+        "list",
+        help="list credentials with their settings (never a secret) and history (needs the passphrase)",
+        description="What 'status' leaves out: each credential's settings (endpoints, client id, scheme...; never a "
+        "secret), when it was created and last changed, and how many upstream calls it made. 'status' shows states.",
+    )
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     _passphrase_options(p)
 
@@ -101,7 +106,7 @@ def credential_table(credentials: list[dict[str, Any]]) -> list[str]:
     """The status table's rows: one per credential, with its source and warnings under it."""
     if not credentials:
         return ["  (none)"]
-    width = max(len(c["name"]) for c in credentials)
+    width = max(len("NAME"), *(len(c["name"]) for c in credentials))
     rows = [f"  {'NAME':<{width}}  {'KIND':<9} {'STATE':<12} {'EXPIRES':<20} {'NEXT RENEWAL':<20} LAST ERROR"]
     for c in credentials:
         rows.append(
@@ -223,8 +228,30 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result["credentials"], indent=2, sort_keys=True))
     else:
-        print("\n".join(credential_table(result["credentials"])))
+        print("\n".join(settings_table(result["credentials"])))
     return EXIT_OK
+
+
+def settings_table(credentials: list[dict[str, Any]]) -> list[str]:
+    """``list``'s rows: what ``status`` leaves out (settings, when made and changed, upstream calls)."""
+    if not credentials:
+        return ["  (none)"]
+    width = max(len("NAME"), *(len(c["name"]) for c in credentials))
+    rows = [f"  {'NAME':<{width}}  {'KIND':<9} {'CREATED':<20} {'UPDATED':<20} UPSTREAM CALLS"]
+    for c in credentials:
+        rows.append(
+            f"  {c['name']:<{width}}  {c['kind']:<9} {_when(c.get('created_at')):<20} "
+            f"{_when(c.get('updated_at')):<20} {c.get('upstream_calls', 0)}"
+        )
+        settings = c.get("settings") or {}
+        rows.extend(f"  {'':<{width}}  {key}: {_setting(value)}" for key, value in sorted(settings.items()))
+    return rows
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "-"
+    return "-" if value is None else str(value)
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
