@@ -21,6 +21,7 @@ from vaultd_client.errors import DaemonUnavailable, Locked, RemoteError, Transpo
 from .. import __version__
 from .audit import AUDIT_COMMANDS, add_audit_parsers
 from .common import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE, CtlError
+from .completion import COMPLETION_COMMANDS, add_completion_parser
 from .credentials import CREDENTIAL_COMMANDS, add_credential_parsers
 from .env import ENV_COMMANDS, add_env_parsers
 from .policy import POLICY_COMMANDS, add_policy_parsers
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_systemd_parsers(sub)
     add_audit_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
+    add_completion_parser(sub)
     return parser
 
 
@@ -97,6 +99,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **UPSTREAM_COMMANDS,
     **SYSTEMD_COMMANDS,
     **AUDIT_COMMANDS,
+    **COMPLETION_COMMANDS,
 }
 
 
