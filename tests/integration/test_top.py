@@ -21,8 +21,9 @@ import pytest
 from ..daemon_process import BIN, DaemonProcess, FakeExchangeProcess
 from ..polling import wait_for
 
-#: After top ends, the shell in the pane says how, and shows the terminal's modes.
-_SCRIPT = '"$0" top "$@"; echo "top exited $?"; stty -a; exec sleep 600'
+#: After top ends, the shell in the pane says how, and shows the terminal's modes (a Ctrl-C
+#: reaches the shell too: its trap keeps it going; top still gets the default disposition).
+_SCRIPT = 'trap : INT; "$0" top "$@"; echo "top exited $?"; stty -a; exec sleep 600'
 _RENEWAL = re.compile(r"updated\s+live\s+renewed, expires in")
 
 
@@ -157,8 +158,11 @@ def test_top_shows_the_daemon_gone_and_follows_it_when_it_comes_back(renewing: D
     wait_for(lambda: len(_RENEWAL.findall(top.screen())) > before, "a renewal from the new daemon (watch again)")
     assert "top exited" not in top.screen(), "top lives on"
 
-    top.press("q")
-    assert "top exited 0" in top.expect(r"top exited \d+", "top's end")
+    top.tmux("send-keys", "-t", "top", "C-c")
+    screen = top.expect(r"top exited \d+", "top's end on Ctrl-C")
+    assert "top exited 0" in screen and "Traceback" not in screen, screen
+    assert not top.alternate_screen(), "Ctrl-C leaves the alternate screen too"
+    assert re.search(r"(?<![-\w])icanon\b", " ".join(screen.split())), f"and restores the modes: {screen}"
 
 
 def test_top_piped_prints_one_plain_snapshot_and_refuses_a_fast_interval(renewing: DaemonProcess) -> None:
