@@ -258,7 +258,7 @@ def _header(model: TopModel, now: float) -> Text:
 def _credential_table(model: TopModel, now: float) -> Table:
     stale = model.gone is not None and model.seen_at is not None
     title = "credentials" + (f" (as last seen at {clock(model.seen_at or 0)})" if stale else "")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False)
     for column in ("NAME", "KIND", "STATE", "TTL LEFT", "NEXT RENEWAL", "REFRESH TOKEN"):
         table.add_column(column, no_wrap=True)
     table.add_column("LAST ERROR", overflow="fold", ratio=1)
@@ -294,7 +294,14 @@ _EVENT_STYLES = {"updated": "green", "expired": "red", "locked": "bold red", "go
 
 
 def _events(model: TopModel, rows: int) -> Table:
-    table = Table(title="renewals and events", title_justify="left", box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
+    table = Table(
+        title="renewals and events",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        expand=True,
+        pad_edge=False,
+        show_edge=False,
+    )
     table.add_column("TIME", no_wrap=True)
     table.add_column("EVENT", no_wrap=True)
     table.add_column("CREDENTIAL", no_wrap=True)
@@ -327,8 +334,8 @@ def _footer(model: TopModel) -> Text:
 def render(model: TopModel, now: float, height: int) -> RenderableType:
     """The whole screen for a terminal ``height`` lines tall."""
     table = _credential_table(model, now)
-    used = 2 + 4 + max(len(model.credentials), 1) + 4 + 1  # header, table chrome, rows, events chrome, footer
-    return Group(_header(model, now), table, _events(model, height - used), _footer(model))
+    used = 2 + 1 + 3 + max(len(model.credentials), 1) + 1 + 3 + 1  # header, credentials, events (title, head), footer
+    return Group(_header(model, now), Text(""), table, Text(""), _events(model, height - used), _footer(model))
 
 
 # -- plain text -----------------------------------------------------------------------------
