@@ -83,20 +83,24 @@ class TmuxTop:
         )
 
 
+def _add_oauth(daemon: DaemonProcess, exchange: FakeExchangeProcess, name: str) -> None:
+    config = {
+        "token_url": exchange.url + "/oauth/token",
+        "grant_type": "refresh_token",
+        "client_id": "fake-client",
+        "client_secret": "fake-secret",
+        "refresh_token": exchange.control(new_refresh_token=True)["refresh_token"],
+    }
+    daemon.ctl("add", name, "--kind", "oauth2", *daemon.pw(), stdin=json.dumps(config))
+
+
 @pytest.fixture
 def renewing(daemon: DaemonProcess, fake_exchange: FakeExchangeProcess) -> DaemonProcess:
     """A daemon with a static credential 'ex' and an oauth2 'live' whose tokens last 3 s (renewed every ~2 s)."""
     fake_exchange.control(expires_in=3)
     daemon.start()
     daemon.ready()
-    config = {
-        "token_url": fake_exchange.url + "/oauth/token",
-        "grant_type": "refresh_token",
-        "client_id": "fake-client",
-        "client_secret": "fake-secret",
-        "refresh_token": fake_exchange.control(new_refresh_token=True)["refresh_token"],
-    }
-    daemon.ctl("add", "live", "--kind", "oauth2", *daemon.pw(), stdin=json.dumps(config))
+    _add_oauth(daemon, fake_exchange, "live")
     return daemon
 
 
@@ -163,6 +167,17 @@ def test_top_shows_the_daemon_gone_and_follows_it_when_it_comes_back(renewing: D
     assert "top exited 0" in screen and "Traceback" not in screen, screen
     assert not top.alternate_screen(), "Ctrl-C leaves the alternate screen too"
     assert re.search(r"(?<![-\w])icanon\b", " ".join(screen.split())), f"and restores the modes: {screen}"
+
+
+def test_a_credential_added_while_top_runs_gets_a_row_and_its_renewals_are_followed(
+    renewing: DaemonProcess, fake_exchange: FakeExchangeProcess, top: TmuxTop
+) -> None:
+    top.expect(_RENEWAL, "a renewal of the first credential")
+    _add_oauth(renewing, fake_exchange, "late")
+    top.expect(r"late\s+oauth2\s+\S+", "the new credential's row")
+    top.expect(r"updated\s+late\s+renewed", "its renewals, watched too")
+    top.press("q")
+    assert "top exited 0" in top.expect(r"top exited \d+", "top's end")
 
 
 def test_top_piped_prints_one_plain_snapshot_and_refuses_a_fast_interval(renewing: DaemonProcess) -> None:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.live import Live
 
 from vaultd_client import Client, TrioClient, VaultdError
-from vaultd_client.errors import RemoteError, TransportError
+from vaultd_client.errors import Forbidden, RemoteError, TransportError
 
 from .common import EXIT_OK
 from .top_view import TopModel, plain_snapshot, render
@@ -165,9 +165,10 @@ class _View:
     async def _follow(self) -> None:
         """``token.watch`` on every credential status lists; the client resubscribes after a restart."""
         model = self.model
+        refused: list[str] = []  # the names the policy refused to let us watch: not asked again
         while True:
             names = model.names
-            if names:
+            if names and names != refused:
                 with trio.CancelScope() as scope:
                     self._watch_scope, self._watching = scope, names
                     try:
@@ -178,6 +179,9 @@ class _View:
                                 ttl = token.ttl if token else None
                                 model.watched(event.kind, event.name, expires, ttl, time.time())
                                 self.redraw()
+                    except Forbidden as exc:
+                        refused = names  # asking again each second would only fill the audit log
+                        model.note(time.time(), "refused", None, f"renewals not shown: {exc.message}")
                     except VaultdError:
                         pass  # locked, a credential removed meanwhile, the daemon gone: status shows which
                 self._watch_scope, self._watching = None, []
