@@ -176,8 +176,15 @@ def test_a_credential_added_while_top_runs_gets_a_row_and_its_renewals_are_follo
     _add_oauth(renewing, fake_exchange, "late")
     top.expect(r"late\s+oauth2\s+\S+", "the new credential's row")
     top.expect(r"updated\s+late\s+renewed", "its renewals, watched too")
-    top.press("q")
-    assert "top exited 0" in top.expect(r"top exited \d+", "top's end")
+
+    shell = int(top.tmux("display-message", "-p", "-t", "top", "#{pane_pid}"))
+    children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+    assert len(children) == 1, children
+    os.kill(int(children[0]), signal.SIGTERM)
+    screen = top.expect(r"top exited \d+", "top's end on SIGTERM")
+    assert f"top exited {128 + signal.SIGTERM}" in screen and "Traceback" not in screen, screen
+    assert not top.alternate_screen(), "SIGTERM leaves the alternate screen too"
+    assert re.search(r"(?<![-\w])icanon\b", " ".join(screen.split())), f"and restores the modes: {screen}"
 
 
 def test_top_piped_prints_one_plain_snapshot_and_refuses_a_fast_interval(renewing: DaemonProcess) -> None:
