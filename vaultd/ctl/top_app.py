@@ -78,16 +78,21 @@ def _cbreak(fd: int | None) -> Iterator[None]:
 
 
 async def live(settings: Client, interval: float) -> int:
+    """Run the full-screen view until ``q``, Ctrl-C, SIGTERM or SIGHUP; its exit status.
+
+    ``settings`` is vaultctl's sync client, for its socket, timeout and server uid only: the
+    view talks through a :class:`TrioClient` of its own.
+    """
     fd = _open_tty()
     try:
         client = TrioClient(settings.socket_path, timeout=settings.timeout, cache=False, server_uid=settings.server_uid)
         console = Console()
         view = _View(client, TopModel(interval), console)
         view.model.keys = fd is not None
-        live = Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
+        screen = Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
         try:
-            with _cbreak(fd), live:
-                view.live = live
+            with _cbreak(fd), screen:
+                view.live = screen
                 return await view.run(fd)
         finally:
             await client.aclose()
