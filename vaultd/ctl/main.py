@@ -27,6 +27,7 @@ from .env import ENV_COMMANDS, add_env_parsers
 from .policy import POLICY_COMMANDS, add_policy_parsers
 from .sign import SIGN_COMMANDS, add_sign_parser
 from .systemd import SYSTEMD_COMMANDS, add_systemd_parsers
+from .top import TOP_COMMANDS, add_top_parser
 from .upstream import UPSTREAM_COMMANDS, add_upstream_parsers
 from .vault import VAULT_COMMANDS, add_vault_parsers
 
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_upstream_parsers(sub)
     add_systemd_parsers(sub)
     add_audit_parsers(sub)
+    add_top_parser(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     add_completion_parser(sub)
     return parser
@@ -99,6 +101,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **UPSTREAM_COMMANDS,
     **SYSTEMD_COMMANDS,
     **AUDIT_COMMANDS,
+    **TOP_COMMANDS,
     **COMPLETION_COMMANDS,
 }
 
