@@ -269,6 +269,9 @@ class AuditLog:
         self._queue: deque[_Entry] = deque()
         self._queue_lock = threading.Lock()
         self._dropped = 0
+        #: Lines dropped since the daemon started (the metrics' counter; ``_dropped`` restarts
+        #: once the log has said how many it lost).
+        self.dropped_total = 0
         self._write_lock = threading.Lock()
         self._unwritten: list[_Entry] = []  # taken from the queue, not yet on disk
         self._attempt_seq: int | None = None  # the seq the first of them was given last time
@@ -308,6 +311,7 @@ class AuditLog:
             if queued >= self._half_queue and (queued >= MAX_QUEUED or identity.get("uid") != self._own_uid):
                 with self._queue_lock:  # other uids stop at half: the rest is the owner's
                     self._dropped += 1
+                    self.dropped_total += 1
                 return
             self._queue.append(
                 (self._clock(), identity, str(method)[:_MAX_TEXT], _short(credential), str(outcome),
@@ -316,6 +320,7 @@ class AuditLog:
         except Exception:  # a caller's odd argument must not break an answer
             with self._queue_lock:
                 self._dropped += 1
+                self.dropped_total += 1
             if not self._record_failed:
                 self._record_failed = True
                 log.exception("an audit entry could not be queued (counted as dropped; logged once)")

@@ -32,8 +32,11 @@ from ._atomic import StorageError, ensure_private_dir, remove_stale_temps
 from ._audit import AuditLog, default_audit_path
 from ._errors import RpcError
 from ._listen import SocketSetupError, bind_unix_socket, hold_lock_file
+from ._metrics import Bound, MetricsAddress, MetricsError, VaultdCollector, bind, configured_metrics, parse_address
+from ._metrics_server import serve_metrics
 from ._rpc import Dispatcher
 from ._server import ServerLimits, serve
+from ._stats import Stats
 from ._vault import Vault
 
 __all__ = ["main"]
@@ -60,6 +63,8 @@ class DaemonConfig:
     audit_log: Path | None = None
     #: Credentials one connection may watch at once.
     max_watch_names: int = 256
+    #: Where Prometheus metrics are served (``_metrics``); None: nowhere.
+    metrics: MetricsAddress | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -169,6 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the audit log, one JSON line per decision (default: $XDG_STATE_HOME/vaultd/audit.log)",
     )
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDRESS",
+        help=(
+            "serve Prometheus metrics (GET /metrics) at unix:PATH or a loopback HOST:PORT such as 127.0.0.1:9477, "
+            "[::1]:9477 or localhost:9477 (port 0: any free one, logged); 'off' serves none. Default: 'metrics' "
+            "in vaultd.toml, else off"
+        ),
+    )
+    parser.add_argument(
+        "--metrics-allow-remote",
+        action="store_true",
+        help="let --metrics name an address other hosts can reach (the metrics name credentials and their states)",
+    )
     parser.add_argument("--version", action="version", version=f"vaultd {__version__}")
     return parser
 
@@ -186,6 +205,7 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         max_queued=args.max_queued_notifications,
     )
     explicit = args.socket or os.environ.get("VAULTD_SOCKET")
+    metrics = _metrics_address(args)
     return DaemonConfig(
         _paths.socket_path(args.socket),
         _paths.data_dir(args.data_dir),
@@ -195,7 +215,26 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         settings_file=None if args.log_level else _systemd.settings_path(),
         audit_log=args.audit_log or default_audit_path(),
         max_watch_names=args.max_watch_names,
+        metrics=metrics,
     )
+
+
+def _metrics_address(args: argparse.Namespace) -> MetricsAddress | None:
+    """``--metrics``, else ``metrics`` in vaultd.toml (each with its allow-remote switch).
+
+    Raises:
+        ValueError: the address is malformed or not loopback without the switch, or the
+            settings file cannot be read.
+    """
+    if args.metrics is not None:
+        if args.metrics == "off":
+            return None
+        return parse_address(args.metrics, allow_remote=args.metrics_allow_remote)
+    settings = _systemd.settings_path()
+    configured, remote = configured_metrics(settings)
+    if configured is None or configured == "off":
+        return None
+    return parse_address(configured, allow_remote=remote or args.metrics_allow_remote, source=f"metrics in {settings}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = _config(args)
+    except MetricsError as exc:
+        print(f"vaultd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -314,8 +356,17 @@ def _run(config: DaemonConfig) -> int:
             _check_writable(config.audit_log.parent)
     sock = inherited or bind_unix_socket(config.socket_path, own_folder=config.own_socket_folder)
     try:
-        trio.run(_serve, config, sock, link, hardening)
+        metrics = None if config.metrics is None else bind(config.metrics)
+    except SocketSetupError:
+        if inherited is None:
+            _remove_own_socket(config.socket_path)
+        sock.close()
+        raise
+    try:
+        trio.run(_serve, config, sock, link, hardening, metrics)
     finally:
+        if metrics is not None:
+            metrics.close()
         if inherited is None:  # systemd's socket stays, for the next activation
             _remove_own_socket(config.socket_path)
         sock.close()
@@ -327,7 +378,11 @@ def _run(config: DaemonConfig) -> int:
 
 
 async def _serve(
-    config: DaemonConfig, sock: socket.socket, link: _systemd.ServiceLink, hardening: _harden.Hardening
+    config: DaemonConfig,
+    sock: socket.socket,
+    link: _systemd.ServiceLink,
+    hardening: _harden.Hardening,
+    metrics: Bound | None = None,
 ) -> None:
     listener = trio.socket.from_stdlib_socket(sock)
     audit = None if config.audit_log is None else AuditLog(config.audit_log)
@@ -345,14 +400,20 @@ async def _serve(
             if audit is not None:
                 await nursery.start(audit.run)  # flushes at least every second, and once more at stop
             await _unattended_unlock(vault)
+            stats = Stats()
             dispatcher = Dispatcher(
                 vault,
                 config.socket_path,
                 memory_locked=hardening.memory_locked,
                 audit=audit,
                 max_watch_names=config.max_watch_names,
+                stats=stats,
             )
             await nursery.start(serve, listener, dispatcher, config.limits)
+            if metrics is not None:
+                collector = VaultdCollector(vault, stats, audit=audit)
+                await nursery.start(serve_metrics, trio.socket.from_stdlib_socket(metrics.sock), collector)
+                log.info("metrics at %s (GET /metrics)", metrics.shown())
             log.info(
                 "vaultd %s listening on %s (vault %s: %s; audit log %s)",
                 __version__,

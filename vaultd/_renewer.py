@@ -27,6 +27,7 @@ from ._credentials import Credential, utc_text
 from ._errors import RpcError
 from ._providers import FetchContext, Issued, UpstreamError
 from ._renewal import RenewalPolicy
+from ._stats import UPSTREAM, failure_reason
 from ._watch import EXPIRED, UPDATED, WatchHub
 
 __all__ = ["Renewer", "token_result"]
@@ -240,7 +241,7 @@ class Renewer:
             credential.renewing = None
             done.set()
             if not recorded and self._current(credential):
-                self._failed(credential, "the attempt was interrupted")
+                self._failed(credential, "the attempt was interrupted", reason="internal")
 
     async def _renew_once(self, credential: Credential, *, forced: bool) -> bool:
         """One attempt; True once its outcome is recorded (success, failure, or a deliberate skip)."""
@@ -262,21 +263,23 @@ class Renewer:
         except UpstreamError as exc:
             if exc.rotated:  # a new refresh token came with a bad answer: keep it anyway
                 await self._save_rotation(credential)
-            self._failed(credential, str(exc), reauth=exc.reauth)
+            self._failed(credential, str(exc), reauth=exc.reauth, reason=failure_reason(exc))
             return True
         except trio.TooSlowError:
-            self._failed(credential, f"no answer within {limit:.0f} s")
+            self._failed(credential, f"no answer within {limit:.0f} s", reason="timeout")
             return True
         except Exception as exc:  # a provider bug must not kill the loop for everyone
             log.error("credential %r: fetch failed: %s", credential.name, type(exc).__name__, exc_info=exc)
-            self._failed(credential, f"internal error ({type(exc).__name__}); see the daemon's log")
+            self._failed(credential, f"internal error ({type(exc).__name__}); see the daemon's log", reason="internal")
             return True
         if not self._current(credential):
             issued.wipe()
             return True
         if issued.rotated and not await self._save_rotation(credential):
             issued.wipe()
-            self._failed(credential, f"the rotated refresh token could not be saved: {credential.last_error}")
+            self._failed(
+                credential, f"the rotated refresh token could not be saved: {credential.last_error}", reason="storage"
+            )
             return True
         if not self._current(credential):
             issued.wipe()
@@ -309,6 +312,8 @@ class Renewer:
             self._failed(credential, "the new token had already expired when it arrived (a slow endpoint?)")
             return
         credential.set_issued(issued)
+        if credential.provider.renewable:
+            UPSTREAM.renewed(credential.name)
         credential.state = CredentialState.FRESH
         credential.failures = 0
         credential.last_error = None
@@ -333,10 +338,13 @@ class Renewer:
             self._on_change()
             self._hub.publish(EXPIRED, credential.name, lambda: {"name": credential.name})
 
-    def _failed(self, credential: Credential, message: str, *, reauth: bool = False) -> None:
+    def _failed(self, credential: Credential, message: str, *, reauth: bool = False, reason: str = "other") -> None:
+        """Record a failed attempt; ``reason`` is the metrics' label (``_stats.REASONS``)."""
         credential.last_error = message
         if not self._current(credential):
             return
+        if credential.provider.renewable:
+            UPSTREAM.failed(credential.name, reason)
         self._on_change()
         if reauth:
             credential.state = CredentialState.NEEDS_REAUTH

@@ -15,7 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter_ns
 from typing import Any, NoReturn
+
+import trio
 
 from vaultd_protocol import (
     PROTOCOL_VERSION,
@@ -38,6 +41,7 @@ from ._peer import Peer
 from ._policy import Access, Decision, Policy, PolicyError
 from ._secret import Secret
 from ._server import NOT_NOW, Session
+from ._stats import Stats
 from ._upstream import UpstreamAlarm
 from ._vault import Vault
 from ._watch import Subscription
@@ -54,6 +58,9 @@ _FAST = {
     Method.TOKEN_SIGN_MANY.value: Method.TOKEN_SIGN_MANY,
 }
 _Params = dict[str, Any]
+#: Method names as the metrics label them (any other name is ``unknown``: a peer's free text
+#: never becomes a label).
+_KNOWN = frozenset(method.value for method in Method)
 #: What the policy calls each method it governs for every peer; ``hello`` is open to all.
 _POLICED: dict[str, str] = {
     Method.TOKEN_GET: "get",
@@ -96,6 +103,8 @@ class Dispatcher:
     audit: AuditLog | None = None
     #: Credential names one connection may watch at once (over all its ``token.watch`` calls).
     max_watch_names: int = 256
+    #: Requests answered and connections open, for ``status`` and the metrics (``_stats``).
+    stats: Stats = field(default_factory=Stats)
 
     def __post_init__(self) -> None:
         self._handlers: dict[Method, Callable[[_Params, Session], Awaitable[Any]]] = {
@@ -136,6 +145,17 @@ class Dispatcher:
         Raises:
             RpcError: the same errors the methods answer, when they are known at once.
         """
+        started = perf_counter_ns()
+        try:
+            result = self._immediate(request, session)
+        except RpcError as exc:  # only methods of _FAST raise: the label is a known name
+            self.stats.answered(request.method, exc.code.name, started)
+            raise
+        if result is not NOT_NOW:
+            self.stats.answered(request.method, "ok", started)
+        return result
+
+    def _immediate(self, request: Request, session: Session) -> Any:
         method = _FAST.get(request.method)
         if method is None:
             return NOT_NOW
@@ -162,6 +182,27 @@ class Dispatcher:
         return result
 
     async def __call__(self, request: Request, session: Session) -> Any:
+        started = perf_counter_ns()
+        outcome = "INTERNAL"  # what the server answers for anything but an RpcError
+        try:
+            result = await self._call(request, session)
+            outcome = "ok"
+            return result
+        except RpcError as exc:
+            outcome = exc.code.name
+            raise
+        except trio.Cancelled:  # the peer left, or the daemon stops: nobody gets an answer
+            outcome = "cancelled"
+            raise
+        except ExceptionGroup as group:  # as the server answers it: one RpcError inside is the answer
+            leaves = group.exceptions
+            if len(leaves) == 1 and isinstance(leaves[0], RpcError):
+                outcome = leaves[0].code.name
+            raise
+        finally:
+            self.stats.answered(request.method if request.method in _KNOWN else "unknown", outcome, started)
+
+    async def _call(self, request: Request, session: Session) -> Any:
         try:
             method = Method(request.method)
         except ValueError:
@@ -292,6 +333,9 @@ class Dispatcher:
 
     def opened(self, session: Session) -> None:
         """The server's hook for a new connection: keep those of other uids, to close on revocation."""
+        uid = session.peer.uid
+        self.stats.connected(uid)
+        session.on_close(lambda: self.stats.disconnected(uid))
         session.on_close(lambda: self._subscribe(session, frozenset()))  # its watch ends with it
         if session.peer.uid != self.own_uid:
             self._foreign.add(session)
@@ -396,6 +440,8 @@ class Dispatcher:
             "upstreams": upstreams,
             "alarms": alarms,
             "warnings": warnings,
+            "requests_total": self.stats.requests_total,
+            "connections": self.stats.open_connections,
         }
 
     async def _lock(self, params: _Params, session: Session) -> Any:

@@ -39,6 +39,9 @@ Rows (each measured here, in this run, on this machine):
   uid on the same daemon (p50, p99, server CPU per call), the policy's decision under each in
   process (nanoseconds), and ``peer_of`` at accept on a peer with few and many descriptors open
   (of which the exe check);
+- ``token.get`` p50 and p99 on a daemon serving metrics (``--metrics``), with a Prometheus-style
+  scraper (another process, ``GET /metrics`` once a second) and without, in alternating windows
+  of the same run, and what one scrape takes;
 - the cached ``token()`` per call; ``import vaultd_client`` over bare Python; the daemon's
   start to READY (a NOTIFY_SOCKET of our own); unlock time per KDF profile; RSS idle with
   10,000 credentials; CPU per hour idle with 10,000 credentials (the renewer on trio's
@@ -137,8 +140,9 @@ TARGETS = {
 class Daemon:
     """A real vaultd in a throwaway root, pinned to ``cpu``; READY is heard on our own NOTIFY_SOCKET."""
 
-    def __init__(self, root: Path, cpu: int | None = None) -> None:
+    def __init__(self, root: Path, cpu: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.root = root
+        self.args = args
         (root / "run").mkdir(mode=0o700, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if k != "VAULTD_SOCKET"}
         self.env.update(
@@ -165,7 +169,7 @@ class Daemon:
         self.notify.settimeout(30)
         self.spawned = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vaultd", "--log-level", "warning"],
+            [sys.executable, "-m", "vaultd", "--log-level", "warning", *self.args],
             env={**self.env, "NOTIFY_SOCKET": str(notify_path)},
             preexec_fn=pinned(self.cpu),  # noqa: PLW1509 - sched_setaffinity only
         )
@@ -596,6 +600,84 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+#: A scraper in a process of its own: ``GET URL`` once a second for SECONDS, then its scrape times (ms) as JSON.
+SCRAPER = """
+import json, sys, time, urllib.request
+url, seconds = sys.argv[1], float(sys.argv[2])
+took, end = [], time.monotonic() + seconds
+while time.monotonic() < end:
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        answer.read()
+    took.append((time.perf_counter() - started) * 1000)
+    time.sleep(max(0.0, 1.0 - (time.perf_counter() - started)))
+print(json.dumps(took))
+"""
+SCRAPED = "vaultd token.get static, scraped at 1 Hz"
+NOT_SCRAPED = "vaultd token.get static, metrics on, no scraper"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def measure_scraped(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """``token.get`` on one connection over windows of wall time, alternately with a scraper at 1 Hz
+    and without (same daemon, same core as the client: the placement where a scrape costs most)."""
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    window, rounds = (3.0, 2) if args.short else (10.0, 3)
+    root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    daemon = Daemon(root, cpu, ("--metrics", url.removeprefix("http://").removesuffix("/metrics")))
+    affinity = os.sched_getaffinity(0)
+    per_round: dict[str, list[Sample]] = {NOT_SCRAPED: [], SCRAPED: []}
+    scrape_ms: list[float] = []
+    try:
+        os.sched_setaffinity(0, {cpu})
+        daemon.start()
+        with Client(daemon.path, timeout=60, cache=False) as client:
+            client.call("vault.init", {"passphrase": PASS, "kdf_profile": "min"}, timeout=60)
+            client.unlock(PASS)
+            add(client, "tok", "static", {"token": "f" * 200})
+            timed(lambda: client.token("tok"), 200)  # warm up
+            for _ in range(rounds):
+                for label in (NOT_SCRAPED, SCRAPED):
+                    scraper = None
+                    if label == SCRAPED:
+                        scraper = subprocess.Popen(
+                            [sys.executable, "-c", SCRAPER, url, str(window)], stdout=subprocess.PIPE, text=True
+                        )
+                    samples, end = [], time.perf_counter() + window
+                    while time.perf_counter() < end:
+                        started = time.perf_counter_ns()
+                        client.token("tok")
+                        samples.append((time.perf_counter_ns() - started) / 1000)
+                    per_round[label].append(summary(samples))
+                    if scraper is not None:
+                        out, _ = scraper.communicate(timeout=60)
+                        scrape_ms.extend(json.loads(out))
+    finally:
+        os.sched_setaffinity(0, affinity)
+        daemon.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    results["scraped_us"] = {
+        label: {
+            "p50": round(statistics.median(p50 for p50, _ in rows), 1),
+            "p99": round(statistics.median(p99 for _, p99 in rows), 1),
+            "p50 per window": [round(p50, 1) for p50, _ in rows],
+        }
+        for label, rows in per_round.items()
+    }
+    results["scrape_ms"] = {
+        "scrapes": len(scrape_ms),
+        "median": round(statistics.median(scrape_ms), 2),
+        "max": round(max(scrape_ms), 2),
+        "window_s": window,
+    }
+
+
 def measure_unlock(profiles: list[str], results: dict[str, Any]) -> None:
     unlock: dict[str, float] = {}
     for profile in profiles:
@@ -670,6 +752,20 @@ def render(results: dict[str, Any]) -> str:
             f"  CPU per KV read via OpenBao Agent (us)         agent {bao_cpu['agent']:.1f}, "
             f"server {bao_cpu['server']:.1f}, this client {bao_cpu['client']:.1f} "
             f"(with httpx {bao_cpu['client, httpx']:.1f})"
+        )
+    if "scraped_us" in results:
+        lines.append("")
+        scrapes = results["scrape_ms"]
+        lines.append(
+            f"token.get on a daemon serving metrics, alternating {scrapes['window_s']:.0f} s windows, same core (us)"
+        )
+        lines.append(f"  {'':48} {'p50':>9} {'p99':>9}   p50 per window")
+        for label, figure in results["scraped_us"].items():
+            windows = ", ".join(f"{p50:.1f}" for p50 in figure["p50 per window"])
+            lines.append(f"  {label:48} {figure['p50']:9.1f} {figure['p99']:9.1f}   {windows}")
+        lines.append(
+            f"  one scrape, as the scraper saw it: median {scrapes['median']:.2f} ms, max {scrapes['max']:.2f} ms "
+            f"({scrapes['scrapes']} scrapes)"
         )
     if "ccxt_adapter_us" in results:
         import ccxt_adapter
@@ -842,6 +938,7 @@ def main() -> None:
     results: dict[str, Any] = {"mode": "short" if args.short else "full", "left out": []}
     results["machine"] = f"{os.cpu_count()} CPUs, {os.uname().machine}, Python {sys.version.split()[0]}"
     measure_vaultd(args, results)
+    measure_scraped(args, results)
     measure_ccxt_adapter(args, results)
     bare, imported = import_ms(3 if args.short else 15)
     results["import_ms_over_bare"] = round(imported - bare, 1)

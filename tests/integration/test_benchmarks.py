@@ -53,6 +53,10 @@ def test_the_benchmark_suite_prints_every_row_and_its_ratios() -> None:
         assert row in printed, row
     assert "cross-core" in printed or "left out: the cross-core placement" in printed
     assert "MISSED" in printed or "every target met in every placement" in printed
+    # token.get with a scraper at 1 Hz beside token.get without, on one daemon serving metrics.
+    for row in ("vaultd token.get static, scraped at 1 Hz", "vaultd token.get static, metrics on, no scraper",
+                "one scrape, as the scraper saw it"):  # fmt: skip
+        assert row in printed, row
     # token.sign_many per signature, measured (this daemon knows the method).
     for n in (1, 10, 100):
         assert f"vaultd token.sign_many HMAC N={n}, per sig." in printed

@@ -52,11 +52,14 @@ class UpstreamError(Exception):
     transient (5xx, timeouts, malformed answers) and the renewer backs off and retries.
     """
 
-    def __init__(self, message: str, *, reauth: bool = False, rotated: bool = False) -> None:
+    def __init__(self, message: str, *, reauth: bool = False, rotated: bool = False, reason: str | None = None) -> None:
         super().__init__(message)
         self.reauth = reauth
         #: The provider adopted a new long-term secret before the failure: save it anyway.
         self.rotated = rotated
+        #: The metrics' failure reason where the raiser knows it (``_stats.REASONS``); else it is
+        #: judged from ``reauth`` and the message's HTTP status.
+        self.reason = reason
 
 
 @dataclass(slots=True, repr=False)

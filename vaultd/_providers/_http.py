@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from .._stats import UPSTREAM
 from ._base import ConfigError, UpstreamError
 
 if TYPE_CHECKING:
@@ -70,19 +72,26 @@ async def exchange_json(
     if http is None:
         raise UpstreamError("no HTTP client (internal error)")
     where = _where(url)
+    started = time.perf_counter()
     try:
         async with http.stream(method, url, timeout=wait, **kwargs) as response:
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > MAX_ANSWER:
-                    raise UpstreamError(f"{where}: the answer is larger than {MAX_ANSWER} bytes; not read")
+                    raise UpstreamError(
+                        f"{where}: the answer is larger than {MAX_ANSWER} bytes; not read", reason="bad_answer"
+                    )
             status = response.status_code
     except httpx.TimeoutException:
-        raise UpstreamError(f"{where}: no answer within {wait:g} s") from None
+        raise UpstreamError(f"{where}: no answer within {wait:g} s", reason="timeout") from None
     except httpx.HTTPError as exc:
-        raise UpstreamError(f"{where}: {type(exc).__name__}") from None
+        raise UpstreamError(f"{where}: {type(exc).__name__}", reason="network") from None
+    finally:  # the host only: the path or query may name an account
+        UPSTREAM.called(urlsplit(url).hostname or "?", time.perf_counter() - started)
     try:
         return status, json.loads(body)
     except ValueError:
-        raise UpstreamError(f"{where}: HTTP {status} with an answer that is not JSON") from None
+        if status >= 500:  # a gateway's HTML error page: the status is the news
+            raise UpstreamError(f"{where}: HTTP {status} with an answer that is not JSON") from None
+        raise UpstreamError(f"{where}: HTTP {status} with an answer that is not JSON", reason="bad_answer") from None
