@@ -109,6 +109,8 @@ class Notifier:
         #: When each credential was first seen DEGRADED (trio's clock), while it stays so.
         self._degraded_since: dict[str, float] = {}
         self._unlocked_once = False
+        #: A lock seen by :meth:`changed` since the last look (a lock and unlock within SETTLE counts).
+        self._lock_seen = False
         self._started: float | None = None
         #: Notices dropped because the queue was full, delivered to every sink, failed at one.
         self.dropped = 0
@@ -119,6 +121,11 @@ class Notifier:
 
     def changed(self) -> None:
         """The vault's ``on_change`` listener: look again soon. Returns at once."""
+        state = self._vault.state
+        if state is VaultState.UNLOCKED:
+            self._unlocked_once = True
+        elif state is VaultState.LOCKED and self._unlocked_once:
+            self._lock_seen = True
         self._changed.set()
 
     def reload(self, settings: NotifySettings) -> None:
@@ -144,6 +151,7 @@ class Notifier:
     def check(self) -> None:
         """Notify the conditions that began, or are due a reminder; forget those that cleared."""
         if not self.settings.sinks:
+            self._lock_seen = False
             return
         now, wall = trio.current_time(), self._wall()
         vault = self._vault
@@ -237,11 +245,15 @@ class Notifier:
     def _vault_conditions(self, out: dict[Key, dict[str, Any]], now: float) -> None:
         vault = self._vault
         started = self._started if self._started is not None else now
-        if vault.state is VaultState.LOCKED and (self._unlocked_once or now - started >= self.settings.degraded_after):
+        lock_seen, self._lock_seen = self._lock_seen, False
+        locked = vault.state is VaultState.LOCKED
+        if lock_seen or (locked and (self._unlocked_once or now - started >= self.settings.degraded_after)):
             out["locked", "", ""] = {
                 "event": "locked",
                 "state": "LOCKED",
-                "reason": "the vault is locked: no token is served until 'vaultctl unlock'",
+                "reason": "the vault is locked: no token is served until 'vaultctl unlock'"
+                if locked
+                else "the vault was locked, and is unlocked again",
             }
         if vault.rollback_refused and vault.state is not VaultState.UNLOCKED:
             out["rollback", "", ""] = {

@@ -173,6 +173,19 @@ async def test_locked_after_an_unlock_and_not_while_starting(nursery: trio.Nurse
     assert len(sent.notices) == 2, "a lock and unlock does not repeat what was said about credentials"
 
 
+async def test_a_lock_and_unlock_in_quick_succession_is_still_told(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    vault = FakeVault()
+    notifier, sent = await started(nursery, vault)
+    await settle()
+    vault.state = VaultState.LOCKED
+    notifier.changed()
+    vault.state = VaultState.UNLOCKED  # before the notifier looked
+    notifier.changed()
+    await settle()
+    assert sent.events() == [("locked", None, False)]
+    assert sent.notices[0]["reason"] == "the vault was locked, and is unlocked again"
+
+
 async def test_a_daemon_left_locked_is_notified_after_degraded_after(
     nursery: trio.Nursery, autojump_clock: Any
 ) -> None:
