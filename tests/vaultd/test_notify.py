@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import trio
 from vaultd._notify import TICK, Notifier
 from vaultd._notify_config import NotifySettings, Sink, load_notify_settings, parse_notify_settings
 from vaultd._notify_send import child_environment, deliver
-from vaultd_protocol import VaultState
+from vaultd._systemd import status_line
+from vaultd_protocol import CredentialState, VaultState
 
 BASE = 1_800_000_000.0  # the stand-in wall clock at trio time 0
 DAY = 86400.0
@@ -343,3 +345,18 @@ async def test_a_command_gets_the_notice_and_one_that_hangs_is_killed(tmp_path: 
 
     missing = Sink(1, ("no-such-program-vaultd",), None, frozenset(), 5.0)
     assert (await deliver(missing, notice) or "").startswith("cannot run it")
+
+
+def test_status_line_lists_every_state_in_trouble_and_stays_short() -> None:
+    """systemd's STATUS= beside the alerts: the states in trouble by count, whatever states exist."""
+    class Counted(FakeVault):
+        def state_counts(self) -> Counter[CredentialState]:
+            return Counter(CredentialState(c["state"]) for c in self.credentials.values())
+
+    vault = Counted()
+    states = {"a": "FRESH", "b": "NEEDS_REAUTH", "c": "NEEDS_REAUTH", "d": "PULLED", "e": "DEGRADED"}
+    for name, state in states.items():
+        vault.set(name, state)
+    vault.upstreams.append({"name": "bao", "state": "EXPIRED"})
+    line = status_line(vault)  # type: ignore[arg-type]
+    assert line == "Unlocked: 5 credentials, 1 degraded, 2 needs reauth, 1 pulled, upstream bao expired"
