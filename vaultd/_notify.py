@@ -200,7 +200,7 @@ class Notifier:
     ) -> None:
         settings = entry.get("settings") if isinstance(entry.get("settings"), dict) else {}
         ends = (
-            ("refresh_token", entry.get("refresh_token_expires_at"), "the refresh token expires", "log in again"),
+            ("refresh_token", _refresh_expiry(entry, settings or {}), "the refresh token expires", "log in again"),
             ("not_after", (settings or {}).get("not_after"), "the static token stops being served", "replace it"),
         )
         for what, at, says, fix in ends:
@@ -357,6 +357,13 @@ class Notifier:
             log.warning(
                 "notify %s: %s notice for %s not delivered: %s", sink.label, notice["event"], _subject(notice), outcome
             )
+
+
+def _refresh_expiry(entry: Mapping[str, Any], settings: Mapping[str, Any]) -> Any:
+    """When the refresh token expires: the description's own field (what the provider last said,
+    ``refresh_token_expires_in``), else the one configured in the oauth2 settings; None: unknown."""
+    found = entry.get("refresh_token_expires_at")
+    return found if found is not None else settings.get("refresh_token_expires_at")
 
 
 def _join(why: str, error: str) -> str:

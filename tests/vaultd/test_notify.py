@@ -137,6 +137,7 @@ async def test_expiring_at_two_days_and_again_at_one(nursery: trio.Nursery, auto
     vault.set("oauth", refresh_token_expires_at=BASE + 3 * DAY)
     vault.set("static", settings={"not_after": BASE + 1.5 * DAY})
     vault.set("nothing", refresh_token_expires_at=None)  # the field absent or None: no expiry known
+    vault.set("configured", settings={"refresh_token_expires_at": BASE + 40 * DAY})  # the oauth2 setting: far
     _, sent = await started(nursery, vault, remind=10 * DAY)
     await settle()
     assert sent.events() == [("expiring", "static", False)]
@@ -151,6 +152,19 @@ async def test_expiring_at_two_days_and_again_at_one(nursery: trio.Nursery, auto
     assert sent.events()[-1] == ("expiring", "oauth", False)
     assert sent.notices[-1]["expires_at"] == "2027-01-18T08:00:00Z"
     assert len(sent.notices) == 4
+
+
+async def test_a_configured_refresh_token_expiry_counts_when_the_description_has_none(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    vault = FakeVault()
+    vault.set("schwab", settings={"refresh_token_expires_at": BASE + 1.5 * DAY})
+    _, sent = await started(nursery, vault)
+    await settle()
+    assert [(n["event"], n["expiring"], n["credential"]) for n in sent.notices] == [
+        ("expiring", "refresh_token", "schwab")
+    ]
+    assert "log in again" in sent.notices[0]["reason"]
 
 
 async def test_locked_after_an_unlock_and_not_while_starting(nursery: trio.Nursery, autojump_clock: Any) -> None:
@@ -349,6 +363,7 @@ async def test_a_command_gets_the_notice_and_one_that_hangs_is_killed(tmp_path: 
 
 def test_status_line_lists_every_state_in_trouble_and_stays_short() -> None:
     """systemd's STATUS= beside the alerts: the states in trouble by count, whatever states exist."""
+
     class Counted(FakeVault):
         def state_counts(self) -> Counter[CredentialState]:
             return Counter(CredentialState(c["state"]) for c in self.credentials.values())
