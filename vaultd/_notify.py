@@ -140,7 +140,10 @@ class Notifier:
             nursery.start_soon(self._deliver_forever)
             task_status.started()
             while True:
-                self.check()
+                try:
+                    self.check()
+                except Exception as exc:  # a bug in a rule must not stop the daemon, nor the alerts after it
+                    log.error("notify: the conditions could not be checked (%s)", type(exc).__name__, exc_info=exc)
                 with trio.move_on_after(TICK):
                     await self._changed.wait()
                 self._changed = trio.Event()
