@@ -291,7 +291,11 @@ class Notifier:
         outcomes: list[str | None] = [None] * len(sinks)
 
         async def one(index: int, sink: Sink) -> None:
-            outcomes[index] = await self._send(sink, notice)
+            try:
+                outcomes[index] = await self._send(sink, notice)
+            except Exception as exc:  # as in delivery: one sink's bug is its own outcome
+                outcomes[index] = f"internal error ({type(exc).__name__})"
+                log.error("notify %s: delivery failed", sink.label, exc_info=exc)
 
         async with trio.open_nursery() as nursery:
             for index, sink in enumerate(sinks):

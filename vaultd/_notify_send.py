@@ -36,15 +36,9 @@ def child_environment(event: Mapping[str, Any], environ: Mapping[str, str] = os.
     """The whole environment a command runs with: PATH, HOME, LANG and the event's fields."""
     env = {key: environ[key] for key in _KEPT if key in environ}
     env.setdefault("PATH", _DEFAULT_PATH)
-    env.update(
-        {
-            "VAULTD_EVENT": str(event.get("event") or ""),
-            "VAULTD_CREDENTIAL": str(event.get("credential") or ""),
-            "VAULTD_STATE": str(event.get("state") or ""),
-            "VAULTD_REASON": str(event.get("reason") or ""),
-            "VAULTD_AT": str(event.get("at") or ""),
-        }
-    )
+    for name, key in (("EVENT", "event"), ("CREDENTIAL", "credential"), ("STATE", "state"), ("REASON", "reason")):
+        env[f"VAULTD_{name}"] = str(event.get(key) or "").replace("\0", "?")  # a NUL cannot be in a variable
+    env["VAULTD_AT"] = str(event.get("at") or "")
     return env
 
 

@@ -11,7 +11,9 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import pytest
@@ -375,3 +377,27 @@ def test_status_line_lists_every_state_in_trouble_and_stays_short() -> None:
     vault.upstreams.append({"name": "bao", "state": "EXPIRED"})
     line = status_line(vault)  # type: ignore[arg-type]
     assert line == "Unlocked: 5 credentials, 1 degraded, 2 needs reauth, 1 pulled, upstream bao expired"
+
+
+async def test_a_webhook_that_fails_is_told_without_its_url() -> None:
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    notice = {"event": "expired", "credential": "desk"}
+    try:
+        url = f"http://127.0.0.1:{port}/hook/fake-url-secret"
+        assert await deliver(Sink(1, None, url, frozenset(), 5.0), notice) == "HTTP 500"
+    finally:
+        server.shutdown()
+        server.server_close()
+    gone = await deliver(Sink(1, None, f"http://127.0.0.1:{port}/hook/fake-url-secret", frozenset(), 5.0), notice)
+    assert gone is not None and gone.startswith("ConnectError") and "fake-url-secret" not in gone
