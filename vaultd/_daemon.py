@@ -5,7 +5,8 @@ start-up failure, a folder or vault file that cannot be used included, is one li
 (which path, why, what to do) and exit status 1. Under systemd the socket may come
 from the socket unit, and the service manager hears READY, STATUS and STOPPING (see
 ``_systemd``). Shutdown on SIGTERM or SIGINT locks the vault (dropping every secret), removes
-the socket (unless systemd owns it) and exits 0; SIGHUP reloads the log level.
+the socket (unless systemd owns it) and exits 0; SIGHUP reloads the log level and the alerts
+(``[[notify]]``, ``_notify``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -34,6 +35,8 @@ from ._errors import RpcError
 from ._listen import SocketSetupError, bind_unix_socket, hold_lock_file
 from ._metrics import Bound, MetricsAddress, MetricsError, VaultdCollector, bind, configured_metrics, parse_address
 from ._metrics_server import serve_metrics
+from ._notify import Notifier
+from ._notify_config import NotifySettings, load_notify_settings
 from ._rpc import Dispatcher
 from ._server import ServerLimits, serve
 from ._stats import Stats
@@ -65,6 +68,9 @@ class DaemonConfig:
     max_watch_names: int = 256
     #: Where Prometheus metrics are served (``_metrics``); None: nowhere.
     metrics: MetricsAddress | None = None
+    #: The alerts' sinks and thresholds (``[[notify]]``, ``[alerts]``), re-read on SIGHUP from ``settings_path()``.
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    notify_file: Path | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         level = args.log_level or _systemd.configured_log_level(_systemd.settings_path()) or "info"
+        notify = load_notify_settings(_systemd.settings_path())  # a bad [[notify]]: no start, as a bad log_level
     except ValueError as exc:
         print(f"vaultd: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        config = _config(args)
+        config = replace(_config(args), notify=notify, notify_file=_systemd.settings_path())
     except MetricsError as exc:
         print(f"vaultd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -395,8 +402,11 @@ async def _serve(
 
         elsewhere = () if config.audit_log is None else (config.audit_log.parent,)  # a second generation record
         vault = Vault(config.data_dir, nursery=nursery, on_change=changed, record_dirs=elsewhere)
+        notifier = Notifier(vault, config.notify)
+        vault.add_listener(notifier.changed)
         try:
-            await nursery.start(_on_signals, nursery.cancel_scope, config, link, vault)
+            await nursery.start(_on_signals, nursery.cancel_scope, config, link, vault, notifier)
+            await nursery.start(notifier.run)
             if audit is not None:
                 await nursery.start(audit.run)  # flushes at least every second, and once more at stop
             await _unattended_unlock(vault)
@@ -408,6 +418,7 @@ async def _serve(
                 audit=audit,
                 max_watch_names=config.max_watch_names,
                 stats=stats,
+                notifier=notifier,
             )
             await nursery.start(serve, listener, dispatcher, config.limits)
             if metrics is not None:
@@ -453,16 +464,18 @@ async def _on_signals(
     config: DaemonConfig,
     link: _systemd.ServiceLink,
     vault: Vault,
+    notifier: Notifier,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """SIGTERM and SIGINT stop the daemon; SIGHUP reloads the log level (RELOADING=1, READY=1)."""
+    """SIGTERM and SIGINT stop the daemon; SIGHUP reloads the log level and the alerts (RELOADING=1, READY=1)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 announced = link.reloading()
                 _reload_log_level(config.settings_file)
+                _reload_notify(config.notify_file, notifier)
                 if announced:
                     link.ready(_systemd.status_line(vault))
                 continue
@@ -484,6 +497,19 @@ def _reload_log_level(settings_file: Path | None) -> None:
         return
     logging.getLogger().setLevel(level.upper())
     log.info("SIGHUP: log level %s (from %s)", level, settings_file)
+
+
+def _reload_notify(settings_file: Path | None, notifier: Notifier) -> None:
+    """The ``[[notify]]`` sinks and ``[alerts]``; a bad file keeps the ones in effect."""
+    if settings_file is None:
+        return
+    try:
+        settings = load_notify_settings(settings_file)
+    except ValueError as exc:
+        log.error("SIGHUP: alerts not reloaded (the previous ones stay in effect): %s", exc)
+        return
+    notifier.reload(settings)
+    log.info("SIGHUP: alerts: %d notify sink(s) (from %s)", len(settings.sinks), settings_file)
 
 
 def _remove_own_socket(path: Path) -> None:

@@ -37,6 +37,7 @@ from ._audit import AuditLog
 from ._batch import Batch, answer, answer_now
 from ._errors import RpcError
 from ._harden import is_dumpable
+from ._notify import Notifier
 from ._peer import Peer
 from ._policy import Access, Decision, Policy, PolicyError
 from ._secret import Secret
@@ -85,6 +86,7 @@ _OWNER_METHODS: dict[str, str] = {
     Method.UPSTREAM_PUT: "admin",
     Method.UPSTREAM_REMOVE: "admin",
     Method.UPSTREAM_LIST: "admin",
+    Method.NOTIFY_TEST: "admin",
 }
 
 
@@ -105,6 +107,8 @@ class Dispatcher:
     max_watch_names: int = 256
     #: Requests answered and connections open, for ``status`` and the metrics (``_stats``).
     stats: Stats = field(default_factory=Stats)
+    #: The alerts (``_notify``), for ``notify.test``; None: no sink configured anywhere.
+    notifier: Notifier | None = None
 
     def __post_init__(self) -> None:
         self._handlers: dict[Method, Callable[[_Params, Session], Awaitable[Any]]] = {
@@ -127,6 +131,7 @@ class Dispatcher:
             Method.UPSTREAM_PUT: self._upstream_put,
             Method.UPSTREAM_REMOVE: self._upstream_remove,
             Method.UPSTREAM_LIST: self._upstream_list,
+            Method.NOTIFY_TEST: self._notify_test,
         }
         self._policy_source: object = None  # what vault.policy() gave (None: sealed), compared by identity
         self._policy: Policy | None = None
@@ -588,6 +593,17 @@ class Dispatcher:
             "upstreams": self.vault.upstream_list(),
             "alarms": list(self.vault.alarms),
         }
+
+    async def _notify_test(self, params: _Params, session: Session) -> Any:
+        """A sample notice to every ``[[notify]]`` sink; each one's outcome (no sink: an empty list)."""
+        notifier = self.notifier
+        if notifier is None:
+            return {"event": params["event"], "sinks": []}
+        try:
+            sample = notifier.sample(params["event"])
+        except ValueError as exc:
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"parameter 'event': {exc}") from None
+        return {"event": sample["event"], "sinks": await notifier.test(params["event"])}
 
 
 def _secret(params: _Params) -> Secret:

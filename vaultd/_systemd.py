@@ -176,6 +176,10 @@ def configured_log_level(path: Path) -> str | None:
 # -- notifications ------------------------------------------------------------------------------
 
 
+#: States STATUS= does not list one by one (DEGRADED is always counted).
+_HEALTHY = frozenset({CredentialState.FRESH, CredentialState.RENEW_DUE, CredentialState.DEGRADED})
+
+
 def status_line(vault: Vault) -> str:
     """The one-line STATUS= systemd shows (``systemctl status``, the StatusText property)."""
     state = vault.state
@@ -186,8 +190,8 @@ def status_line(vault: Vault) -> str:
     counts = vault.state_counts()
     total = sum(counts.values())
     parts = [f"{total} credential{'' if total == 1 else 's'}", f"{counts[CredentialState.DEGRADED]} degraded"]
-    for trouble in (CredentialState.EXPIRED, CredentialState.NEEDS_REAUTH, CredentialState.PULLED):
-        if counts[trouble]:
+    for trouble in CredentialState:  # every state but the healthy ones, new ones too (ON_HOLD...)
+        if trouble not in _HEALTHY and counts[trouble]:
             parts.append(f"{counts[trouble]} {trouble.value.lower().replace('_', ' ')}")
     parts.extend(
         f"upstream {u['name']} {u['state'].lower().replace('_', ' ')}"

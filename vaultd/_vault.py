@@ -96,6 +96,8 @@ class Vault(VaultAdmin):
         self._upstreams: Upstreams | None = None
         #: Alarms raised (a replayed wrapping token...), newest last, for the daemon's life.
         self.alarms: list[dict[str, Any]] = []
+        #: Why the last unlock was refused as a rollback, until an unlock succeeds (for alerts).
+        self.rollback_refused: str | None = None
         self._epoch = 0
         self._initialized = self.path.exists()
         self._generation = 0
@@ -263,6 +265,7 @@ class Vault(VaultAdmin):
                 )
                 self.lock()
                 raise RpcError(ErrorCode.INTERNAL, "the upstreams could not start; see the daemon's log") from None
+            self.rollback_refused = None
             self._on_change()
             log.info("vault unlocked (%d credentials, generation %d)", len(credentials), self._generation)
             return accepted
@@ -271,7 +274,13 @@ class Vault(VaultAdmin):
         self, header: _vaultfile.Header, data_key: Secret, body: dict[str, Any], sealed_key: bytes | None, accept: bool
     ) -> str:
         """Raises: RpcError: ROLLBACK (``_rollback``), STORAGE_FAILED (an accepted rollback not written)."""
-        verdict: Verdict = await self._blocking(self._records.check, header.generation, sealed_key, accept)
+        try:
+            verdict: Verdict = await self._blocking(self._records.check, header.generation, sealed_key, accept)
+        except RpcError as exc:
+            if exc.code is ErrorCode.ROLLBACK:
+                self.rollback_refused = str(exc)
+                self._on_change()
+            raise
         if verdict.rewrite_at is not None:  # accepted: written as the newest, so the generation goes on
             async with self._write_lock:
                 with contextlib.suppress(NotDurable):  # in place, and logged: the check passes next time

@@ -319,6 +319,13 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
     ),
     ("upstream.remove", Method.UPSTREAM_REMOVE, 17, [{"passphrase": PASS, "name": "bao"}], {"name": "bao"}),
     ("upstream.list", Method.UPSTREAM_LIST, 18, [], {"state": "UNLOCKED", "upstreams": [UPSTREAM], "alarms": []}),
+    (
+        "notify.test",
+        Method.NOTIFY_TEST,
+        19,
+        [{"event": "expiring"}],
+        {"event": "expiring", "sinks": [{"sink": "#1 command /usr/local/bin/page", "ok": True, "error": None}]},
+    ),
 ]
 
 _GET = [{"name": "demo", "min_ttl": 0}]

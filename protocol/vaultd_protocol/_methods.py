@@ -58,6 +58,7 @@ class Method(enum.StrEnum):
     UPSTREAM_PUT = "upstream.put"
     UPSTREAM_REMOVE = "upstream.remove"
     UPSTREAM_LIST = "upstream.list"
+    NOTIFY_TEST = "notify.test"
 
 
 class Notify(enum.StrEnum):
@@ -191,6 +192,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     ),
     Method.UPSTREAM_REMOVE: (_PASSPHRASE, _NAME),
     Method.UPSTREAM_LIST: (),
+    Method.NOTIFY_TEST: (Field("event", "str", required=False, default="needs_reauth", max_len=32),),
 }
 
 

@@ -131,6 +131,7 @@ async def test_another_uid_may_lock_or_administer_only_where_a_rule_says_so(
         ("credential.list", {"passphrase": PASS}),
         ("vault.unlock", {"passphrase": "fake wrong guess"}),
         ("policy.get", {"passphrase": PASS}),
+        ("notify.test", {}),  # no passphrase, no secret: still no engine may ring the operator's pager
     ]:
         answer = await engine.call(method, **params)
         assert answer.error is not None and answer.error.name == "FORBIDDEN", (method, answer.error)
@@ -142,6 +143,7 @@ async def test_another_uid_may_lock_or_administer_only_where_a_rule_says_so(
     engine = _connect_as(NOBODY, served.socket_path)
     listed = await engine.ok("credential.list", passphrase=PASS)
     assert [c["name"] for c in listed["credentials"]] == ["ex"]
+    assert (await engine.ok("notify.test"))["sinks"] == []  # this daemon has no [[notify]] table
     await engine.ok("vault.lock")
     assert served.vault.state.value == "LOCKED"
     # The daemon's own uid needs no rule for either, even where rules exist.

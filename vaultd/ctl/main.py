@@ -24,6 +24,7 @@ from .common import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE, CtlE
 from .completion import COMPLETION_COMMANDS, add_completion_parser
 from .credentials import CREDENTIAL_COMMANDS, add_credential_parsers
 from .env import ENV_COMMANDS, add_env_parsers
+from .notify import NOTIFY_COMMANDS, add_notify_parsers
 from .policy import POLICY_COMMANDS, add_policy_parsers
 from .sign import SIGN_COMMANDS, add_sign_parser
 from .systemd import SYSTEMD_COMMANDS, add_systemd_parsers
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_systemd_parsers(sub)
     add_audit_parsers(sub)
     add_top_parser(sub)
+    add_notify_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     add_completion_parser(sub)
     return parser
@@ -103,6 +105,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **AUDIT_COMMANDS,
     **TOP_COMMANDS,
     **COMPLETION_COMMANDS,
+    **NOTIFY_COMMANDS,
 }
 
 
