@@ -29,6 +29,7 @@ from vaultd_protocol import CredentialState, ErrorCode, KdfProfile, VaultState
 
 from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
+from ._backup import VaultBackup
 from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
 from ._opened import OpenVault, new_audit_key, read_body, sealed_body
@@ -48,7 +49,7 @@ __all__ = ["FailureDelay", "Vault"]
 log = logging.getLogger("vaultd.vault")
 
 
-class Vault(VaultAdmin):
+class Vault(VaultBackup, VaultAdmin):
     """The in-memory vault and its file (``vault``, with ``vault.bak`` the previous one)."""
 
     def __init__(
