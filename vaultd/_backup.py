@@ -118,6 +118,15 @@ class VaultBackup:
     last_write_error: str | None
     lock: Callable[[], None]
 
+    def missing_vault(self) -> str:
+        """Why there is no vault, and what to do (a lone ``vault.bak`` says how to restore it)."""
+        if self.backup.exists() and not self.path.exists():
+            return (
+                f"no vault, but {self.backup} is there: restore it (mv {self.backup} {self.path}), then "
+                "'vaultctl unlock --accept-rollback' (it is older than the last vault written)"
+            )
+        return "no vault yet: create one with 'vaultctl init'"
+
     # -- backup ----------------------------------------------------------------------------------
 
     async def backup_to(
@@ -186,8 +195,7 @@ class VaultBackup:
 
     def _check_target(self, target: Path, force: bool) -> None:
         """Raises: RpcError: INVALID_PARAMS or ALREADY_EXISTS, as :meth:`backup_to` says."""
-        if not target.is_absolute():
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"'path' must be absolute, not {str(target)[:200]!r}")
+        _check_path(target)
         folder = target.parent
         if not folder.is_dir():
             raise RpcError(
@@ -238,8 +246,7 @@ class VaultBackup:
                     "the vault is unlocked: lock it first ('vaultctl lock'; engines are refused until the next "
                     "unlock), then restore",
                 )
-            if not source.is_absolute():
-                raise RpcError(ErrorCode.INVALID_PARAMS, f"'path' must be absolute, not {str(source)[:200]!r}")
+            _check_path(source)
             data = await self._blocking(_read_vault_file, source)
             try:
                 header, end = _vaultfile.read_header(data)
@@ -369,6 +376,14 @@ class VaultBackup:
                 f"released, but the release may not survive a power loss: {self.last_write_error}",
             )
         return True
+
+
+def _check_path(path: Path) -> None:
+    """Raises: RpcError: INVALID_PARAMS: ``path`` is relative, or holds a NUL byte."""
+    if "\x00" in str(path):
+        raise RpcError(ErrorCode.INVALID_PARAMS, "'path' must not hold a NUL byte")
+    if not path.is_absolute():
+        raise RpcError(ErrorCode.INVALID_PARAMS, f"'path' must be absolute, not {str(path)[:200]!r}")
 
 
 def _read_vault_file(source: Path) -> bytes:

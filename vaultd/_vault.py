@@ -107,15 +107,6 @@ class Vault(VaultBackup, VaultAdmin):
 
     # -- state -----------------------------------------------------------------------
 
-    def missing_vault(self) -> str:
-        """Why there is no vault, and what to do (a lone ``vault.bak`` says how to restore it)."""
-        if self.backup.exists() and not self.path.exists():
-            return (
-                f"no vault, but {self.backup} is there: restore it (mv {self.backup} {self.path}), then "
-                "'vaultctl unlock --accept-rollback' (it is older than the last vault written)"
-            )
-        return "no vault yet: create one with 'vaultctl init'"
-
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (it must return at once) whenever ``on_change`` would be called."""
         self._listeners.append(callback)

@@ -369,3 +369,20 @@ def test_a_backup_whose_caller_leaves_mid_call_is_whole_or_absent(daemon: Daemon
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     made = backup(daemon, folder / "after.backup")
     assert made["fingerprint"] == hashlib.sha256(vault).hexdigest()
+
+
+def test_a_backup_restores_over_a_damaged_vault(daemon: DaemonProcess, short_tmp: Path) -> None:
+    """Disaster recovery on the same host: the vault file is garbage; the backup puts it right."""
+    daemon.start()
+    daemon.ready()
+    good = short_tmp / "good.backup"
+    backup(daemon, good)
+    assert daemon.stop() == 0
+    (daemon.data_dir / "vault").write_bytes(os.urandom(2048))
+    daemon.start()
+    damaged = daemon.ctl("unlock", *daemon.pw(), check=False)
+    assert damaged.returncode == 1 and "(VAULT_DAMAGED)" in damaged.stderr
+    result = restore(daemon, good)
+    assert result["held"] == [] and result["previous"] == str(daemon.data_dir / "vault.bak")
+    daemon.ctl("unlock", *daemon.pw())
+    assert daemon.ctl("get", "ex").stdout == "fake-token-e2e-1\n"

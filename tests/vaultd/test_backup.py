@@ -110,3 +110,16 @@ async def test_a_login_path_ends_a_hold_without_the_passphrase_and_the_release_i
     assert state(new, "rot")["hold"] is None, "the release was written to the vault"
     await trio.sleep(1)
     assert state(new, "rot")["state"] == "FRESH"
+
+
+async def test_a_path_with_a_nul_byte_or_relative_is_refused_by_name(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    for path in (Path("/tmp/a\x00b"), Path("relative/backup")):
+        error = await refused(vault.backup_to(Secret(PASS), path))
+        assert error.code is ErrorCode.INVALID_PARAMS and "'path'" in str(error)
+    vault.lock()
+    for path in (Path("/tmp/a\x00b"), Path("relative/backup")):
+        error = await refused(vault.restore_from(Secret(PASS), path))
+        assert error.code is ErrorCode.INVALID_PARAMS and "'path'" in str(error)
