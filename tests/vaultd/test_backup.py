@@ -17,6 +17,7 @@ from vaultd._credentials import from_record
 from vaultd._fake_exchange import FakeExchange
 from vaultd._secret import Secret
 from vaultd._vault import Vault
+from vaultd._vaultfile import decode
 from vaultd_protocol import ErrorCode
 
 from .renewal_tools import PASS, Wall, add, inline, open_vault, refused, state
@@ -123,3 +124,32 @@ async def test_a_path_with_a_nul_byte_or_relative_is_refused_by_name(
     for path in (Path("/tmp/a\x00b"), Path("relative/backup")):
         error = await refused(vault.restore_from(Secret(PASS), path))
         assert error.code is ErrorCode.INVALID_PARAMS and "'path'" in str(error)
+
+
+async def test_backup_with_lock_waits_for_a_renewal_in_flight_so_the_copy_holds_its_rotation(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """The exchange has rotated the refresh token but not answered yet: a copy made now would
+    hold the token it just retired. ``backup --lock`` waits for the answer, then copies and locks."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    config = oauth(exchange)
+    first = config["refresh_token"]
+    await add(vault, "rot", config)
+    await vault.get("rot", 0)
+    exchange.behaviour.fault, exchange.behaviour.times, exchange.behaviour.delay = "late", 1, 5.0
+    nursery.start_soon(vault.renew, Secret(PASS), "rot")
+    await trio.sleep(1)
+    rotated = exchange.current_refresh_token(first)
+    assert rotated is not None and rotated != first
+    assert (
+        decode((tmp_path / "vault").read_bytes(), Secret(PASS))[2]["credentials"]["rot"]["config"]["refresh_token"]
+        != rotated
+    ), "in flight: not in the vault yet"
+
+    started = trio.current_time()
+    made = await vault.backup_to(Secret(PASS), tmp_path / "move", then_lock=True)
+    assert trio.current_time() - started == pytest.approx(4, abs=0.5), "it waited for the answer"
+    assert made["locked"] is True and str(vault.state) == "LOCKED"
+    body = decode((tmp_path / "move").read_bytes(), Secret(PASS))[2]
+    assert body["credentials"]["rot"]["config"]["refresh_token"] == rotated, "the copy holds the rotation"
+    assert (tmp_path / "move").read_bytes() == (tmp_path / "vault").read_bytes(), "and nothing was written since"
