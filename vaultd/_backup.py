@@ -146,7 +146,7 @@ class VaultBackup:
         """
         async with self._lock:
             opened, epoch = await self._admin(passphrase)
-            self._check_target(target, force)
+            await self._blocking(self._check_target, target, force)  # a hung mount must not stall the loop
             # The copy, its write and its check finish together even if the caller leaves: a
             # backup half made would be a temp file left in the operator's folder.
             with trio.CancelScope(shield=True):
