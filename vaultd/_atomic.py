@@ -73,14 +73,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(target: Path, data: bytes, backup: Path | None = None) -> None:
-    """Replace ``target`` with ``data`` durably; keep the old file as ``backup``.
+def write_atomic(target: Path, data: bytes, backup: Path | None = None, *, overwrite: bool = True) -> None:
+    """Replace ``target`` with ``data`` durably; keep the old file as ``backup``. Without
+    ``overwrite`` the new file is linked into place, which fails if anything (a symbolic link
+    too) has the name already. Either way a symbolic link at ``target`` is never followed.
 
     Raises:
         NotDurable: everything but the final folder fsync succeeded: ``target`` holds the
             new contents, which may or may not survive a power loss.
         StorageError: an earlier step failed (disk full, fsync error, ...): ``target``
-            still holds the previous contents.
+            still holds the previous contents. Its errno is EEXIST when ``target`` exists
+            and ``overwrite`` is off.
     """
     directory = target.parent
     tmp = _temp_name(target)
@@ -101,7 +104,12 @@ def write_atomic(target: Path, data: bytes, backup: Path | None = None) -> None:
             link_tmp = _temp_name(backup)
             os.link(target, link_tmp)
             os.replace(link_tmp, backup)
-        os.replace(tmp, target)
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)
+            with contextlib.suppress(OSError):  # in place already: a leftover temp name is harmless
+                tmp.unlink()
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -3,7 +3,9 @@
 The state machine (docs/ARCHITECTURE.md section 7) is the ``state`` field plus the wall clock:
 FRESH -> RENEW_DUE -> (renewing) -> FRESH; a failed renewal with the token still valid is
 DEGRADED; a token past its expiry is EXPIRED whatever the stored state says (so a suspended
-machine never serves one); NEEDS_REAUTH holds until an operator acts. The renewer
+machine never serves one); NEEDS_REAUTH holds until an operator acts; ON_HOLD (a restored copy
+whose upstream rotates refresh tokens, ``hold`` set and sealed with it: ``_backup``) comes before
+all of them and holds until released. The renewer
 (``_renewer``) makes the transitions; this module only records and describes them.
 """
 
@@ -16,8 +18,9 @@ from typing import Any
 
 import trio
 
-from vaultd_protocol import CredentialState
+from vaultd_protocol import CredentialState, ErrorCode
 
+from ._errors import RpcError
 from ._providers import ConfigError, Issued, Provider, provider_from_config, provider_from_record
 from ._renewal import Budget
 from ._source import Source
@@ -58,12 +61,17 @@ class Credential:
     renewing: trio.Event | None = None
     #: Where the configuration comes from, for one sourced from an upstream (``_source``).
     source: Source | None = None
+    #: Why it is on hold (restored from a backup: ``_backup``), or None. Sealed with its record:
+    #: a held credential is not served, not renewed and sends nothing upstream until released.
+    hold: str | None = None
 
     @property
     def kind(self) -> str:
         return self.provider.kind
 
     def state_at(self, now: float) -> CredentialState:
+        if self.hold is not None:
+            return CredentialState.ON_HOLD
         source = self.source
         if source is not None:
             blocked = source.blocked_state(now)
@@ -88,6 +96,8 @@ class Credential:
     def valid_token(self, now: float) -> Issued | None:
         """The current token if it may be served now (never an expired one, nor a pulled or stale copy's)."""
         if self.state is CredentialState.NEEDS_REAUTH or self.issued is None or not self.issued.valid_at(now):
+            return None
+        if self.hold is not None:
             return None
         if self.source is not None and self.source.blocked_state(now) is not None:
             return None
@@ -115,7 +125,12 @@ class Credential:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "source": None if self.source is None else self.source.describe(now),
+            "hold": self.hold,
         }
+
+    def hold_refusal(self) -> RpcError:
+        """The ON_HOLD error a request for this credential gets while it is held."""
+        return RpcError(ErrorCode.ON_HOLD, f"credential {self.name!r} is on hold: {self.hold}")
 
     def to_record(self) -> dict[str, Any]:
         """The sealed form (reveals secrets: only for the vault body)."""
@@ -127,6 +142,8 @@ class Credential:
         }
         if self.source is not None:
             record["source"] = self.source.to_record()
+        if self.hold is not None:
+            record["hold"] = self.hold
         return record
 
     def wipe(self) -> None:
@@ -165,4 +182,9 @@ def from_record(name: str, record: dict[str, Any]) -> Credential:
     credential = Credential(name, provider, float(record["created_at"]), float(record["updated_at"]))
     if record.get("source") is not None:
         credential.source = Source.from_record(record["source"])
+    hold = record.get("hold")
+    if hold is not None:
+        if not isinstance(hold, str):
+            raise TypeError("hold")
+        credential.hold = hold
     return credential

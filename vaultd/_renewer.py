@@ -7,6 +7,8 @@ off with full jitter; a refused long-term credential stops the loop for good (NE
 A rotated refresh token is written to the vault before the token that came with it is
 served (write-ahead), and the provider adopts it before that write, so the old one is never
 presented again. Timers run on trio's clock; expiry is always judged by the wall clock.
+A credential on hold (restored from a backup, ``_backup``) starts no attempt, forced or not:
+nothing is sent upstream for it until it is released.
 """
 
 from __future__ import annotations
@@ -225,6 +227,10 @@ class Renewer:
         Attempts never run in a caller's task, so a caller that gives up (a timeout, a
         closed connection) cannot cut an attempt short and leave it unrecorded.
         """
+        if credential.hold is not None:  # on hold: nothing goes upstream, whoever asks
+            held = trio.Event()
+            held.set()
+            return held
         if credential.renewing is None:
             assert self._nursery is not None
             done = credential.renewing = trio.Event()
@@ -246,7 +252,7 @@ class Renewer:
     async def _renew_once(self, credential: Credential, *, forced: bool) -> bool:
         """One attempt; True once its outcome is recorded (success, failure, or a deliberate skip)."""
         provider = credential.provider
-        if credential.state is CredentialState.NEEDS_REAUTH and not forced:
+        if credential.hold is not None or (credential.state is CredentialState.NEEDS_REAUTH and not forced):
             return True
         if provider.renewable:
             now = trio.current_time()
@@ -369,6 +375,8 @@ class Renewer:
             RpcError: UNKNOWN_CREDENTIAL, NEEDS_REAUTH, TOKEN_EXPIRED, RENEWAL_FAILED, LOCKED.
         """
         credential = self._lookup(name)
+        if credential.hold is not None:
+            raise credential.hold_refusal()
         if not getattr(credential.provider, "issues_tokens", True):
             raise RpcError(
                 ErrorCode.INVALID_PARAMS,
@@ -394,7 +402,7 @@ class Renewer:
     def _may_try_now(self, credential: Credential, min_ttl: float) -> bool:
         """Whether a get may start an attempt: never against a backoff, nor for a lifetime the
         endpoint never grants (engines asking in a loop must not become a retry storm)."""
-        if credential.state is CredentialState.NEEDS_REAUTH:
+        if credential.state is CredentialState.NEEDS_REAUTH or credential.hold is not None:
             return False
         if credential.source is not None and credential.source.blocked_state(self._wall()) is not None:
             return False  # no renewal brings back a pulled or stale copy
@@ -427,6 +435,8 @@ class Renewer:
     async def renew(self, name: str) -> dict[str, Any]:
         """One upstream attempt now, whatever the state (``credential.renew``)."""
         credential = self._lookup(name)
+        if credential.hold is not None:
+            raise credential.hold_refusal()
         while credential.renewing is not None:
             await credential.renewing.wait()
         await self._begin(credential, forced=True).wait()
@@ -460,6 +470,8 @@ class Renewer:
 
     def _refusal(self, credential: Credential, min_ttl: float) -> RpcError:
         name, now = credential.name, self._wall()
+        if credential.hold is not None:
+            return credential.hold_refusal()
         refused = None if credential.source is None else credential.source.refusal(name, now)
         if refused is not None:
             return refused

@@ -178,6 +178,13 @@ class GenerationRecords:
             else:
                 self._warned.discard(path)
 
+    def newest(self, audit_key: bytes) -> int:
+        """The highest generation recorded under ``audit_key``'s record key, or seen by this
+        process (blocking: reads the records, writes nothing). Records of another vault count
+        for nothing here: the next :meth:`write` replaces them."""
+        recorded, _, _ = self._read(record_key(audit_key))
+        return max([self.highest_seen, *recorded.values()])
+
     def remove_stale_temps(self) -> None:
         """Delete temp files a crashed record write left (names ``_atomic`` makes only)."""
         for path in self.paths:

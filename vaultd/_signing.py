@@ -120,6 +120,8 @@ async def sign_request(
 
 
 def _prepare(credential: Credential, request: dict[str, Any], clock: Callable[[], float]) -> _Prepared:
+    if credential.hold is not None:
+        raise credential.hold_refusal()
     provider = credential.provider
     if not isinstance(provider, SignProvider):
         raise _invalid(f"credential {credential.name!r} is a {provider.kind} credential: use token.get, not token.sign")

@@ -29,6 +29,7 @@ from vaultd_protocol import CredentialState, ErrorCode, KdfProfile, VaultState
 
 from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
+from ._backup import VaultBackup
 from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
 from ._opened import OpenVault, new_audit_key, read_body, sealed_body
@@ -48,7 +49,7 @@ __all__ = ["FailureDelay", "Vault"]
 log = logging.getLogger("vaultd.vault")
 
 
-class Vault(VaultAdmin):
+class Vault(VaultBackup, VaultAdmin):
     """The in-memory vault and its file (``vault``, with ``vault.bak`` the previous one)."""
 
     def __init__(
@@ -107,15 +108,6 @@ class Vault(VaultAdmin):
         self._peek_header()
 
     # -- state -----------------------------------------------------------------------
-
-    def missing_vault(self) -> str:
-        """Why there is no vault, and what to do (a lone ``vault.bak`` says how to restore it)."""
-        if self.backup.exists() and not self.path.exists():
-            return (
-                f"no vault, but {self.backup} is there: restore it (mv {self.backup} {self.path}), then "
-                "'vaultctl unlock --accept-rollback' (it is older than the last vault written)"
-            )
-        return "no vault yet: create one with 'vaultctl init'"
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (it must return at once) whenever ``on_change`` would be called."""

@@ -25,6 +25,7 @@ __all__ = [
     "MalformedResponse",
     "NeedsReauth",
     "NotInitialized",
+    "OnHold",
     "ProtocolError",
     "Pulled",
     "RedirectRefused",
@@ -253,13 +254,20 @@ class UpstreamUnavailable(RemoteError):
     code = ErrorCode.UPSTREAM_UNAVAILABLE
 
 
+class OnHold(RemoteError):
+    """The credential was restored from a backup and is on hold (its upstream rotates refresh
+    tokens): not served until an operator runs ``vaultctl release NAME`` or logs in again."""
+
+    code = ErrorCode.ON_HOLD
+
+
 _BY_CODE: dict[int, type[RemoteError]] = {
     cls.code: cls
     for cls in (
         ProtocolError, TooLarge, UnknownMethod, InvalidParams, Internal, UnsupportedProtocol, Busy,
         NotInitialized, AlreadyInitialized, Locked, BadPassphrase, Forbidden, VaultDamaged,
         StorageFailed, Rollback, UnknownCredential, TokenExpired, RenewalFailed, NeedsReauth, AlreadyExists,
-        Pulled, UpstreamUnavailable,
+        Pulled, UpstreamUnavailable, OnHold,
     )
 }  # fmt: skip
 

@@ -51,6 +51,7 @@ DESCRIPTION: dict[str, Any] = {
     "created_at": 1764547200.0,
     "updated_at": 1764547200.0,
     "source": None,
+    "hold": None,
 }
 
 UPSTREAM: dict[str, Any] = {
@@ -326,6 +327,42 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
         [{"event": "expiring"}],
         {"event": "expiring", "sinks": [{"sink": "#1 command /usr/local/bin/page", "ok": True, "error": None}]},
     ),
+    (
+        "vault.backup",
+        Method.VAULT_BACKUP,
+        20,
+        [{"passphrase": PASS, "path": "/home/trader/backups/vault-2026-01-01", "force": False, "lock": False}],
+        {
+            "path": "/home/trader/backups/vault-2026-01-01",
+            "generation": 42,
+            "fingerprint": "5f1c0c3a27d6c8a1b9e4f0d2a7c3e8b16d9f4a2c0e7b5d3f1a9c8e6b4d2f0a17",
+            "bytes": 1873,
+            "locked": False,
+        },
+    ),
+    (
+        "vault.restore",
+        Method.VAULT_RESTORE,
+        6,
+        [{"passphrase": PASS, "path": "/home/trader/backups/vault-2026-01-01"}],
+        {
+            "path": "/home/trader/backups/vault-2026-01-01",
+            "generation": 43,
+            "restored_generation": 42,
+            "fingerprint": "5f1c0c3a27d6c8a1b9e4f0d2a7c3e8b16d9f4a2c0e7b5d3f1a9c8e6b4d2f0a17",
+            "held": ["schwab"],
+            "previous": VAULT + ".bak",
+            "rollback_accepted": "restored /home/trader/backups/vault-2026-01-01 (generation 42; the vault replaced "
+            "was at generation 42, kept as vault.bak), written as generation 43; on hold: schwab",
+        },
+    ),
+    (
+        "credential.release",
+        Method.CREDENTIAL_RELEASE,
+        8,
+        [{"passphrase": PASS, "name": "demo"}],
+        {"credential": {**DESCRIPTION, "state": "RENEW_DUE"}},
+    ),
 ]
 
 _GET = [{"name": "demo", "min_ttl": 0}]
@@ -521,6 +558,16 @@ ERRORS: list[tuple[ErrorCode, str, int, list[Any] | None, bytes | None, str, str
         [{"passphrase": PASS, "name": "demo", "kind": "static", "source": {"upstream": "bao", "path": "desk/demo"}}],
         None,
         "bao:desk/demo: connection refused (is OpenBao running at http://127.0.0.1:8200?)",
+        "",
+    ),
+    (
+        ErrorCode.ON_HOLD,
+        "token.get",
+        46,
+        _GET,
+        None,
+        "credential 'demo' is on hold: restored from a backup on 2026-01-01T00:00:00Z: run 'vaultctl release "
+        "demo' once the live copy is stopped (or log in again)",
         "",
     ),
 ]

@@ -54,6 +54,7 @@ class ErrorCode(enum.IntEnum):
     ALREADY_EXISTS = 24
     PULLED = 25
     UPSTREAM_UNAVAILABLE = 26
+    ON_HOLD = 27
 
 
 class ErrorInfo(Value):

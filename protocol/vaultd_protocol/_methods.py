@@ -59,6 +59,9 @@ class Method(enum.StrEnum):
     UPSTREAM_REMOVE = "upstream.remove"
     UPSTREAM_LIST = "upstream.list"
     NOTIFY_TEST = "notify.test"
+    VAULT_BACKUP = "vault.backup"
+    VAULT_RESTORE = "vault.restore"
+    CREDENTIAL_RELEASE = "credential.release"
 
 
 class Notify(enum.StrEnum):
@@ -85,6 +88,9 @@ class CredentialState(enum.StrEnum):
     NEEDS_REAUTH = "NEEDS_REAUTH"
     #: Sourced from an upstream whose record was deleted or destroyed: not served.
     PULLED = "PULLED"
+    #: Restored from a backup, its upstream rotating refresh tokens: not served, not renewed,
+    #: nothing sent upstream, until ``credential.release`` or a new login.
+    ON_HOLD = "ON_HOLD"
 
 
 class KdfProfile(enum.StrEnum):
@@ -193,6 +199,14 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     Method.UPSTREAM_REMOVE: (_PASSPHRASE, _NAME),
     Method.UPSTREAM_LIST: (),
     Method.NOTIFY_TEST: (Field("event", "str", required=False, default="needs_reauth", max_len=32),),
+    Method.VAULT_BACKUP: (
+        _PASSPHRASE,
+        Field("path", "str", max_len=4096),
+        Field("force", "bool", required=False, default=False),
+        Field("lock", "bool", required=False, default=False),
+    ),
+    Method.VAULT_RESTORE: (_PASSPHRASE, Field("path", "str", max_len=4096)),
+    Method.CREDENTIAL_RELEASE: (_PASSPHRASE, _NAME),
 }
 
 

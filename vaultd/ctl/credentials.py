@@ -111,7 +111,7 @@ def credential_table(credentials: list[dict[str, Any]]) -> list[str]:
     for c in credentials:
         rows.append(
             f"  {c['name']:<{width}}  {c['kind']:<9} {c['state']:<12} {_when(c.get('expires_at')):<20} "
-            f"{_when(c.get('next_renewal')):<20} {c.get('last_error') or '-'}"
+            f"{_when(c.get('next_renewal')):<20} {c.get('hold') or c.get('last_error') or '-'}"
         )
         source = c.get("source")
         if source:

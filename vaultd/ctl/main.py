@@ -20,6 +20,7 @@ from vaultd_client.errors import DaemonUnavailable, Locked, RemoteError, Transpo
 
 from .. import __version__
 from .audit import AUDIT_COMMANDS, add_audit_parsers
+from .backup import BACKUP_COMMANDS, add_backup_parsers
 from .common import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE, CtlError
 from .completion import COMPLETION_COMMANDS, add_completion_parser
 from .credentials import CREDENTIAL_COMMANDS, add_credential_parsers
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit_parsers(sub)
     add_top_parser(sub)
     add_notify_parsers(sub)
+    add_backup_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     add_completion_parser(sub)
     return parser
@@ -106,6 +108,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **TOP_COMMANDS,
     **COMPLETION_COMMANDS,
     **NOTIFY_COMMANDS,
+    **BACKUP_COMMANDS,
 }
 
 

@@ -31,6 +31,7 @@ from ..errors import (
     Locked,
     NeedsReauth,
     NotInitialized,
+    OnHold,
     Pulled,
     Timeout,
     TransportError,
@@ -102,7 +103,7 @@ def _ccxt_error(exc: VaultdError, exchange_id: str, credential: str) -> Exceptio
         cls = RequestTimeout
     elif isinstance(exc, (TransportError, Busy, UpstreamUnavailable)):
         cls = ExchangeNotAvailable
-    elif isinstance(exc, (Locked, UnknownCredential, NotInitialized, NeedsReauth, Pulled)):
+    elif isinstance(exc, (Locked, UnknownCredential, NotInitialized, NeedsReauth, Pulled, OnHold)):
         cls = AuthenticationError
     elif isinstance(exc, InvalidParams):
         cls = BadRequest
