@@ -604,6 +604,8 @@ def measure_vaultd(args: argparse.Namespace, results: dict[str, Any]) -> None:
 SCRAPER = """
 import json, sys, time, urllib.request
 url, seconds = sys.argv[1], float(sys.argv[2])
+print("ready", flush=True)  # started and imported: what follows is scraping alone
+sys.stdin.readline()
 took, end = [], time.monotonic() + seconds
 while time.monotonic() < end:
     started = time.perf_counter()
@@ -625,13 +627,16 @@ def free_port() -> int:
 
 def measure_scraped(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """``token.get`` on one connection over windows of wall time, alternately with a scraper at 1 Hz
-    and without (same daemon, same core as the client: the placement where a scrape costs most)."""
+    and without (daemon and client on one core: the placement where the daemon's scrape work costs
+    most; the scraper itself on the other core, as a Prometheus elsewhere, and started before the
+    window so that its interpreter's start-up is not counted against the daemon)."""
     cpu = sorted(os.sched_getaffinity(0))[0]
     window, rounds = (3.0, 2) if args.short else (10.0, 3)
     root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
     url = f"http://127.0.0.1:{free_port()}/metrics"
     daemon = Daemon(root, cpu, ("--metrics", url.removeprefix("http://").removesuffix("/metrics")))
     affinity = os.sched_getaffinity(0)
+    scraper_cpus = (affinity - {cpu}) or {cpu}
     per_round: dict[str, list[Sample]] = {NOT_SCRAPED: [], SCRAPED: []}
     scrape_ms: list[float] = []
     try:
@@ -645,10 +650,18 @@ def measure_scraped(args: argparse.Namespace, results: dict[str, Any]) -> None:
             for _ in range(rounds):
                 for label in (NOT_SCRAPED, SCRAPED):
                     scraper = None
-                    if label == SCRAPED:
+                    if label == SCRAPED:  # on the other core where there is one, as Prometheus would be
                         scraper = subprocess.Popen(
-                            [sys.executable, "-c", SCRAPER, url, str(window)], stdout=subprocess.PIPE, text=True
+                            [sys.executable, "-c", SCRAPER, url, str(window)],
+                            stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE,
+                            text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, scraper_cpus),  # noqa: PLW1509
                         )
+                        assert scraper.stdin is not None and scraper.stdout is not None
+                        assert scraper.stdout.readline() == "ready\n"  # its start-up is not in the window
+                        scraper.stdin.write("go\n")
+                        scraper.stdin.flush()
                     samples, end = [], time.perf_counter() + window
                     while time.perf_counter() < end:
                         started = time.perf_counter_ns()
