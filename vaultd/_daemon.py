@@ -422,7 +422,7 @@ async def _serve(
             )
             await nursery.start(serve, listener, dispatcher, config.limits)
             if metrics is not None:
-                collector = VaultdCollector(vault, stats, audit=audit)
+                collector = VaultdCollector(vault, stats, audit=audit, notifier=notifier)
                 await nursery.start(serve_metrics, trio.socket.from_stdlib_socket(metrics.sock), collector)
                 log.info("metrics at %s (GET /metrics)", metrics.shown())
             log.info(

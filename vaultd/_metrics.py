@@ -184,12 +184,14 @@ class VaultdCollector(Collector):
         stats: Stats,
         *,
         audit: Any = None,
+        notifier: Any = None,
         upstream: UpstreamStats = UPSTREAM,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._vault = vault
         self._stats = stats
         self._audit = audit
+        self._notifier = notifier
         self._upstream = upstream
         self._clock = clock
 
@@ -224,6 +226,18 @@ class VaultdCollector(Collector):
         )
         dropped.add_metric([], 0 if self._audit is None else self._audit.dropped_total)
         yield dropped
+        if self._notifier is not None:
+            notices = CounterMetricFamily(
+                "vaultd_notices",
+                "Alert notices ([[notify]]) since the daemon started, by outcome: delivered to a sink, failed "
+                "there (exit status, HTTP error, timeout), or dropped because the queue was full.",
+                labels=["outcome"],
+            )
+            notifier = self._notifier
+            for outcome, count in (("delivered", notifier.delivered), ("failed", notifier.failed)):
+                notices.add_metric([outcome], count)
+            notices.add_metric(["dropped"], notifier.dropped)
+            yield notices
 
     def _credentials(self, described: list[dict[str, Any]], now: float) -> Iterator[Metric]:
         labels = ["credential", "kind"]

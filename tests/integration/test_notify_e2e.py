@@ -235,7 +235,8 @@ def test_a_hanging_command_and_a_silent_webhook_never_hold_up_token_get(
                 latencies.append(time.perf_counter() - begin)
                 time.sleep(0.01)
         print(f"token.get while a notice hangs: {len(latencies)} calls, worst {max(latencies) * 1000:.1f} ms")
-        assert max(latencies) < 0.25, f"token.get waited for a notice: worst {max(latencies):.3f} s"
+        # Waiting for a notice would take its 4 s timeout; half of it is no figure of speed.
+        assert max(latencies) < 2.0, f"token.get waited for a notice: worst {max(latencies):.3f} s"
         wait_for(lambda: "no answer within 4 s (killed)" in daemon.log, "the hanging command to be killed", 15)
         port = silent.getsockname()[1]
         said = f"webhook http://127.0.0.1:{port}: locked notice for the vault not delivered: no answer within 4 s"

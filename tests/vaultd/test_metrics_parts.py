@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from time import perf_counter_ns
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -134,3 +135,13 @@ def test_the_families_say_what_the_counters_and_the_vault_hold() -> None:
     assert one("vaultd_upstream_request_duration_seconds_bucket", host="auth.example", le="0.25") == 1
     assert one("vaultd_vault_generation") == 7 and one("vaultd_vault_unlocked") == 1
     assert one("vaultd_audit_lines_dropped_total") == 0
+
+
+def test_alert_notices_are_counted_by_outcome() -> None:
+    notifier = SimpleNamespace(delivered=5, failed=2, dropped=1)
+    got = scrape(VaultdCollector(_Vault(), Stats(), notifier=notifier, clock=lambda: 1_000_000.0))
+    assert {
+        outcome: got.get(("vaultd_notices_total", frozenset({("outcome", outcome)})))
+        for outcome in ("delivered", "failed", "dropped")
+    } == {"delivered": 5, "failed": 2, "dropped": 1}
+    assert not any(name == "vaultd_notices_total" for name, _ in scrape(VaultdCollector(_Vault(), Stats())))
