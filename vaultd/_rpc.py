@@ -47,6 +47,9 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("vaultd.rpc")
 
 _MIN_PASSPHRASE = 8
+#: ``credential.login``'s longest ``timeout`` (RFC 8628 device codes live about this long); a
+#: ``credential.login_wait`` returns within ``_WAIT_MAX``, well inside the request timeout (120 s).
+_LOGIN_MAX, _WAIT_MAX = 900.0, 90.0
 #: The methods :meth:`Dispatcher.immediate` may answer at once, by their wire names.
 _FAST = {
     Method.TOKEN_GET.value: Method.TOKEN_GET,
@@ -78,6 +81,8 @@ _OWNER_METHODS: dict[str, str] = {
     Method.UPSTREAM_PUT: "admin",
     Method.UPSTREAM_REMOVE: "admin",
     Method.UPSTREAM_LIST: "admin",
+    Method.CREDENTIAL_LOGIN: "admin",
+    Method.CREDENTIAL_LOGIN_WAIT: "admin",
 }
 
 
@@ -118,6 +123,8 @@ class Dispatcher:
             Method.UPSTREAM_PUT: self._upstream_put,
             Method.UPSTREAM_REMOVE: self._upstream_remove,
             Method.UPSTREAM_LIST: self._upstream_list,
+            Method.CREDENTIAL_LOGIN: self._login,
+            Method.CREDENTIAL_LOGIN_WAIT: self._login_wait,
         }
         self._policy_source: object = None  # what vault.policy() gave (None: sealed), compared by identity
         self._policy: Policy | None = None
@@ -531,6 +538,20 @@ class Dispatcher:
             self._audit(session.identity, Method.UPSTREAM_PUT, name, "alarm", why=str(alarm))
             raise
         return {"upstream": described, "created": created}
+
+    async def _login(self, params: _Params, session: Session) -> Any:
+        if not 1 <= params["timeout"] <= _LOGIN_MAX:
+            params.pop("passphrase")
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"'timeout' must be between 1 and {_LOGIN_MAX:.0f} seconds")
+        return await self.vault.login(
+            _secret(params), params["name"], device=params["device"], lifetime=params["timeout"]
+        )
+
+    async def _login_wait(self, params: _Params, session: Session) -> Any:
+        if params["wait"] > _WAIT_MAX:
+            params.pop("passphrase")
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"'wait' must be at most {_WAIT_MAX:.0f} seconds")
+        return await self.vault.login_wait(_secret(params), params["login_id"], params["wait"])
 
     async def _upstream_remove(self, params: _Params, session: Session) -> Any:
         await self.vault.remove_upstream(_secret(params), params["name"])

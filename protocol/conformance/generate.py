@@ -43,6 +43,7 @@ DESCRIPTION: dict[str, Any] = {
     "type": "bearer",
     "state": "FRESH",
     "expires_at": EXPIRES,
+    "refresh_token_expires_at": None,
     "next_renewal": None,
     "last_error": None,
     "upstream_calls": 0,
@@ -319,6 +320,33 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
     ),
     ("upstream.remove", Method.UPSTREAM_REMOVE, 17, [{"passphrase": PASS, "name": "bao"}], {"name": "bao"}),
     ("upstream.list", Method.UPSTREAM_LIST, 18, [], {"state": "UNLOCKED", "upstreams": [UPSTREAM], "alarms": []}),
+    (
+        "credential.login, in a browser",
+        Method.CREDENTIAL_LOGIN,
+        190,
+        [{"passphrase": PASS, "name": "broker"}],
+        {
+            "login_id": "fake-login-id-0001",
+            "name": "broker",
+            "mode": "browser",
+            "url": "https://id.example/authorize?response_type=code&client_id=desk&state=fake",
+            "redirect_uri": "http://127.0.0.1:49152/callback",
+            "expires_in": 300.0,
+        },
+    ),
+    (
+        "credential.login_wait",
+        Method.CREDENTIAL_LOGIN_WAIT,
+        191,
+        [{"passphrase": PASS, "login_id": "fake-login-id-0001", "wait": 60}],
+        {
+            "login_id": "fake-login-id-0001",
+            "name": "broker",
+            "outcome": "ok",
+            "error": None,
+            "credential": DESCRIPTION,
+        },
+    ),
 ]
 
 _GET = [{"name": "demo", "min_ttl": 0}]

@@ -58,6 +58,8 @@ class Method(enum.StrEnum):
     UPSTREAM_PUT = "upstream.put"
     UPSTREAM_REMOVE = "upstream.remove"
     UPSTREAM_LIST = "upstream.list"
+    CREDENTIAL_LOGIN = "credential.login"
+    CREDENTIAL_LOGIN_WAIT = "credential.login_wait"
 
 
 class Notify(enum.StrEnum):
@@ -191,6 +193,17 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     ),
     Method.UPSTREAM_REMOVE: (_PASSPHRASE, _NAME),
     Method.UPSTREAM_LIST: (),
+    Method.CREDENTIAL_LOGIN: (
+        _PASSPHRASE,
+        _NAME,
+        Field("device", "bool", required=False, default=False),
+        Field("timeout", "number", required=False, default=300.0),
+    ),
+    Method.CREDENTIAL_LOGIN_WAIT: (
+        _PASSPHRASE,
+        Field("login_id", "str", max_len=64),
+        Field("wait", "number", required=False, default=60.0),
+    ),
 }
 
 

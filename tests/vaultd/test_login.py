@@ -1,0 +1,214 @@
+"""Logins and the OAuth details real servers use, against the fake exchange on trio's autojump clock.
+
+The device grant's polling (interval, ``slow_down``), an awaiting-login credential making no
+call, the loopback listener's state check and time limit, token_type DPoP refused,
+``refresh_token_expires_in`` and ``error_description`` kept, and the expiry margin. The same
+flows against a real OpenID provider are in tests/integration/test_oidc_login.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from vaultd._errors import RpcError
+from vaultd._fake_exchange import FakeExchange
+from vaultd._secret import Secret
+from vaultd_protocol import ErrorCode
+
+from .renewal_tools import PASS, Wall, add, open_vault, refused, state
+
+
+def login_config(fx: FakeExchange, **changes: Any) -> dict[str, Any]:
+    config = {
+        "token_url": fx.url + "/oauth/token",
+        "authorization_endpoint": fx.url + "/oauth/authorize",
+        "device_authorization_endpoint": fx.url + "/oauth/device",
+        "grant_type": "device_code",
+        "client_id": "fake-client",
+        "client_secret": "fake-secret",
+    }
+    return {**config, **changes}
+
+
+async def test_a_credential_awaiting_login_makes_no_call_and_says_so(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    await trio.sleep(3600)
+    described = state(vault, "ex")
+    assert described["state"] == "NEEDS_REAUTH" and "awaiting login" in described["last_error"]
+    assert "vaultctl login ex" in described["last_error"]
+    assert exchange.calls.get("/oauth/token", 0) == 0
+    error = await refused(vault.get("ex", 0))
+    assert error.code is ErrorCode.NEEDS_REAUTH
+
+
+async def test_device_login_polls_at_the_interval_and_slows_down(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_interval = 5
+    exchange.behaviour.device_script = ["authorization_pending", "slow_down", "authorization_pending", "ok"]
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert started["user_code"] == "FAKE-CODE" and started["verification_uri"].endswith("/device")
+    t0 = trio.current_time()
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "ok", outcome
+    gaps = [round(b - a) for a, b in zip([t0, *exchange.device_polls], exchange.device_polls, strict=False)]
+    assert gaps == [5, 5, 10, 10], "5 s, then 10 s after slow_down, for every later poll"
+    assert outcome["credential"]["state"] == "FRESH"
+    served = await vault.get("ex", 0)
+    assert served["token"] == exchange.issued_access[-1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [("expired_token", "expired_token"), ("access_denied", "access_denied: fake: access_denied")],
+)
+async def test_device_login_ends_on_expiry_or_denial(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    exchange: FakeExchange,
+    wall: Wall,
+    autojump_clock: Any,
+    answer: str,
+    said: str,
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending", answer]
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and said in outcome["error"]
+    assert len(exchange.device_polls) == 2, "no poll after the final answer"
+    assert state(vault, "ex")["state"] == "NEEDS_REAUTH"
+
+
+async def test_a_device_login_that_nobody_completes_ends_at_its_time(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending"] * 1000
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=60)
+    first = await vault.login_wait(Secret(PASS), started["login_id"], 30)
+    assert first["outcome"] == "pending"
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and "time ran out" in outcome["error"]
+    polls = len(exchange.device_polls)
+    await trio.sleep(600)
+    assert len(exchange.device_polls) == polls
+
+
+async def test_a_second_login_replaces_the_first(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending"] * 3
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    first = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    second = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    replaced = await vault.login_wait(Secret(PASS), first["login_id"], 1)
+    assert replaced["outcome"] == "failed" and "replaced by a newer login" in replaced["error"]
+    assert (await vault.login_wait(Secret(PASS), second["login_id"], 90))["outcome"] == "ok"
+
+
+async def test_the_loopback_listener_refuses_a_wrong_state_and_closes_at_its_time(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    redirect = started["redirect_uri"]
+    assert redirect.startswith("http://127.0.0.1:") and redirect.endswith("/callback")
+    url = httpx.URL(started["url"])
+    assert url.params["code_challenge_method"] == "S256" and url.params["redirect_uri"] == redirect
+    async with httpx.AsyncClient() as browser:
+        wrong = await browser.get(redirect, params={"code": "fake-code-123", "state": "not-the-state"})
+        assert wrong.status_code == 400 and "state" in wrong.text and "fake-code-123" not in wrong.text
+        assert (await vault.login_wait(Secret(PASS), started["login_id"], 1))["outcome"] == "pending"
+        await trio.sleep(121)
+        ended = await vault.login_wait(Secret(PASS), started["login_id"], 1)
+        assert ended["outcome"] == "failed" and "time ran out" in ended["error"]
+        with pytest.raises(httpx.ConnectError):
+            await browser.get(redirect, params={"code": "x", "state": url.params["state"]})
+
+
+async def test_an_error_redirect_ends_the_login_with_its_description(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    state_value = httpx.URL(started["url"]).params["state"]
+    async with httpx.AsyncClient() as browser:
+        page = await browser.get(
+            started["redirect_uri"],
+            params={"error": "access_denied", "error_description": "the user said no", "state": state_value},
+        )
+    assert page.status_code == 200 and "close this tab" in page.text
+    ended = await vault.login_wait(Secret(PASS), started["login_id"], 1)
+    assert ended["outcome"] == "failed" and ended["error"].endswith("access_denied: the user said no")
+
+
+async def test_dpop_tokens_are_refused_with_a_clear_error(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.token_type = "DPoP"
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and "DPoP" in outcome["error"] and "not support" in outcome["error"]
+    described = state(vault, "ex")
+    assert described["state"] == "NEEDS_REAUTH" and "DPoP" in described["last_error"]
+    with pytest.raises(RpcError):
+        await vault.get("ex", 0)
+
+
+async def test_refresh_token_expires_in_and_error_description(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.refresh_token_expires_in = 7 * 86400
+    exchange.behaviour.expires_in = 600
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+    described = state(vault, "ex")
+    assert described["refresh_token_expires_at"] == pytest.approx(wall() + 7 * 86400, abs=30)
+    exchange.behaviour.fault = "invalid_grant"
+    await trio.sleep(600)
+    described = state(vault, "ex")
+    assert described["state"] == "NEEDS_REAUTH"
+    assert described["last_error"].endswith("invalid_grant: refresh token revoked")
+
+
+async def test_the_expiry_margin_is_taken_off_every_token(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.expires_in = 60
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(
+        vault,
+        "one",
+        {**login_config(exchange, grant_type="refresh_token"), "refresh_token": exchange.new_refresh_token()},
+    )
+    await add(
+        vault,
+        "five",
+        {
+            **login_config(exchange, grant_type="refresh_token"),
+            "refresh_token": exchange.new_refresh_token(),
+            "expiry_margin": 5,
+        },
+    )
+    assert (await vault.get("one", 0))["ttl"] == pytest.approx(59)
+    assert (await vault.get("five", 0))["ttl"] == pytest.approx(55)
