@@ -176,10 +176,11 @@ class OAuth2Provider:
         if grant in LOGIN_GRANTS and client_id is None:
             raise ConfigError(f"grant_type {grant!r} needs 'client_id'")
         private_key = None
-        if config.get("private_key") is not None:
-            text = secret_field(config, "private_key")
-            assert text is not None
-            private_key = ClientKey(text, opt_str(config, "private_key_kid", max_len=256))
+        key_text = config.get("private_key")
+        if key_text is not None:  # PEM: several lines
+            if not isinstance(key_text, str) or not key_text.strip() or len(key_text) > 16 * 1024:
+                raise ConfigError("'private_key' must be a PEM private key of at most 16384 characters")
+            private_key = ClientKey(Secret(key_text), opt_str(config, "private_key_kid", max_len=256))
         if client_auth == "private_key_jwt" and private_key is None:
             raise ConfigError("client_auth 'private_key_jwt' needs 'private_key' (a PEM key, EC P-256 or RSA)")
         audience = opt_str(config, "audience", max_len=2048)

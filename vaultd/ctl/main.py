@@ -23,6 +23,7 @@ from .audit import AUDIT_COMMANDS, add_audit_parsers
 from .common import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE, CtlError
 from .credentials import CREDENTIAL_COMMANDS, add_credential_parsers
 from .env import ENV_COMMANDS, add_env_parsers
+from .login import LOGIN_COMMANDS, add_login_parsers
 from .policy import POLICY_COMMANDS, add_policy_parsers
 from .sign import SIGN_COMMANDS, add_sign_parser
 from .systemd import SYSTEMD_COMMANDS, add_systemd_parsers
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_upstream_parsers(sub)
     add_systemd_parsers(sub)
     add_audit_parsers(sub)
+    add_login_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     return parser
 
@@ -97,6 +99,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **UPSTREAM_COMMANDS,
     **SYSTEMD_COMMANDS,
     **AUDIT_COMMANDS,
+    **LOGIN_COMMANDS,
 }
 
 
