@@ -8,15 +8,23 @@ flows against a real OpenID provider are in tests/integration/test_oidc_login.py
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from vaultd._errors import RpcError
 from vaultd._fake_exchange import FakeExchange
+from vaultd._providers import ConfigError, FetchContext, UpstreamError
+from vaultd._providers._oauth_client import ClientKey, Endpoints, _endpoints, _metadata_urls
+from vaultd._providers.oauth2 import OAuth2Provider
 from vaultd._secret import Secret
 from vaultd_protocol import ErrorCode
 
@@ -212,3 +220,81 @@ async def test_the_expiry_margin_is_taken_off_every_token(
     )
     assert (await vault.get("one", 0))["ttl"] == pytest.approx(59)
     assert (await vault.get("five", 0))["ttl"] == pytest.approx(55)
+
+
+def test_issuer_and_endpoints_follow_the_token_url_rule() -> None:
+    base = {"grant_type": "authorization_code", "client_id": "desk"}
+    with pytest.raises(ConfigError, match="'issuer' must use https"):
+        OAuth2Provider.from_config({**base, "issuer": "http://id.example"})
+    with pytest.raises(ConfigError, match="'authorization_endpoint' must use https"):
+        OAuth2Provider.from_config(
+            {**base, "token_url": "https://id.example/token", "authorization_endpoint": "http://id.example/a"}
+        )
+    with pytest.raises(ConfigError, match="'token_url' is required"):
+        OAuth2Provider.from_config(base)
+    with pytest.raises(ConfigError, match="'expiry_margin' must be between 0 and 300"):
+        OAuth2Provider.from_config({**base, "issuer": "https://id.example", "expiry_margin": -1})
+
+
+def test_discovery_urls_and_the_issuer_check() -> None:
+    assert _metadata_urls("https://id.example/tenant") == [
+        "https://id.example/tenant/.well-known/openid-configuration",
+        "https://id.example/.well-known/oauth-authorization-server/tenant",
+    ]
+    document = {"issuer": "https://evil.example", "token_endpoint": "https://evil.example/token"}
+    with pytest.raises(UpstreamError, match="names another issuer") as info:
+        _endpoints(document, "https://id.example")
+    assert info.value.reauth
+    document = {"issuer": "https://id.example", "token_endpoint": "http://id.example/token"}
+    with pytest.raises(UpstreamError, match="must use https"):
+        _endpoints(document, "https://id.example")
+
+
+async def test_an_auth_method_the_server_does_not_list_is_refused(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    provider = OAuth2Provider.from_config({**login_config(exchange), "client_auth": "post"})
+    provider._endpoints = Endpoints(exchange.url + "/oauth/token", None, None, ("client_secret_basic",))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(UpstreamError, match="does not support client_auth 'post'") as info:
+            await provider.endpoints(FetchContext(wall, http))
+    assert info.value.reauth
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_private_key_jwt_assertions_verify_with_the_public_key(kind: str) -> None:
+    key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    client_key = ClientKey(Secret(pem.decode()), "k1")
+    assertion = client_key.assertion("desk", "https://id.example/token", 1_800_000_000.5)
+    head, body, signature = assertion.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=="))
+    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    assert header == {"alg": "ES256" if kind == "ec" else "RS256", "typ": "JWT", "kid": "k1"}
+    assert claims["iss"] == claims["sub"] == "desk" and claims["aud"] == "https://id.example/token"
+    assert claims["exp"] - claims["iat"] == 60 and len(claims["jti"]) >= 32
+    raw = base64.urlsafe_b64decode(signature + "==")
+    signed = f"{head}.{body}".encode()
+    if kind == "ec":
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        key.public_key().verify(der, signed, ec.ECDSA(hashes.SHA256()))
+    else:
+        key.public_key().verify(raw, signed, padding.PKCS1v15(), hashes.SHA256())
+    other = ClientKey(Secret(pem.decode()), None).assertion("desk", "https://id.example/token", 1_800_000_000)
+    assert json.loads(base64.urlsafe_b64decode(other.split(".")[1] + "=="))["jti"] != claims["jti"]
+
+
+async def test_a_lock_ends_a_login_and_closes_its_listener(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    vault.lock()
+    await trio.sleep(1)
+    async with httpx.AsyncClient() as browser:
+        with pytest.raises(httpx.ConnectError):
+            await browser.get(started["redirect_uri"])
+    await vault.unlock(Secret(PASS))
+    error = await refused(vault.login_wait(Secret(PASS), started["login_id"], 1))
+    assert error.code is ErrorCode.INVALID_PARAMS
