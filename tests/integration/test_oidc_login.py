@@ -219,3 +219,29 @@ def test_vaultd_never_serves_a_token_the_provider_already_expired(op: OidcProvid
             late.append((name, served["expires_at"] - exp))
     assert all(over <= 0 for name, over in late if name == "m1"), late
     assert any(over > 0 for name, over in late if name == "m0"), f"the provider does not round? {late}"
+
+
+def test_the_human_output_of_a_device_login(op: OidcProvider, daemon: DaemonProcess) -> None:
+    settings = config(op, grant_type="device_code")
+    proc = subprocess.Popen(
+        [BIN / "vaultctl", "login", "people", "--device", "--kind", "oauth2", *daemon.pw()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=daemon.env,
+        start_new_session=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(settings))
+    proc.stdin.close()
+    proc.stdin = None
+    first = proc.stdout.readline()
+    assert first.startswith("Go to http://127.0.0.1:") and " and enter the code " in first
+    uri, code = first.split()[2], first.split()[-1]
+    with Browser() as browser:
+        browser.enter_user_code(uri, code)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "credential 'people' is logged in: FRESH" in out
+    assert "credential 'people' added" in err and "Waiting up to" in err

@@ -444,6 +444,8 @@ class OAuth2Provider:
 
     def _adopt_refresh_expiry(self, expires_in: object, now: float) -> bool:
         """``refresh_token_expires_in`` from an answer sets the refresh token's expiry; True if it changed."""
+        if self.grant_type == "client_credentials":
+            return False
         if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
             return False
         at = now + float(expires_in) - self.expiry_margin
