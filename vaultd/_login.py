@@ -113,6 +113,11 @@ class Logins:
                 ErrorCode.INVALID_PARAMS,
                 f"credential {name!r} cannot log in: only an oauth2 credential (form dialect, with a client_id) can",
             )
+        if credential.source is not None:
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                f"credential {name!r} is sourced from an upstream: its refresh token comes from the record there",
+            )
         self._prune()
         ctx = renewer.http_context()
         try:
@@ -137,8 +142,8 @@ class Logins:
                 "user_code": answer["user_code"],
                 "expires_in": min(expires_in, lifetime),
             }
-            self._replace(login)
             renewer.spawn(self._poll, login, provider, answer["device_code"], answer["interval"])
+            self._replace(login)
         else:
             if endpoints.authorization_endpoint is None:
                 raise RpcError(
@@ -156,8 +161,12 @@ class Logins:
                 "redirect_uri": redirect_uri,
                 "expires_in": lifetime,
             }
+            try:
+                renewer.spawn(self._listen, login, listeners, redirect)
+            except RpcError:
+                await _close(listeners)
+                raise
             self._replace(login)
-            renewer.spawn(self._listen, login, listeners, redirect)
         log.info("credential %r: login %s started (%s)", name, login.login_id[:6], "device" if device else "browser")
         return {"login_id": login.login_id, "name": name, "mode": "device" if device else "browser", **login.shown}
 
