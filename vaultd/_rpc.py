@@ -541,7 +541,7 @@ class Dispatcher:
 
     async def _login(self, params: _Params, session: Session) -> Any:
         if not 1 <= params["timeout"] <= _LOGIN_MAX:
-            params.pop("passphrase")
+            _secret(params).wipe()
             raise RpcError(ErrorCode.INVALID_PARAMS, f"'timeout' must be between 1 and {_LOGIN_MAX:.0f} seconds")
         return await self.vault.login(
             _secret(params), params["name"], device=params["device"], lifetime=params["timeout"]
@@ -549,7 +549,7 @@ class Dispatcher:
 
     async def _login_wait(self, params: _Params, session: Session) -> Any:
         if params["wait"] > _WAIT_MAX:
-            params.pop("passphrase")
+            _secret(params).wipe()
             raise RpcError(ErrorCode.INVALID_PARAMS, f"'wait' must be at most {_WAIT_MAX:.0f} seconds")
         return await self.vault.login_wait(_secret(params), params["login_id"], params["wait"])
 

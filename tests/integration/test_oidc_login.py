@@ -26,6 +26,7 @@ from tests.daemon_process import BIN, PASS, DaemonProcess
 from tests.oidc_provider import Browser, OidcProvider
 from vaultd._secret import Secret
 from vaultd._vaultfile import decode
+from vaultd_client.errors import BadPassphrase, InvalidParams
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +246,28 @@ def test_the_human_output_of_a_device_login(op: OidcProvider, daemon: DaemonProc
     assert proc.returncode == 0, err
     assert "credential 'people' is logged in: FRESH" in out
     assert "credential 'people' added" in err and "Waiting up to" in err
+
+
+def test_login_calls_are_audited_and_need_the_passphrase(op: OidcProvider, daemon: DaemonProcess) -> None:
+    daemon.ctl("add", "aud", "--kind", "oauth2", *daemon.pw(), stdin=json.dumps(config(op)))
+    with daemon.client() as client:
+        with pytest.raises(InvalidParams, match="passphrase"):
+            client.call("credential.login", {"name": "aud"})  # an engine without the passphrase
+        with pytest.raises(BadPassphrase):
+            client.call("credential.login", {"name": "aud", "passphrase": "not the passphrase"}, timeout=30)
+        with pytest.raises(InvalidParams, match="'timeout' must be between 1 and 900"):
+            client.call("credential.login", {"name": "aud", "passphrase": PASS, "timeout": 901})
+        started = client.call("credential.login", {"name": "aud", "passphrase": PASS}, timeout=30)
+        pending = client.call("credential.login_wait", {"passphrase": PASS, "login_id": started["login_id"], "wait": 0})
+        assert pending["outcome"] == "pending" and pending["credential"]["state"] == "NEEDS_REAUTH"
+    deadline = time.monotonic() + 10
+    while True:
+        text = daemon.audit_log.read_text() if daemon.audit_log.exists() else ""
+        entries = [json.loads(line) for line in text.splitlines()]
+        outcomes = {(e["method"], e["outcome"]) for e in entries if e["method"].startswith("credential.login")}
+        if ("credential.login_wait", "ok") in outcomes:
+            break
+        assert time.monotonic() < deadline, f"not audited: {outcomes}"
+        time.sleep(0.05)  # the daemon's audit writer flushes every second
+    assert {("credential.login", "ok"), ("credential.login", "BAD_PASSPHRASE")} <= outcomes
+    assert not any(started["url"] in line or started["login_id"] in line for line in text.splitlines())
