@@ -117,6 +117,7 @@ class Credential:
             "type": issued.token_type if issued else self.provider.describe().get("type"),
             "state": str(self.state_at(now)),
             "expires_at": issued.expires_at if issued else None,
+            "refresh_token_expires_at": getattr(self.provider, "refresh_token_expires_at", None),
             "next_renewal": self.next_renewal,
             "last_error": self.last_error,
             "upstream_calls": self.upstream_calls,

@@ -46,6 +46,14 @@ class Behaviour:
     #: Seconds during which the refresh token just rotated is still accepted (Okta's grace
     #: period, Auth0's reuse interval); 0 means strict reuse detection.
     reuse_grace: float = 0.0
+    #: The ``token_type`` answered (``DPoP`` plays a server that binds tokens to a DPoP key).
+    token_type: str = "Bearer"
+    #: ``refresh_token_expires_in`` in answers with a refresh token (0: not sent).
+    refresh_token_expires_in: float = 0.0
+    #: RFC 8628: the ``interval`` the device authorization answer names.
+    device_interval: float = 5.0
+    #: What each device-code poll answers, in turn: an error code, or ``ok`` (tokens); then ``ok``.
+    device_script: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +84,8 @@ class FakeExchange:
     tickle_authenticated: bool = True
     tickle_session: str = "fake-session-1"
     port: int = 0
+    #: When each device-code poll came (trio's clock).
+    device_polls: list[float] = field(default_factory=list)
     #: The fault that applies to the request being answered.
     _faulted: str = ""
     #: Set when a fault with ``times`` has been used up.
@@ -194,7 +204,9 @@ class FakeExchange:
             return 500, b'{"error": "server_error"}'
         if fault == "slow":
             await trio.sleep(self.behaviour.delay)
-        if path == "/oauth/token" and method == "POST":
+        if path == "/oauth/device" and method == "POST":
+            answer = self._device_authorization()
+        elif path == "/oauth/token" and method == "POST":
             answer = self._oauth(headers, parse_qs(body.decode(errors="replace")))
         elif path == "/api/v2/public/auth":
             answer = self._deribit(body)
@@ -228,12 +240,31 @@ class FakeExchange:
         return 200, json.dumps({"behaviour": asdict(self.behaviour), "calls": self.calls}).encode()
 
     def _tokens(self, refresh: str | None) -> dict[str, Any]:
-        answer: dict[str, Any] = {"access_token": self._access(), "token_type": "Bearer", "scope": "trade"}
+        answer: dict[str, Any] = {"access_token": self._access(), "token_type": self.behaviour.token_type}
+        answer["scope"] = "trade"
         if self._faulted != "no_expires_in":
             answer["expires_in"] = self.behaviour.expires_in
         if refresh is not None:
             answer["refresh_token"] = refresh
+            if self.behaviour.refresh_token_expires_in:
+                answer["refresh_token_expires_in"] = self.behaviour.refresh_token_expires_in
         return answer
+
+    def _device_authorization(self) -> tuple[int, dict[str, Any]]:
+        return 200, {
+            "device_code": "fake-dc-" + secrets.token_hex(8),
+            "user_code": "FAKE-CODE",
+            "verification_uri": f"{self.url}/device",
+            "expires_in": 600,
+            "interval": self.behaviour.device_interval,
+        }
+
+    def _device_poll(self) -> tuple[int, dict[str, Any]]:
+        self.device_polls.append(trio.current_time())
+        step = self.behaviour.device_script.pop(0) if self.behaviour.device_script else "ok"
+        if step != "ok":
+            return 400, {"error": step, "error_description": f"fake: {step}"}
+        return 200, self._tokens(self.new_refresh_token())
 
     def _client_ok(self, client_id: str | None, secret: str | None) -> bool:
         return client_id is not None and self.clients.get(client_id) == secret
@@ -251,6 +282,8 @@ class FakeExchange:
         grant = one.get("grant_type")
         if grant == "client_credentials":
             return 200, self._tokens(None)
+        if grant == "urn:ietf:params:oauth:grant-type:device_code":
+            return self._device_poll()
         if grant == "refresh_token":
             rotated = self._redeem(one.get("refresh_token", ""))
             if rotated is None:

@@ -28,6 +28,7 @@ from vaultd_protocol import CredentialState, ErrorCode
 from ._credentials import Credential, utc_text
 from ._errors import RpcError
 from ._providers import FetchContext, Issued, UpstreamError
+from ._providers.oauth2 import AWAITING_LOGIN
 from ._renewal import RenewalPolicy
 from ._stats import UPSTREAM, failure_reason
 from ._watch import EXPIRED, UPDATED, WatchHub
@@ -137,6 +138,43 @@ class Renewer:
             issued.wipe()
             return
         self._succeeded(credential, issued)
+
+    async def logged_in(self, credential: Credential, issued: Issued) -> None:
+        """An operator's login (``_login``) brought a new refresh token and this token: the success path.
+
+        The provider already holds the new refresh token: the vault is written first (write-ahead),
+        then the token is served and renewals planned, whatever the state was (NEEDS_REAUTH too, and
+        ON_HOLD: a restored copy logged in anew holds its own grant, which no other copy can race).
+
+        Raises:
+            RpcError: STORAGE_FAILED or LOCKED (the write failed: the token is not served).
+        """
+        held, credential.hold = credential.hold, None  # a new grant: no copy to race, so ON_HOLD ends
+        try:
+            await self._persist()
+        except RpcError:
+            credential.hold = held
+            issued.wipe()
+            raise
+        if not self._current(credential):
+            issued.wipe()
+            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"credential {credential.name!r} was replaced or removed")
+        self._succeeded(credential, issued)
+
+    def spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the renewer's nursery: it ends when the vault locks."""
+        if self._nursery is None:
+            raise RpcError(ErrorCode.LOCKED, "the vault is locked")
+        self._nursery.start_soon(fn, *args)
+
+    def http_context(self) -> FetchContext:
+        """What a provider's calls use outside a renewal (a login): the wall clock and the HTTP client."""
+        return FetchContext(self._wall, self._http)
+
+    async def settled(self, credential: Credential) -> None:
+        """Wait until no renewal of ``credential`` is in flight."""
+        while credential.renewing is not None:
+            await credential.renewing.wait()
 
     def forget(self, credential: Credential) -> None:
         """Stop tracking a credential (removed or replaced): its timers become no-ops."""
@@ -252,7 +290,12 @@ class Renewer:
     async def _renew_once(self, credential: Credential, *, forced: bool) -> bool:
         """One attempt; True once its outcome is recorded (success, failure, or a deliberate skip)."""
         provider = credential.provider
-        if credential.hold is not None or (credential.state is CredentialState.NEEDS_REAUTH and not forced):
+        if credential.hold is not None:  # a restored copy: nothing goes upstream until released
+            return True
+        if getattr(provider, "awaiting_login", False):  # nothing to present upstream yet: no call
+            self._failed(credential, AWAITING_LOGIN.format(name=credential.name), reauth=True)
+            return True
+        if credential.state is CredentialState.NEEDS_REAUTH and not forced:
             return True
         if provider.renewable:
             now = trio.current_time()

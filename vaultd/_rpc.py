@@ -52,6 +52,9 @@ __all__ = ["Dispatcher"]
 log = logging.getLogger("vaultd.rpc")
 
 _MIN_PASSPHRASE = 8
+#: ``credential.login``'s longest ``timeout`` (RFC 8628 device codes live about this long); a
+#: ``credential.login_wait`` returns within ``_WAIT_MAX``, well inside the request timeout (120 s).
+_LOGIN_MAX, _WAIT_MAX = 900.0, 90.0
 #: The methods :meth:`Dispatcher.immediate` may answer at once, by their wire names.
 _FAST = {
     Method.TOKEN_GET.value: Method.TOKEN_GET,
@@ -90,6 +93,8 @@ _OWNER_METHODS: dict[str, str] = {
     Method.VAULT_BACKUP: "admin",
     Method.VAULT_RESTORE: "admin",
     Method.CREDENTIAL_RELEASE: "admin",
+    Method.CREDENTIAL_LOGIN: "admin",
+    Method.CREDENTIAL_LOGIN_WAIT: "admin",
 }
 
 
@@ -138,6 +143,8 @@ class Dispatcher:
             Method.VAULT_BACKUP: self._backup,
             Method.VAULT_RESTORE: self._restore,
             Method.CREDENTIAL_RELEASE: self._release,
+            Method.CREDENTIAL_LOGIN: self._login,
+            Method.CREDENTIAL_LOGIN_WAIT: self._login_wait,
         }
         self._policy_source: object = None  # what vault.policy() gave (None: sealed), compared by identity
         self._policy: Policy | None = None
@@ -589,6 +596,20 @@ class Dispatcher:
             raise
         return {"upstream": described, "created": created}
 
+    async def _login(self, params: _Params, session: Session) -> Any:
+        if not 1 <= params["timeout"] <= _LOGIN_MAX:
+            _secret(params).wipe()
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"'timeout' must be between 1 and {_LOGIN_MAX:.0f} seconds")
+        return await self.vault.login(
+            _secret(params), params["name"], device=params["device"], lifetime=params["timeout"]
+        )
+
+    async def _login_wait(self, params: _Params, session: Session) -> Any:
+        if params["wait"] > _WAIT_MAX:
+            _secret(params).wipe()
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"'wait' must be at most {_WAIT_MAX:.0f} seconds")
+        return await self.vault.login_wait(_secret(params), params["login_id"], params["wait"])
+
     async def _upstream_remove(self, params: _Params, session: Session) -> Any:
         await self.vault.remove_upstream(_secret(params), params["name"])
         return {"name": params["name"]}
@@ -610,6 +631,7 @@ class Dispatcher:
         except ValueError as exc:
             raise RpcError(ErrorCode.INVALID_PARAMS, f"parameter 'event': {exc}") from None
         return {"event": sample["event"], "sinks": await notifier.test(params["event"])}
+
     async def _backup(self, params: _Params, session: Session) -> Any:
         path = Path(params["path"])
         return await self.vault.backup_to(_secret(params), path, force=params["force"], then_lock=params["lock"])

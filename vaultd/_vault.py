@@ -32,6 +32,7 @@ from ._atomic import NotDurable, StorageError, write_atomic
 from ._backup import VaultBackup
 from ._credentials import ConfigError, Credential, from_config
 from ._errors import RpcError
+from ._login import Logins
 from ._opened import OpenVault, new_audit_key, read_body, sealed_body
 from ._providers.sign import Transit
 from ._renewer import Renewer
@@ -88,6 +89,7 @@ class Vault(VaultBackup, VaultAdmin):
         self._renewer_options = renewer_options or {}
         self._transit = transit
         self._renewer: Renewer | None = None
+        self._logins: Logins | None = None
         self._lock = trio.Lock()
         self._write_lock = trio.Lock()
         self._nonce_locks: dict[str, trio.Lock] = {}
@@ -291,11 +293,15 @@ class Vault(VaultBackup, VaultAdmin):
             **self._renewer_options,
         )
         self._renewer = renewer
+        self._logins = Logins(lambda: self._credentials, lambda: self._renewer, self._clock)
         await self._nursery.start(renewer.run)
 
     def lock(self) -> None:
         """Stop renewing, drop the data key and every secret now, tell watchers. Never waits."""
         was_open = self._open is not None
+        if self._logins is not None:
+            self._logins.close()
+            self._logins = None
         if self._renewer is not None:
             self._renewer.stop()
             self._renewer = None

@@ -1,4 +1,4 @@
-"""The vault's admin calls that change no credential: list, forced renewal, policy, passphrase.
+"""The vault's admin calls that change no credential's config: list, forced renewal, login, policy, passphrase.
 
 A base of :class:`vaultd._vault.Vault`, kept apart so that each file stays one reading. Every
 method here checks the passphrase first (``Vault._admin``) and writes through the vault's own
@@ -19,6 +19,7 @@ from vaultd_protocol import ErrorCode
 from . import _vaultfile
 from ._atomic import NotDurable
 from ._errors import RpcError
+from ._login import Logins
 from ._opened import OpenVault, adopt, sealed_body
 from ._renewer import Renewer
 from ._secret import Secret
@@ -35,6 +36,7 @@ class VaultAdmin(VaultUpstreams):
     _write_lock: trio.Lock
     _generation: int
     _renewer: Renewer | None
+    _logins: Logins | None
     _blocking: Callable[..., Awaitable[Any]]
 
     # Defined by Vault:
@@ -77,6 +79,31 @@ class VaultAdmin(VaultUpstreams):
             raise RpcError(ErrorCode.INVALID_PARAMS, f"credential {name!r} signs requests: it has no token to renew")
         log.info("credential %r: renewal forced by an operator", name)
         return await renewer.renew(name)
+
+    async def login(self, passphrase: Secret, name: str, *, device: bool, lifetime: float) -> dict[str, Any]:
+        """Begin an operator's login of an oauth2 credential (``_login``); what to show the operator.
+
+        Raises:
+            RpcError: LOCKED, BAD_PASSPHRASE, UNKNOWN_CREDENTIAL, INVALID_PARAMS, UPSTREAM_UNAVAILABLE.
+        """
+        async with self._lock:
+            await self._admin(passphrase)
+        return await self._login_desk().start(name, device=device, lifetime=lifetime)
+
+    async def login_wait(self, passphrase: Secret, login_id: str, wait: float) -> dict[str, Any]:
+        """Wait up to ``wait`` seconds for a login's outcome.
+
+        Raises:
+            RpcError: LOCKED, BAD_PASSPHRASE, INVALID_PARAMS (no such login).
+        """
+        async with self._lock:
+            await self._admin(passphrase)
+        return await self._login_desk().wait(login_id, wait)
+
+    def _login_desk(self) -> Logins:
+        if self._renewer is None or self._logins is None:
+            raise RpcError(ErrorCode.LOCKED, "the vault was locked while this call ran")
+        return self._logins
 
     async def get_policy(self, passphrase: Secret) -> dict[str, Any]:
         """The policy as stored (``{"rules": [...]}``).

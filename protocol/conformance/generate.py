@@ -43,6 +43,7 @@ DESCRIPTION: dict[str, Any] = {
     "type": "bearer",
     "state": "FRESH",
     "expires_at": EXPIRES,
+    "refresh_token_expires_at": None,
     "next_renewal": None,
     "last_error": None,
     "upstream_calls": 0,
@@ -362,6 +363,33 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
         8,
         [{"passphrase": PASS, "name": "demo"}],
         {"credential": {**DESCRIPTION, "state": "RENEW_DUE"}},
+    ),
+    (
+        "credential.login, in a browser",
+        Method.CREDENTIAL_LOGIN,
+        190,
+        [{"passphrase": PASS, "name": "broker"}],
+        {
+            "login_id": "fake-login-id-0001",
+            "name": "broker",
+            "mode": "browser",
+            "url": "https://id.example/authorize?response_type=code&client_id=desk&state=fake",
+            "redirect_uri": "http://127.0.0.1:49152/callback",
+            "expires_in": 300.0,
+        },
+    ),
+    (
+        "credential.login_wait",
+        Method.CREDENTIAL_LOGIN_WAIT,
+        191,
+        [{"passphrase": PASS, "login_id": "fake-login-id-0001", "wait": 60}],
+        {
+            "login_id": "fake-login-id-0001",
+            "name": "broker",
+            "outcome": "ok",
+            "error": None,
+            "credential": DESCRIPTION,
+        },
     ),
 ]
 

@@ -62,6 +62,8 @@ class Method(enum.StrEnum):
     VAULT_BACKUP = "vault.backup"
     VAULT_RESTORE = "vault.restore"
     CREDENTIAL_RELEASE = "credential.release"
+    CREDENTIAL_LOGIN = "credential.login"
+    CREDENTIAL_LOGIN_WAIT = "credential.login_wait"
 
 
 class Notify(enum.StrEnum):
@@ -207,6 +209,17 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     ),
     Method.VAULT_RESTORE: (_PASSPHRASE, Field("path", "str", max_len=4096)),
     Method.CREDENTIAL_RELEASE: (_PASSPHRASE, _NAME),
+    Method.CREDENTIAL_LOGIN: (
+        _PASSPHRASE,
+        _NAME,
+        Field("device", "bool", required=False, default=False),
+        Field("timeout", "number", required=False, default=300.0),
+    ),
+    Method.CREDENTIAL_LOGIN_WAIT: (
+        _PASSPHRASE,
+        Field("login_id", "str", max_len=64),
+        Field("wait", "number", required=False, default=60.0),
+    ),
 }
 
 

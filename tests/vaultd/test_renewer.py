@@ -41,7 +41,7 @@ async def test_tokens_renew_before_they_expire_and_watchers_hear_each_one(
     vault.hub.subscribe(["ex"], lambda method, params: heard.append((method, params)) is None)
     await add(vault, "ex", oauth(exchange))
     first = await vault.get("ex", 0)
-    assert first["token"] in exchange.issued_access and first["ttl"] == pytest.approx(90)
+    assert first["token"] in exchange.issued_access and first["ttl"] == pytest.approx(89), "90 s less expiry_margin"
     start = trio.current_time()
     await trio.sleep(600)
     calls = exchange.calls["/oauth/token"]
@@ -141,7 +141,7 @@ async def test_a_wall_clock_jump_never_serves_an_expired_token(
     stale = await vault.get("ex", 0)
     wall.offset += 3600  # suspended: trio's clock did not move, the wall clock did
     fresh = await vault.get("ex", 0)
-    assert fresh["token"] != stale["token"] and fresh["ttl"] == pytest.approx(900)
+    assert fresh["token"] != stale["token"] and fresh["ttl"] == pytest.approx(899)  # less expiry_margin
     error = await refused(vault.get("static", 0))
     assert error.code is ErrorCode.TOKEN_EXPIRED
 
@@ -159,7 +159,7 @@ async def test_min_ttl_renews_now_and_waits(
     calls = exchange.calls["/oauth/token"]
     for _ in range(50):  # no token lives that long: refused at once, without an upstream call
         error = await refused(vault.get("ex", min_ttl=5000))
-    assert error.code is ErrorCode.TOKEN_EXPIRED and "its tokens live 900 s" in str(error)
+    assert error.code is ErrorCode.TOKEN_EXPIRED and "its tokens live 899 s" in str(error)  # less expiry_margin
     assert exchange.calls["/oauth/token"] == calls
 
 
@@ -262,7 +262,7 @@ async def test_a_dropped_answer_without_grace_needs_reauth_after_one_more_call(
 async def test_a_three_second_token_renews_at_about_two_seconds_without_looping(
     nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
 ) -> None:
-    exchange.behaviour.expires_in = 3
+    exchange.behaviour.expires_in = 4  # lives 3 s after the 1 s expiry_margin
     vault = await open_vault(nursery, tmp_path, wall)
     await add(vault, "ex", oauth(exchange))
     await vault.get("ex", 0)
@@ -295,7 +295,7 @@ async def test_deribit_dialect(
     assert (await vault.get("cc", 0))["headers"]["Authorization"].startswith("Bearer fake-at-")
     await add(vault, "rt", {"token_url": url, "dialect": "deribit", "grant_type": "refresh_token",
                             "refresh_token": exchange.new_refresh_token()})  # fmt: skip
-    assert (await vault.get("rt", 0))["ttl"] == pytest.approx(900)
+    assert (await vault.get("rt", 0))["ttl"] == pytest.approx(899)  # less expiry_margin
     await add(vault, "bad", {"token_url": url, "dialect": "deribit", "grant_type": "client_credentials",
                              "client_id": "fake-client", "client_secret": "wrong"})  # fmt: skip
     error = await refused(vault.get("bad", 0))

@@ -25,6 +25,7 @@ from .common import EXIT_FAILED, EXIT_LOCKED, EXIT_UNAVAILABLE, EXIT_USAGE, CtlE
 from .completion import COMPLETION_COMMANDS, add_completion_parser
 from .credentials import CREDENTIAL_COMMANDS, add_credential_parsers
 from .env import ENV_COMMANDS, add_env_parsers
+from .login import LOGIN_COMMANDS, add_login_parsers
 from .notify import NOTIFY_COMMANDS, add_notify_parsers
 from .policy import POLICY_COMMANDS, add_policy_parsers
 from .sign import SIGN_COMMANDS, add_sign_parser
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_top_parser(sub)
     add_notify_parsers(sub)
     add_backup_parsers(sub)
+    add_login_parsers(sub)
     sub.add_parser("demo", help="run a self-contained demo on a throwaway vault in a temporary folder")
     add_completion_parser(sub)
     return parser
@@ -109,6 +111,7 @@ _COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     **COMPLETION_COMMANDS,
     **NOTIFY_COMMANDS,
     **BACKUP_COMMANDS,
+    **LOGIN_COMMANDS,
 }
 
 

@@ -1,0 +1,329 @@
+"""Logins and the OAuth details real servers use, against the fake exchange on trio's autojump clock.
+
+The device grant's polling (interval, ``slow_down``), an awaiting-login credential making no
+call, the loopback listener's state check and time limit, token_type DPoP refused,
+``refresh_token_expires_in`` and ``error_description`` kept, and the expiry margin. The same
+flows against a real OpenID provider are in tests/integration/test_oidc_login.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from vaultd._errors import RpcError
+from vaultd._fake_exchange import FakeExchange
+from vaultd._providers import ConfigError, FetchContext, UpstreamError
+from vaultd._providers._oauth_client import ClientKey, Endpoints, _endpoints, _metadata_urls
+from vaultd._providers.oauth2 import OAuth2Provider
+from vaultd._secret import Secret
+from vaultd._vault import Vault
+from vaultd_protocol import ErrorCode
+
+from .renewal_tools import PASS, Wall, add, inline, open_vault, refused, state
+
+
+def login_config(fx: FakeExchange, **changes: Any) -> dict[str, Any]:
+    config = {
+        "token_url": fx.url + "/oauth/token",
+        "authorization_endpoint": fx.url + "/oauth/authorize",
+        "device_authorization_endpoint": fx.url + "/oauth/device",
+        "grant_type": "device_code",
+        "client_id": "fake-client",
+        "client_secret": "fake-secret",
+    }
+    return {**config, **changes}
+
+
+async def test_a_credential_awaiting_login_makes_no_call_and_says_so(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    await trio.sleep(3600)
+    described = state(vault, "ex")
+    assert described["state"] == "NEEDS_REAUTH" and "awaiting login" in described["last_error"]
+    assert "vaultctl login ex" in described["last_error"]
+    assert exchange.calls.get("/oauth/token", 0) == 0
+    error = await refused(vault.get("ex", 0))
+    assert error.code is ErrorCode.NEEDS_REAUTH
+
+
+async def test_device_login_polls_at_the_interval_and_slows_down(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_interval = 5
+    exchange.behaviour.device_script = ["authorization_pending", "slow_down", "authorization_pending", "ok"]
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert started["user_code"] == "FAKE-CODE" and started["verification_uri"].endswith("/device")
+    t0 = trio.current_time()
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "ok", outcome
+    gaps = [round(b - a) for a, b in zip([t0, *exchange.device_polls], exchange.device_polls, strict=False)]
+    assert gaps == [5, 5, 10, 10], "5 s, then 10 s after slow_down, for every later poll"
+    assert outcome["credential"]["state"] == "FRESH"
+    served = await vault.get("ex", 0)
+    assert served["token"] == exchange.issued_access[-1]
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [("expired_token", "expired_token"), ("access_denied", "access_denied: fake: access_denied")],
+)
+async def test_device_login_ends_on_expiry_or_denial(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    exchange: FakeExchange,
+    wall: Wall,
+    autojump_clock: Any,
+    answer: str,
+    said: str,
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending", answer]
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and said in outcome["error"]
+    assert len(exchange.device_polls) == 2, "no poll after the final answer"
+    assert state(vault, "ex")["state"] == "NEEDS_REAUTH"
+
+
+async def test_a_device_login_that_nobody_completes_ends_at_its_time(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending"] * 1000
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=60)
+    first = await vault.login_wait(Secret(PASS), started["login_id"], 30)
+    assert first["outcome"] == "pending"
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and "time ran out" in outcome["error"]
+    polls = len(exchange.device_polls)
+    await trio.sleep(600)
+    assert len(exchange.device_polls) == polls
+
+
+async def test_a_second_login_replaces_the_first(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending"] * 3
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    first = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    second = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    replaced = await vault.login_wait(Secret(PASS), first["login_id"], 1)
+    assert replaced["outcome"] == "failed" and "replaced by a newer login" in replaced["error"]
+    assert (await vault.login_wait(Secret(PASS), second["login_id"], 90))["outcome"] == "ok"
+
+
+async def test_the_loopback_listener_refuses_a_wrong_state_and_closes_at_its_time(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    redirect = started["redirect_uri"]
+    assert redirect.startswith("http://127.0.0.1:") and redirect.endswith("/callback")
+    url = httpx.URL(started["url"])
+    assert url.params["code_challenge_method"] == "S256" and url.params["redirect_uri"] == redirect
+    async with httpx.AsyncClient() as browser:
+        wrong = await browser.get(redirect, params={"code": "fake-code-123", "state": "not-the-state"})
+        assert wrong.status_code == 400 and "state" in wrong.text and "fake-code-123" not in wrong.text
+        assert (await vault.login_wait(Secret(PASS), started["login_id"], 1))["outcome"] == "pending"
+        await trio.sleep(121)
+        ended = await vault.login_wait(Secret(PASS), started["login_id"], 1)
+        assert ended["outcome"] == "failed" and "time ran out" in ended["error"]
+        with pytest.raises(httpx.ConnectError):
+            await browser.get(redirect, params={"code": "x", "state": url.params["state"]})
+
+
+async def test_an_error_redirect_ends_the_login_with_its_description(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    state_value = httpx.URL(started["url"]).params["state"]
+    async with httpx.AsyncClient() as browser:
+        page = await browser.get(
+            started["redirect_uri"],
+            params={"error": "access_denied", "error_description": "the user said no", "state": state_value},
+        )
+    assert page.status_code == 200 and "close this tab" in page.text
+    ended = await vault.login_wait(Secret(PASS), started["login_id"], 1)
+    assert ended["outcome"] == "failed" and ended["error"].endswith("access_denied: the user said no")
+
+
+async def test_dpop_tokens_are_refused_with_a_clear_error(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.token_type = "DPoP"
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and "DPoP" in outcome["error"] and "not support" in outcome["error"]
+    described = state(vault, "ex")
+    assert described["state"] == "NEEDS_REAUTH" and "DPoP" in described["last_error"]
+    with pytest.raises(RpcError):
+        await vault.get("ex", 0)
+
+
+async def test_refresh_token_expires_in_and_error_description(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.refresh_token_expires_in = 7 * 86400
+    exchange.behaviour.expires_in = 600
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+    described = state(vault, "ex")
+    assert described["refresh_token_expires_at"] == pytest.approx(wall() + 7 * 86400, abs=30)
+    exchange.behaviour.fault = "invalid_grant"
+    await trio.sleep(600)
+    described = state(vault, "ex")
+    assert described["state"] == "NEEDS_REAUTH"
+    assert described["last_error"].endswith("invalid_grant: refresh token revoked")
+
+
+async def test_the_expiry_margin_is_taken_off_every_token(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.expires_in = 60
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(
+        vault,
+        "one",
+        {**login_config(exchange, grant_type="refresh_token"), "refresh_token": exchange.new_refresh_token()},
+    )
+    await add(
+        vault,
+        "five",
+        {
+            **login_config(exchange, grant_type="refresh_token"),
+            "refresh_token": exchange.new_refresh_token(),
+            "expiry_margin": 5,
+        },
+    )
+    assert (await vault.get("one", 0))["ttl"] == pytest.approx(59)
+    assert (await vault.get("five", 0))["ttl"] == pytest.approx(55)
+
+
+def test_issuer_and_endpoints_follow_the_token_url_rule() -> None:
+    base = {"grant_type": "authorization_code", "client_id": "desk"}
+    with pytest.raises(ConfigError, match="'issuer' must use https"):
+        OAuth2Provider.from_config({**base, "issuer": "http://id.example"})
+    with pytest.raises(ConfigError, match="'authorization_endpoint' must use https"):
+        OAuth2Provider.from_config(
+            {**base, "token_url": "https://id.example/token", "authorization_endpoint": "http://id.example/a"}
+        )
+    with pytest.raises(ConfigError, match="'token_url' is required"):
+        OAuth2Provider.from_config(base)
+    with pytest.raises(ConfigError, match="'expiry_margin' must be between 0 and 300"):
+        OAuth2Provider.from_config({**base, "issuer": "https://id.example", "expiry_margin": -1})
+
+
+def test_discovery_urls_and_the_issuer_check() -> None:
+    assert _metadata_urls("https://id.example/tenant") == [
+        "https://id.example/tenant/.well-known/openid-configuration",
+        "https://id.example/.well-known/oauth-authorization-server/tenant",
+    ]
+    document = {"issuer": "https://evil.example", "token_endpoint": "https://evil.example/token"}
+    with pytest.raises(UpstreamError, match="names another issuer") as info:
+        _endpoints(document, "https://id.example")
+    assert info.value.reauth
+    document = {"issuer": "https://id.example", "token_endpoint": "http://id.example/token"}
+    with pytest.raises(UpstreamError, match="must use https"):
+        _endpoints(document, "https://id.example")
+
+
+async def test_an_auth_method_the_server_does_not_list_is_refused(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    provider = OAuth2Provider.from_config({**login_config(exchange), "client_auth": "post"})
+    provider._endpoints = Endpoints(exchange.url + "/oauth/token", None, None, ("client_secret_basic",))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(UpstreamError, match="does not support client_auth 'post'") as info:
+            await provider.endpoints(FetchContext(wall, http))
+    assert info.value.reauth
+
+
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_private_key_jwt_assertions_verify_with_the_public_key(kind: str) -> None:
+    key: Any = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    client_key = ClientKey(Secret(pem.decode()), "k1")
+    assertion = client_key.assertion("desk", "https://id.example/token", 1_800_000_000.5)
+    head, body, signature = assertion.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=="))
+    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
+    assert header == {"alg": "ES256" if kind == "ec" else "RS256", "typ": "JWT", "kid": "k1"}
+    assert claims["iss"] == claims["sub"] == "desk" and claims["aud"] == "https://id.example/token"
+    assert claims["exp"] - claims["iat"] == 60 and len(claims["jti"]) >= 32
+    raw = base64.urlsafe_b64decode(signature + "==")
+    signed = f"{head}.{body}".encode()
+    if kind == "ec":
+        der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+        key.public_key().verify(der, signed, ec.ECDSA(hashes.SHA256()))
+    else:
+        key.public_key().verify(raw, signed, padding.PKCS1v15(), hashes.SHA256())
+    other = ClientKey(Secret(pem.decode()), None).assertion("desk", "https://id.example/token", 1_800_000_000)
+    assert json.loads(base64.urlsafe_b64decode(other.split(".")[1] + "=="))["jti"] != claims["jti"]
+
+
+async def test_a_lock_ends_a_login_and_closes_its_listener(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    vault.lock()
+    await trio.sleep(1)
+    async with httpx.AsyncClient() as browser:
+        with pytest.raises(httpx.ConnectError):
+            await browser.get(started["redirect_uri"])
+    await vault.unlock(Secret(PASS))
+    error = await refused(vault.login_wait(Secret(PASS), started["login_id"], 1))
+    assert error.code is ErrorCode.INVALID_PARAMS
+
+
+async def test_a_new_login_ends_a_restored_copys_hold(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """A restored copy is held so that it cannot race the live vault with the same refresh token; a
+    login of its own is a new grant, so the hold ends with it, sealed (it stays ended after a lock)."""
+    (tmp_path / "live").mkdir()
+    live = await open_vault(nursery, tmp_path / "live", wall)
+    await add(live, "ex", login_config(exchange))
+    started = await live.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert (await live.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+    await live.backup_to(Secret(PASS), tmp_path / "copy")
+    live.lock()
+    (tmp_path / "new").mkdir()
+    new = Vault(tmp_path / "new", nursery=nursery, clock=wall, blocking=inline)
+    await new.restore_from(Secret(PASS), tmp_path / "copy")
+    await new.unlock(Secret(PASS))
+    assert state(new, "ex")["state"] == "ON_HOLD"
+
+    started = await new.login(Secret(PASS), "ex", device=True, lifetime=300)
+    outcome = await new.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "ok" and outcome["credential"]["hold"] is None
+    assert (await new.get("ex", 0))["token"] == exchange.issued_access[-1]
+    new.lock()
+    await new.unlock(Secret(PASS))
+    assert state(new, "ex")["hold"] is None, "the end of the hold was sealed"
+    assert (await new.get("ex", 0))["token"] == exchange.issued_access[-1]

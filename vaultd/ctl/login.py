@@ -1,0 +1,152 @@
+"""``vaultctl login NAME``: an operator logs an ``oauth2`` credential in, in a browser or with a device code.
+
+The daemon does the OAuth work (``credential.login``: its loopback listener, the PKCE verifier,
+the code's redemption, the device polling); vaultctl shows the URL or the user code, opens a
+browser where there is a display, and waits for the outcome (``credential.login_wait``). The
+refresh token never passes through this process. With ``--kind oauth2`` the credential is
+created first from the JSON on stdin, as ``vaultctl add`` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from vaultd_client import Client
+from vaultd_client.errors import AlreadyExists
+from vaultd_protocol import Method
+
+from .common import EXIT_FAILED, EXIT_OK, CtlError, _passphrase, _passphrase_options, _read_stdin_secret, json_object
+
+__all__ = ["LOGIN_COMMANDS", "add_login_parsers"]
+
+#: How long each ``credential.login_wait`` waits in the daemon (it allows at most 90 s).
+_WAIT = 60.0
+
+_DESCRIPTION = """\
+Log an oauth2 credential in: you authorise in a browser (or on another device) and the daemon
+stores the refresh token in the vault itself; it never passes through vaultctl, a shell, a file
+or the clipboard.
+
+Browser (the default): the daemon listens once on 127.0.0.1 on a random port for the redirect
+(RFC 8252), with PKCE (S256) and a checked 'state'. vaultctl prints the URL to open, and opens a
+browser itself where there is a display (not with --no-browser). Register the redirect URI
+http://127.0.0.1/callback (any port) with the authorization server, for a native client.
+
+--device (RFC 8628): vaultctl prints where to go and the code to enter there; the daemon polls.
+
+With --kind oauth2 the credential is created first, from one JSON object on stdin, e.g.
+
+  {"issuer": "https://id.example", "grant_type": "authorization_code",
+   "client_id": "desk-vaultd", "scope": "openid offline_access trade"}
+
+(or the endpoints: "authorization_endpoint", "token_url", "device_authorization_endpoint";
+client authentication: "client_secret" with "client_auth" basic or post, or "private_key" for
+private_key_jwt; "resource", "audience": protocol/SPEC.md section 6.2). Re-running login on a
+credential in NEEDS_REAUTH brings it back to FRESH without a restart; a login of the same
+credential still in flight is replaced. With --json, two JSON lines: what to show (url, or
+verification_uri and user_code), then the outcome. Exits 0 once logged in, 1 if the login failed.
+"""
+
+
+def add_login_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "login",
+        help="log an oauth2 credential in, in a browser or with --device (needs the passphrase)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="the oauth2 credential's name")
+    p.add_argument("--device", action="store_true", help="use the device authorization grant (a user code)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL only; open no browser")
+    p.add_argument("--json", action="store_true", help="print JSON lines: what to show, then the outcome")
+    p.add_argument(
+        "--kind",
+        choices=["oauth2"],
+        help="create the credential first, its settings read as one JSON object from stdin",
+    )
+    p.add_argument(
+        "--login-timeout",
+        dest="login_timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long the login may take (default 300, at most 900)",
+    )
+    _passphrase_options(p)
+
+
+def _has_display() -> bool:
+    if sys.platform == "darwin" or os.name == "nt":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_browser(url: str) -> bool:
+    import webbrowser  # noqa: PLC0415 - only a browser login needs it
+
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False
+
+
+def _show(started: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps(started, sort_keys=True), flush=True)
+        return
+    if started["mode"] == "device":
+        print(f"Go to {started['verification_uri']} and enter the code {started['user_code']}")
+        if started.get("verification_uri_complete"):
+            print(f"(or open {started['verification_uri_complete']})")
+    else:
+        print("Open this URL in a browser to log in:")
+        print(started["url"])
+    print(f"Waiting up to {started['expires_in']:.0f} s for the login to finish...", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+
+
+def cmd_login(client: Client, args: argparse.Namespace) -> int:
+    if not 1 <= args.login_timeout <= 900:
+        raise CtlError("--login-timeout must be between 1 and 900 seconds", 2)
+    config = None
+    if args.kind is not None:
+        empty = "pipe the credential's settings as one JSON object (vaultctl login -h)"
+        config = json_object(_read_stdin_secret(args.kind), empty)
+    passphrase = _passphrase(args, stdin_busy=config is not None)
+    slow = client.slow_timeout
+    if config is not None:
+        put = {"passphrase": passphrase, "name": args.name, "kind": args.kind, "config": config}
+        try:
+            client.call(Method.CREDENTIAL_PUT, put, timeout=slow)
+        except AlreadyExists as exc:
+            raise CtlError(f"{exc.message} (ALREADY_EXISTS): leave out --kind to log the existing one in") from None
+        if not args.json:
+            print(f"credential {args.name!r} added", file=sys.stderr)
+    params = {"passphrase": passphrase, "name": args.name, "device": args.device, "timeout": args.login_timeout}
+    started = client.call(Method.CREDENTIAL_LOGIN, params, timeout=slow)
+    _show(started, args)
+    if started["mode"] == "browser" and not args.no_browser and _has_display():
+        _open_browser(started["url"])
+    while True:
+        wait = {"passphrase": passphrase, "login_id": started["login_id"], "wait": _WAIT}
+        outcome = client.call(Method.CREDENTIAL_LOGIN_WAIT, wait, timeout=slow + _WAIT)
+        if outcome["outcome"] != "pending":
+            break
+    if args.json:
+        print(json.dumps(outcome, sort_keys=True))
+    elif outcome["outcome"] == "ok":
+        described = outcome["credential"]
+        print(f"credential {args.name!r} is logged in: {described['state']}")
+    if outcome["outcome"] == "ok":
+        return EXIT_OK
+    if not args.json:
+        print(f"vaultctl: the login failed: {outcome['error']}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+LOGIN_COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {"login": cmd_login}
