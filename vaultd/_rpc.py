@@ -40,10 +40,9 @@ from ._harden import is_dumpable
 from ._notify import Notifier
 from ._peer import Peer
 from ._policy import Access, Decision, Policy, PolicyError
-from ._secret import Secret
+from ._rpc_admin import OperatorMethods
 from ._server import NOT_NOW, Session
 from ._stats import Stats
-from ._upstream import UpstreamAlarm
 from ._vault import Vault
 from ._watch import Subscription
 
@@ -51,10 +50,6 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger("vaultd.rpc")
 
-_MIN_PASSPHRASE = 8
-#: ``credential.login``'s longest ``timeout`` (RFC 8628 device codes live about this long); a
-#: ``credential.login_wait`` returns within ``_WAIT_MAX``, well inside the request timeout (120 s).
-_LOGIN_MAX, _WAIT_MAX = 900.0, 90.0
 #: The methods :meth:`Dispatcher.immediate` may answer at once, by their wire names.
 _FAST = {
     Method.TOKEN_GET.value: Method.TOKEN_GET,
@@ -99,7 +94,7 @@ _OWNER_METHODS: dict[str, str] = {
 
 
 @dataclass
-class Dispatcher:
+class Dispatcher(OperatorMethods):
     """Routes each request to its handler. Call it as the server's ``Handler``."""
 
     vault: Vault
@@ -512,140 +507,3 @@ class Dispatcher:
         session.watch = (
             hub.subscribe(names, lambda method, pushed: self._push(session, method, pushed)) if names else None
         )
-
-    # -- passphrase methods ------------------------------------------------------------------
-
-    async def _init(self, params: _Params, session: Session) -> Any:
-        try:
-            profile = KdfProfile(params["kdf_profile"])
-        except ValueError:
-            known = ", ".join(p.value for p in KdfProfile)
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"kdf_profile must be one of: {known}") from None
-        if len(params["passphrase"]) < _MIN_PASSPHRASE:
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"the passphrase must be at least {_MIN_PASSPHRASE} characters")
-        await self.vault.init(_secret(params), profile)
-        return {"state": str(self.vault.state), "kdf_profile": str(profile)}
-
-    async def _unlock(self, params: _Params, session: Session) -> Any:
-        accepted = await self.vault.unlock(_secret(params), accept_rollback=params["accept_rollback"])
-        if accepted:  # the operator chose to unlock an older vault: its own line, beside the "ok"
-            self._audit(session.identity, Method.VAULT_UNLOCK, None, "rollback_accepted", why=accepted)
-            return {"state": str(self.vault.state), "rollback_accepted": accepted}
-        return {"state": str(self.vault.state)}
-
-    async def _put(self, params: _Params, session: Session) -> Any:
-        created = await self.vault.put(
-            _secret(params),
-            params["name"],
-            params["kind"],
-            params["config"],
-            replace=params["replace"],
-            source=params["source"],
-        )
-        return {"name": params["name"], "kind": params["kind"], "created": created}
-
-    async def _remove(self, params: _Params, session: Session) -> Any:
-        await self.vault.remove(_secret(params), params["name"])
-        return {"name": params["name"]}
-
-    async def _list(self, params: _Params, session: Session) -> Any:
-        return {"credentials": await self.vault.list(_secret(params))}
-
-    async def _renew(self, params: _Params, session: Session) -> Any:
-        upstream = self.vault.has_upstream(params["name"])
-        described = await self.vault.renew(_secret(params), params["name"])
-        return {"upstream": described} if upstream else {"credential": described}
-
-    async def _policy_get(self, params: _Params, session: Session) -> Any:
-        stored = await self.vault.get_policy(_secret(params))
-        return {"rules": stored.get("rules", [])}
-
-    async def _policy_set(self, params: _Params, session: Session) -> Any:
-        passphrase = _secret(params)
-        try:
-            policy = Policy.from_config(params["policy"])
-        except PolicyError as exc:
-            passphrase.wipe()
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"policy: {exc}") from None
-        await self.vault.set_policy(passphrase, policy.to_config())
-        return {"rules": len(policy.rules)}
-
-    async def _rekey(self, params: _Params, session: Session) -> Any:
-        # Characters, as SPEC.md says and vault.init counts (the Secret's length is UTF-8 bytes).
-        too_short = len(params["new_passphrase"]) < _MIN_PASSPHRASE
-        new_passphrase = Secret(params.pop("new_passphrase"))
-        try:
-            if too_short:
-                raise RpcError(
-                    ErrorCode.INVALID_PARAMS, f"the new passphrase must be at least {_MIN_PASSPHRASE} characters"
-                )
-            await self.vault.rekey(_secret(params), new_passphrase)
-        finally:
-            new_passphrase.wipe()
-        return {}
-
-    async def _upstream_put(self, params: _Params, session: Session) -> Any:
-        name = params["name"]
-        created = not self.vault.has_upstream(name)
-        try:
-            described = await self.vault.put_upstream(
-                _secret(params), name, params["kind"], params["config"], replace=params["replace"]
-            )
-        except UpstreamAlarm as alarm:  # its own line, beside the FORBIDDEN the call gets
-            self._audit(session.identity, Method.UPSTREAM_PUT, name, "alarm", why=str(alarm))
-            raise
-        return {"upstream": described, "created": created}
-
-    async def _login(self, params: _Params, session: Session) -> Any:
-        if not 1 <= params["timeout"] <= _LOGIN_MAX:
-            _secret(params).wipe()
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"'timeout' must be between 1 and {_LOGIN_MAX:.0f} seconds")
-        return await self.vault.login(
-            _secret(params), params["name"], device=params["device"], lifetime=params["timeout"]
-        )
-
-    async def _login_wait(self, params: _Params, session: Session) -> Any:
-        if params["wait"] > _WAIT_MAX:
-            _secret(params).wipe()
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"'wait' must be at most {_WAIT_MAX:.0f} seconds")
-        return await self.vault.login_wait(_secret(params), params["login_id"], params["wait"])
-
-    async def _upstream_remove(self, params: _Params, session: Session) -> Any:
-        await self.vault.remove_upstream(_secret(params), params["name"])
-        return {"name": params["name"]}
-
-    async def _upstream_list(self, params: _Params, session: Session) -> Any:
-        return {
-            "state": str(self.vault.state),
-            "upstreams": self.vault.upstream_list(),
-            "alarms": list(self.vault.alarms),
-        }
-
-    async def _notify_test(self, params: _Params, session: Session) -> Any:
-        """A sample notice to every ``[[notify]]`` sink; each one's outcome (no sink: an empty list)."""
-        notifier = self.notifier
-        if notifier is None:
-            return {"event": params["event"], "sinks": []}
-        try:
-            sample = notifier.sample(params["event"])
-        except ValueError as exc:
-            raise RpcError(ErrorCode.INVALID_PARAMS, f"parameter 'event': {exc}") from None
-        return {"event": sample["event"], "sinks": await notifier.test(params["event"])}
-
-    async def _backup(self, params: _Params, session: Session) -> Any:
-        path = Path(params["path"])
-        return await self.vault.backup_to(_secret(params), path, force=params["force"], then_lock=params["lock"])
-
-    async def _restore(self, params: _Params, session: Session) -> Any:
-        result = await self.vault.restore_from(_secret(params), Path(params["path"]))
-        # A rollback the operator asked for: its own line, beside the "ok", as an accepted unlock has.
-        self._audit(session.identity, Method.VAULT_RESTORE, None, "rollback_accepted", why=result["rollback_accepted"])
-        return result
-
-    async def _release(self, params: _Params, session: Session) -> Any:
-        return {"credential": await self.vault.release(_secret(params), params["name"])}
-
-
-def _secret(params: _Params) -> Secret:
-    """Move the passphrase out of the params map into a Secret."""
-    return Secret(params.pop("passphrase"))
