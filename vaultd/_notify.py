@@ -108,6 +108,8 @@ class Notifier:
         self._active: dict[Key, float] = {}
         #: When each credential was first seen DEGRADED (trio's clock), while it stays so.
         self._degraded_since: dict[str, float] = {}
+        #: When each credential began awaiting its first login (``vaultctl login --kind oauth2``).
+        self._awaiting_since: dict[str, float] = {}
         self._unlocked_once = False
         #: A lock seen by :meth:`changed` since the last look (a lock and unlock within SETTLE counts).
         self._lock_seen = False
@@ -188,7 +190,15 @@ class Notifier:
                     out["degraded", subject, ""] = {**base, "event": "degraded", "reason": _join(why, error)}
             else:
                 self._degraded_since.pop(name, None)
-            if state == CredentialState.NEEDS_REAUTH:
+            awaiting = state == CredentialState.NEEDS_REAUTH and (error or "").startswith("awaiting login")
+            if awaiting:  # a new credential whose operator is logging it in: told only if it is left so
+                since = self._awaiting_since.setdefault(name, now)
+                if now - since >= self.settings.degraded_after:
+                    why = f"it has awaited its first login for {_span(now - since)}; engines get NEEDS_REAUTH"
+                    out["needs_reauth", subject, ""] = {**base, "event": "needs_reauth", "reason": _join(why, error)}
+            else:
+                self._awaiting_since.pop(name, None)
+            if state == CredentialState.NEEDS_REAUTH and not awaiting:
                 why = "renewal needs an operator (log in again, or replace the credential); engines get NEEDS_REAUTH"
                 out["needs_reauth", subject, ""] = {**base, "event": "needs_reauth", "reason": _join(why, error)}
             elif state == CredentialState.EXPIRED:
@@ -197,6 +207,8 @@ class Notifier:
             self._expiring(out, entry, base, wall)
         for name in set(self._degraded_since) - seen:
             del self._degraded_since[name]
+        for name in set(self._awaiting_since) - seen:
+            del self._awaiting_since[name]
 
     def _expiring(
         self, out: dict[Key, dict[str, Any]], entry: dict[str, Any], base: dict[str, Any], wall: float

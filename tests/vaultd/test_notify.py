@@ -134,6 +134,29 @@ async def test_degraded_only_after_degraded_after_minutes(nursery: trio.Nursery,
     assert len(sent.notices) == 1
 
 
+async def test_a_credential_awaiting_its_first_login_is_news_only_if_left_so(
+    nursery: trio.Nursery, autojump_clock: Any
+) -> None:
+    """'vaultctl login NAME --kind oauth2' makes a credential that awaits its login: the operator is at
+    it, so a notice comes only when it has waited degraded_after; a refusal later is news at once."""
+    vault = FakeVault()
+    vault.set("broker", "NEEDS_REAUTH", last_error="awaiting login: run 'vaultctl login broker'")
+    notifier, sent = await started(nursery, vault, degraded_after=600.0)
+    await trio.sleep(590)
+    assert sent.notices == [], "the operator is logging it in"
+    await trio.sleep(TICK + 1)
+    assert sent.events() == [("needs_reauth", "broker", False)]
+    assert "awaited its first login for 10 minutes" in sent.notices[0]["reason"]
+
+    vault.set("broker", "FRESH")  # logged in
+    notifier.changed()
+    await settle()
+    vault.set("broker", "NEEDS_REAUTH", last_error="invalid_grant: refresh token revoked")
+    notifier.changed()
+    await settle()
+    assert sent.events()[-1] == ("needs_reauth", "broker", False), "a refusal is told at once"
+
+
 async def test_expiring_at_two_days_and_again_at_one(nursery: trio.Nursery, autojump_clock: Any) -> None:
     vault = FakeVault()
     vault.set("oauth", refresh_token_expires_at=BASE + 3 * DAY)
