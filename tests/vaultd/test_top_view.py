@@ -20,7 +20,10 @@ def _status(**extra: Any) -> dict[str, Any]:
             "next_renewal": NOW + 30, "last_error": "HTTP 503 from the token endpoint",
             "settings": {"refresh_token_expires_at": NOW + 2 * 86400},
         },
-        {"name": "held", "kind": "oauth2", "state": "ON_HOLD", "expires_at": None, "next_renewal": None},
+        {
+            "name": "held", "kind": "oauth2", "state": "ON_HOLD", "expires_at": None, "next_renewal": None,
+            "hold": "restored from a backup: run 'vaultctl release held' once the live copy is stopped",
+        },
     ]  # fmt: skip
     return {"state": "UNLOCKED", "version": "0.1.0", "pid": 42, "uptime": 5.0, "generation": 3,
             "credentials": credentials, **extra}  # fmt: skip
@@ -66,13 +69,13 @@ def test_states_in_colour_an_unknown_one_magenta_and_the_refresh_token_expiry() 
     screen = _screen(model)
     assert "\x1b[1;32mFRESH" in screen
     assert "\x1b[1;33mDEGRADED" in screen
-    assert "\x1b[1;35mON_HOLD" in screen, "a state this vaultctl does not know yet is shown, in magenta"
+    assert "\x1b[1;35mON_HOLD" in screen, "a state without a colour of its own is shown in magenta"
     plain = plain_snapshot(model, NOW)
     assert "\x1b" not in plain
     live_row = next(line for line in plain.splitlines() if line.startswith("live"))
     assert "in 30s" in live_row and "in 2d 0h" in live_row and "HTTP 503" in live_row
     held_row = next(line for line in plain.splitlines() if line.startswith("held"))
-    assert "ON_HOLD" in held_row
+    assert "ON_HOLD" in held_row and "vaultctl release held" in held_row, "why it is held, and what to do"
 
 
 def test_a_renewal_enters_the_events_pane_without_its_token_and_gives_the_bar_its_lifetime() -> None:

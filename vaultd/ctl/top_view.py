@@ -196,6 +196,11 @@ def _when(epoch: Any, now: float) -> str:
     return f"in {duration(epoch - now)}"
 
 
+def trouble(c: dict[str, Any]) -> str:
+    """What the last column says: why it is on hold (a restored copy), else the last error ('' if none)."""
+    return str(c.get("hold") or c.get("last_error") or "")
+
+
 def refresh_expiry(credential: dict[str, Any]) -> Any:
     """The refresh token's expiry: the description's own field, else the oauth2 setting."""
     value = credential.get("refresh_token_expires_at")
@@ -272,7 +277,7 @@ def _credential_table(model: TopModel, now: float) -> Table:
             _bar(fraction, label),
             _when(c.get("next_renewal"), now),
             _when(refresh_expiry(c), now),
-            Text(str(c.get("last_error") or "-"), style="yellow" if c.get("last_error") else "dim"),
+            Text(trouble(c) or "-", style="yellow" if trouble(c) else "dim"),
             style="dim" if stale else None,
         )
     if not model.credentials:
@@ -355,7 +360,7 @@ def plain_snapshot(model: TopModel, now: float) -> str:
         rows.append((
             c["name"], str(c.get("kind", "?")), str(c.get("state", "?")),
             label if fraction is None else f"{label} ({fraction:.0%})",
-            _when(c.get("next_renewal"), now), _when(refresh_expiry(c), now), str(c.get("last_error") or "-"),
+            _when(c.get("next_renewal"), now), _when(refresh_expiry(c), now), trouble(c) or "-",
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
