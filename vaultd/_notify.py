@@ -79,7 +79,8 @@ def _span(seconds: float) -> str:
         return f"{seconds / 86400:.1f} days"
     if seconds >= 2 * 3600:
         return f"{seconds / 3600:.0f} hours"
-    return f"{max(seconds, 0) / 60:.0f} minutes"
+    minutes = round(max(seconds, 0) / 60)
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 class Notifier:
@@ -284,6 +285,8 @@ class Notifier:
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r} (known: {', '.join(EVENTS)})")
         subject = "upstream" if event == "upstream_alarm" else None if event in ("locked", "rollback") else "credential"
+        wall = self._wall()
+        extra = {"expires_at": iso_utc(wall + 86400), "expiring": "refresh_token"} if event == "expiring" else {}
         return self._shape(
             {
                 "event": event,
@@ -292,8 +295,9 @@ class Notifier:
                 "state": "TEST",
                 "reason": "a test notice from 'vaultctl notify test': nothing is wrong",
                 "test": True,
+                **extra,  # the same shape a real notice of that kind has
             },
-            self._wall(),
+            wall,
         )
 
     async def test(self, event: str) -> list[dict[str, Any]]:

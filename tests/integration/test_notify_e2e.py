@@ -264,7 +264,8 @@ def test_a_bad_notify_table_stops_the_start_and_sighup_reloads(alerted: DaemonPr
     settings.write_text("")
     daemon.start()
     empty = daemon.ctl("notify", "test", check=False)
-    assert empty.returncode == 1 and "no [[notify]] table" in empty.stdout
+    assert (empty.returncode, empty.stdout) == (1, "")
+    assert empty.stderr.startswith("vaultctl: the running daemon has no [[notify]] sink") and "SIGHUP" in empty.stderr
     settings.write_text(f'[[notify]]\ncommand = ["{hook.path}"]\n')
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)

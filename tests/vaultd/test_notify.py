@@ -284,6 +284,8 @@ async def test_test_reaches_every_sink_whatever_its_events(autojump_clock: Any) 
     outcomes = await notifier.test("expiring")
     assert [o["ok"] for o in outcomes] == [True, True]
     assert all(n["test"] is True and n["event"] == "expiring" for n in recorder.notices)
+    assert {n["expiring"] for n in recorder.notices} == {"refresh_token"}, "the shape a real expiring notice has"
+    assert all(n["expires_at"].endswith("Z") for n in recorder.notices)
     with pytest.raises(ValueError, match="unknown event 'nope'"):
         await notifier.test("nope")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from vaultd_client import Client
 from vaultd_protocol import Method
 
-from .common import EXIT_FAILED, EXIT_OK
+from .common import EXIT_FAILED, EXIT_OK, CtlError
 
 __all__ = ["NOTIFY_COMMANDS", "add_notify_parsers"]
 
@@ -51,7 +51,11 @@ def cmd_notify_test(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     elif not sinks:
-        print("no [[notify]] table in vaultd.toml: nothing to test (README: Alerts)")
+        raise CtlError(
+            "the running daemon has no [[notify]] sink: nothing to test. It reads them from vaultd.toml "
+            "($XDG_CONFIG_HOME/vaultd/vaultd.toml) at start and on SIGHUP: after editing the file, "
+            "'systemctl --user reload vaultd' or 'kill -HUP <pid of vaultd>' (README: Alerts)"
+        )
     else:
         width = max(len(s["sink"]) for s in sinks)
         for s in sinks:
