@@ -109,6 +109,8 @@ class Notifier:
         self._active: dict[Key, float] = {}
         #: When each credential was first seen DEGRADED (trio's clock), while it stays so.
         self._degraded_since: dict[str, float] = {}
+        #: Credentials (by subject) whose first attempt since an unlock has not ended: undecided.
+        self._undecided: set[str] = set()
         #: When each credential began awaiting its first login (``vaultctl login --kind oauth2``).
         self._awaiting_since: dict[str, float] = {}
         self._unlocked_once = False
@@ -175,14 +177,20 @@ class Notifier:
                 self._post({**event, "reminder": last is not None}, wall)
         for key in list(self._active):
             if key not in current and (unlocked or not key[1]):  # locked: credentials unseen, not cleared
+                if key[1] in self._undecided:
+                    continue  # its first renewal since the unlock has not said yet: nothing cleared
                 del self._active[key]
 
     def _credential_conditions(self, out: dict[Key, dict[str, Any]], now: float, wall: float) -> None:
         seen: set[str] = set()
+        self._undecided = set()
         for entry in self._vault.describe():
             name, state = str(entry["name"]), str(entry["state"])
             subject, error = f"credential:{name}", _capped(entry.get("last_error"))
             seen.add(name)
+            if state == CredentialState.RENEW_DUE and entry.get("expires_at") is None and not error:
+                # Unlocked a moment ago: no attempt has told yet whether what was said still holds.
+                self._undecided.add(subject)
             base = {"credential": name, "state": state}
             if state == CredentialState.DEGRADED:
                 since = self._degraded_since.setdefault(name, now)

@@ -175,7 +175,6 @@ def test_notices_reach_a_command_and_a_webhook_once_and_never_carry_a_secret(
     sample = wait_for(lambda: [n for n in webhook.received if n.get("test")], "the sample at the webhook")[0]
     assert sample["event"] == "expired" and sample["credential"] == "example" and sample["state"] == "TEST"
     time.sleep(1.0)  # let a repeated notice, were one coming, arrive
-
     assert sorted(hook.events()) == sorted(
         [("expiring", "desk-static"), ("needs_reauth", "live"), ("locked", None), ("expired", "example")]
     ), "one notice per condition"

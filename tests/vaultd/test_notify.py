@@ -157,6 +157,34 @@ async def test_a_credential_awaiting_its_first_login_is_news_only_if_left_so(
     assert sent.events()[-1] == ("needs_reauth", "broker", False), "a refusal is told at once"
 
 
+async def test_an_unlock_that_refuses_again_says_nothing_new(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    """After an unlock a credential starts over (RENEW_DUE, no token, no error) until its first attempt
+    ends: that moment clears nothing, so the same refusal again is no new notice."""
+    vault = FakeVault()
+    vault.set("desk", "NEEDS_REAUTH", last_error="invalid_grant: refresh token revoked")
+    notifier, sent = await started(nursery, vault)
+    await settle()
+    vault.state = VaultState.LOCKED
+    notifier.changed()
+    await settle()
+    vault.state = VaultState.UNLOCKED
+    vault.set("desk", "RENEW_DUE", expires_at=None)
+    notifier.changed()
+    await settle()
+    vault.set("desk", "NEEDS_REAUTH", last_error="invalid_grant: refresh token revoked")
+    notifier.changed()
+    await settle()
+    assert sent.events() == [("needs_reauth", "desk", False), ("locked", None, False)]
+
+    vault.set("desk", "FRESH", expires_at=BASE + DAY)  # a real recovery still clears it
+    notifier.changed()
+    await settle()
+    vault.set("desk", "NEEDS_REAUTH", last_error="invalid_grant")
+    notifier.changed()
+    await settle()
+    assert sent.events()[-1] == ("needs_reauth", "desk", False) and len(sent.notices) == 3
+
+
 async def test_expiring_at_two_days_and_again_at_one(nursery: trio.Nursery, autojump_clock: Any) -> None:
     vault = FakeVault()
     vault.set("oauth", refresh_token_expires_at=BASE + 3 * DAY)
