@@ -157,7 +157,11 @@ class OperatorMethods:
         }
 
     async def _notify_test(self, params: _Params, session: Session) -> Any:
-        """A sample notice to every ``[[notify]]`` sink; each one's outcome (no sink: an empty list)."""
+        """A sample notice to every ``[[notify]]`` sink; each one's outcome (no sink: an empty list).
+
+        The passphrase first: an engine must not be able to make the operator's pager ring, nor start
+        the sinks' commands at will."""
+        await self.vault.check_passphrase(take_secret(params))
         notifier = self.notifier
         if notifier is None:
             return {"event": params["event"], "sinks": []}

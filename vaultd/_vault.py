@@ -478,6 +478,17 @@ class Vault(VaultReaders, VaultBackup, VaultAdmin):
         finally:
             key.wipe()
 
+    async def check_passphrase(self, passphrase: Secret) -> None:
+        """For a method that needs the operator but changes nothing in the vault (``notify.test``).
+
+        Raises:
+            RpcError: NOT_INITIALIZED, LOCKED, BAD_PASSPHRASE (after the daemon-wide delay).
+        """
+        try:
+            await self._admin(passphrase)
+        finally:
+            passphrase.wipe()
+
     async def _admin(self, passphrase: Secret) -> tuple[OpenVault, int]:
         """Check the vault is unlocked and ``passphrase`` opens it; return it and its epoch."""
         if self._open is None:

@@ -325,7 +325,7 @@ CALLS: list[tuple[str, Method, int, list[Any], dict[str, Any]]] = [
         "notify.test",
         Method.NOTIFY_TEST,
         19,
-        [{"event": "expiring"}],
+        [{"passphrase": PASS, "event": "expiring"}],
         {"event": "expiring", "sinks": [{"sink": "#1 command /usr/local/bin/page", "ok": True, "error": None}]},
     ),
     (

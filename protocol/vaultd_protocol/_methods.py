@@ -200,7 +200,7 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
     ),
     Method.UPSTREAM_REMOVE: (_PASSPHRASE, _NAME),
     Method.UPSTREAM_LIST: (),
-    Method.NOTIFY_TEST: (Field("event", "str", required=False, default="needs_reauth", max_len=32),),
+    Method.NOTIFY_TEST: (_PASSPHRASE, Field("event", "str", required=False, default="needs_reauth", max_len=32)),
     Method.VAULT_BACKUP: (
         _PASSPHRASE,
         Field("path", "str", max_len=4096),

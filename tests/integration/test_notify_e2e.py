@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from vaultd_client.errors import InvalidParams
+
 from ..daemon_process import PASS, DaemonProcess, FakeExchangeProcess
 from ..polling import wait_for
 
@@ -165,7 +167,7 @@ def test_notices_reach_a_command_and_a_webhook_once_and_never_carry_a_secret(
     wait_for(lambda: ("locked", None) in webhook.events(), "the locked notice")
     wait_for(lambda: ("locked", None) in hook.events(), "the command's locked notice")
     daemon.ctl("unlock", *daemon.pw())
-    tested = daemon.ctl("notify", "test", "--event", "expired", "--json")
+    tested = daemon.ctl("notify", "test", "--event", "expired", "--json", *daemon.pw())
     outcome = json.loads(tested.stdout)
     assert outcome["event"] == "expired"
     assert outcome["sinks"] == [
@@ -242,7 +244,7 @@ def test_a_hanging_command_and_a_silent_webhook_never_hold_up_token_get(
         wait_for(lambda: said in daemon.log, "the silent webhook to be given up", 15)
 
         begin = time.monotonic()
-        tested = daemon.ctl("notify", "test", check=False)
+        tested = daemon.ctl("notify", "test", *daemon.pw(), check=False)
         assert 3.5 < time.monotonic() - begin < 15
         assert tested.returncode == 1
         lines = tested.stdout.splitlines()
@@ -262,17 +264,24 @@ def test_a_bad_notify_table_stops_the_start_and_sighup_reloads(alerted: DaemonPr
 
     settings.write_text("")
     daemon.start()
-    empty = daemon.ctl("notify", "test", check=False)
+    daemon.ready()
+    empty = daemon.ctl("notify", "test", *daemon.pw(), check=False)
     assert (empty.returncode, empty.stdout) == (1, "")
     assert empty.stderr.startswith("vaultctl: the running daemon has no [[notify]] sink") and "SIGHUP" in empty.stderr
     settings.write_text(f'[[notify]]\ncommand = ["{hook.path}"]\n')
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "SIGHUP: alerts: 1 notify sink(s)" in daemon.log, "the reload")
-    assert daemon.ctl("notify", "test").stdout == f"#1 command {hook.path}  ok\n"
+    assert daemon.ctl("notify", "test", *daemon.pw()).stdout == f"#1 command {hook.path}  ok\n"
     assert hook.received()[0]["test"] is True
+    # An engine (a process of the same user without the passphrase) cannot ring the operator's pager.
+    wrong = daemon.ctl("notify", "test", "--passphrase-fd", "0", stdin="not the passphrase\n", check=False)
+    assert wrong.returncode == 1 and "BAD_PASSPHRASE" in wrong.stderr
+    with daemon.client() as engine, pytest.raises(InvalidParams, match="passphrase"):
+        engine.call("notify.test", {})
+    assert len(hook.received()) == 1, "no sink ran"
 
     settings.write_text('[[notify]]\ncommand = ["/nonexistent/pager"]\n')  # a bad reload keeps what works
     daemon.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "alerts not reloaded" in daemon.log, "the refused reload")
-    assert daemon.ctl("notify", "test").stdout == f"#1 command {hook.path}  ok\n"
+    assert daemon.ctl("notify", "test", *daemon.pw()).stdout == f"#1 command {hook.path}  ok\n"

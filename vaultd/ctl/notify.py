@@ -15,7 +15,7 @@ from collections.abc import Callable
 from vaultd_client import Client
 from vaultd_protocol import Method
 
-from .common import EXIT_FAILED, EXIT_OK, CtlError
+from .common import EXIT_FAILED, EXIT_OK, CtlError, _passphrase, _passphrase_options
 
 __all__ = ["NOTIFY_COMMANDS", "add_notify_parsers"]
 
@@ -36,17 +36,20 @@ def add_notify_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="send a sample alert to every sink now and show each one's outcome",
         description='The daemon sends a sample notice ("test": true, credential "example") to every '
         "[[notify]] sink, whatever events the sink asks for, and reports each outcome. Exit status 0 when "
-        "every sink took it, 1 otherwise (or when no sink is configured).",
+        "every sink took it, 1 otherwise (or when no sink is configured). Needs the vault unlocked and its "
+        "passphrase, so that no engine can make your pager ring.",
     )
     p.add_argument(
         "--event", default="needs_reauth", choices=_EVENTS, help="the kind of sample notice (default needs_reauth)"
     )
     p.add_argument("--json", action="store_true", help="print the outcomes as JSON")
+    _passphrase_options(p)
 
 
 def cmd_notify_test(client: Client, args: argparse.Namespace) -> int:
     # The daemon waits for every sink (each within its timeout, up to 300 s): the slow timeout.
-    result = client.call(Method.NOTIFY_TEST, {"event": args.event}, timeout=max(client.slow_timeout, 320.0))
+    params = {"passphrase": _passphrase(args), "event": args.event}
+    result = client.call(Method.NOTIFY_TEST, params, timeout=max(client.slow_timeout, 320.0))
     sinks = result["sinks"]
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
