@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import trio
 
+from ._loopback import checked_pool
 from ._notify_config import Sink
 
 __all__ = ["child_environment", "deliver"]
@@ -82,9 +84,19 @@ async def _run(argv: tuple[str, ...], body: bytes, env: dict[str, str]) -> str |
 
 
 async def _post(url: str, body: bytes, *, seconds: float) -> str | None:
-    """``seconds`` bounds each of httpx's phases; :func:`deliver`'s cancel scope bounds the whole."""
+    """``seconds`` bounds each of httpx's phases; :func:`deliver`'s cancel scope bounds the whole.
+
+    Plain http goes only to loopback (the settings say so), where nothing proves who listens: as
+    for OpenBao (``_loopback``), the socket that accepts the connection must be this user's, else
+    nothing is sent (another user could bind the port while the webhook's server is down)."""
+    transport = None
+    if httpx.URL(url).scheme == "http":
+        transport = httpx.AsyncHTTPTransport()
+        transport._pool = checked_pool(ssl.create_default_context(), frozenset({os.getuid()}), 1)  # as _bao does
     try:
-        async with httpx.AsyncClient(timeout=seconds, follow_redirects=False, trust_env=False) as http:
+        async with httpx.AsyncClient(
+            timeout=seconds, follow_redirects=False, trust_env=False, transport=transport
+        ) as http:
             answer = await http.post(
                 url, content=body, headers={"Content-Type": "application/json", "User-Agent": "vaultd-notify"}
             )
