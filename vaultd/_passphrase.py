@@ -26,12 +26,28 @@ def _first_line(raw: bytes, where: str) -> str:
     return text
 
 
-def _warn_if_others_can_read(file: str, mode: int) -> None:
-    """ssh's habit for key files: a passphrase file others can read is said out loud (but used)."""
-    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
+def _warn_if_others_can_read(file: str, status: os.stat_result) -> None:
+    """ssh's habit for key files: a passphrase file others can read, write, or own is said out loud
+    (but used): readable, it is no secret; writable or owned by another user, someone else can put
+    their passphrase in it before an ``init`` or a ``passwd``."""
+    mode = status.st_mode
+    if not stat.S_ISREG(mode):
+        return
+    others = []
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        others.append("readable")
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        others.append("writable")
+    if others:
         print(
-            f"vaultctl: warning: the passphrase file {file} is readable by other users "
+            f"vaultctl: warning: the passphrase file {file} is {' and '.join(others)} by other users "
             f"(mode {stat.S_IMODE(mode):04o}): run 'chmod 600 {file}'",
+            file=sys.stderr,
+        )
+    if status.st_uid != os.geteuid():
+        print(
+            f"vaultctl: warning: the passphrase file {file} belongs to uid {status.st_uid}, not you "
+            f"(uid {os.geteuid()}): its owner can change it",
             file=sys.stderr,
         )
 
@@ -67,7 +83,7 @@ def read_passphrase(
     if file is not None:
         try:
             with open(file, "rb") as handle:
-                _warn_if_others_can_read(file, os.fstat(handle.fileno()).st_mode)
+                _warn_if_others_can_read(file, os.fstat(handle.fileno()))
                 return _first_line(handle.read(_MAX + 1), file)
         except OSError as exc:
             raise PassphraseError(f"cannot read the passphrase file {file}: {exc.strerror}") from None

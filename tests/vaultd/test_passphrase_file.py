@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,26 @@ def test_a_file_others_can_read_is_warned_about(tmp_path: Path, mode: int, capsy
     assert f"passphrase file {path} is readable by other users (mode {mode:04o})" in err
     assert f"chmod 600 {path}" in err
     assert PASSPHRASE not in err
+
+
+@pytest.mark.parametrize(("mode", "said"), [(0o602, "writable"), (0o620, "writable"), (0o666, "readable and writable")])
+def test_a_file_others_can_write_is_warned_about(
+    tmp_path: Path, mode: int, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _file(tmp_path, mode)
+    assert read_passphrase(file=str(path), fd=None) == PASSPHRASE
+    assert f"passphrase file {path} is {said} by other users (mode {mode:04o})" in capsys.readouterr().err
+
+
+def test_a_file_another_user_owns_is_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() != 0:  # CI runs as root: there, no root is a failure, not a skip
+        message = "giving a file to another user needs root"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    path = _file(tmp_path, 0o600)
+    os.chown(path, 65534, 65534)
+    assert read_passphrase(file=str(path), fd=None) == PASSPHRASE
+    err = capsys.readouterr().err
+    assert f"passphrase file {path} belongs to uid 65534, not you" in err and PASSPHRASE not in err
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o400])
