@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _systemd.check_setting_names(_systemd.settings_path())
         level = args.log_level or _systemd.configured_log_level(_systemd.settings_path()) or "info"
         notify = load_notify_settings(_systemd.settings_path())  # a bad [[notify]]: no start, as a bad log_level
     except ValueError as exc:
@@ -504,6 +505,7 @@ def _reload_notify(settings_file: Path | None, notifier: Notifier) -> None:
     if settings_file is None:
         return
     try:
+        _systemd.check_setting_names(settings_file)
         settings = load_notify_settings(settings_file)
     except ValueError as exc:
         log.error("SIGHUP: alerts not reloaded (the previous ones stay in effect): %s", exc)

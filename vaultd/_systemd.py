@@ -152,6 +152,30 @@ def settings_path() -> Path:
     return Path(platformdirs.user_config_dir("vaultd", appauthor=False)) / "vaultd.toml"
 
 
+#: Every top-level name vaultd.toml may hold (``_notify_config`` checks inside the tables).
+SETTINGS = ("alerts", "log_level", "metrics", "metrics_allow_remote", "notify")
+
+
+def check_setting_names(path: Path) -> None:
+    """Refuse a settings file with a name vaultd does not know: a typo (``[[notfy]]``, ``metrcs``)
+    would otherwise turn alerts or metrics off without a word.
+
+    Raises:
+        ValueError: the file is not TOML, or holds an unknown name (the message lists the known ones).
+    """
+    try:
+        with path.open("rb") as handle:
+            settings = tomllib.load(handle)
+    except FileNotFoundError:
+        return
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise ValueError(f"{path}: unknown setting {names} (known: {', '.join(SETTINGS)})")
+
+
 def configured_log_level(path: Path) -> str | None:
     """``log_level`` from the settings file (``vaultd.toml``); None when absent or unset.
 

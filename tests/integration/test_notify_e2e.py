@@ -261,6 +261,12 @@ def test_a_bad_notify_table_stops_the_start_and_sighup_reloads(alerted: DaemonPr
     assert daemon.proc is not None and daemon.proc.wait(timeout=20) == 1
     daemon.proc = None
     assert "[[notify]] #1: webhook must use https://" in daemon.log and str(settings) in daemon.log
+    # A typo in a table's name would switch the alerts off without a word: refused as well.
+    settings.write_text('log_level = "info"\n[[notfy]]\ncommand = ["/bin/true"]\n')
+    daemon.start("--log-level", "debug", wait=False)
+    assert daemon.proc is not None and daemon.proc.wait(timeout=20) == 1
+    daemon.proc = None
+    assert f"{settings}: unknown setting 'notfy' (known: alerts, log_level, metrics" in daemon.log
 
     settings.write_text("")
     daemon.start()
