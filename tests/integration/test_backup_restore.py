@@ -27,6 +27,7 @@ from vaultd._vaultfile import decode
 from vaultd_client.errors import OnHold
 
 from ..daemon_process import BIN, PASS, DaemonProcess, FakeExchangeProcess
+from .test_terminal import Terminal
 
 #: Tokens live 4 s: the live daemon renews (and rotates) about every 2.5 s.
 LIFETIME = 4.0
@@ -436,3 +437,33 @@ def test_a_process_that_may_lock_the_vault_cannot_replace_it_with_one_of_its_own
     refused_old = daemon.ctl("unlock", *daemon.pw(), check=False)
     assert "(BAD_PASSPHRASE)" in refused_old.stderr
     daemon.ctl("unlock", "--passphrase-file", str(other_pass))
+
+
+def test_on_a_terminal_restore_asks_for_the_backups_passphrase_only_when_the_vaults_does_not_open_it(
+    daemon: DaemonProcess, short_tmp: Path
+) -> None:
+    daemon.start()
+    daemon.ready()
+    old = short_tmp / "old.backup"
+    backup(daemon, old)
+    new_pass = short_tmp / "new-pass"
+    new_pass.write_text("a new fake passphrase\n")
+    daemon.ctl("passwd", *daemon.pw(), "--new-passphrase-file", str(new_pass))
+    newer = short_tmp / "newer.backup"
+    daemon.ctl("backup", str(newer), "--passphrase-file", str(new_pass))
+    daemon.ctl("lock")
+
+    same = Terminal(daemon, "restore", str(newer))  # opens with the vault's passphrase: one question
+    same.expect("Passphrase: ")
+    same.type("a new fake passphrase")
+    assert same.finish() == 0, same.screen
+    assert b"backup's passphrase" not in same.screen and b"restored" in same.screen
+
+    older = Terminal(daemon, "restore", str(old))  # from before the passwd: asked for the backup's
+    older.expect("Passphrase: ")
+    older.type("a new fake passphrase")
+    older.expect("The backup's passphrase: ")
+    older.type(PASS)
+    assert older.finish() == 0, older.screen
+    assert b"opens with the backup's passphrase" in older.screen
+    daemon.ctl("unlock", *daemon.pw())  # installed as it is: the backup's passphrase opens it
