@@ -2,13 +2,17 @@
 
 A backup is the live vault file's bytes, copied by the daemon under its write lock (so it is
 exactly the newest write), written to the operator's path (0600, never through a symbolic
-link, never over an existing file unless forced), then read back and opened with the data key
-in memory, every record parsed: no decrypted byte leaves the daemon. Its fingerprint is the
-SHA-256 of the whole file (header and sealed body), the same as ``sha256sum FILE`` prints.
+link, never over an existing file unless forced, and then only over a vault file), then read
+back and opened with the data key in memory, every record parsed: no decrypted byte leaves the
+daemon. Its fingerprint is the SHA-256 of the whole file (header and sealed body), the same as
+``sha256sum FILE`` prints.
 
-A restore (vault LOCKED or not created yet) checks the file whole before anything changes:
-format, passphrase, the sealed body, every record. Then it writes it as the vault (the old one
-kept as ``vault.bak``, as every vault write keeps it) at a generation above every one recorded,
+A restore (vault LOCKED or not created yet) first needs the passphrase of the vault there, if
+one is (any process of the user may lock it: the backup's own passphrase must not be enough to
+replace it), then checks the file whole before anything changes: format, the backup's
+passphrase, the sealed body, every record and credential name. Then it keeps the vault replaced
+as ``vault.pre-restore-<UTC time>`` (no later write rotates it away) and writes the file, as it
+is, as the vault (``vault.bak`` keeping the old one too) at a generation above every one recorded,
 so the next unlock does not refuse it as a rollback: the operator asked for it. Every
 credential whose upstream may rotate refresh tokens (:func:`needs_hold`) is sealed ON_HOLD in
 the restored file: a copy of a refresh token that the live vault may have rotated since must
