@@ -2,13 +2,17 @@
 
 A backup is the live vault file's bytes, copied by the daemon under its write lock (so it is
 exactly the newest write), written to the operator's path (0600, never through a symbolic
-link, never over an existing file unless forced), then read back and opened with the data key
-in memory, every record parsed: no decrypted byte leaves the daemon. Its fingerprint is the
-SHA-256 of the whole file (header and sealed body), the same as ``sha256sum FILE`` prints.
+link, never over an existing file unless forced, and then only over a vault file), then read
+back and opened with the data key in memory, every record parsed: no decrypted byte leaves the
+daemon. Its fingerprint is the SHA-256 of the whole file (header and sealed body), the same as
+``sha256sum FILE`` prints.
 
-A restore (vault LOCKED or not created yet) checks the file whole before anything changes:
-format, passphrase, the sealed body, every record. Then it writes it as the vault (the old one
-kept as ``vault.bak``, as every vault write keeps it) at a generation above every one recorded,
+A restore (vault LOCKED or not created yet) first needs the passphrase of the vault there, if
+one is (any process of the user may lock it: the backup's own passphrase must not be enough to
+replace it), then checks the file whole before anything changes: format, the backup's
+passphrase, the sealed body, every record and credential name. Then it keeps the vault replaced
+as ``vault.pre-restore-<UTC time>`` (no later write rotates it away) and writes the file, as it
+is, as the vault (``vault.bak`` keeping the old one too) at a generation above every one recorded,
 so the next unlock does not refuse it as a rollback: the operator asked for it. Every
 credential whose upstream may rotate refresh tokens (:func:`needs_hold`) is sealed ON_HOLD in
 the restored file: a copy of a refresh token that the live vault may have rotated since must
@@ -27,6 +31,7 @@ import hmac
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,7 @@ from . import _vaultfile
 from ._atomic import NotDurable, StorageError, write_atomic
 from ._credentials import Credential, utc_text
 from ._errors import RpcError
-from ._opened import OpenVault, new_audit_key, read_body, sealed_body
+from ._opened import BadRecordName, OpenVault, new_audit_key, read_body, sealed_body
 from ._renewer import Renewer
 from ._rollback import GenerationRecords
 from ._sealing import OpenFailed
@@ -59,6 +64,8 @@ _NEVER_HELD = frozenset({"static", "jwt", "sign", "keepalive"})
 _RENEWAL_WAIT = 60.0
 #: Names in the vault's folder a backup must not take.
 _LIVE_NAMES = ("vault", "vault.bak", "vault.generation")
+#: The vault a restore replaced is kept under this name plus the UTC time (never overwritten).
+PRE_RESTORE = "vault.pre-restore-"
 
 
 def needs_hold(record: Mapping[str, Any]) -> bool:
@@ -205,7 +212,7 @@ class VaultBackup:
             )
         with contextlib.suppress(OSError):
             if folder.resolve() == self.path.parent.resolve() and (
-                target.name in _LIVE_NAMES or target.name.startswith(".vault")
+                target.name in _LIVE_NAMES or target.name.startswith((".vault", PRE_RESTORE))
             ):
                 raise RpcError(
                     ErrorCode.INVALID_PARAMS,
@@ -228,15 +235,29 @@ class VaultBackup:
             raise RpcError(
                 ErrorCode.ALREADY_EXISTS, f"{target} exists: choose another name, or overwrite it with --force"
             )
+        if not _is_vault_file(target):
+            raise RpcError(
+                ErrorCode.INVALID_PARAMS,
+                f"'path' {target} exists and is not a vault file (it does not begin as one): 'force' replaces only "
+                "an older backup, never another file; choose another name",
+            )
 
     # -- restore ---------------------------------------------------------------------------------
 
-    async def restore_from(self, passphrase: Secret, source: Path) -> dict[str, Any]:
+    async def restore_from(
+        self, passphrase: Secret, source: Path, backup_passphrase: Secret | None = None
+    ) -> dict[str, Any]:
         """Make the backup at ``source`` the vault, after checking it whole; the vault stays LOCKED.
+
+        With a vault there, ``passphrase`` must open it, checked (through the failure delay)
+        before ``source`` is even opened; the backup must open with ``backup_passphrase``
+        (default: ``passphrase``). The file is installed as it is: it opens with the passphrase
+        that opened the backup. The vault replaced is kept as ``vault.pre-restore-<UTC time>``.
 
         Raises:
             RpcError: INVALID_PARAMS (the vault is unlocked; a relative path; a file that is not
-                a whole vault this version can read), BAD_PASSPHRASE (after the failure delay),
+                a whole vault this version can read), BAD_PASSPHRASE (after the failure delay:
+                ``'passphrase'`` or ``'backup_passphrase'`` at the start of the message says which),
                 STORAGE_FAILED (not written: the vault is as it was; or written, not durable).
         """
         async with self._lock:
@@ -246,22 +267,81 @@ class VaultBackup:
                     "the vault is unlocked: lock it first ('vaultctl lock'; engines are refused until the next "
                     "unlock), then restore",
                 )
+            current = await self._check_current(passphrase)
             _check_path(source)
             data = await self._blocking(_read_vault_file, source)
             try:
                 header, end = _vaultfile.read_header(data)
             except _vaultfile.VaultFormatError as exc:
                 raise RpcError(ErrorCode.INVALID_PARAMS, f"{source} cannot be restored: {exc}") from None
-            data_key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, header, passphrase)
+            opens_with = passphrase if backup_passphrase is None else backup_passphrase
             try:
-                return await self._restore_checked(source, data, header, end, data_key)
+                data_key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, header, opens_with)
+            except RpcError as exc:
+                if exc.code is not ErrorCode.BAD_PASSPHRASE:
+                    raise
+                raise RpcError(
+                    ErrorCode.BAD_PASSPHRASE,
+                    f"'backup_passphrase': {source} does not open with "
+                    + ("it" if backup_passphrase is not None else "the vault's passphrase")
+                    + " (a backup taken before 'vaultctl passwd' opens with the passphrase of its day: give that "
+                    "as the backup's passphrase)",
+                ) from None
+            changed = current is not None and not hmac.compare_digest(opens_with.reveal(), passphrase.reveal())
+            try:
+                result = await self._restore_checked(source, data, header, end, data_key, current=current)
             finally:
                 data_key.wipe()
+            result["passphrase_changed"] = changed
+            return result
+
+    async def _check_current(self, passphrase: Secret) -> bytes | None:
+        """The vault file there now, once ``passphrase`` opens it (None: there is none).
+
+        A file that is not a readable vault (VAULT_DAMAGED) cannot check a passphrase: it is
+        returned unchecked, so that a backup can replace it (it is kept as the pre-restore copy).
+
+        Raises:
+            RpcError: BAD_PASSPHRASE (after the failure delay), STORAGE_FAILED (unreadable).
+        """
+        try:
+            data: bytes = await self._blocking(self.path.read_bytes)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise RpcError(
+                ErrorCode.STORAGE_FAILED, f"the vault there now cannot be read ({exc.strerror}): nothing restored"
+            ) from None
+        try:
+            header, _ = _vaultfile.read_header(data)
+        except _vaultfile.VaultFormatError as exc:
+            log.warning("the vault replaced by this restore is damaged (%s): no passphrase can check it", exc)
+            return data
+        try:
+            key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, header, passphrase)
+        except RpcError as exc:
+            if exc.code is not ErrorCode.BAD_PASSPHRASE:
+                raise
+            raise RpcError(
+                ErrorCode.BAD_PASSPHRASE,
+                "'passphrase' does not open the vault there now: a restore replaces a vault only with its "
+                "passphrase (the backup's, if another, goes in 'backup_passphrase')",
+            ) from None
+        key.wipe()
+        return data
 
     async def _restore_checked(
-        self, source: Path, data: bytes, header: _vaultfile.Header, end: int, data_key: Secret
+        self,
+        source: Path,
+        data: bytes,
+        header: _vaultfile.Header,
+        end: int,
+        data_key: Secret,
+        *,
+        current: bytes | None,
     ) -> dict[str, Any]:
-        """With the passphrase checked: open the body, check every record, hold, write."""
+        """With the passphrases checked: open the body, check every record, keep ``current`` (the
+        vault replaced), hold, write."""
         try:
             body = _vaultfile.decode_body(data, end, data_key)
         except (OpenFailed, _vaultfile.VaultFormatError):
@@ -272,6 +352,8 @@ class VaultBackup:
             ) from None
         try:
             read_body(body).wipe()  # every record parses, or nothing is restored
+        except BadRecordName as exc:
+            raise RpcError(ErrorCode.INVALID_PARAMS, f"{source} cannot be restored: {exc}") from None
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise RpcError(
                 ErrorCode.INVALID_PARAMS,
@@ -288,8 +370,9 @@ class VaultBackup:
         body["audit_key"] = audit_key
         body.pop("version", None)
         newest = await self._blocking(self._records.newest, audit_key)
-        replaced = self._generation if self.path.exists() else None
+        replaced = self._generation if current is not None else None
         generation = max(header.generation, self._generation, newest) + 1
+        previous = None if current is None else await self._blocking(_keep_previous, self.path, current, now)
         durable = True
         async with self._write_lock:
             try:
@@ -301,7 +384,7 @@ class VaultBackup:
         self._on_change()
         accepted = (
             f"restored {source} (generation {header.generation}"
-            + ("" if replaced is None else f"; the vault replaced was at generation {replaced}, kept as vault.bak")
+            + ("" if replaced is None else f"; the vault replaced was at generation {replaced}, kept as {previous}")
             + f"), written as generation {generation}; on hold: {', '.join(held) or 'none'}"
         )
         log.warning("rollback accepted by the operator: %s", accepted)
@@ -316,7 +399,7 @@ class VaultBackup:
             "restored_generation": header.generation,
             "fingerprint": fingerprint(data),
             "held": held,
-            "previous": str(self.backup) if replaced is not None else None,
+            "previous": None if previous is None else str(previous),
             "rollback_accepted": accepted,
         }
 
@@ -386,6 +469,20 @@ def _check_path(path: Path) -> None:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"'path' must be absolute, not {str(path)[:200]!r}")
 
 
+def _is_vault_file(path: Path) -> bool:
+    """Whether the regular file at ``path`` begins with the vault magic (blocking; never follows a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, len(_vaultfile.MAGIC)) == _vaultfile.MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _read_vault_file(source: Path) -> bytes:
     """The bytes of a regular file of at most :data:`MAX_VAULT_BYTES` (blocking).
 
@@ -413,6 +510,33 @@ def _read_vault_file(source: Path) -> bytes:
     if len(data) > MAX_VAULT_BYTES:
         raise RpcError(ErrorCode.INVALID_PARAMS, f"'path' {source} is larger than a vault may be")
     return data
+
+
+def _keep_previous(vault: Path, data: bytes, now: float) -> Path:
+    """Keep ``data`` (the vault a restore replaces) as ``vault.pre-restore-<UTC time>`` beside it
+    (0600, never overwritten: a name taken gets a suffix); its path (blocking).
+
+    Raises:
+        RpcError: STORAGE_FAILED: not kept (durably), so nothing is restored.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    for attempt in range(100):
+        kept = vault.with_name(f"{PRE_RESTORE}{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            write_atomic(kept, data, overwrite=False)
+        except StorageError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            raise RpcError(
+                ErrorCode.STORAGE_FAILED, f"the vault there now could not be kept ({exc}): nothing restored"
+            ) from None
+        except NotDurable as exc:
+            raise RpcError(
+                ErrorCode.STORAGE_FAILED, f"the vault there now was not kept durably ({exc}): nothing restored"
+            ) from None
+        log.warning("the vault a restore replaces is kept as %s", kept)
+        return kept
+    raise RpcError(ErrorCode.STORAGE_FAILED, f"no free name for {PRE_RESTORE}{stamp}: nothing restored")
 
 
 def _write_and_verify(target: Path, data: bytes, header: _vaultfile.Header, data_key: Secret, force: bool) -> int:
@@ -463,7 +587,7 @@ def _verify(target: Path, data: bytes, header: _vaultfile.Header, data_key: Secr
                 ErrorCode.STORAGE_FAILED,
                 "the vault file changed under the daemon (not sealed under this passphrase): no backup kept",
             )
-        read_body(_vaultfile.decode_body(back, end, data_key)).wipe()
+        read_body(_vaultfile.decode_body(back, end, data_key), skip_bad_names=True).wipe()
     except (_vaultfile.VaultFormatError, OpenFailed, KeyError, ValueError, TypeError, AttributeError) as exc:
         raise RpcError(
             ErrorCode.STORAGE_FAILED, f"the backup does not open as a vault ({type(exc).__name__}): it was removed"

@@ -178,7 +178,11 @@ def utc_text(epoch: float) -> str:
 
 
 def from_record(name: str, record: dict[str, Any]) -> Credential:
-    """Raises: KeyError, ValueError, TypeError: a record this version cannot read."""
+    """Raises: KeyError, ValueError, TypeError: a record this version cannot read (ConfigError, a
+    ValueError, for a name that is not a credential name: a sealed file may have been crafted)."""
+    if not isinstance(name, str):
+        raise TypeError("name")
+    check_name(name)
     provider = provider_from_record(record["kind"], record["config"])
     credential = Credential(name, provider, float(record["created_at"]), float(record["updated_at"]))
     if record.get("source") is not None:

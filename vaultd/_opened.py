@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _vaultfile
-from ._credentials import Credential, from_record
+from ._credentials import NAME_PATTERN, Credential, from_record
 from ._secret import Secret
 from ._upstream import UpstreamConfig
 
-__all__ = ["FINGERPRINTS_KEPT", "Body", "OpenVault", "adopt", "new_audit_key", "read_body", "sealed_body"]
+__all__ = [
+    "FINGERPRINTS_KEPT",
+    "BadRecordName",
+    "Body",
+    "OpenVault",
+    "adopt",
+    "new_audit_key",
+    "read_body",
+    "sealed_body",
+]
+
+log = logging.getLogger("vaultd.vault")
 
 #: Fingerprints remembered at most (then forgotten all at once): tokens renew, names are few.
 FINGERPRINTS_KEPT = 4096
@@ -77,15 +89,36 @@ class Body:
             upstream.wipe()
 
 
-def read_body(body: dict[str, Any]) -> Body:
+class BadRecordName(ValueError):
+    """A credential record whose name is not a credential name (a crafted file): by its index."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(
+            f"credential record #{index} (in the file's order) has a name that is not a credential name "
+            "(1 to 64 ASCII letters, digits, '.', '_' and '-', starting with a letter or digit)"
+        )
+        self.index = index
+
+
+def read_body(body: dict[str, Any], *, skip_bad_names: bool = False) -> Body:
     """The credentials, policy, audit key and upstreams a body holds.
+
+    A credential record whose name is not a credential name (only a crafted file has one) is
+    refused (:class:`BadRecordName`), or with ``skip_bad_names`` left out and logged by its
+    index (never the name itself: it may carry terminal escapes or shell syntax).
 
     Raises:
         KeyError, ValueError, TypeError, AttributeError: a record this version cannot read.
     """
     read = Body({}, {}, None, {})
     try:
-        read.credentials = {name: from_record(name, rec) for name, rec in body["credentials"].items()}
+        for index, (name, rec) in enumerate(body["credentials"].items(), 1):
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                if not skip_bad_names:
+                    raise BadRecordName(index)
+                log.error("%s: not loaded (the next write of the vault drops it)", BadRecordName(index))
+                continue
+            read.credentials[name] = from_record(name, rec)
         read.upstreams = {
             name: UpstreamConfig.from_record(name, rec) for name, rec in body.get("upstreams", {}).items()
         }

@@ -176,7 +176,12 @@ class OperatorMethods:
         return await self.vault.backup_to(take_secret(params), path, force=params["force"], then_lock=params["lock"])
 
     async def _restore(self, params: _Params, session: Session) -> Any:
-        result = await self.vault.restore_from(take_secret(params), Path(params["path"]))
+        backup_passphrase = params.pop("backup_passphrase", None)
+        result = await self.vault.restore_from(
+            take_secret(params),
+            Path(params["path"]),
+            None if backup_passphrase is None else Secret(backup_passphrase),
+        )
         # A rollback the operator asked for: its own line, beside the "ok", as an accepted unlock has.
         self._audit(session.identity, Method.VAULT_RESTORE, None, "rollback_accepted", why=result["rollback_accepted"])
         return result

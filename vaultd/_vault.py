@@ -225,7 +225,7 @@ class Vault(VaultReaders, VaultBackup, VaultAdmin):
                 self._initialized = False
                 raise RpcError(ErrorCode.NOT_INITIALIZED, f"the vault file {self.path} is gone") from None
             try:
-                read = read_body(body)
+                read = read_body(body, skip_bad_names=True)  # a crafted name: left out, logged by index
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
                 data_key.wipe()
                 raise RpcError(
@@ -386,19 +386,31 @@ class Vault(VaultReaders, VaultBackup, VaultAdmin):
             credential.wipe()
             raise
         existing = self._credentials.get(name)
-        await self._swap_in(opened, epoch, existing, credential)
+        await self._swap_in(opened, epoch, existing, credential, end_hold=True)  # a new configuration
         log.info("credential %r %s (kind %s)", name, "replaced" if existing else "added", kind)
         return existing is None
 
     async def _swap_in(
-        self, opened: OpenVault, epoch: int, existing: Credential | None, credential: Credential
+        self,
+        opened: OpenVault,
+        epoch: int,
+        existing: Credential | None,
+        credential: Credential,
+        *,
+        end_hold: bool = False,
     ) -> None:
         """Write the vault with ``credential`` in place of ``existing`` (or added), then serve it.
+
+        ``existing``'s hold (``_backup``) carries over unless ``end_hold``: only the operator
+        ends one (a replacement with a configuration of their own), never a new copy of the same
+        configuration (a new OpenBao version), which holds the refresh token the hold is about.
 
         Raises:
             RpcError: STORAGE_FAILED, LOCKED (as :meth:`_persist`).
         """
         if existing is not None:
+            if not end_hold and existing.hold is not None:
+                credential.hold = existing.hold
             credential.created_at = existing.created_at
             carry = getattr(credential.provider, "carry_nonce_from", None)
             if carry is not None and type(existing.provider) is type(credential.provider):

@@ -58,7 +58,7 @@ class VaultUpstreams:
     _admin: Callable[[Secret], Awaitable[tuple[OpenVault, int]]]
     _persist: Callable[..., Awaitable[None]]
     _persist_current: Callable[[], Awaitable[None]]
-    _swap_in: Callable[[OpenVault, int, Credential | None, Credential], Awaitable[None]]
+    _swap_in: Callable[..., Awaitable[None]]
     _on_change: Callable[[], None]
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -287,6 +287,9 @@ class VaultUpstreams:
                 failures=0,
             )
             fresh.updated_at = now
+            fresh.hold = (
+                credential.hold
+            )  # a restored copy stays held: the new version's refresh token may be the live one's
             await self._swap_in(opened, epoch, credential, fresh)
             if not getattr(fresh.provider, "issues_tokens", True):  # a token kind publishes its first token
                 self.hub.publish(UPDATED, fresh.name, lambda: {"name": fresh.name, "version": record.version})

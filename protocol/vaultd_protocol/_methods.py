@@ -207,7 +207,11 @@ METHODS: Final[dict[Method, tuple[Field, ...]]] = {
         Field("force", "bool", required=False, default=False),
         Field("lock", "bool", required=False, default=False),
     ),
-    Method.VAULT_RESTORE: (_PASSPHRASE, Field("path", "str", max_len=4096)),
+    Method.VAULT_RESTORE: (
+        _PASSPHRASE,
+        Field("path", "str", max_len=4096),
+        Field("backup_passphrase", "secret", required=False, max_len=4096),
+    ),
     Method.CREDENTIAL_RELEASE: (_PASSPHRASE, _NAME),
     Method.CREDENTIAL_LOGIN: (
         _PASSPHRASE,

@@ -27,6 +27,7 @@ from vaultd._vaultfile import decode
 from vaultd_client.errors import OnHold
 
 from ..daemon_process import BIN, PASS, DaemonProcess, FakeExchangeProcess
+from .test_terminal import Terminal
 
 #: Tokens live 4 s: the live daemon renews (and rotates) about every 2.5 s.
 LIFETIME = 4.0
@@ -173,7 +174,9 @@ def test_a_restored_copy_holds_the_rotating_credential_while_the_live_vault_rene
     assert daemon.stop() == 0
     new_host.ctl("lock")
     again = restore(new_host, final)
-    assert again["held"] == ["live"] and again["previous"] == str(new_host.data_dir / "vault.bak")
+    assert again["held"] == ["live"] and again["passphrase_changed"] is False
+    assert Path(again["previous"]).parent == new_host.data_dir
+    assert Path(again["previous"]).name.startswith("vault.pre-restore-")
     new_host.ctl("unlock", *new_host.pw())
     assert credential(new_host, "live")["state"] == "ON_HOLD"
 
@@ -264,7 +267,11 @@ def test_refused_restores_change_nothing(daemon: DaemonProcess, short_tmp: Path)
         assert said in refused.stderr and f"({code})" in refused.stderr, (name, refused.stderr)
         assert snapshot(daemon) == before, name
     wrong = daemon.ctl("restore", str(good), "--passphrase-file", str(other_pass), check=False)
-    assert wrong.returncode == 1 and "(BAD_PASSPHRASE)" in wrong.stderr
+    assert wrong.returncode == 1 and "(BAD_PASSPHRASE)" in wrong.stderr and "'passphrase'" in wrong.stderr
+    wrong_backup = daemon.ctl(
+        "restore", str(good), *daemon.pw(), "--backup-passphrase-file", str(other_pass), check=False
+    )
+    assert wrong_backup.returncode == 1 and "'backup_passphrase'" in wrong_backup.stderr
     folder = daemon.ctl("restore", str(short_tmp), *daemon.pw(), check=False)
     assert folder.returncode == 1 and "not a regular file" in folder.stderr
     assert snapshot(daemon) == before
@@ -316,6 +323,12 @@ def test_backup_refusals_and_overwrites(daemon: DaemonProcess, short_tmp: Path) 
     second = backup(daemon, target, "--force")
     assert second["generation"] == first["generation"] + 1
     assert hashlib.sha256(target.read_bytes()).hexdigest() == second["fingerprint"]
+
+    audit_like = short_tmp / "audit.log"
+    audit_like.write_text('{"method": "token.get", "outcome": "ok"}\n')
+    not_vault = daemon.ctl("backup", str(audit_like), "--force", *daemon.pw(), check=False)
+    assert not_vault.returncode == 1 and "not a vault file" in not_vault.stderr
+    assert audit_like.read_text() == '{"method": "token.get", "outcome": "ok"}\n'
 
     victim = short_tmp / "victim"
     victim.write_text("not to be overwritten\n")
@@ -383,6 +396,74 @@ def test_a_backup_restores_over_a_damaged_vault(daemon: DaemonProcess, short_tmp
     damaged = daemon.ctl("unlock", *daemon.pw(), check=False)
     assert damaged.returncode == 1 and "(VAULT_DAMAGED)" in damaged.stderr
     result = restore(daemon, good)
-    assert result["held"] == [] and result["previous"] == str(daemon.data_dir / "vault.bak")
+    assert result["held"] == [] and Path(result["previous"]).name.startswith("vault.pre-restore-")
     daemon.ctl("unlock", *daemon.pw())
     assert daemon.ctl("get", "ex").stdout == "fake-token-e2e-1\n"
+
+
+def test_a_process_that_may_lock_the_vault_cannot_replace_it_with_one_of_its_own(
+    daemon: DaemonProcess, new_host: DaemonProcess, short_tmp: Path
+) -> None:
+    """Any process of the user may 'vault.lock'; before the fix it could then restore a vault it
+    sealed under its own passphrase, and engines got its credentials. Now the restore needs the
+    passphrase of the vault there; the operator's own restore of a foreign backup keeps the vault
+    replaced as vault.pre-restore-<time> and says that the passphrase changed."""
+    daemon.start()
+    daemon.ready()
+    other_pass = short_tmp / "other-pass"
+    other_pass.write_text("the attacker's fake passphrase\n")
+    new_host.start()
+    new_host.ctl("init", "--passphrase-file", str(other_pass), "--kdf-profile", "min")
+    new_host.ctl("unlock", "--passphrase-file", str(other_pass))
+    new_host.ctl("add", "ex", "--kind", "static", "--passphrase-file", str(other_pass), stdin="fake-token-evil-1\n")
+    evil = short_tmp / "evil.backup"
+    new_host.ctl("backup", str(evil), "--passphrase-file", str(other_pass))
+
+    daemon.ctl("lock")
+    before = snapshot(daemon)
+    for extra in ((), ("--backup-passphrase-file", str(other_pass))):
+        attack = daemon.ctl("restore", str(evil), "--passphrase-file", str(other_pass), *extra, check=False)
+        assert attack.returncode == 1 and "(BAD_PASSPHRASE)" in attack.stderr, attack.stderr
+    missing = daemon.ctl("restore", str(short_tmp / "nothing-here"), "--passphrase-file", str(other_pass), check=False)
+    assert "(BAD_PASSPHRASE)" in missing.stderr and "nothing-here" not in missing.stderr, "no file-existence oracle"
+    assert snapshot(daemon) == before
+
+    # The operator, knowingly: the vault's passphrase, the backup's own apart.
+    done = daemon.ctl("restore", str(evil), *daemon.pw(), "--backup-passphrase-file", str(other_pass))
+    assert "opens with the backup's passphrase" in done.stderr
+    kept = [p for p in daemon.data_dir.iterdir() if p.name.startswith("vault.pre-restore-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == before["vault"]
+    assert stat.S_IMODE(kept[0].stat().st_mode) == 0o600 and str(kept[0]) in done.stdout
+    refused_old = daemon.ctl("unlock", *daemon.pw(), check=False)
+    assert "(BAD_PASSPHRASE)" in refused_old.stderr
+    daemon.ctl("unlock", "--passphrase-file", str(other_pass))
+
+
+def test_on_a_terminal_restore_asks_for_the_backups_passphrase_only_when_the_vaults_does_not_open_it(
+    daemon: DaemonProcess, short_tmp: Path
+) -> None:
+    daemon.start()
+    daemon.ready()
+    old = short_tmp / "old.backup"
+    backup(daemon, old)
+    new_pass = short_tmp / "new-pass"
+    new_pass.write_text("a new fake passphrase\n")
+    daemon.ctl("passwd", *daemon.pw(), "--new-passphrase-file", str(new_pass))
+    newer = short_tmp / "newer.backup"
+    daemon.ctl("backup", str(newer), "--passphrase-file", str(new_pass))
+    daemon.ctl("lock")
+
+    same = Terminal(daemon, "restore", str(newer))  # opens with the vault's passphrase: one question
+    same.expect("Passphrase: ")
+    same.type("a new fake passphrase")
+    assert same.finish() == 0, same.screen
+    assert b"backup's passphrase" not in same.screen and b"restored" in same.screen
+
+    older = Terminal(daemon, "restore", str(old))  # from before the passwd: asked for the backup's
+    older.expect("Passphrase: ")
+    older.type("a new fake passphrase")
+    older.expect("The backup's passphrase: ")
+    older.type(PASS)
+    assert older.finish() == 0, older.screen
+    assert b"opens with the backup's passphrase" in older.screen
+    daemon.ctl("unlock", *daemon.pw())  # installed as it is: the backup's passphrase opens it

@@ -6,6 +6,7 @@ these pin the rule for what is held and what a hold stops, hour by virtual hour.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from vaultd._credentials import from_record
 from vaultd._fake_exchange import FakeExchange
 from vaultd._secret import Secret
 from vaultd._vault import Vault
-from vaultd._vaultfile import decode
-from vaultd_protocol import ErrorCode
+from vaultd._vaultfile import decode, encode
+from vaultd_protocol import ErrorCode, KdfProfile
 
+from .bao_standin import StandInBao, serving, upstream_config
 from .renewal_tools import PASS, Wall, add, inline, open_vault, refused, state
 from .test_renewer import oauth
 
@@ -153,3 +155,190 @@ async def test_backup_with_lock_waits_for_a_renewal_in_flight_so_the_copy_holds_
     body = decode((tmp_path / "move").read_bytes(), Secret(PASS))[2]
     assert body["credentials"]["rot"]["config"]["refresh_token"] == rotated, "the copy holds the rotation"
     assert (tmp_path / "move").read_bytes() == (tmp_path / "vault").read_bytes(), "and nothing was written since"
+
+
+# -- the security review's findings (each failed before its fix) ---------------------------------
+
+
+async def own_vault(nursery: trio.Nursery, folder: Path, wall: Wall, passphrase: str) -> Vault:
+    """A vault sealed under ``passphrase`` (someone else's, or an older one), unlocked, in a new ``folder``."""
+    await trio.Path(folder).mkdir()
+    vault = Vault(folder, nursery=nursery, clock=wall, blocking=inline)
+    await vault.init(Secret(passphrase), KdfProfile.MIN)
+    await vault.unlock(Secret(passphrase))
+    return vault
+
+
+async def test_a_restore_over_a_vault_needs_the_current_passphrase_first_and_keeps_the_replaced_vault(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any
+) -> None:
+    """A process that may lock the vault (any process of the user) must not replace it with a vault
+    of its own: the restore's ``passphrase`` must open the vault there, checked before the path is
+    even opened (no file-existence oracle), through the failure delay."""
+    (tmp_path / "data").mkdir()
+    vault = await open_vault(nursery, tmp_path / "data", wall)
+    await vault.put(Secret(PASS), "mine", "static", {"token": "fake-token-operator"}, replace=False)
+    attacker = await own_vault(nursery, tmp_path / "attacker", wall, "the attacker's fake passphrase")
+    await attacker.put(
+        Secret("the attacker's fake passphrase"), "mine", "static", {"token": "fake-evil"}, replace=False
+    )
+    await attacker.backup_to(Secret("the attacker's fake passphrase"), tmp_path / "evil")
+    vault.lock()
+    before = (tmp_path / "data" / "vault").read_bytes()
+
+    evil = Secret("the attacker's fake passphrase")
+    for path in (tmp_path / "evil", tmp_path / "no-such-file"):
+        error = await refused(vault.restore_from(evil, path))
+        assert error.code is ErrorCode.BAD_PASSPHRASE and "'passphrase'" in str(error), str(error)
+        assert "no-such-file" not in str(error), "no oracle: the path is not opened before the check"
+    assert vault.failed_attempts == 2, "each refusal counted through the daemon-wide delay"
+    error = await refused(vault.restore_from(evil, tmp_path / "evil", backup_passphrase=evil))
+    assert error.code is ErrorCode.BAD_PASSPHRASE
+    assert (tmp_path / "data" / "vault").read_bytes() == before, "nothing replaced"
+
+    # The operator's passphrase, the backup's own given apart: restored, and the old vault kept.
+    await trio.sleep(10)
+    done = await vault.restore_from(Secret(PASS), tmp_path / "evil", backup_passphrase=evil)
+    assert done["passphrase_changed"] is True
+    previous = trio.Path(done["previous"])
+    assert previous.parent == trio.Path(tmp_path / "data") and previous.name.startswith("vault.pre-restore-")
+    assert await previous.read_bytes() == before and stat.S_IMODE((await previous.stat()).st_mode) == 0o600
+    await vault.unlock(evil)
+    for i in range(3):  # later writes rotate vault.bak, never the pre-restore copy
+        await vault.put(evil, f"n{i}", "static", {"token": f"fake-token-{i}"}, replace=False)
+    assert await previous.read_bytes() == before
+    vault.lock()
+    await trio.sleep(1)
+    again = await vault.restore_from(evil, tmp_path / "evil")
+    assert again["passphrase_changed"] is False and again["previous"] != done["previous"]
+    assert await previous.read_bytes() == before, "a second restore keeps the first one's copy"
+
+
+async def test_a_backup_from_before_a_passphrase_change_restores_with_its_own_passphrase(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any
+) -> None:
+    (tmp_path / "data").mkdir()
+    vault = await open_vault(nursery, tmp_path / "data", wall)
+    await vault.backup_to(Secret(PASS), tmp_path / "old")
+    await vault.rekey(Secret(PASS), Secret("a new fake passphrase"))
+    vault.lock()
+    new = Secret("a new fake passphrase")
+    error = await refused(vault.restore_from(new, tmp_path / "old"))
+    assert error.code is ErrorCode.BAD_PASSPHRASE and "'backup_passphrase'" in str(error), str(error)
+    done = await vault.restore_from(new, tmp_path / "old", backup_passphrase=Secret(PASS))
+    assert done["passphrase_changed"] is True
+    await vault.unlock(Secret(PASS))  # installed as it is: it opens with the backup's passphrase
+
+
+async def test_a_new_openbao_version_keeps_a_restored_credential_on_hold(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    exchange: FakeExchange,
+    wall: Wall,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: Any,
+) -> None:
+    """The restored copy adopts a new version of its record (a scope changed): it stays held, so
+    it never presents the refresh token the live copy rotated (the strict exchange would revoke
+    the family)."""
+    exchange.behaviour.expires_in = 90
+    with serving(monkeypatch, StandInBao()) as bao:
+        (tmp_path / "live").mkdir()
+        live = await open_vault(nursery, tmp_path / "live", wall)
+        await live.put_upstream(Secret(PASS), "bao", "openbao", upstream_config(), replace=False)
+        config = oauth(exchange)
+        first = config["refresh_token"]
+        bao.put("desk/oauth", config)
+        source = {"upstream": "bao", "path": "desk/oauth", "refresh": 60}
+        await live.put(Secret(PASS), "rot", "oauth2", None, replace=False, source=source)
+        await live.get("rot", 0)  # rotates 'first'
+        await live.backup_to(Secret(PASS), tmp_path / "copy")
+        live.lock()
+
+        (tmp_path / "new").mkdir()
+        new = Vault(tmp_path / "new", nursery=nursery, clock=wall, blocking=inline)
+        await new.restore_from(Secret(PASS), tmp_path / "copy")
+        calls = exchange.calls["/oauth/token"]
+        await new.unlock(Secret(PASS))
+        assert state(new, "rot")["state"] == "ON_HOLD"
+        bao.put("desk/oauth", {**config, "scope": "read"})
+        await trio.sleep(3600)
+        assert state(new, "rot")["source"]["version"] == 2, "the new version was adopted"
+        assert state(new, "rot")["state"] == "ON_HOLD"
+        assert exchange.calls["/oauth/token"] == calls, "nothing went to the token endpoint (OpenBao is read)"
+        assert not exchange.family_revoked(first)
+        new.lock()
+        await new.unlock(Secret(PASS))
+        assert state(new, "rot")["state"] == "ON_HOLD", "the hold was sealed with the new version"
+
+        # A replacement by the operator ends it, as documented.
+        await new.put(Secret(PASS), "rot", "oauth2", oauth(exchange), replace=True)
+        assert state(new, "rot")["hold"] is None
+
+
+BAD_NAMES = ["$(id>/tmp/x)", "\x1b[2Jcleared", "a b", "", "x" * 65]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_a_sealed_record_with_a_name_that_is_not_a_credential_name_is_not_read(bad: str) -> None:
+    record = {"kind": "static", "config": {"token": "fake-token-1"}, "created_at": 1.0, "updated_at": 1.0}
+    with pytest.raises(ValueError):
+        from_record(bad, record)
+
+
+async def crafted_backup(tmp_path: Path, wall: Wall, nursery: trio.Nursery, names: list[str]) -> Path:
+    """A vault file sealed under PASS whose records carry ``names`` as they are (a crafted file)."""
+    (tmp_path / "craft").mkdir()
+    crafter = await open_vault(nursery, tmp_path / "craft", wall)
+    for i, _ in enumerate(names):
+        await crafter.put(Secret(PASS), f"c{i}", "static", {"token": f"fake-token-{i}"}, replace=False)
+    crafter.lock()
+    data = (tmp_path / "craft" / "vault").read_bytes()
+    header, key, body = decode(data, Secret(PASS))
+    body["credentials"] = {name: body["credentials"][f"c{i}"] for i, name in enumerate(names)}
+    path = tmp_path / "crafted"
+    path.write_bytes(encode(header, key, body))
+    return path
+
+
+async def test_a_restore_refuses_a_file_with_a_crafted_name_naming_the_record_by_index(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any
+) -> None:
+    path = await crafted_backup(tmp_path, wall, nursery, ["fine", "$(id>/tmp/x)\x1b[2J"])
+    (tmp_path / "new").mkdir()
+    new = Vault(tmp_path / "new", nursery=nursery, clock=wall, blocking=inline)
+    error = await refused(new.restore_from(Secret(PASS), path))
+    assert error.code is ErrorCode.INVALID_PARAMS and "record #2" in str(error), str(error)
+    assert "$(id" not in str(error) and "\x1b" not in str(error)
+    assert not (tmp_path / "new" / "vault").exists()
+
+
+async def test_an_existing_vault_with_a_crafted_name_unlocks_without_that_record(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = await crafted_backup(tmp_path, wall, nursery, ["fine", "$(id>/tmp/x)"])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "vault").write_bytes(path.read_bytes())
+    vault = Vault(tmp_path / "data", nursery=nursery, clock=wall, blocking=inline)
+    await vault.unlock(Secret(PASS), accept_rollback=True)
+    assert [c["name"] for c in vault.describe()] == ["fine"]
+    assert "record #2" in caplog.text and "$(id" not in caplog.text
+
+
+async def test_backup_force_replaces_only_a_vault_file(
+    nursery: trio.Nursery, tmp_path: Path, wall: Wall, autojump_clock: Any
+) -> None:
+    (tmp_path / "data").mkdir()
+    vault = await open_vault(nursery, tmp_path / "data", wall)
+    log = tmp_path / "audit.log"
+    log.write_text('{"method": "token.get", "outcome": "ok"}\n')
+    error = await refused(vault.backup_to(Secret(PASS), log, force=True))
+    assert error.code is ErrorCode.INVALID_PARAMS and "not a vault file" in str(error), str(error)
+    assert log.read_text() == '{"method": "token.get", "outcome": "ok"}\n'
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert (await refused(vault.backup_to(Secret(PASS), empty, force=True))).code is ErrorCode.INVALID_PARAMS
+    older = await vault.backup_to(Secret(PASS), tmp_path / "older")
+    await vault.put(Secret(PASS), "later", "static", {"token": "fake-token-later"}, replace=False)
+    newer = await vault.backup_to(Secret(PASS), tmp_path / "older", force=True)
+    assert newer["generation"] == older["generation"] + 1

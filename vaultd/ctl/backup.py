@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from vaultd_client import Client
+from vaultd_client.errors import BadPassphrase
 from vaultd_protocol import Method
 
-from .common import EXIT_OK, _passphrase, _passphrase_options, _slow
+from .._passphrase import PassphraseError, read_passphrase
+from .common import EXIT_OK, EXIT_USAGE, CtlError, _passphrase, _passphrase_options, _slow
 
 __all__ = ["BACKUP_COMMANDS", "add_backup_parsers"]
 
@@ -31,10 +33,20 @@ prints it). The copy opens with the passphrase the vault has now. Needs the vaul
 
 _RESTORE_DESCRIPTION = """\
 Make the backup in FILE the vault. The vault must be locked ('vaultctl lock') or not created
-yet (a new host). The daemon checks FILE whole before it replaces anything: a vault file this
-version reads, that opens with the passphrase you give, every record readable. The vault
-replaced is kept as vault.bak. The restore is recorded as an accepted rollback (the next unlock
-does not refuse it) and written to the audit log.
+yet (a new host). The passphrase asked first is the vault's, as it is now: a vault is replaced
+only with its own passphrase (checked before FILE is even opened). The backup must open with
+the passphrase of its day: give it with --backup-passphrase-file or --backup-passphrase-fd
+(without them the same passphrase is tried; on a terminal you are asked for the backup's only
+when it does not open with it). On a new host (no vault yet) only the backup's passphrase is
+asked for.
+
+The daemon checks FILE whole before it replaces anything: a vault file this version reads,
+that opens with the backup's passphrase, every record readable. The file is installed as it
+is: the vault then opens with the backup's passphrase (vaultctl says so when it is not the one
+the vault had; 'vaultctl passwd' changes it). The vault replaced is kept as
+vault.pre-restore-<UTC time> in the data folder (never overwritten; delete it yourself once
+you are sure) besides vault.bak. The restore is recorded as an accepted rollback (the next
+unlock does not refuse it) and written to the audit log.
 
 After the next unlock, every credential whose upstream may rotate refresh tokens (oauth2 with
 a refresh token, exec, any kind vaultd cannot vouch for) is ON_HOLD: not served, not renewed,
@@ -69,13 +81,22 @@ def add_backup_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     p = sub.add_parser(
         "restore",
-        help="replace the locked vault with a backup, checked first (needs the backup's passphrase)",
+        help="replace the locked vault with a backup, checked first (needs the vault's passphrase)",
         description=_RESTORE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="a file 'vaultctl backup' wrote (or a copy of a vault file)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     _passphrase_options(p)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--backup-passphrase-file",
+        metavar="PATH",
+        help="read the passphrase the backup opens with from the first line of PATH (default: the vault's)",
+    )
+    group.add_argument(
+        "--backup-passphrase-fd", type=int, metavar="N", help="read the backup's passphrase from file descriptor N"
+    )
 
     p = sub.add_parser(
         "release",
@@ -107,16 +128,47 @@ def cmd_backup(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _backup_passphrase(args: argparse.Namespace, *, prompt: bool) -> str | None:
+    """The backup's passphrase from --backup-passphrase-file/-fd, or asked on the terminal
+    (``prompt``); None: the same as the vault's."""
+    if args.backup_passphrase_file is None and args.backup_passphrase_fd is None and not prompt:
+        return None
+    try:
+        return read_passphrase(
+            file=args.backup_passphrase_file, fd=args.backup_passphrase_fd, prompt="The backup's passphrase: "
+        )
+    except PassphraseError as exc:
+        raise CtlError(str(exc), EXIT_USAGE) from None
+
+
 def cmd_restore(client: Client, args: argparse.Namespace) -> int:
-    params = {"passphrase": _passphrase(args), "path": _absolute(args.file)}
-    result: dict[str, Any] = _slow(client, Method.VAULT_RESTORE, params)
+    params: dict[str, Any] = {"passphrase": _passphrase(args), "path": _absolute(args.file)}
+    given = _backup_passphrase(args, prompt=False)
+    if given is not None:
+        params["backup_passphrase"] = given
+    try:
+        result: dict[str, Any] = _slow(client, Method.VAULT_RESTORE, dict(params))
+    except BadPassphrase as exc:
+        # The backup does not open with the vault's passphrase: on a terminal, ask for the backup's.
+        asked = args.passphrase_file is None and args.passphrase_fd is None
+        if given is not None or not asked or not exc.message.startswith("'backup_passphrase'"):
+            raise
+        print(f"vaultctl: {exc.message}", file=sys.stderr)
+        params["backup_passphrase"] = _backup_passphrase(args, prompt=True)
+        result = _slow(client, Method.VAULT_RESTORE, params)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return EXIT_OK
     print(f"restored {result['path']} as generation {result['generation']} (the vault stays locked)")
     print(f"fingerprint: {result['fingerprint']} (sha256)")
     if result.get("previous"):
-        print(f"the vault replaced is kept as {result['previous']}")
+        print(f"the vault replaced is kept as {result['previous']} (delete it once you are sure)")
+    if result.get("passphrase_changed"):
+        print(
+            "the vault now opens with the backup's passphrase, not the one it had: unlock with that "
+            "('vaultctl passwd' changes it)",
+            file=sys.stderr,
+        )
     held = result.get("held") or []
     if held:
         print(
