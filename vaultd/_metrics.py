@@ -83,7 +83,8 @@ def parse_address(text: str, *, allow_remote: bool = False, source: str = "--met
     if not loopback and not allow_remote:
         raise MetricsError(
             f"{source} {text!r} is not a loopback address: other hosts could read the metrics "
-            f"(credential names and states); pass {ALLOW_REMOTE_FLAG} to serve them there anyway"
+            f"(credential names and states); pass {ALLOW_REMOTE_FLAG} (or set metrics_allow_remote = true in "
+            "vaultd.toml) to serve them there anyway"
         )
     return MetricsAddress(host=host, port=int(port_text))
 
