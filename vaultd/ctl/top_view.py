@@ -342,7 +342,7 @@ def _credential_table(model: TopModel, now: float, width: int, rows: int) -> Tab
     stale = model.stale
     table = _table("credentials" + (f" (as last seen at {clock(model.seen_at or 0)})" if stale else ""))
     narrow = width < 100
-    bar_width = 0 if narrow else 8 if width < 130 else _BAR_WIDTH
+    bar_width = 0 if narrow else 8 if width < 120 else _BAR_WIDTH
     table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=24)
     table.add_column("KIND", no_wrap=True, overflow="ellipsis", max_width=9)
     table.add_column("STATE", no_wrap=True, overflow="ellipsis", min_width=12)
