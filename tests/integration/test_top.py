@@ -159,6 +159,10 @@ def test_top_shows_the_daemon_gone_and_follows_it_when_it_comes_back(renewing: D
     screen = top.expect(r"daemon NOT REACHABLE", "the daemon shown gone", timeout=10)
     assert "daemon not reachable" in screen, "and said so in the events pane"
     assert "credentials (as last seen at" in screen, "the last rows kept, marked as old"
+    header = screen.splitlines()[0]
+    assert "trying again every 1 s" in header and "will try again shortly" not in screen, screen
+    assert "requests/s -   engines -" in screen, f"no figures from a daemon that is gone: {screen}"
+    assert re.search(r"live\s+oauth2\s+\S+\s+to \d\d:\d\d:\d\dZ", screen), f"old rows keep clock times: {screen}"
 
     renewing.start()
     renewing.ctl("unlock", *renewing.pw())

@@ -156,9 +156,16 @@ def test_an_unlock_and_each_state_change_between_two_reads_get_a_row() -> None:
     changed = _status()
     changed["credentials"][0] = {**changed["credentials"][0], "state": "NEEDS_REAUTH", "last_error": "invalid_grant"}
     model.took_status(changed, NOW + 2, 12.0)
+    routine = _status()
+    routine["credentials"][0] = {**routine["credentials"][0], "state": "NEEDS_REAUTH", "last_error": "invalid_grant"}
+    routine["credentials"][1] = {**routine["credentials"][1], "state": "FRESH"}  # DEGRADED -> FRESH: a row
+    model.took_status(routine, NOW + 3, 13.0)
+    routine["credentials"][1] = {**routine["credentials"][1], "state": "RENEW_DUE"}  # every renewal's: no row
+    model.took_status(routine, NOW + 4, 14.0)
     assert [(e.kind, e.name, e.detail) for e in model.events] == [
         ("unlocked", None, "the vault was unlocked"),
         ("state", "ex", "FRESH -> NEEDS_REAUTH: invalid_grant"),
+        ("state", "live", "DEGRADED -> FRESH: HTTP 503 from the token endpoint"),
     ]
     assert "FRESH -> NEEDS_REAUTH: invalid_grant" in "\n".join(_sized(model, 120, 40))
 

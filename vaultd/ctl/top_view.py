@@ -34,6 +34,8 @@ STATE_STYLES = {
     "PULLED": "bold red",
 }
 UNKNOWN_STATE_STYLE = "bold magenta"
+#: A change between these is every renewal's (the renewal's own row tells it): no row of its own.
+_ROUTINE = {"FRESH", "RENEW_DUE"}
 #: Renewals and other happenings kept for the events pane.
 EVENTS_KEPT = 200
 _BAR_WIDTH = 16
@@ -113,7 +115,10 @@ class TopModel:
         old = {c["name"]: c for c in _listed(before)}
         for c in _listed(after):
             seen = old.get(c["name"])
-            if seen is not None and seen.get("state") != c.get("state"):
+            if seen is None:
+                continue
+            states = {seen.get("state"), c.get("state")}
+            if len(states) == 2 and not states <= _ROUTINE:
                 why = trouble(c)
                 detail = f"{seen.get('state', '?')} -> {c.get('state', '?')}" + (f": {why}" if why else "")
                 self.note(now, "state", c["name"], detail)
@@ -122,7 +127,7 @@ class TopModel:
         """The daemon did not answer."""
         if self.gone is None:
             self.gone_since = now
-            self.note(now, "gone", None, f"daemon not reachable: {reason}")
+            self.note(now, "gone", None, f"daemon not reachable: {reason.removesuffix(_RETRY_SUFFIX)}")
         self.gone = reason
         self.rate, self._sample = None, None
 
