@@ -201,3 +201,41 @@ def test_follow_prints_lines_written_later_also_after_a_rotation(tmp_path: Path,
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_the_table_stays_in_line_for_long_methods_and_outcomes(tmp_path: Path, path: Path) -> None:
+    log = AuditLog(path, clock=lambda: T0)
+    rows = [("credential.login_wait", "schwab", "STORAGE_FAILED"), ("vault.unlock", None, "rollback_accepted"),
+            ("credential.release", "a-rather-long-credential-name.main", "ok"), ("token.get", "x", "ok")]  # fmt: skip
+    for method, credential, outcome in rows:
+        log.record(identity=ENGINE, method=method, credential=credential, outcome=outcome, fingerprint=PRINT)
+    log.flush()
+    table = ctl(tmp_path, "audit").stdout.splitlines()
+    header = table[0]
+    starts = [header.index(name) for name in ("METHOD", "CREDENTIAL", "OUTCOME", "COUNT", "FINGERPRINT", "DETAIL")]
+    for line, (method, credential, outcome) in zip(table[1:], rows, strict=True):
+        cells = [method, credential or "-", outcome, "1", PRINT, "-"]
+        assert [line[start : start + len(cell)] for start, cell in zip(starts, cells, strict=True)] == cells, "\n".join(
+            table
+        )
+    # --follow cannot see the rows to come: its columns fit every method and outcome the daemon writes
+    followed = _follow_first_lines(tmp_path, path, len(rows) + 1)
+    head = followed[0]
+    starts = [head.index(name) for name in ("METHOD", "CREDENTIAL", "OUTCOME", "COUNT")]
+    for line, (method, credential, outcome) in zip(followed[1:], rows, strict=True):
+        if credential is not None and len(credential) > 18:
+            continue  # a long name pushes its own line out, and only it
+        assert line[starts[0] : starts[0] + len(method)] == method and line[starts[2] :].startswith(outcome), followed
+
+
+def _follow_first_lines(tmp_path: Path, path: Path, count: int) -> list[str]:
+    proc = subprocess.Popen(
+        [BIN / "vaultctl", "audit", "--follow", "--path", str(path)],
+        stdout=subprocess.PIPE, text=True, env=env(tmp_path),
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        return [proc.stdout.readline().rstrip("\n") for _ in range(count)]
+    finally:
+        proc.kill()
+        proc.wait()

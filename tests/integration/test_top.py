@@ -38,16 +38,17 @@ def _tmux_binary() -> str:
 
 
 class TmuxTop:
-    """``vaultctl top`` in a detached tmux session 120x40, on a tmux server of its own."""
+    """``vaultctl top`` in a detached tmux session (120x40 unless told), on a tmux server of its own."""
 
-    def __init__(self, daemon: DaemonProcess, *args: str) -> None:
+    def __init__(self, daemon: DaemonProcess, *args: str, size: tuple[int, int] = (120, 40)) -> None:
         self.binary = _tmux_binary()
         self.socket = daemon.root / "tmux.sock"
         self.env = {k: v for k, v in daemon.env.items() if k not in ("NO_COLOR", "COLUMNS", "LINES", "TMUX")}
         self.env["TERM"] = "xterm-256color"
         self.tmux(
-            "new-session", "-d", "-s", "top", "-x", "120", "-y", "40", "sh", "-c", _SCRIPT, str(BIN / "vaultctl"), *args
-        )
+            "new-session", "-d", "-s", "top", "-x", str(size[0]), "-y", str(size[1]),
+            "sh", "-c", _SCRIPT, str(BIN / "vaultctl"), *args,
+        )  # fmt: skip
 
     def tmux(self, *args: str) -> str:
         proc = subprocess.run(
@@ -135,6 +136,11 @@ def test_top_shows_credentials_and_renewals_live_locks_on_l_y_and_gives_the_term
     wait_for(lambda: renewing.client().status()["state"] == "LOCKED", "the daemon locked by top", timeout=10)
     top.expect(r"vault LOCKED", "the view saying the vault is locked")
     top.expect(r"locked\s+-\s+the vault was locked", "the watch's lock event in the events pane")
+    top.expect(r"q quit\s+vault locked", "the footer saying what the key did")
+
+    renewing.ctl("unlock", *renewing.pw())
+    screen = top.expect(r"unlocked\s+-\s+the vault was unlocked", "the unlock in the events pane")
+    assert "vault UNLOCKED" in screen and "vault locked" not in screen, f"the footer no longer says locked: {screen}"
 
     top.press("q")
     screen = top.expect(r"top exited \d+", "top's end")
@@ -153,6 +159,10 @@ def test_top_shows_the_daemon_gone_and_follows_it_when_it_comes_back(renewing: D
     screen = top.expect(r"daemon NOT REACHABLE", "the daemon shown gone", timeout=10)
     assert "daemon not reachable" in screen, "and said so in the events pane"
     assert "credentials (as last seen at" in screen, "the last rows kept, marked as old"
+    header = screen.splitlines()[0]
+    assert "trying again every 1 s" in header and "will try again shortly" not in screen, screen
+    assert "requests/s -   engines -" in screen, f"no figures from a daemon that is gone: {screen}"
+    assert re.search(r"live\s+oauth2\s+\S+\s+to \d\d:\d\d:\d\dZ", screen), f"old rows keep clock times: {screen}"
 
     renewing.start()
     renewing.ctl("unlock", *renewing.pw())
@@ -212,3 +222,33 @@ def test_top_needs_no_vault_and_shows_a_locked_one(tmp_path: Path, daemon: Daemo
     proc = daemon.ctl("top", "--once")
     assert proc.stdout.startswith("vault LOCKED"), proc.stdout
     assert "(vault LOCKED: no credentials shown)" in proc.stdout
+
+
+def test_top_fits_80_by_24_and_counts_neither_its_own_connection_nor_its_own_calls(
+    renewing: DaemonProcess, fake_exchange: FakeExchangeProcess
+) -> None:
+    view = TmuxTop(renewing, size=(80, 24))
+    try:
+        screen = view.expect(r"live\s+oauth2\s+\S+", "the oauth2 credential's row")
+        lines = screen.splitlines()
+        assert any(line.split() == ["NAME", "KIND", "STATE", "TTL", "LEFT", "RENEWAL", "REFRESH", "LAST", "ERROR"]
+                   for line in lines), f"every column header whole, on one line: {screen}"  # fmt: skip
+        assert (
+            "l lock the vault   q quit" in lines[-1] or "l lock the vault   q quit" in screen.rstrip().splitlines()[-1]
+        )
+        assert "renewals and events" in screen, screen
+        # nothing but top is connected, and the renewals top watches are not requests
+        view.expect(r"requests/s 0\.0   engines 0\b", "top leaving its own connection and calls out", timeout=15)
+
+        fake_exchange.control(fault="invalid_grant")  # the provider refuses: NEEDS_REAUTH, with a long last error
+        screen = view.expect(r"state\s+live\s+\S+ -> NEEDS_REAUTH: \S", "the state change in the events pane")
+        lines = screen.splitlines()
+        header = ["NAME", "KIND", "STATE", "TTL", "LEFT", "RENEWAL", "REFRESH", "LAST", "ERROR"]
+        assert any(line.split() == header for line in lines), f"headers whole with an error shown: {screen}"
+        row = next(line for line in lines if re.match(r"live\s+oauth2\s+NEEDS_REAUTH", line))
+        assert "the token endpoint" in row and row.rstrip().endswith("…"), f"the error on one line, cut short: {screen}"
+        assert not any(re.match(r"\s+\S{1,4}$", line) for line in lines[5:8]), f"nothing folded: {screen}"
+        assert "l lock the vault   q quit" in screen.rstrip().splitlines()[-1], f"the key help shown: {screen}"
+        assert "Traceback" not in view.screen()
+    finally:
+        view.close()

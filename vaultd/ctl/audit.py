@@ -17,15 +17,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from vaultd_client import Client
+from vaultd_protocol import METHODS, ErrorCode
 
 from .._audit import default_audit_path, read, verify
+from .common import printable
 
 __all__ = ["AUDIT_COMMANDS", "add_audit_parsers", "table_row"]
 
 #: vaultctl's statuses (the table is in ``ctl.common``).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_COLUMNS = (
-    ("TIME", 29), ("WHO (uid/unit/pid)", 34), ("METHOD", 16), ("CREDENTIAL", 18), ("OUTCOME", 13), ("COUNT", 5),
+_HEADERS = ("TIME", "WHO (uid/unit/pid)", "METHOD", "CREDENTIAL", "OUTCOME", "COUNT", "FINGERPRINT")
+#: Column widths while following (the rows to come are unknown): wide enough for every method and
+#: outcome the daemon writes; a longer cell (a long name) pushes only its own line out.
+_FOLLOW_WIDTHS: tuple[int, ...] = (
+    29, 34, max(len(m) for m in METHODS), 18, max(len("rollback_accepted"), *(len(e.name) for e in ErrorCode)), 5, 16,
 )  # fmt: skip
 
 _AUDIT_EPILOG = """\
@@ -45,7 +50,8 @@ each line of the log is one JSON object, keys in this order:
   prev         SHA-256 of the previous line (64 zeros before the first line ever)
 
 The table shows time in local ISO-8601, then uid/unit/pid, method, credential, outcome,
-count, fingerprint and detail. Reading does not check the chain: 'vaultctl audit verify' does.
+count, fingerprint and detail, each column as wide as its longest cell (with --follow, wide
+enough for every method and outcome). Reading does not check the chain: 'vaultctl audit verify' does.
 Files: audit.log, then audit.log.1 (newest) .. audit.log.4 (oldest) and audit.head, in
 $XDG_STATE_HOME/vaultd (default ~/.local/state/vaultd).
 
@@ -74,12 +80,7 @@ def _fail(message: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-def _printable(value: Any) -> str:
-    """``value`` as text a terminal shows as is: control characters come escaped."""
-    text = "-" if value is None else str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+_printable = printable  # control characters come escaped
 
 
 def _when(epoch: Any) -> str:
@@ -99,25 +100,37 @@ def _who(identity: Any) -> str:
     return "/".join(_printable(identity.get(key)) for key in ("uid", "unit", "pid"))
 
 
-def _header() -> str:
-    return "".join(f"{name:<{width}} " for name, width in _COLUMNS) + "FINGERPRINT      DETAIL"
-
-
-def table_row(entry: dict[str, Any]) -> str:
-    """One log entry as a table row (escaped for the terminal)."""
-    cells = (
+def _cells(entry: dict[str, Any]) -> tuple[str, ...]:
+    """One log entry's cells, escaped for the terminal: the columns of :data:`_HEADERS`, then the detail."""
+    return (
         _when(entry.get("time")), _who(entry.get("identity")), _printable(entry.get("method")),
         _printable(entry.get("credential")), _printable(entry.get("outcome")), _printable(entry.get("count", 1)),
+        _printable(entry.get("fingerprint")), _printable(entry.get("detail")),
     )  # fmt: skip
-    row = "".join(f"{cell:<{width}} " for cell, (_, width) in zip(cells, _COLUMNS, strict=True))
-    row += f"{_printable(entry.get('fingerprint')):<16} {_printable(entry.get('detail'))}"
-    return row.rstrip()
 
 
-def _show(entries: Iterable[dict[str, Any]], *, as_json: bool) -> int:
+def _line(cells: tuple[str, ...], widths: tuple[int, ...]) -> str:
+    return ("".join(f"{cell:<{width}} " for cell, width in zip(cells, widths, strict=False)) + cells[-1]).rstrip()
+
+
+def table_row(entry: dict[str, Any], widths: tuple[int, ...] = _FOLLOW_WIDTHS) -> str:
+    """One log entry as a table row (escaped for the terminal)."""
+    return _line(_cells(entry), widths)
+
+
+def _widths(rows: list[tuple[str, ...]]) -> tuple[int, ...]:
+    """Each column as wide as its header and its longest cell."""
+    return tuple(max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(_HEADERS))
+
+
+def _show(entries: Iterable[dict[str, Any]], *, as_json: bool, follow: bool = False) -> int:
     status = EXIT_OK
+    widths: tuple[int, ...] = _FOLLOW_WIDTHS
+    if not as_json and not follow:  # the whole table is known: columns sized from its rows
+        entries = list(entries)
+        widths = _widths([_cells(e) for e in entries if not ("error" in e and "seq" not in e)])
     if not as_json:
-        print(_header(), flush=True)
+        print(_line((*_HEADERS, "DETAIL"), widths), flush=True)
     for entry in entries:
         if "error" in entry and "seq" not in entry:
             print(f"vaultctl: {entry['error']} (run 'vaultctl audit verify')", file=sys.stderr, flush=True)
@@ -125,7 +138,7 @@ def _show(entries: Iterable[dict[str, Any]], *, as_json: bool) -> int:
         elif as_json:
             print(json.dumps(entry, separators=(",", ":")), flush=True)
         else:
-            print(table_row(entry), flush=True)
+            print(_line(_cells(entry), widths), flush=True)
     return status
 
 
@@ -145,7 +158,7 @@ def cmd_audit(client: Client, args: argparse.Namespace) -> int:
             _fail(f"no audit log at {path} (the daemon writes it; --path names another)", EXIT_FAILED)
         if args.follow and not path.exists():
             print(f"vaultctl: waiting for {path} to appear", file=sys.stderr, flush=True)
-        return _show(read(path, follow=args.follow), as_json=args.json)
+        return _show(read(path, follow=args.follow), as_json=args.json, follow=args.follow)
     except BrokenPipeError:
         raise  # 'vaultctl audit | head': vaultctl's main ends quietly with 141, as every command does
     except OSError as exc:

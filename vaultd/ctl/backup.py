@@ -104,7 +104,7 @@ def add_backup_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         description=_RELEASE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the credential on hold ('vaultctl status' shows ON_HOLD and why)")
     p.add_argument("--json", action="store_true", help="print the credential's state after the release as JSON")
     _passphrase_options(p)
 

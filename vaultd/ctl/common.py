@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_UNAVAILABLE",
     "EXIT_USAGE",
     "CtlError",
+    "printable",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_LOCKED = 0, 1, 2, 3, 4
@@ -127,3 +128,25 @@ def _when(epoch: float | None) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
     except (OverflowError, OSError, ValueError):
         return f"{epoch!r} (not a date)"
+
+
+def printable(value: Any) -> str:
+    """``value`` as text a terminal shows as is: every character it would act on comes escaped.
+
+    Daemon-supplied text (names, kinds, errors, settings, event details) passes through here
+    before vaultctl prints it, so that a crafted name or upstream error cannot move the cursor,
+    set the window title, plant a hyperlink or clear the screen: C0 and C1 controls, ESC and DEL
+    (and the other characters Python does not call printable, such as bidirectional overrides)
+    become ``\\x1b``, ``\\u202e`` and the like. ``None`` is ``-``.
+    """
+    text = "-" if value is None else str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

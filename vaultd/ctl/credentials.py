@@ -24,6 +24,7 @@ from .common import (
     _slow,
     _when,
     json_object,
+    printable,
 )
 from .env import _kind
 from .upstream import upstream_table
@@ -103,26 +104,28 @@ def add_credential_parsers(sub: Any) -> None:
 
 
 def credential_table(credentials: list[dict[str, Any]]) -> list[str]:
-    """The status table's rows: one per credential, with its source and warnings under it."""
+    """The status table's rows: one per credential, with its source and warnings under it (all text escaped)."""
     if not credentials:
         return ["  (none)"]
-    width = max(len("NAME"), *(len(c["name"]) for c in credentials))
+    names = [printable(c["name"]) for c in credentials]
+    width = max(len("NAME"), *(len(name) for name in names))
     rows = [f"  {'NAME':<{width}}  {'KIND':<9} {'STATE':<12} {'EXPIRES':<20} {'NEXT RENEWAL':<20} LAST ERROR"]
-    for c in credentials:
+    for name, c in zip(names, credentials, strict=True):
         rows.append(
-            f"  {c['name']:<{width}}  {c['kind']:<9} {c['state']:<12} {_when(c.get('expires_at')):<20} "
-            f"{_when(c.get('next_renewal')):<20} {c.get('hold') or c.get('last_error') or '-'}"
+            f"  {name:<{width}}  {printable(c['kind']):<9} {printable(c['state']):<12} "
+            f"{_when(c.get('expires_at')):<20} {_when(c.get('next_renewal')):<20} "
+            f"{printable(c.get('hold') or c.get('last_error') or '-')}"
         )
         source = c.get("source")
         if source:
-            where = f"{source['upstream']}:{source['path']}"
-            line = f"from {where} version {source['version']}, copy {source['age']:.0f} s old"
+            where = printable(f"{source['upstream']}:{source['path']}")
+            line = f"from {where} version {printable(source['version'])}, copy {source['age']:.0f} s old"
             if source.get("pulled"):
-                line += f"; pulled upstream: {source['pulled']}"
+                line += f"; pulled upstream: {printable(source['pulled'])}"
             elif source.get("last_error"):
-                line += f"; last read failed: {source['last_error']}"
+                line += f"; last read failed: {printable(source['last_error'])}"
             rows.append(f"  {'':<{width}}  {line}")
-        rows.extend(f"  {'':<{width}}  warning: {w}" for w in c.get("warnings", []))
+        rows.extend(f"  {'':<{width}}  warning: {printable(w)}" for w in c.get("warnings", []))
     return rows
 
 
@@ -201,7 +204,8 @@ def cmd_renew(client: Client, args: argparse.Namespace) -> int:
         print("\n".join(upstream_table([described])))
     if described["state"] == "FRESH" and not described.get("last_error"):
         return EXIT_OK
-    print(f"vaultctl: the attempt failed: {described.get('last_error')} ({described['state']})", file=sys.stderr)
+    failed = f"{printable(described.get('last_error'))} ({printable(described['state'])})"
+    print(f"vaultctl: the attempt failed: {failed}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -216,7 +220,7 @@ def cmd_watch(client: Client, args: argparse.Namespace) -> int:
                 print(json.dumps(line), flush=True)
             else:
                 tail = f" expires {_when(expires)}" if event.token else ""
-                print(f"{when} {event.kind:<8} {event.name or '-'}{tail}", flush=True)
+                print(f"{when} {printable(event.kind):<8} {printable(event.name)}{tail}", flush=True)
             seen += 1
             if args.count is not None and seen >= args.count:
                 break
@@ -233,25 +237,31 @@ def cmd_list(client: Client, args: argparse.Namespace) -> int:
 
 
 def settings_table(credentials: list[dict[str, Any]]) -> list[str]:
-    """``list``'s rows: what ``status`` leaves out (settings, when made and changed, upstream calls)."""
+    """``list``'s rows: what ``status`` leaves out (settings, when made and changed, upstream calls), escaped."""
     if not credentials:
         return ["  (none)"]
-    width = max(len("NAME"), *(len(c["name"]) for c in credentials))
+    names = [printable(c["name"]) for c in credentials]
+    width = max(len("NAME"), *(len(name) for name in names))
     rows = [f"  {'NAME':<{width}}  {'KIND':<9} {'CREATED':<20} {'UPDATED':<20} UPSTREAM CALLS"]
-    for c in credentials:
+    for name, c in zip(names, credentials, strict=True):
         rows.append(
-            f"  {c['name']:<{width}}  {c['kind']:<9} {_when(c.get('created_at')):<20} "
-            f"{_when(c.get('updated_at')):<20} {c.get('upstream_calls', 0)}"
+            f"  {name:<{width}}  {printable(c['kind']):<9} {_when(c.get('created_at')):<20} "
+            f"{_when(c.get('updated_at')):<20} {printable(c.get('upstream_calls', 0))}"
         )
         settings = c.get("settings") or {}
-        rows.extend(f"  {'':<{width}}  {key}: {_setting(value)}" for key, value in sorted(settings.items()))
+        rows.extend(
+            f"  {'':<{width}}  {printable(key)}: {_setting(key, value)}" for key, value in sorted(settings.items())
+        )
     return rows
 
 
-def _setting(value: Any) -> str:
+def _setting(key: str, value: Any) -> str:
+    """A setting's value as ``list`` prints it: times (``not_after``, ``*_at``) as the CREATED column's dates."""
+    if (key == "not_after" or key.endswith("_at")) and isinstance(value, int | float) and not isinstance(value, bool):
+        return _when(value)
     if isinstance(value, list | tuple):
-        return ", ".join(str(v) for v in value) or "-"
-    return "-" if value is None else str(value)
+        return printable(", ".join(str(v) for v in value) or "-")
+    return printable(value)
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:

@@ -20,7 +20,16 @@ from vaultd_client import Client
 from vaultd_client.errors import AlreadyExists
 from vaultd_protocol import Method
 
-from .common import EXIT_FAILED, EXIT_OK, CtlError, _passphrase, _passphrase_options, _read_stdin_secret, json_object
+from .common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CtlError,
+    _passphrase,
+    _passphrase_options,
+    _read_stdin_secret,
+    json_object,
+    printable,
+)
 
 __all__ = ["LOGIN_COMMANDS", "add_login_parsers"]
 
@@ -100,12 +109,12 @@ def _show(started: dict[str, Any], args: argparse.Namespace) -> None:
         print(json.dumps(started, sort_keys=True), flush=True)
         return
     if started["mode"] == "device":
-        print(f"Go to {started['verification_uri']} and enter the code {started['user_code']}")
+        print(f"Go to {printable(started['verification_uri'])} and enter the code {printable(started['user_code'])}")
         if started.get("verification_uri_complete"):
-            print(f"(or open {started['verification_uri_complete']})")
+            print(f"(or open {printable(started['verification_uri_complete'])})")
     else:
         print("Open this URL in a browser to log in:")
-        print(started["url"])
+        print(printable(started["url"]))
     print(f"Waiting up to {started['expires_in']:.0f} s for the login to finish...", file=sys.stderr, flush=True)
     sys.stdout.flush()
 
@@ -145,7 +154,7 @@ def cmd_login(client: Client, args: argparse.Namespace) -> int:
     if outcome["outcome"] == "ok":
         return EXIT_OK
     if not args.json:
-        print(f"vaultctl: the login failed: {outcome['error']}", file=sys.stderr)
+        print(f"vaultctl: the login failed: {printable(outcome['error'])}", file=sys.stderr)
     return EXIT_FAILED
 
 

@@ -18,6 +18,7 @@ import termios
 import time
 import tty
 from collections.abc import Iterator
+from typing import Any
 
 import trio
 from rich.console import Console
@@ -36,10 +37,11 @@ LOCK_QUESTION = "Lock the vault now? Engines get LOCKED until 'vaultctl unlock'.
 def snapshot(client: Client, interval: float) -> int:
     """One snapshot: coloured on a terminal, plain text anywhere else; no daemon is exit status 3."""
     model = TopModel(interval)
+    model.own_connections = 1  # this command's own connection is no engine
     model.took_status(client.status(), time.time(), time.monotonic())
     if sys.stdout.isatty():
         console = Console()
-        console.print(render(model, time.time(), 0))
+        console.print(render(model, time.time(), console.height, console.width))
     else:
         print(plain_snapshot(model, time.time()))
     return EXIT_OK
@@ -89,6 +91,8 @@ async def live(settings: Client, interval: float) -> int:
         console = Console()
         view = _View(client, TopModel(interval), console)
         view.model.keys = fd is not None
+        view.model.own_connections = 1  # the view's one (pipelined) connection is no engine
+        _count_calls(client, view.model)
         screen = Live(console=console, screen=True, auto_refresh=False, redirect_stdout=False, redirect_stderr=False)
         try:
             with _cbreak(fd), screen:
@@ -99,6 +103,22 @@ async def live(settings: Client, interval: float) -> int:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _count_calls(client: TrioClient, model: TopModel) -> None:
+    """Count every request the view sends (status, token.watch, and their resends after a reconnect, lock).
+
+    The daemon's ``requests_total`` counts them too; the view leaves them out of the rate it shows.
+    Every request of a TrioClient goes through its core's ``call``, which this wraps.
+    """
+    core = client._core
+    send = core.call
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        model.own_calls += 1
+        return await send(*args, **kwargs)
+
+    setattr(core, "call", counted)  # noqa: B010 - an instance attribute over the method, on purpose
 
 
 class _View:
@@ -136,7 +156,8 @@ class _View:
     async def _draw(self) -> None:
         while True:
             if self.live is not None:
-                self.live.update(render(self.model, time.time(), self.console.height), refresh=True)
+                size = self.console.size
+                self.live.update(render(self.model, time.time(), size.height, size.width), refresh=True)
             with trio.move_on_after(1.0 - time.time() % 1.0):  # the countdowns move on the second
                 await self._wake.wait()
             self._wake = trio.Event()

@@ -3,7 +3,9 @@
 No I/O here: :class:`TopModel` takes status answers, watch events and connection failures as
 they come, and :func:`render` (rich, for the full-screen view) or :func:`plain_snapshot` (text
 without escape codes, for a pipe) turn it into what the operator reads. Nothing a secret is
-kept: of a renewal, only its name and expiry.
+kept: of a renewal, only its name and expiry. Every string the daemon supplies is drawn through
+:func:`.common.printable` and as rich ``Text`` (never markup), so that no name, error or detail
+can act on the terminal or break the view.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from .common import printable
+
 __all__ = ["STATE_STYLES", "TopModel", "plain_snapshot", "render"]
 
 #: Colour of each credential state; a state not listed here (a newer daemon's) is magenta.
@@ -30,6 +34,8 @@ STATE_STYLES = {
     "PULLED": "bold red",
 }
 UNKNOWN_STATE_STYLE = "bold magenta"
+#: A change between these is every renewal's (the renewal's own row tells it): no row of its own.
+_ROUTINE = {"FRESH", "RENEW_DUE"}
 #: Renewals and other happenings kept for the events pane.
 EVENTS_KEPT = 200
 _BAR_WIDTH = 16
@@ -40,7 +46,7 @@ class Happening:
     """One line of the events pane."""
 
     at: float  # epoch seconds
-    kind: str  # updated, expired, locked, or top's own: lock, gone, back
+    kind: str  # updated, expired, locked, or top's own: lock, gone, back, unlocked, state
     name: str | None
     detail: str
 
@@ -66,6 +72,11 @@ class TopModel:
         self.asking: str | None = None
         self.message: str | None = None
         self.keys = True
+        #: top's own load on the daemon, left out of what it shows: the connections it holds
+        #: (one), and the calls it made (counted by the app), so that "engines" are the others.
+        self.own_connections = 0
+        self.own_calls = 0
+        self._own_calls_sampled = 0
 
     # -- what comes in --------------------------------------------------------------------
 
@@ -73,23 +84,50 @@ class TopModel:
         """A status answer (``now`` epoch, ``mono`` monotonic seconds)."""
         if self.gone is not None:
             self.note(now, "back", None, f"daemon reachable again (pid {status.get('pid', '?')})")
+        previous_status = self.status
         self.gone = self.gone_since = None
         self.status, self.seen_at = status, now
+        if previous_status is not None:
+            self._changes(previous_status, status, now)
+        own, self._own_calls_sampled = self.own_calls - self._own_calls_sampled, self.own_calls
         total = status.get("requests_total")
         if isinstance(total, int) and not isinstance(total, bool):
             previous, self._sample = self._sample, (mono, total)
             if previous is not None and mono > previous[0] and total >= previous[1]:
-                self.rate = (total - previous[1]) / (mono - previous[0])
+                # top's own calls between the two reads (this status call among them) are not the engines'
+                self.rate = max(total - previous[1] - own, 0) / (mono - previous[0])
             elif previous is not None:
                 self.rate = None  # the daemon restarted: its count began again
         else:
             self.rate, self._sample = None, None
 
+    def _changes(self, before: dict[str, Any], after: dict[str, Any], now: float) -> None:
+        """Rows for what changed between two status reads: the vault's state, each credential's."""
+        was, now_state = before.get("state"), after.get("state")
+        if was != now_state:
+            self.message = None  # "vault locked", "not locked": said of the state that has just ended
+            if now_state == "UNLOCKED":
+                self.note(now, "unlocked", None, "the vault was unlocked")
+            elif now_state == "LOCKED":
+                self.note(now, "locked", None, "the vault is locked")
+            else:
+                self.note(now, "vault", None, f"vault {was} -> {now_state}")
+        old = {c["name"]: c for c in _listed(before)}
+        for c in _listed(after):
+            seen = old.get(c["name"])
+            if seen is None:
+                continue
+            states = {seen.get("state"), c.get("state")}
+            if len(states) == 2 and not states <= _ROUTINE:
+                why = trouble(c)
+                detail = f"{seen.get('state', '?')} -> {c.get('state', '?')}" + (f": {why}" if why else "")
+                self.note(now, "state", c["name"], detail)
+
     def lost(self, reason: str, now: float) -> None:
         """The daemon did not answer."""
         if self.gone is None:
             self.gone_since = now
-            self.note(now, "gone", None, f"daemon not reachable: {reason}")
+            self.note(now, "gone", None, f"daemon not reachable: {reason.removesuffix(_RETRY_SUFFIX)}")
         self.gone = reason
         self.rate, self._sample = None, None
 
@@ -122,9 +160,7 @@ class TopModel:
 
     @property
     def credentials(self) -> list[dict[str, Any]]:
-        if self.status is None:
-            return []
-        return [c for c in self.status.get("credentials", []) if isinstance(c, dict) and "name" in c]
+        return [] if self.status is None else _listed(self.status)
 
     @property
     def names(self) -> list[str]:
@@ -141,7 +177,21 @@ class TopModel:
         return min(max((expires_at - now) / known[1], 0.0), 1.0)
 
     def engines(self) -> int | None:
-        return connections(self.status.get("connections") if self.status else None)
+        """The connections of others than top itself (None while the daemon is gone or does not say)."""
+        if self.gone is not None:
+            return None
+        count = connections(self.status.get("connections") if self.status else None)
+        return None if count is None else max(count - self.own_connections, 0)
+
+    @property
+    def stale(self) -> bool:
+        """The rows are the last ones seen before the daemon went away."""
+        return self.gone is not None and self.seen_at is not None
+
+
+def _listed(status: dict[str, Any]) -> list[dict[str, Any]]:
+    found = status.get("credentials")
+    return [c for c in found if isinstance(c, dict) and "name" in c] if isinstance(found, list) else []
 
 
 def connections(value: Any) -> int | None:
@@ -188,9 +238,12 @@ def clock(epoch: float) -> str:
         return "?"
 
 
-def _when(epoch: Any, now: float) -> str:
+def _when(epoch: Any, now: float, stale: bool = False) -> str:
+    """``in 4m 2s``, ``3s ago``; ``at HH:MM:SSZ`` for a row kept from a daemon now gone (no clock to count from)."""
     if not isinstance(epoch, (int, float)) or isinstance(epoch, bool):
         return "-"
+    if stale:
+        return f"at {clock(epoch)}"
     if epoch <= now:
         return f"{duration(now - epoch)} ago"
     return f"in {duration(epoch - now)}"
@@ -211,7 +264,7 @@ def refresh_expiry(credential: dict[str, Any]) -> Any:
 
 
 def _rate(model: TopModel) -> str:
-    return "-" if model.rate is None else f"{model.rate:.1f}"
+    return "-" if model.rate is None or model.gone is not None else f"{model.rate:.1f}"
 
 
 def _engines(model: TopModel) -> str:
@@ -221,66 +274,106 @@ def _engines(model: TopModel) -> str:
 
 def _ttl(model: TopModel, c: dict[str, Any], now: float) -> tuple[str, float | None]:
     expires = c.get("expires_at")
-    if not isinstance(expires, (int, float)):
+    if not isinstance(expires, (int, float)) or isinstance(expires, bool):
         return "never" if c.get("state") == "FRESH" else "-", None
+    if model.stale:
+        return f"to {clock(expires)}", None
     return duration(expires - now), model.fraction_left(c["name"], float(expires), now)
 
 
 # -- the full-screen view -------------------------------------------------------------------
 
 
-def _bar(fraction: float | None, label: str) -> Text:
+def _text(value: Any, style: str = "") -> Text:
+    """Daemon-supplied text for a cell: escapes shown, never markup, one line."""
+    return Text(printable(value), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def _bar(fraction: float | None, label: str, width: int) -> Text:
     """``  4m 2s ██████░░░░``: the time left, then (when top saw the token issued) a bar of its lifetime."""
-    bar = Text(f"{label:>7} ")
-    if fraction is not None:
-        filled = round(fraction * _BAR_WIDTH)
+    bar = Text(f"{label:>7}", no_wrap=True, overflow="ellipsis")
+    if fraction is not None and width > 0:
+        filled = round(fraction * width)
+        bar.append(" ")
         bar.append("█" * filled, style="green" if fraction > 0.5 else "yellow" if fraction > 0.2 else "red")
-        bar.append("░" * (_BAR_WIDTH - filled), style="dim")
+        bar.append("░" * (width - filled), style="dim")
     return bar
 
 
-def _header(model: TopModel, now: float) -> Text:
-    line = Text("vaultd top", style="bold")
+#: What the daemon's connection error adds that the header says in its own words.
+_RETRY_SUFFIX = " (will try again shortly)"
+
+
+def _header(model: TopModel, now: float) -> Group:
+    line = Text("vaultd top", style="bold", no_wrap=True, overflow="ellipsis")
     status = model.status
     if model.gone is not None:
         since = clock(model.gone_since) if model.gone_since else "?"
         line.append("  daemon NOT REACHABLE", style="bold red reverse")
-        line.append(f" since {since}: {model.gone}; trying again every {model.interval:g} s")
+        line.append(f" since {since}, trying again every {model.interval:g} s: ")
+        line.append(printable(model.gone.removesuffix(_RETRY_SUFFIX)))
     elif status is None:
         line.append("  connecting...", style="dim")
     else:
-        state = str(status.get("state", "?"))
+        state = printable(status.get("state", "?"))
         line.append("  vault ")
         line.append(state, style="bold green" if state == "UNLOCKED" else "bold red reverse")
-        line.append(
+        line.append(printable(
             f"  vaultd {status.get('version', '?')} pid {status.get('pid', '?')}"
-            f" up {duration(float(status.get('uptime') or 0))}  generation {status.get('generation', '?')}"
-        )
-    line.append(f"\nrequests/s {_rate(model)}   engines {_engines(model)}   {clock(now)}")
-    return line
+            f" up {duration(_number(status.get('uptime')))}  generation {status.get('generation', '?')}"
+        ))  # fmt: skip
+    numbers = Text(f"requests/s {_rate(model)}   engines {_engines(model)}   {clock(now)}", no_wrap=True)
+    return Group(line, numbers)
 
 
-def _credential_table(model: TopModel, now: float) -> Table:
-    stale = model.gone is not None and model.seen_at is not None
-    title = "credentials" + (f" (as last seen at {clock(model.seen_at or 0)})" if stale else "")
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True, pad_edge=False, show_edge=False)
-    for column in ("NAME", "KIND", "STATE", "TTL LEFT", "NEXT RENEWAL", "REFRESH TOKEN"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("LAST ERROR", overflow="fold", ratio=1)
-    for c in model.credentials:
-        state = str(c.get("state", "?"))
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _table(title: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        expand=True,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+
+
+def _credential_table(model: TopModel, now: float, width: int, rows: int) -> Table:
+    """The credentials, at most ``rows`` of them; fits ``width`` columns (80 and up) without wrapping a line."""
+    stale = model.stale
+    table = _table("credentials" + (f" (as last seen at {clock(model.seen_at or 0)})" if stale else ""))
+    narrow = width < 100
+    bar_width = 0 if narrow else 8 if width < 120 else _BAR_WIDTH
+    table.add_column("NAME", no_wrap=True, overflow="ellipsis", max_width=24)
+    table.add_column("KIND", no_wrap=True, overflow="ellipsis", max_width=9)
+    table.add_column("STATE", no_wrap=True, overflow="ellipsis", min_width=12)
+    table.add_column("TTL LEFT", no_wrap=True, overflow="ellipsis", min_width=8)
+    table.add_column("RENEWAL" if narrow else "NEXT RENEWAL", no_wrap=True, overflow="ellipsis", min_width=7)
+    table.add_column("REFRESH" if narrow else "REFRESH TOKEN", no_wrap=True, overflow="ellipsis", min_width=7)
+    table.add_column("LAST ERROR", no_wrap=True, overflow="ellipsis", ratio=1, min_width=10)
+    listed = model.credentials
+    shown = listed if len(listed) <= rows else listed[: max(rows - 1, 0)]
+    for c in shown:
+        state = printable(c.get("state", "?"))
         label, fraction = _ttl(model, c, now)
+        why = trouble(c)
         table.add_row(
-            c["name"],
-            str(c.get("kind", "?")),
-            Text(state, style=STATE_STYLES.get(state, UNKNOWN_STATE_STYLE)),
-            _bar(fraction, label),
-            _when(c.get("next_renewal"), now),
-            _when(refresh_expiry(c), now),
-            Text(trouble(c) or "-", style="yellow" if trouble(c) else "dim"),
+            _text(c["name"]),
+            _text(c.get("kind", "?")),
+            _text(state, STATE_STYLES.get(state, UNKNOWN_STATE_STYLE)),
+            _bar(fraction, label, bar_width),
+            _text(_when(c.get("next_renewal"), now, stale)),
+            _text(_when(refresh_expiry(c), now, stale)),
+            _text(why or "-", "yellow" if why else "dim"),
             style="dim" if stale else None,
         )
-    if not model.credentials:
+    if len(shown) < len(listed):
+        table.add_row(Text(f"... {len(listed) - len(shown)} more (a taller terminal shows them)", style="dim"))
+    if not listed:
         vault = model.status.get("state") if model.status else None
         if vault == "LOCKED":
             why = "the vault is LOCKED: no credential is served (vaultctl unlock)"
@@ -290,31 +383,27 @@ def _credential_table(model: TopModel, now: float) -> Table:
             why = "waiting for the daemon"
         else:
             why = "no credentials"
-        table.caption = Text(why, style="bold red" if vault == "LOCKED" else "dim")
+        table.caption = Text(why, style="bold red" if vault == "LOCKED" else "dim", no_wrap=True, overflow="ellipsis")
         table.caption_justify = "left"
     return table
 
 
-_EVENT_STYLES = {"updated": "green", "expired": "red", "locked": "bold red", "gone": "bold red", "back": "green"}
+_EVENT_STYLES = {
+    "updated": "green", "expired": "red", "locked": "bold red", "gone": "bold red", "back": "green",
+    "unlocked": "green", "state": "yellow",
+}  # fmt: skip
 
 
 def _events(model: TopModel, rows: int) -> Table:
-    table = Table(
-        title="renewals and events",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        expand=True,
-        pad_edge=False,
-        show_edge=False,
-    )
+    table = _table("renewals and events")
     table.add_column("TIME", no_wrap=True)
-    table.add_column("EVENT", no_wrap=True)
-    table.add_column("CREDENTIAL", no_wrap=True)
+    table.add_column("EVENT", no_wrap=True, overflow="ellipsis", max_width=10)
+    table.add_column("CREDENTIAL", no_wrap=True, overflow="ellipsis", max_width=24)
     table.add_column("", ratio=1, overflow="ellipsis", no_wrap=True)
     shown = list(model.events)[-max(rows, 1) :]
     for event in reversed(shown):  # newest first
         style = _EVENT_STYLES.get(event.kind, "")
-        table.add_row(clock(event.at), Text(event.kind, style=style), event.name or "-", event.detail)
+        table.add_row(Text(clock(event.at)), _text(event.kind, style), _text(event.name), _text(event.detail))
     if not shown:
         table.add_row("", Text("none yet", style="dim"), "", "")
     return table
@@ -322,8 +411,8 @@ def _events(model: TopModel, rows: int) -> Table:
 
 def _footer(model: TopModel) -> Text:
     if model.asking:
-        return Text(model.asking, style="bold reverse")
-    line = Text()
+        return Text(model.asking, style="bold reverse", no_wrap=True, overflow="ellipsis")
+    line = Text(no_wrap=True, overflow="ellipsis")
     if model.keys:
         line.append("l", style="bold")
         line.append(" lock the vault   ")
@@ -332,15 +421,29 @@ def _footer(model: TopModel) -> Text:
     else:
         line.append("no terminal to read keys from: Ctrl-C quits")
     if model.message:
-        line.append(f"   {model.message}", style="bold")
+        line.append(f"   {printable(model.message)}", style="bold")
     return line
 
 
-def render(model: TopModel, now: float, height: int) -> RenderableType:
-    """The whole screen for a terminal ``height`` lines tall."""
-    table = _credential_table(model, now)
-    used = 2 + 1 + 3 + max(len(model.credentials), 1) + 1 + 3 + 1  # header, credentials, events (title, head), footer
-    return Group(_header(model, now), Text(""), table, Text(""), _events(model, height - used), _footer(model))
+#: Lines around the two tables: header (2), blank, credentials' title, head and rule (3), blank,
+#: events' title, head and rule (3), footer (1).
+_FRAME_LINES = 2 + 1 + 3 + 1 + 3 + 1
+#: Rows the events pane keeps however many credentials there are (when the terminal has them).
+_EVENT_ROWS_KEPT = 3
+
+
+def render(model: TopModel, now: float, height: int, width: int = 120) -> RenderableType:
+    """The whole screen for a terminal ``height`` lines tall and ``width`` columns wide: every line fits."""
+    room = max(height - _FRAME_LINES, 2)
+    credential_rows = max(room - _EVENT_ROWS_KEPT, 1)
+    table = _credential_table(model, now, width, credential_rows)
+    drawn = min(len(model.credentials), credential_rows)
+    used = max(drawn, 1)  # the rows, or the caption saying why there are none
+    parts: list[RenderableType] = [_header(model, now), Text(""), table, Text("")]
+    if room - used >= 1:
+        parts.append(_events(model, room - used))
+    parts.append(_footer(model))
+    return Group(*parts)
 
 
 # -- plain text -----------------------------------------------------------------------------
@@ -350,17 +453,20 @@ def plain_snapshot(model: TopModel, now: float) -> str:
     """One snapshot as plain text (no escape codes), for a pipe or a log."""
     status = model.status or {}
     lines = [
-        f"vault {status.get('state', '?')}  vaultd {status.get('version', '?')} pid {status.get('pid', '?')}"
-        f"  generation {status.get('generation', '?')}  at {clock(now)}",
+        printable(
+            f"vault {status.get('state', '?')}  vaultd {status.get('version', '?')} pid {status.get('pid', '?')}"
+            f"  generation {status.get('generation', '?')}"
+        )
+        + f"  at {clock(now)}",
         f"requests/s {_rate(model)}  engines {_engines(model)}",
     ]
     rows = [("NAME", "KIND", "STATE", "TTL LEFT", "NEXT RENEWAL", "REFRESH TOKEN", "LAST ERROR")]
     for c in model.credentials:
         label, fraction = _ttl(model, c, now)
         rows.append((
-            c["name"], str(c.get("kind", "?")), str(c.get("state", "?")),
+            printable(c["name"]), printable(c.get("kind", "?")), printable(c.get("state", "?")),
             label if fraction is None else f"{label} ({fraction:.0%})",
-            _when(c.get("next_renewal"), now), _when(refresh_expiry(c), now), trouble(c) or "-",
+            _when(c.get("next_renewal"), now), _when(refresh_expiry(c), now), printable(trouble(c) or "-"),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:

@@ -26,6 +26,7 @@ from .common import (
     _slow,
     _when,
     json_object,
+    printable,
 )
 
 __all__ = ["UPSTREAM_COMMANDS", "add_upstream_parsers", "upstream_table"]
@@ -90,15 +91,16 @@ def upstream_table(upstreams: list[dict[str, Any]]) -> list[str]:
     """The upstreams as ``upstream list`` and ``status`` print them."""
     if not upstreams:
         return ["  (none)"]
-    width = max(4, *(len(u["name"]) for u in upstreams))
+    names = [printable(u["name"]) for u in upstreams]
+    width = max(4, *(len(name) for name in names))
     rows = [f"  {'NAME':<{width}}  {'STATE':<12} {'TOKEN EXPIRES':<20} {'SOURCED':>7}  ADDRESS / LAST ERROR"]
-    for u in upstreams:
+    for name, u in zip(names, upstreams, strict=True):
         rows.append(
-            f"  {u['name']:<{width}}  {u['state']:<12} {_when(u.get('token_expires_at')):<20} "
-            f"{len(u.get('sourced', [])):>7}  {u['address']}"
+            f"  {name:<{width}}  {printable(u['state']):<12} {_when(u.get('token_expires_at')):<20} "
+            f"{len(u.get('sourced', [])):>7}  {printable(u['address'])}"
         )
         if u.get("last_error"):
-            rows.append(f"  {'':<{width}}  last error: {u['last_error']}")
+            rows.append(f"  {'':<{width}}  last error: {printable(u['last_error'])}")
     return rows
 
 

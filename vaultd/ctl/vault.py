@@ -12,7 +12,7 @@ from vaultd_client import Client
 from vaultd_protocol import KdfProfile, Method
 
 from .._passphrase import PassphraseError, read_passphrase
-from .common import EXIT_OK, EXIT_USAGE, CtlError, _passphrase, _passphrase_options, _slow
+from .common import EXIT_OK, EXIT_USAGE, CtlError, _passphrase, _passphrase_options, _slow, printable
 from .credentials import credential_table
 from .upstream import upstream_table
 
@@ -69,9 +69,10 @@ def cmd_unlock(client: Client, args: argparse.Namespace) -> int:
     if args.accept_rollback:
         params["accept_rollback"] = True
     result = _slow(client, Method.VAULT_UNLOCK, params)
-    print(f"vault {result['state'].lower()}")
+    print(f"vault {printable(result['state']).lower()}")
     if result.get("rollback_accepted"):
-        print(f"rollback accepted: {result['rollback_accepted']} (written to the audit log)", file=sys.stderr)
+        accepted = printable(result["rollback_accepted"])
+        print(f"rollback accepted: {accepted} (written to the audit log)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -101,11 +102,12 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return EXIT_OK
-    print(f"state:      {status['state']}")
-    profile = status.get("kdf_profile") or "-"
-    print(f"vault:      {status['vault_path']} (generation {status['generation']}, KDF profile {profile})")
-    print(f"socket:     {status['socket']}")
-    print(f"daemon:     vaultd {status['version']}, pid {status['pid']}, up {status['uptime']:.0f} s")
+    p = printable  # every field is the daemon's text: its escapes are shown, never acted on
+    print(f"state:      {p(status['state'])}")
+    profile = p(status.get("kdf_profile") or "-")
+    print(f"vault:      {p(status['vault_path'])} (generation {p(status['generation'])}, KDF profile {profile})")
+    print(f"socket:     {p(status['socket'])}")
+    print(f"daemon:     vaultd {p(status['version'])}, pid {p(status['pid'])}, up {status['uptime']:.0f} s")
     print(f"memory:     {'locked' if status.get('memory_locked') else 'not locked (see vaultctl doctor)'}")
     if status["state"] == "UNLOCKED":
         print(f"credentials: {len(status['credentials'])}")
@@ -114,7 +116,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
             print(f"upstreams: {len(status['upstreams'])}")
             print("\n".join(upstream_table(status["upstreams"])))
     for warning in status.get("warnings", []):
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {p(warning)}", file=sys.stderr)
     return EXIT_OK
 
 
