@@ -29,7 +29,8 @@ from vaultd_protocol import ErrorCode
 
 from ._credentials import Credential
 from ._errors import RpcError
-from ._providers import UpstreamError
+from ._http_head import read_head
+from ._providers import Issued, UpstreamError
 from ._providers._oauth_client import described_error
 from ._providers.oauth2 import DEVICE_GRANT, OAuth2Provider
 from ._renewer import Renewer
@@ -242,17 +243,22 @@ class Logins:
         except UpstreamError as exc:
             self._failed(login, str(exc))
             return
+        if await self._conclude(renewer, login, issued):
+            log.info("credential %r: logged in (login %s)", credential.name, login.login_id[:6])
+
+    async def _conclude(self, renewer: Renewer, login: Login, issued: Issued) -> bool:
+        """The tokens a login brought go to the renewer (the vault written first); the outcome recorded."""
         if not self._current(login):
             issued.wipe()
             login.finish(_FAILED, "the credential was replaced or removed during the login")
-            return
+            return False
         try:
-            await renewer.logged_in(credential, issued)
+            await renewer.logged_in(login.credential, issued)
         except RpcError as exc:
             login.finish(_FAILED, f"the new refresh token could not be saved: {exc}")
-            return
-        log.info("credential %r: logged in (login %s)", credential.name, login.login_id[:6])
+            return False
         login.finish(_OK)
+        return True
 
     # -- browser: the loopback redirect ---------------------------------------------------------------
 
@@ -394,17 +400,8 @@ class Logins:
         except UpstreamError as exc:
             self._failed(login, str(exc))
             return
-        if not self._current(login):
-            issued.wipe()
-            login.finish(_FAILED, "the credential was replaced or removed during the login")
-            return
-        try:
-            await renewer.logged_in(login.credential, issued)
-        except RpcError as exc:
-            login.finish(_FAILED, f"the new refresh token could not be saved: {exc}")
-            return
-        log.info("credential %r: logged in with a device code", login.credential.name)
-        login.finish(_OK)
+        if await self._conclude(renewer, login, issued):
+            log.info("credential %r: logged in with a device code", login.credential.name)
 
 
 async def _close(listeners: list[trio.SocketListener]) -> None:
@@ -414,21 +411,10 @@ async def _close(listeners: list[trio.SocketListener]) -> None:
 
 async def _read_target(stream: trio.SocketStream) -> str | None:
     """The request target of one HTTP/1.1 request (a GET), or None if it is not one."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST)
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return None
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(4096)
-            if not data:
-                return None
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Request):
-            return event.target.decode("ascii", "replace") if event.method == b"GET" else None
+    request = await read_head(stream, h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST))
+    if request is None or request.method != b"GET":
         return None
+    return request.target.decode("ascii", "replace")
 
 
 async def _answer(stream: trio.SocketStream, status: int, page: str) -> None:

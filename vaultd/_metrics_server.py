@@ -21,6 +21,8 @@ from prometheus_client.core import Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from ._http_head import read_head
+
 __all__ = ["MAX_SCRAPERS", "serve_metrics"]
 
 log = logging.getLogger("vaultd.metrics")
@@ -86,7 +88,7 @@ async def _one_scrape(stream: trio.SocketStream, collector: Collector, process: 
     try:
         request = None
         with trio.move_on_after(READ_TIMEOUT):
-            request = await _read_head(stream, conn)
+            request = await read_head(stream, conn, MAX_HEAD)
         if request is None:
             return  # silent, gone, too slow or not HTTP: nothing worth an answer
         method, target = request.method.decode("ascii", "replace"), request.target.decode("ascii", "replace")
@@ -115,27 +117,6 @@ async def _one_scrape(stream: trio.SocketStream, collector: Collector, process: 
         log.error("metrics: the scrape failed: %s", type(exc).__name__, exc_info=exc)
     finally:
         await trio.aclose_forcefully(stream)
-
-
-async def _read_head(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
-    """The request line and headers; None if the peer leaves or sends what is not HTTP/1.x.
-
-    A body, if any, is not read: the answer closes the connection.
-    """
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return None
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(MAX_HEAD)
-            conn.receive_data(data)
-            if not data:
-                return None
-        elif isinstance(event, h11.Request):
-            return event
-        else:
-            return None
 
 
 def _exposition(families: list[Metric], process: CollectorRegistry) -> bytes:
