@@ -6,7 +6,6 @@ and parses the text with ``prometheus_client``'s own parser: what a Prometheus s
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from vaultd._metrics_server import MAX_SCRAPERS, READ_TIMEOUT
 
 from ..daemon_process import BIN, DaemonProcess, FakeExchangeProcess
+from .test_renewal_e2e import add_oauth
 
 ALERTS = Path(__file__).parents[2] / "systemd" / "vaultd-alerts.yml"
 
@@ -69,18 +69,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     found = [v for have, v in samples.get(name, []) if labels.items() <= have.items()]
     assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
     return found[0] if found else None
-
-
-def add_oauth(daemon: DaemonProcess, fx: FakeExchangeProcess, name: str) -> None:
-    refresh = fx.control(new_refresh_token=True)["refresh_token"]
-    config = {
-        "token_url": fx.url + "/oauth/token",
-        "grant_type": "refresh_token",
-        "client_id": "fake-client",
-        "client_secret": "fake-secret",
-        "refresh_token": refresh,
-    }
-    daemon.ctl("add", name, "--kind", "oauth2", *daemon.pw(), stdin=json.dumps(config))
 
 
 def test_a_scrape_follows_requests_credential_states_and_the_lock(
