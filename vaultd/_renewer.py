@@ -398,7 +398,10 @@ class Renewer:
         if reauth:
             credential.state = CredentialState.NEEDS_REAUTH
             self._cancel(credential, _RENEW)
-            log.error("credential %r needs an operator: %s", credential.name, message)
+            if _awaits_login(message):  # a new credential: no news
+                log.info("credential %r: %s", credential.name, message)
+            else:
+                log.error("credential %r needs an operator: %s", credential.name, message)
             return
         if credential.state is CredentialState.NEEDS_REAUTH:
             credential.state = CredentialState.RENEW_DUE  # a forced attempt failed, but not by refusal
@@ -521,7 +524,9 @@ class Renewer:
         if credential.state is CredentialState.NEEDS_REAUTH:
             return RpcError(
                 ErrorCode.NEEDS_REAUTH,
-                f"credential {name!r} was refused upstream and needs an operator: {credential.last_error}",
+                f"credential {name!r} awaits its first login: {credential.last_error}"
+                if _awaits_login(credential.last_error)
+                else f"credential {name!r} was refused upstream and needs an operator: {credential.last_error}",
             )
         issued = credential.valid_token(now)
         if issued is not None and issued.expires_at is not None:
@@ -565,3 +570,8 @@ def _past_not_after(expires_at: float | None) -> str:
     """What ``status`` says of a stored token past its ``not_after`` (nothing can renew it)."""
     when = "" if expires_at is None else f" ({utc_text(expires_at)})"
     return f"its not_after{when} has passed: replace the credential"
+
+
+def _awaits_login(message: str | None) -> bool:
+    """Whether a NEEDS_REAUTH's message is a new credential's "awaiting login" (nothing refused yet)."""
+    return (message or "").startswith(AWAITING_LOGIN.split("{", 1)[0])

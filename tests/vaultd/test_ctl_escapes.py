@@ -101,3 +101,16 @@ def test_list_shows_setting_times_as_the_created_column_does() -> None:
     assert "refresh_token_expires_at: 2027-01-16T08:00:00Z" in text, text
     assert "expires_in_at: x" in text and "max_ttl: 3600" in text, "only times become dates"
     assert "2027-01-15T08:00:00Z" in rows[1], "the CREATED column's format"
+
+
+def test_list_shows_a_nested_setting_as_pairs_not_a_python_repr() -> None:
+    from vaultd.ctl.credentials import settings_table
+
+    discovered = {"token_url": "https://id.example/token", "auth_methods": ["private_key_jwt"]}
+    rows = settings_table([{
+        "name": "broker", "kind": "oauth2", "created_at": NOW, "updated_at": NOW,
+        "settings": {"discovered": discovered},
+    }])  # fmt: skip
+    text = "\n".join(rows)
+    assert "discovered: auth_methods: private_key_jwt; token_url: https://id.example/token" in text, text
+    assert "{'" not in text

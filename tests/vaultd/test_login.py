@@ -56,6 +56,7 @@ async def test_a_credential_awaiting_login_makes_no_call_and_says_so(
     assert exchange.calls.get("/oauth/token", 0) == 0
     error = await refused(vault.get("ex", 0))
     assert error.code is ErrorCode.NEEDS_REAUTH
+    assert "awaits its first login" in str(error) and "refused upstream" not in str(error), "nothing was refused"
 
 
 async def test_device_login_polls_at_the_interval_and_slows_down(

@@ -261,6 +261,8 @@ def _setting(key: str, value: Any) -> str:
         return _when(value)
     if isinstance(value, list | tuple):
         return printable(", ".join(str(v) for v in value) or "-")
+    if isinstance(value, dict):  # e.g. what discovery found: its own key: value pairs
+        return "; ".join(f"{printable(k)}: {_setting(str(k), v)}" for k, v in sorted(value.items())) or "-"
     return printable(value)
 
 
