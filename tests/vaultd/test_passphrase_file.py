@@ -63,7 +63,7 @@ def test_a_fifo_others_can_write_is_warned_about(tmp_path: Path, capsys: pytest.
     path.chmod(0o622)
     writer = os.fork()
     if writer == 0:  # pragma: no cover - the child writes the passphrase into the pipe and leaves
-        with open(path, "w") as pipe:  # noqa: PTH123
+        with open(path, "w") as pipe:
             pipe.write(PASSPHRASE + "\n")
         os._exit(0)
     try:
