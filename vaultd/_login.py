@@ -324,8 +324,10 @@ class Logins:
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                if exc.errno not in _ACCEPT_TRANSIENT:
-                    raise
+                if exc.errno not in _ACCEPT_TRANSIENT:  # this login ends, not the daemon
+                    log.error("credential %r: the login listener failed (%s)", name, exc.strerror or exc)
+                    login.finish(_FAILED, f"the redirect listener failed ({exc.strerror or exc})")
+                    return
                 redirect.accept_failures += 1
                 if _worth_a_line(redirect.accept_failures):
                     log.error("credential %r: the login listener's accept failed (%s, %d times): waiting",
@@ -359,8 +361,8 @@ class Logins:
         try:
             async with stream:
                 target = None
-                with trio.move_on_after(_READ_LIMIT):
-                    target = await _read_target(stream)
+                with trio.move_on_after(_READ_LIMIT), contextlib.suppress(trio.BrokenResourceError):
+                    target = await _read_target(stream)  # a peer that resets its connection: nothing read
                 if target is None:
                     return
                 status, page, location = await self._callback(login, target, redirect)

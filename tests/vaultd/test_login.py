@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import struct
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -518,3 +520,28 @@ async def test_a_slow_code_exchange_is_waited_for_and_the_browser_told(
     assert page.status_code == 200 and "logged in" in page.text
     outcome = await vault.login_wait(Secret(PASS), started["login_id"], 1)
     assert outcome["outcome"] == "ok" and outcome["credential"]["state"] == "FRESH"
+
+
+async def test_a_browser_that_resets_its_connection_mid_request_ends_nothing(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """A peer that leaves with a reset (RST) halfway through its request: that connection ends, the
+    login and the vault go on, and the real redirect still completes the login."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    port = httpx.URL(started["redirect_uri"]).port
+    for _ in range(3):
+        peer = trio.socket.socket()
+        await peer.connect(("127.0.0.1", port))
+        await peer.send(b"GET /callback?state=")
+        await trio.sleep(0.5)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: the kernel sends RST
+        await trio.sleep(0.5)
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 0))["outcome"] == "pending"
+    async with httpx.AsyncClient() as browser:
+        params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+        page = await browser.get(started["redirect_uri"], params=params)
+    assert page.status_code == 200 and "logged in" in page.text
+    assert state(vault, "ex")["state"] == "FRESH"
