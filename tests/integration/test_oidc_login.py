@@ -350,7 +350,8 @@ def test_a_flood_of_connections_to_the_login_listener_neither_kills_the_daemon_n
         status, outcome, _, err = login.finish()
         assert status == 0 and outcome["outcome"] == "ok", (outcome, err)
         assert daemon.proc.poll() is None
-        assert "closed" in daemon.log and "connections beyond 8 at once" in daemon.log
+        said = [line for line in daemon.log.splitlines() if "connections beyond 8 at once" in line]
+        assert 1 <= len(said) <= 9, "the flood is counted, logged at powers of two, not line by line"
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.stop()

@@ -421,21 +421,31 @@ def path_of(url: str) -> str:
     return parsed.raw_path.decode()
 
 
+@pytest.mark.parametrize(("bad", "said"), [("dpop", "DPoP"), ("no_expires_in", "no usable expires_in")])
 async def test_a_failed_login_leaves_the_working_refresh_token_in_use(
-    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    exchange: FakeExchange,
+    wall: Wall,
+    autojump_clock: Any,
+    bad: str,
+    said: str,
 ) -> None:
-    """A login whose answer is refused (here: a DPoP-bound token) must not swap its refresh token
-    in: the next renewal presents the refresh token the vault file holds, of the working grant."""
+    """A login whose answer is refused (a DPoP-bound token; no expires_in) must not swap its refresh
+    token in: the next renewal presents the refresh token the vault file holds, of the working grant."""
     exchange.behaviour.expires_in = 600
     vault = await open_vault(nursery, tmp_path, wall)
     await add(vault, "ex", login_config(exchange))
     started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
     assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
     working = vault_refresh_token(vault, "ex")
-    exchange.behaviour.token_type = "DPoP"
+    if bad == "dpop":
+        exchange.behaviour.token_type = "DPoP"
+    else:
+        exchange.behaviour.fault, exchange.behaviour.times = bad, 2  # the device authorization, then the poll
     started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
     failed = await vault.login_wait(Secret(PASS), started["login_id"], 90)
-    assert failed["outcome"] == "failed" and "DPoP" in failed["error"]
+    assert failed["outcome"] == "failed" and said in failed["error"]
     exchange.behaviour.token_type = "Bearer"
     await trio.sleep(1200)
     assert state(vault, "ex")["state"] == "FRESH"
