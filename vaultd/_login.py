@@ -341,13 +341,12 @@ class Logins:
                                 name, redirect.refused_busy, MAX_CONNECTIONS)  # fmt: skip
                 await _drop(stream)
                 continue
-            owner = _owner(stream)
+            owner, why = _owner(stream)
             if owner != os.getuid():
                 redirect.refused_foreign += 1
                 if _worth_a_line(redirect.refused_foreign):
-                    log.warning("credential %r: the login listener closed %d connections from another user "
-                                "(this one: uid %s)", name, redirect.refused_foreign,
-                                "unknown" if owner is None else owner)  # fmt: skip
+                    log.warning("credential %r: the login listener closed %d connections not from its own user "
+                                "(this one: %s)", name, redirect.refused_foreign, why)  # fmt: skip
                 await _drop(stream)
                 continue
             redirect.serving += 1
@@ -500,16 +499,16 @@ def _worth_a_line(count: int) -> bool:
     return count & (count - 1) == 0
 
 
-def _owner(stream: trio.SocketStream) -> int | None:
-    """The uid at the other end of an accepted connection; None if it cannot be told (the peer left,
-    or the kernel cannot be asked: then the connection is not served)."""
+def _owner(stream: trio.SocketStream) -> tuple[int | None, str]:
+    """The uid at the other end of an accepted connection, and how to say it; None if it cannot be
+    told (the peer left, or the kernel cannot be asked: then the connection is not served)."""
     try:
-        return connection_owner(cast(socket.socket, stream.socket))
+        owner = connection_owner(cast(socket.socket, stream.socket))
     except ListenerUnknown as exc:
-        log.error("who connected to the login listener cannot be checked (%s): connection closed", exc)
-        return None
+        return None, f"who connected cannot be checked ({exc}): use 'vaultctl login --device'"
     except OSError:
-        return None
+        return None, "the peer left"
+    return owner, "the peer left" if owner is None else f"uid {owner}"
 
 
 async def _drop(stream: trio.SocketStream) -> None:

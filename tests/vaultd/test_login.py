@@ -387,7 +387,7 @@ _OTHER_USERS_BROWSER = textwrap.dedent(
 
 
 async def test_the_redirect_listener_answers_only_the_daemons_own_user(
-    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Another local user who learnt the state (and logged in as themselves) cannot hand the daemon
     their code: the listener closes connections from other uids before reading them. Positive
@@ -409,6 +409,8 @@ async def test_the_redirect_listener_answers_only_the_daemons_own_user(
             assert other.stdout.decode().strip() == "nothing", "another uid got an answer"
         assert (await vault.login_wait(Secret(PASS), started["login_id"], 0))["outcome"] == "pending"
         assert "fake-attacker-code" not in exchange.redeemed_codes
+        assert "closed 1 connections not from its own user (this one: uid 65534)" in caplog.text
+        assert "closed 2 connections not from its own user (this one: uid 65534)" in caplog.text
         own = await trio.run_process(["/usr/bin/python3", str(script), port, target], capture_stdout=True)
         assert own.stdout.decode().strip() == "HTTP/1.1 200 OK"
         assert (await vault.login_wait(Secret(PASS), started["login_id"], 10))["outcome"] == "ok"
