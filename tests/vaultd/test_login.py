@@ -8,6 +8,7 @@ flows against a real OpenID provider are in tests/integration/test_oidc_login.py
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -557,3 +558,33 @@ async def test_a_browser_that_resets_its_connection_mid_request_ends_nothing(
         page = await browser.get(started["redirect_uri"], params=params)
     assert page.status_code == 200 and "logged in" in page.text
     assert state(vault, "ex")["state"] == "FRESH"
+
+
+def test_vaultctl_hands_a_browser_only_the_one_time_link(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever the daemon answers, vaultctl puts no authorization request on a browser's command
+    line, and prints the one-time link for the operator to open."""
+    import webbrowser
+
+    from vaultd.ctl.login import _open_browser, _show
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, new=0: opened.append(url) or True)
+    assert not _open_browser("https://id.example/authorize?state=fake-state&code_challenge=fake-challenge")
+    assert not _open_browser("http://127.0.0.1:4000/callback?state=fake-state")
+    assert not _open_browser("http://127.0.0.1:4000/start/fake-nonce?state=fake-state")
+    assert _open_browser("http://127.0.0.1:4000/start/fake-nonce")
+    assert opened == ["http://127.0.0.1:4000/start/fake-nonce"]
+    started = {
+        "login_id": "fake-login",
+        "name": "ex",
+        "mode": "browser",
+        "url": "http://127.0.0.1:4000/start/fake-nonce",
+        "authorization_url": "https://id.example/authorize?state=fake-state&code_challenge=fake-challenge",
+        "redirect_uri": "http://127.0.0.1:4000/callback",
+        "expires_in": 300.0,
+    }
+    _show(started, argparse.Namespace(json=False))
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:4000/start/fake-nonce" in out and "fake-state" not in out
