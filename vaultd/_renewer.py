@@ -155,6 +155,7 @@ class Renewer:
             RpcError: STORAGE_FAILED or LOCKED (the write failed: the token is not served),
                 UNKNOWN_CREDENTIAL (replaced or removed meanwhile: nothing adopted).
         """
+        await self.settled(credential)  # a renewal begun during the redemption must not adopt after us
         if not self._current(credential):
             issued.wipe()
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"credential {credential.name!r} was replaced or removed")

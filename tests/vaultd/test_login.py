@@ -2,8 +2,11 @@
 
 The device grant's polling (interval, ``slow_down``), an awaiting-login credential making no
 call, the loopback listener's state check and time limit, token_type DPoP refused,
-``refresh_token_expires_in`` and ``error_description`` kept, and the expiry margin. The same
-flows against a real OpenID provider are in tests/integration/test_oidc_login.py.
+``refresh_token_expires_in`` and ``error_description`` kept, and the expiry margin; what a
+security review found: the listener answers only the daemon's uid, the browser gets a one-time
+``/start/`` link, a failed login keeps the working refresh token, a new login's refresh-token
+expiry, polls at least 5 s apart, one redemption per login, a slow exchange waited for, a peer
+that resets. The same flows against a real OpenID provider are in tests/integration/test_oidc_login.py.
 """
 
 from __future__ import annotations
@@ -588,3 +591,34 @@ def test_vaultctl_hands_a_browser_only_the_one_time_link(
     _show(started, argparse.Namespace(json=False))
     out = capsys.readouterr().out
     assert "http://127.0.0.1:4000/start/fake-nonce" in out and "fake-state" not in out
+
+
+async def test_a_renewal_in_flight_during_the_redemption_does_not_undo_the_login(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """The token endpoint is slow (5 s) and a renewal with the old grant begins while the login's
+    code is being redeemed: the login's refresh token is adopted after that renewal ends, so the
+    renewal's rotated token of the old grant does not replace it."""
+    exchange.behaviour.expires_in = 60
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    async with httpx.AsyncClient(timeout=60) as browser:
+        params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+        assert (await browser.get(started["redirect_uri"], params=params)).status_code == 200
+        old_grant = vault_refresh_token(vault, "ex")
+        renewal_at = state(vault, "ex")["next_renewal"]
+        await trio.sleep(renewal_at - wall() - 2)  # the redemption begins 2 s before the renewal
+        exchange.behaviour.fault, exchange.behaviour.delay = "slow", 5
+        started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+        params = {"code": "fake-code-2", "state": authorization(started).params["state"]}
+        page = await browser.get(started["redirect_uri"], params=params)
+    assert page.status_code == 200 and "logged in" in page.text
+    exchange.behaviour.fault = ""
+    assert exchange.calls["/oauth/token"] == 3, "the first login, the renewal, the second login"
+    assert vault_refresh_token(vault, "ex") != exchange.current_refresh_token(old_grant), (
+        "the vault holds the new login's grant, not the old one's rotated token"
+    )
+    await trio.sleep(600)
+    assert state(vault, "ex")["state"] == "FRESH"
+    assert vault_refresh_token(vault, "ex") != exchange.current_refresh_token(old_grant)
