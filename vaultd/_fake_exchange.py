@@ -86,6 +86,8 @@ class FakeExchange:
     port: int = 0
     #: When each device-code poll came (trio's clock).
     device_polls: list[float] = field(default_factory=list)
+    #: Authorization codes redeemed (each may be redeemed once).
+    redeemed_codes: set[str] = field(default_factory=set)
     #: The fault that applies to the request being answered.
     _faulted: str = ""
     #: Set when a fault with ``times`` has been used up.
@@ -284,6 +286,12 @@ class FakeExchange:
             return 200, self._tokens(None)
         if grant == "urn:ietf:params:oauth:grant-type:device_code":
             return self._device_poll()
+        if grant == "authorization_code":  # any code, once (a browser login's redirect)
+            code = one.get("code", "")
+            if not code or code in self.redeemed_codes:
+                return 400, {"error": "invalid_grant", "error_description": "authorization code invalid or used"}
+            self.redeemed_codes.add(code)
+            return 200, self._tokens(self.new_refresh_token())
         if grant == "refresh_token":
             rotated = self._redeem(one.get("refresh_token", ""))
             if rotated is None:

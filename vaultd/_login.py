@@ -3,7 +3,11 @@
 Two ways in. **Browser** (RFC 6749 authorization code, PKCE S256 per RFC 7636, a loopback
 redirect per RFC 8252): the daemon listens on 127.0.0.1 on a random port, once, for at most
 the login's timeout (5 minutes), checks ``state``, and redeems the code with its verifier
-itself. **Device** (RFC 8628): the daemon asks for a user code and polls the token endpoint at
+itself. The listener answers only the daemon's own uid (a browser runs as the operator; another
+local user who learnt the state cannot hand it their code), serves a few connections at once,
+and sends the browser on with a one-time link (``/start/<nonce>``) so that the authorization
+request itself (state, code_challenge) never goes on a command line others can read.
+**Device** (RFC 8628): the daemon asks for a user code and polls the token endpoint at
 the server's interval (``slow_down`` adds 5 s). Either way the refresh token goes from the
 token endpoint into the provider and the vault (``Renewer.logged_in``): vaultctl only ever
 sees the URL, the user code and the outcome. A login runs in the renewer's nursery, so a
@@ -16,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, cast
+from urllib.parse import parse_qs, quote, urlsplit
 
 import h11
 import trio
@@ -30,10 +36,12 @@ from vaultd_protocol import ErrorCode
 from ._credentials import Credential
 from ._errors import RpcError
 from ._http_head import read_head
-from ._providers import Issued, UpstreamError
+from ._loopback import ListenerUnknown, connection_owner
+from ._providers import UpstreamError
 from ._providers._oauth_client import described_error
-from ._providers.oauth2 import DEVICE_GRANT, OAuth2Provider
+from ._providers.oauth2 import DEVICE_GRANT, LoginGrant, OAuth2Provider
 from ._renewer import Renewer
+from ._server import _ACCEPT_TRANSIENT
 
 __all__ = ["LOGIN_TIMEOUT", "Login", "Logins"]
 
@@ -44,19 +52,39 @@ LOGIN_TIMEOUT = 300.0
 #: How long a finished login's outcome stays for ``credential.login_wait``.
 KEEP_OUTCOME = 600.0
 _CALLBACK = "/callback"
+_START = "/start/"
 _MAX_REQUEST = 16 * 1024
+#: How long a connection to the redirect listener may take to send its request (the code's
+#: redemption that may follow is bounded by the login's deadline and the credential's timeout).
+_READ_LIMIT = 30.0
+#: Connections the redirect listener serves at once; more are closed unread.
+MAX_CONNECTIONS = 8
 #: RFC 8628 section 3.5: slow_down adds 5 seconds to the interval, for this and every later poll.
 SLOW_DOWN = 5.0
+#: The device flow never polls more often than this (RFC 8628 section 3.2's default interval),
+#: whatever interval the server names.
+MIN_INTERVAL = 5.0
 _PENDING, _OK, _FAILED = "pending", "ok", "failed"
+#: What ``quote`` leaves as it is in a URL already encoded (RFC 3986 reserved and unreserved, and %).
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(eq=False, repr=False)
 class _Redirect:
-    """A browser login's secrets: the ``state`` it must come back with, the PKCE verifier."""
+    """A browser login's secrets (the ``state`` it must come back with, the PKCE verifier, the
+    one-time ``/start/`` nonce, None once used) and its listener's counters."""
 
     state: str
     verifier: str
     uri: str
+    authorization_url: str
+    nonce: str | None
+    #: A redirect is being redeemed: later ones are told so (the code is redeemed once).
+    redeeming: bool = False
+    serving: int = 0
+    refused_foreign: int = 0
+    refused_busy: int = 0
+    accept_failures: int = 0
 
 
 @dataclass(eq=False)
@@ -154,11 +182,12 @@ class Logins:
             listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
             port = listeners[0].socket.getsockname()[1]
             redirect_uri = f"http://127.0.0.1:{port}{_CALLBACK}"
-            redirect = _Redirect(secrets.token_urlsafe(24), secrets.token_urlsafe(48), redirect_uri)
+            state, verifier, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(48), secrets.token_urlsafe(16)
+            full = provider.authorization_url(endpoints.authorization_endpoint, redirect_uri, state, verifier)
+            redirect = _Redirect(state, verifier, redirect_uri, full, nonce)
             login.shown = {
-                "url": provider.authorization_url(
-                    endpoints.authorization_endpoint, redirect_uri, redirect.state, redirect.verifier
-                ),
+                "url": f"http://127.0.0.1:{port}{_START}{nonce}",
+                "authorization_url": full,
                 "redirect_uri": redirect_uri,
                 "expires_in": lifetime,
             }
@@ -239,22 +268,25 @@ class Logins:
         assert isinstance(provider, OAuth2Provider)
         await renewer.settled(credential)  # no renewal with the old refresh token races the new one
         try:
-            issued = await provider.redeem(renewer.http_context(), redeem)
+            grant = await provider.redeem(renewer.http_context(), redeem)
         except UpstreamError as exc:
             self._failed(login, str(exc))
             return
-        if await self._conclude(renewer, login, issued):
+        if await self._conclude(renewer, login, grant):
             log.info("credential %r: logged in (login %s)", credential.name, login.login_id[:6])
 
-    async def _conclude(self, renewer: Renewer, login: Login, issued: Issued) -> bool:
-        """The tokens a login brought go to the renewer (the vault written first); the outcome recorded."""
-        if not self._current(login):
-            issued.wipe()
+    async def _conclude(self, renewer: Renewer, login: Login, grant: LoginGrant) -> bool:
+        """The tokens a login brought go to the renewer (adopted only now, the vault written first);
+        the outcome recorded."""
+        provider = login.credential.provider
+        if not self._current(login) or not isinstance(provider, OAuth2Provider):
+            grant.wipe()
             login.finish(_FAILED, "the credential was replaced or removed during the login")
             return False
         try:
-            await renewer.logged_in(login.credential, issued)
+            await renewer.logged_in(login.credential, grant.issued, lambda: provider.take_login(grant))
         except RpcError as exc:
+            grant.refresh_token.wipe()
             login.finish(_FAILED, f"the new refresh token could not be saved: {exc}")
             return False
         login.finish(_OK)
@@ -284,30 +316,82 @@ class Logins:
     async def _accept(
         self, login: Login, listener: trio.SocketListener, nursery: trio.Nursery, redirect: _Redirect
     ) -> None:
+        """Accept connections: errors such as EMFILE are waited out (as the RPC server does), a
+        connection beyond ``MAX_CONNECTIONS`` or from another uid is closed before a byte is read
+        (counted, logged at powers of two, never per connection)."""
+        name = login.credential.name
         while True:
-            stream = await listener.accept()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_TRANSIENT:  # this login ends, not the daemon
+                    log.error("credential %r: the login listener failed (%s)", name, exc.strerror or exc)
+                    login.finish(_FAILED, f"the redirect listener failed ({exc.strerror or exc})")
+                    return
+                redirect.accept_failures += 1
+                if _worth_a_line(redirect.accept_failures):
+                    log.error("credential %r: the login listener's accept failed (%s, %d times): waiting",
+                              name, exc.strerror, redirect.accept_failures)  # fmt: skip
+                await trio.sleep(0.1)
+                continue
+            if redirect.serving >= MAX_CONNECTIONS:
+                redirect.refused_busy += 1
+                if _worth_a_line(redirect.refused_busy):
+                    log.warning("credential %r: the login listener closed %d connections beyond %d at once",
+                                name, redirect.refused_busy, MAX_CONNECTIONS)  # fmt: skip
+                await _drop(stream)
+                continue
+            owner, why = _owner(stream)
+            if owner != os.getuid():
+                redirect.refused_foreign += 1
+                if _worth_a_line(redirect.refused_foreign):
+                    log.warning("credential %r: the login listener closed %d connections not from its own user "
+                                "(this one: %s)", name, redirect.refused_foreign, why)  # fmt: skip
+                await _drop(stream)
+                continue
+            redirect.serving += 1
             nursery.start_soon(self._serve, login, stream, redirect)
 
     async def _serve(self, login: Login, stream: trio.SocketStream, redirect: _Redirect) -> None:
-        """One browser request: the redirect (checked), or anything else (404)."""
-        async with stream:
-            with trio.move_on_after(30):
-                target = await _read_target(stream)
+        """One browser request: the start link, the redirect (checked), or anything else (404).
+
+        Reading the request may take ``_READ_LIMIT``; the answer waits for the code's redemption
+        (bounded by the login's deadline and the credential's HTTP timeout)."""
+        try:
+            async with stream:
+                target = None
+                with trio.move_on_after(_READ_LIMIT), contextlib.suppress(trio.BrokenResourceError):
+                    target = await _read_target(stream)  # a peer that resets its connection: nothing read
                 if target is None:
                     return
-                status, page = await self._callback(login, target, redirect)
-                await _answer(stream, status, page)
+                status, page, location = await self._callback(login, target, redirect)
+                with trio.move_on_after(_READ_LIMIT):
+                    await _answer(stream, status, page, location)
+        finally:
+            redirect.serving -= 1
 
-    async def _callback(self, login: Login, target: str, redirect: _Redirect) -> tuple[int, str]:
+    async def _callback(self, login: Login, target: str, redirect: _Redirect) -> tuple[int, str, str | None]:
         parts = urlsplit(target)
+        if parts.path.startswith(_START):
+            nonce, given = redirect.nonce, parts.path[len(_START) :]
+            if nonce is None or not secrets.compare_digest(given.encode(), nonce.encode()):
+                return 404, "vaultd: this login link was used already or is not one: run 'vaultctl login' again.", None
+            redirect.nonce = None  # once: a reload or a copy of the link leads nowhere
+            return 302, "vaultd: on to the authorization server.", redirect.authorization_url
         if parts.path != _CALLBACK:
-            return 404, "vaultd: nothing here."
-        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            return 404, "vaultd: nothing here.", None
+        status, page = await self._redirected(login, parts.query, redirect)
+        return status, page, None
+
+    async def _redirected(self, login: Login, raw_query: str, redirect: _Redirect) -> tuple[int, str]:
+        query = {k: v[0] for k, v in parse_qs(raw_query, keep_blank_values=True).items()}
         if not secrets.compare_digest(query.get("state", "").encode(), redirect.state.encode()):
             log.warning("credential %r: a redirect with a wrong state was refused", login.credential.name)
             return 400, "vaultd: this redirect does not belong to the login in progress (state mismatch); refused."
         if login.outcome != _PENDING:
             return 409, "vaultd: this login has already ended."
+        if redirect.redeeming:
+            return 409, "vaultd: this login is already being completed (its code is being redeemed)."
         name = login.credential.name
         if "error" in query:
             code = query["error"][:64] if query["error"].isprintable() else "?"
@@ -316,6 +400,7 @@ class Logins:
         code_value = query.get("code")
         if not code_value:
             return 400, "vaultd: the redirect carries no code; refused."
+        redirect.redeeming = True  # before the first await: a second redirect redeems nothing
         await self._succeed(
             login,
             {
@@ -355,8 +440,8 @@ class Logins:
         if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 86400:
             raise RpcError(ErrorCode.UPSTREAM_UNAVAILABLE, "device authorization: the answer has no usable expires_in")
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 300:
-            interval = 5
-        answer["expires_in"], answer["interval"] = float(expires_in), float(interval)
+            interval = MIN_INTERVAL
+        answer["expires_in"], answer["interval"] = float(expires_in), max(float(interval), MIN_INTERVAL)
         return answer
 
     async def _poll(self, login: Login, provider: OAuth2Provider, device_code: str, interval: float) -> None:
@@ -396,17 +481,39 @@ class Logins:
         """A 200 to a device poll: the tokens are in this answer (no second request)."""
         renewer = self._live_renewer()
         try:
-            issued = provider.adopt_login(200, answer, started)
+            grant = provider.check_login(200, answer, started)
         except UpstreamError as exc:
             self._failed(login, str(exc))
             return
-        if await self._conclude(renewer, login, issued):
+        if await self._conclude(renewer, login, grant):
             log.info("credential %r: logged in with a device code", login.credential.name)
 
 
 async def _close(listeners: list[trio.SocketListener]) -> None:
     for listener in listeners:
         await listener.aclose()
+
+
+def _worth_a_line(count: int) -> bool:
+    """Log the 1st, 2nd, 4th, 8th... of a kind: a flood is said, not written line by line."""
+    return count & (count - 1) == 0
+
+
+def _owner(stream: trio.SocketStream) -> tuple[int | None, str]:
+    """The uid at the other end of an accepted connection, and how to say it; None if it cannot be
+    told (the peer left, or the kernel cannot be asked: then the connection is not served)."""
+    try:
+        owner = connection_owner(cast(socket.socket, stream.socket))
+    except ListenerUnknown as exc:
+        return None, f"who connected cannot be checked ({exc}): use 'vaultctl login --device'"
+    except OSError:
+        return None, "the peer left"
+    return owner, "the peer left" if owner is None else f"uid {owner}"
+
+
+async def _drop(stream: trio.SocketStream) -> None:
+    with contextlib.suppress(OSError, trio.BrokenResourceError):
+        await stream.aclose()
 
 
 async def _read_target(stream: trio.SocketStream) -> str | None:
@@ -417,12 +524,14 @@ async def _read_target(stream: trio.SocketStream) -> str | None:
     return request.target.decode("ascii", "replace")
 
 
-async def _answer(stream: trio.SocketStream, status: int, page: str) -> None:
-    """A small plain-text page (it never echoes the request: the code is not repeated)."""
+async def _answer(stream: trio.SocketStream, status: int, page: str, location: str | None = None) -> None:
+    """A small plain-text page (it never echoes the request: the code is not repeated), or a redirect."""
     body = (page + "\n").encode("utf-8")
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(status, "OK")
+    reason = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found", 409: "Conflict"}.get(status, "OK")
+    # The authorization URL is printable but may hold non-ASCII (an endpoint's path): percent-encoded.
+    moved = "" if location is None else f"Location: {quote(location, safe=_URL_SAFE)}\r\n"
     head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n{moved}Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nReferrer-Policy: no-referrer\r\n"
         "Connection: close\r\n\r\n"
     ).encode("ascii")

@@ -29,9 +29,11 @@ def _first_line(raw: bytes, where: str) -> str:
 def _warn_if_others_can_read(file: str, status: os.stat_result) -> None:
     """ssh's habit for key files: a passphrase file others can read, write, or own is said out loud
     (but used): readable, it is no secret; writable or owned by another user, someone else can put
-    their passphrase in it before an ``init`` or a ``passwd``."""
+    their passphrase in it before an ``init`` or a ``passwd``. A named pipe is checked the same way
+    (another user who can open it can read the passphrase from it, or feed it theirs); a terminal
+    or a socket is not a file someone prepared."""
     mode = status.st_mode
-    if not stat.S_ISREG(mode):
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         return
     others = []
     if mode & (stat.S_IRGRP | stat.S_IROTH):

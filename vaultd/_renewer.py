@@ -139,23 +139,38 @@ class Renewer:
             return
         self._succeeded(credential, issued)
 
-    async def logged_in(self, credential: Credential, issued: Issued) -> None:
+    async def logged_in(
+        self, credential: Credential, issued: Issued, adopt: Callable[[], Callable[[bool], None]] | None = None
+    ) -> None:
         """An operator's login (``_login``) brought a new refresh token and this token: the success path.
 
-        The provider already holds the new refresh token: the vault is written first (write-ahead),
-        then the token is served and renewals planned, whatever the state was (NEEDS_REAUTH too, and
-        ON_HOLD: a restored copy logged in anew holds its own grant, which no other copy can race).
+        ``adopt`` puts the login's refresh token into the provider (only now: the answer was checked
+        whole and the credential is still the one logged in) and returns how to settle it: kept once
+        the vault is written, the previous one put back if the write failed (memory and file agree).
+        The vault is written first (write-ahead), then the token is served and renewals planned,
+        whatever the state was (NEEDS_REAUTH too, and ON_HOLD: a restored copy logged in anew holds
+        its own grant, which no other copy can race).
 
         Raises:
-            RpcError: STORAGE_FAILED or LOCKED (the write failed: the token is not served).
+            RpcError: STORAGE_FAILED or LOCKED (the write failed: the token is not served),
+                UNKNOWN_CREDENTIAL (replaced or removed meanwhile: nothing adopted).
         """
+        await self.settled(credential)  # a renewal begun during the redemption must not adopt after us
+        if not self._current(credential):
+            issued.wipe()
+            raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"credential {credential.name!r} was replaced or removed")
+        settle = adopt() if adopt is not None else None
         held, credential.hold = credential.hold, None  # a new grant: no copy to race, so ON_HOLD ends
         try:
             await self._persist()
         except RpcError:
             credential.hold = held
+            if settle is not None:
+                settle(False)
             issued.wipe()
             raise
+        if settle is not None:
+            settle(True)
         if not self._current(credential):
             issued.wipe()
             raise RpcError(ErrorCode.UNKNOWN_CREDENTIAL, f"credential {credential.name!r} was replaced or removed")

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,14 +62,18 @@ def config(op: OidcProvider, client: str = "vaultd-basic", **more: Any) -> dict[
 class Login:
     """A ``vaultctl login --json --no-browser`` running in the background."""
 
-    def __init__(self, daemon: DaemonProcess, name: str, *args: str, stdin: str = "") -> None:
+    def __init__(
+        self, daemon: DaemonProcess, name: str, *args: str, stdin: str = "", browser: dict[str, str] | None = None
+    ) -> None:
+        """``browser``: no --no-browser, and these variables (DISPLAY, BROWSER) in vaultctl's environment."""
+        no_browser = [] if browser is not None else ["--no-browser"]
         self.proc = subprocess.Popen(
-            [BIN / "vaultctl", "login", name, "--json", "--no-browser", *args, *daemon.pw()],
+            [BIN / "vaultctl", "login", name, "--json", *no_browser, *args, *daemon.pw()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=daemon.env,
+            env={**daemon.env, **(browser or {})},
             start_new_session=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -100,7 +105,7 @@ def test_browser_login_end_to_end_keeps_the_refresh_token_out_of_vaultctl(
     op: OidcProvider, daemon: DaemonProcess
 ) -> None:
     login = Login(daemon, "broker", "--kind", "oauth2", stdin=json.dumps(config(op)))
-    url = httpx.URL(login.started["url"])
+    url = httpx.URL(login.started["authorization_url"])
     assert url.params["code_challenge_method"] == "S256" and url.params["prompt"] == "consent"
     with Browser() as browser:
         page = browser.authorize(login.started["url"])
@@ -271,3 +276,82 @@ def test_login_calls_are_audited_and_need_the_passphrase(op: OidcProvider, daemo
         time.sleep(0.05)  # the daemon's audit writer flushes every second
     assert {("credential.login", "ok"), ("credential.login", "BAD_PASSPHRASE")} <= outcomes
     assert not any(started["url"] in line or started["login_id"] in line for line in text.splitlines())
+
+
+def test_the_browser_vaultctl_opens_gets_a_one_time_link_without_state_or_challenge(
+    op: OidcProvider, daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """What vaultctl hands a browser is on that program's command line (/proc/PID/cmdline), readable
+    by every local user: only the daemon's one-time loopback link, never the state or the PKCE
+    challenge. The browser (a script recording its argv, named in $BROWSER) then logs in with it."""
+    record = tmp_path / "browser-argv"
+    recorder = tmp_path / "browser"
+    recorder.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    recorder.chmod(0o700)
+    login = Login(
+        daemon, "broker", "--kind", "oauth2", stdin=json.dumps(config(op)),
+        browser={"DISPLAY": ":99", "BROWSER": str(recorder)},
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    argv = record.read_text().split()
+    assert argv == [login.started["url"]]
+    assert "state" not in argv[0] and "code_challenge" not in argv[0], argv
+    full = httpx.URL(login.started["authorization_url"])
+    assert full.params["state"] not in argv[0]
+    assert full.params["code_challenge"] not in argv[0]
+    with Browser() as browser:
+        page = browser.authorize(argv[0])
+    assert page.status_code == 200 and "logged in" in page.text
+    status, outcome, _, err = login.finish()
+    assert status == 0 and outcome["outcome"] == "ok", (outcome, err)
+
+
+_FLOOD = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        conn = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+        conn.send(b"GET /callback?state=")
+        held.append(conn)
+    except OSError:
+        break
+print(len(held), flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_a_flood_of_connections_to_the_login_listener_neither_kills_the_daemon_nor_the_login(
+    op: OidcProvider, tmp_path: Path
+) -> None:
+    """300 connections held open against a daemon allowed 40 files: the listener serves a few at once
+    and closes the rest (a task and a file each would exhaust the files, and an accept error used to
+    end the daemon); the daemon keeps serving, and once the flood leaves the login completes."""
+    daemon = DaemonProcess(tmp_path).start(nofile=40)
+    try:
+        daemon.ctl("init", "--kdf-profile", "min", *daemon.pw())
+        daemon.ctl("unlock", *daemon.pw())
+        daemon.ctl("add", "static-one", "--kind", "static", *daemon.pw(), stdin="fake-static-token-1\n")
+        login = Login(daemon, "broker", "--kind", "oauth2", stdin=json.dumps(config(op)))
+        port = httpx.URL(login.started["redirect_uri"]).port
+        flood = subprocess.Popen(
+            [sys.executable, "-c", _FLOOD, str(port), "300", "3"], stdout=subprocess.PIPE, text=True
+        )
+        assert flood.stdout is not None and int(flood.stdout.readline()) > 100
+        assert daemon.proc is not None and daemon.proc.poll() is None, daemon.log
+        with daemon.client() as client:
+            assert client.token("static-one").value == "fake-static-token-1"
+        flood.wait(timeout=30)
+        with Browser() as browser:
+            page = browser.authorize(login.started["url"])
+        assert page.status_code == 200 and "logged in" in page.text, page.text
+        status, outcome, _, err = login.finish()
+        assert status == 0 and outcome["outcome"] == "ok", (outcome, err)
+        assert daemon.proc.poll() is None
+        said = [line for line in daemon.log.splitlines() if "connections beyond 8 at once" in line]
+        assert 1 <= len(said) <= 9, "the flood is counted, logged at powers of two, not line by line"
+    finally:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.stop()

@@ -2,14 +2,22 @@
 
 The device grant's polling (interval, ``slow_down``), an awaiting-login credential making no
 call, the loopback listener's state check and time limit, token_type DPoP refused,
-``refresh_token_expires_in`` and ``error_description`` kept, and the expiry margin. The same
-flows against a real OpenID provider are in tests/integration/test_oidc_login.py.
+``refresh_token_expires_in`` and ``error_description`` kept, and the expiry margin; what a
+security review found: the listener answers only the daemon's uid, the browser gets a one-time
+``/start/`` link, a failed login keeps the working refresh token, a new login's refresh-token
+expiry, polls at least 5 s apart, one redemption per login, a slow exchange waited for, a peer
+that resets. The same flows against a real OpenID provider are in tests/integration/test_oidc_login.py.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
+import os
+import socket
+import struct
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +35,10 @@ from vaultd._providers._oauth_client import ClientKey, Endpoints, _endpoints, _m
 from vaultd._providers.oauth2 import OAuth2Provider
 from vaultd._secret import Secret
 from vaultd._vault import Vault
+from vaultd._vaultfile import decode
 from vaultd_protocol import ErrorCode
 
+from ..integration.test_foreign_uid import _require_root
 from .renewal_tools import PASS, Wall, add, inline, open_vault, refused, state
 
 
@@ -138,7 +148,7 @@ async def test_the_loopback_listener_refuses_a_wrong_state_and_closes_at_its_tim
     started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
     redirect = started["redirect_uri"]
     assert redirect.startswith("http://127.0.0.1:") and redirect.endswith("/callback")
-    url = httpx.URL(started["url"])
+    url = authorization(started)
     assert url.params["code_challenge_method"] == "S256" and url.params["redirect_uri"] == redirect
     async with httpx.AsyncClient() as browser:
         wrong = await browser.get(redirect, params={"code": "fake-code-123", "state": "not-the-state"})
@@ -157,7 +167,7 @@ async def test_an_error_redirect_ends_the_login_with_its_description(
     vault = await open_vault(nursery, tmp_path, wall)
     await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
     started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
-    state_value = httpx.URL(started["url"]).params["state"]
+    state_value = authorization(started).params["state"]
     async with httpx.AsyncClient() as browser:
         page = await browser.get(
             started["redirect_uri"],
@@ -328,3 +338,288 @@ async def test_a_new_login_ends_a_restored_copys_hold(
     await new.unlock(Secret(PASS))
     assert state(new, "ex")["hold"] is None, "the end of the hold was sealed"
     assert (await new.get("ex", 0))["token"] == exchange.issued_access[-1]
+
+
+def authorization(started: dict[str, Any]) -> httpx.URL:
+    """The authorization request a browser login sends the operator to (``url`` redirects there)."""
+    return httpx.URL(started["authorization_url"])
+
+
+def vault_refresh_token(vault: Vault, name: str) -> str:
+    _, _, body = decode(vault.path.read_bytes(), Secret(PASS))
+    token: str = body["credentials"][name]["config"]["refresh_token"]
+    return token
+
+
+async def test_the_url_to_open_is_a_one_time_loopback_link_that_hides_state_and_challenge(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """The URL vaultctl hands a browser goes on that program's command line, which every local user
+    can read: it must not carry the login's state or PKCE challenge (login CSRF otherwise)."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    full = httpx.URL(started["authorization_url"])
+    assert full.params["state"] and full.params["code_challenge"]
+    url = httpx.URL(started["url"])
+    origin = started["redirect_uri"].removesuffix("/callback")
+    assert str(url).startswith(origin + "/start/") and not url.query
+    assert full.params["state"] not in str(url) and full.params["code_challenge"] not in str(url)
+    async with httpx.AsyncClient() as browser:
+        first = await browser.get(str(url))
+        assert first.status_code == 302 and first.headers["location"] == started["authorization_url"]
+        again = await browser.get(str(url))
+        assert again.status_code == 404 and full.params["state"] not in again.text
+        page = await browser.get(started["redirect_uri"], params={"code": "fake-code-1", "state": full.params["state"]})
+    assert page.status_code == 200 and "logged in" in page.text
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 1))["outcome"] == "ok"
+
+
+_OTHER_USERS_BROWSER = textwrap.dedent(
+    """
+    import socket, sys
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as conn:
+        conn.sendall(f"GET {sys.argv[2]} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n".encode())
+        got = b""
+        try:
+            while chunk := conn.recv(65536):
+                got += chunk
+        except OSError:
+            pass
+    print(got.split(b"\\r\\n")[0].decode() or "nothing", flush=True)
+    """
+)
+
+
+async def test_the_redirect_listener_answers_only_the_daemons_own_user(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another local user who learnt the state (and logged in as themselves) cannot hand the daemon
+    their code: the listener closes connections from other uids before reading them. Positive
+    control: the same request from the daemon's own uid completes the login."""
+    _require_root()
+    script = Path("/tmp") / f"vaultd-login-browser-{os.getpid()}.py"
+    script.write_text(_OTHER_USERS_BROWSER)
+    script.chmod(0o644)
+    try:
+        vault = await open_vault(nursery, tmp_path, wall)
+        await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+        started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+        port = str(httpx.URL(started["redirect_uri"]).port)
+        target = f"/callback?code=fake-attacker-code&state={authorization(started).params['state']}"
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        for argv in ([*nobody, "/usr/bin/python3", str(script), port, path_of(started["url"])],
+                     [*nobody, "/usr/bin/python3", str(script), port, target]):  # fmt: skip
+            other = await trio.run_process(argv, capture_stdout=True)
+            assert other.stdout.decode().strip() == "nothing", "another uid got an answer"
+        assert (await vault.login_wait(Secret(PASS), started["login_id"], 0))["outcome"] == "pending"
+        assert "fake-attacker-code" not in exchange.redeemed_codes
+        assert "closed 1 connections not from its own user (this one: uid 65534)" in caplog.text
+        assert "closed 2 connections not from its own user (this one: uid 65534)" in caplog.text
+        own = await trio.run_process(["/usr/bin/python3", str(script), port, target], capture_stdout=True)
+        assert own.stdout.decode().strip() == "HTTP/1.1 200 OK"
+        assert (await vault.login_wait(Secret(PASS), started["login_id"], 10))["outcome"] == "ok"
+    finally:
+        script.unlink()
+
+
+def path_of(url: str) -> str:
+    parsed = httpx.URL(url)
+    return parsed.raw_path.decode()
+
+
+@pytest.mark.parametrize(("bad", "said"), [("dpop", "DPoP"), ("no_expires_in", "no usable expires_in")])
+async def test_a_failed_login_leaves_the_working_refresh_token_in_use(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    exchange: FakeExchange,
+    wall: Wall,
+    autojump_clock: Any,
+    bad: str,
+    said: str,
+) -> None:
+    """A login whose answer is refused (a DPoP-bound token; no expires_in) must not swap its refresh
+    token in: the next renewal presents the refresh token the vault file holds, of the working grant."""
+    exchange.behaviour.expires_in = 600
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+    working = vault_refresh_token(vault, "ex")
+    if bad == "dpop":
+        exchange.behaviour.token_type = "DPoP"
+    else:
+        exchange.behaviour.fault, exchange.behaviour.times = bad, 2  # the device authorization, then the poll
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    failed = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert failed["outcome"] == "failed" and said in failed["error"]
+    exchange.behaviour.token_type = "Bearer"
+    await trio.sleep(1200)
+    assert state(vault, "ex")["state"] == "FRESH"
+    assert vault_refresh_token(vault, "ex") == exchange.current_refresh_token(working) != working, (
+        "the renewal rotated the working grant's refresh token, not the failed login's"
+    )
+
+
+async def test_a_new_login_without_refresh_token_expires_in_drops_the_old_expiry(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.expires_in = 600
+    exchange.behaviour.refresh_token_expires_in = 86400
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    async with httpx.AsyncClient() as browser:
+        params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+        assert (await browser.get(started["redirect_uri"], params=params)).status_code == 200
+    assert state(vault, "ex")["refresh_token_expires_at"] == pytest.approx(wall() + 86400, abs=30)
+    exchange.behaviour.refresh_token_expires_in = 0  # the next grant's refresh token has no known end
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+    assert state(vault, "ex")["refresh_token_expires_at"] is None
+    await trio.sleep(2 * 86400)
+    described = state(vault, "ex")
+    assert described["state"] == "FRESH", described["last_error"]
+
+
+async def test_device_polling_is_never_faster_than_every_5_seconds(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_interval = 0.001
+    exchange.behaviour.device_script = ["authorization_pending"] * 3
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    t0 = trio.current_time()
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+    gaps = [round(b - a, 3) for a, b in zip([t0, *exchange.device_polls], exchange.device_polls, strict=False)]
+    assert gaps == [5, 5, 5, 5]
+
+
+async def test_a_second_identical_redirect_does_not_spend_the_code_again(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """A browser that sends the redirect twice (a reload, a retry): the first completes the login,
+    the second is told the login is being completed and redeems nothing."""
+    exchange.behaviour.fault, exchange.behaviour.times, exchange.behaviour.delay = "late", 1, 5
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+    pages: list[httpx.Response] = []
+    async with httpx.AsyncClient(timeout=60) as browser:
+
+        async def redirect() -> None:
+            pages.append(await browser.get(started["redirect_uri"], params=params))
+
+        async with trio.open_nursery() as both:
+            both.start_soon(redirect)
+            await trio.sleep(1)
+            both.start_soon(redirect)
+    assert [p.status_code for p in pages] == [409, 200], [p.text for p in pages]
+    assert "already being completed" in pages[0].text and "logged in" in pages[1].text
+    assert exchange.calls["/oauth/token"] == 1
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 1))["outcome"] == "ok"
+
+
+async def test_a_slow_code_exchange_is_waited_for_and_the_browser_told(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """The token endpoint takes 45 s (the credential allows 120): the browser's request stays open
+    and hears the outcome; the login is not cut off with its code spent."""
+    exchange.behaviour.fault, exchange.behaviour.times, exchange.behaviour.delay = "slow", 1, 45
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code", timeout=120))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+    async with httpx.AsyncClient(timeout=150) as browser:
+        page = await browser.get(started["redirect_uri"], params=params)
+    assert page.status_code == 200 and "logged in" in page.text
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 1)
+    assert outcome["outcome"] == "ok" and outcome["credential"]["state"] == "FRESH"
+
+
+async def test_a_browser_that_resets_its_connection_mid_request_ends_nothing(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """A peer that leaves with a reset (RST) halfway through its request: that connection ends, the
+    login and the vault go on, and the real redirect still completes the login."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=120)
+    port = httpx.URL(started["redirect_uri"]).port
+    for _ in range(3):
+        peer = trio.socket.socket()
+        await peer.connect(("127.0.0.1", port))
+        await peer.send(b"GET /callback?state=")
+        await trio.sleep(0.5)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()  # linger 0: the kernel sends RST
+        await trio.sleep(0.5)
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 0))["outcome"] == "pending"
+    async with httpx.AsyncClient() as browser:
+        params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+        page = await browser.get(started["redirect_uri"], params=params)
+    assert page.status_code == 200 and "logged in" in page.text
+    assert state(vault, "ex")["state"] == "FRESH"
+
+
+def test_vaultctl_hands_a_browser_only_the_one_time_link(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever the daemon answers, vaultctl puts no authorization request on a browser's command
+    line, and prints the one-time link for the operator to open."""
+    import webbrowser
+
+    from vaultd.ctl.login import _open_browser, _show
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, new=0: opened.append(url) or True)
+    assert not _open_browser("https://id.example/authorize?state=fake-state&code_challenge=fake-challenge")
+    assert not _open_browser("http://127.0.0.1:4000/callback?state=fake-state")
+    assert not _open_browser("http://127.0.0.1:4000/start/fake-nonce?state=fake-state")
+    assert _open_browser("http://127.0.0.1:4000/start/fake-nonce")
+    assert opened == ["http://127.0.0.1:4000/start/fake-nonce"]
+    started = {
+        "login_id": "fake-login",
+        "name": "ex",
+        "mode": "browser",
+        "url": "http://127.0.0.1:4000/start/fake-nonce",
+        "authorization_url": "https://id.example/authorize?state=fake-state&code_challenge=fake-challenge",
+        "redirect_uri": "http://127.0.0.1:4000/callback",
+        "expires_in": 300.0,
+    }
+    _show(started, argparse.Namespace(json=False))
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:4000/start/fake-nonce" in out and "fake-state" not in out
+
+
+async def test_a_renewal_in_flight_during_the_redemption_does_not_undo_the_login(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """The token endpoint is slow (5 s) and a renewal with the old grant begins while the login's
+    code is being redeemed: the login's refresh token is adopted after that renewal ends, so the
+    renewal's rotated token of the old grant does not replace it."""
+    exchange.behaviour.expires_in = 60
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    async with httpx.AsyncClient(timeout=60) as browser:
+        params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+        assert (await browser.get(started["redirect_uri"], params=params)).status_code == 200
+        old_grant = vault_refresh_token(vault, "ex")
+        renewal_at = state(vault, "ex")["next_renewal"]
+        await trio.sleep(renewal_at - wall() - 2)  # the redemption begins 2 s before the renewal
+        exchange.behaviour.fault, exchange.behaviour.delay = "slow", 5
+        started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+        params = {"code": "fake-code-2", "state": authorization(started).params["state"]}
+        page = await browser.get(started["redirect_uri"], params=params)
+    assert page.status_code == 200 and "logged in" in page.text
+    exchange.behaviour.fault = ""
+    assert exchange.calls["/oauth/token"] == 3, "the first login, the renewal, the second login"
+    assert vault_refresh_token(vault, "ex") != exchange.current_refresh_token(old_grant), (
+        "the vault holds the new login's grant, not the old one's rotated token"
+    )
+    await trio.sleep(600)
+    assert state(vault, "ex")["state"] == "FRESH"
+    assert vault_refresh_token(vault, "ex") != exchange.current_refresh_token(old_grant)

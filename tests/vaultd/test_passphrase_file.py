@@ -53,3 +53,22 @@ def test_a_file_another_user_owns_is_warned_about(tmp_path: Path, capsys: pytest
 def test_a_private_file_reads_quietly(tmp_path: Path, mode: int, capsys: pytest.CaptureFixture[str]) -> None:
     assert read_passphrase(file=str(_file(tmp_path, mode)), fd=None) == PASSPHRASE
     assert capsys.readouterr().err == ""
+
+
+def test_a_fifo_others_can_write_is_warned_about(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A named pipe is read as a file is (a process substitution, a secrets agent); someone else
+    who can write to it can feed it their passphrase, so its mode and owner are checked too."""
+    path = tmp_path / "passphrase.fifo"
+    os.mkfifo(path, 0o666)
+    path.chmod(0o622)
+    writer = os.fork()
+    if writer == 0:  # pragma: no cover - the child writes the passphrase into the pipe and leaves
+        with open(path, "w") as pipe:
+            pipe.write(PASSPHRASE + "\n")
+        os._exit(0)
+    try:
+        assert read_passphrase(file=str(path), fd=None) == PASSPHRASE
+    finally:
+        os.waitpid(writer, 0)
+    err = capsys.readouterr().err
+    assert f"passphrase file {path} is writable by other users (mode 0622)" in err and PASSPHRASE not in err

@@ -18,7 +18,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
@@ -47,7 +48,7 @@ from ._oauth_client import (
 )
 from .static import check_header_safe
 
-__all__ = ["AWAITING_LOGIN", "OAuth2Provider"]
+__all__ = ["AWAITING_LOGIN", "LoginGrant", "OAuth2Provider"]
 
 _FIELDS = {
     "token_url", "grant_type", "client_id", "client_secret", "refresh_token", "scope",
@@ -90,6 +91,20 @@ def _resources(config: Mapping[str, Any]) -> tuple[str, ...]:
             raise ConfigError("'resource' must hold absolute URIs without a fragment (RFC 8707)")
         out.append(item)
     return tuple(out)
+
+
+@dataclass(eq=False, repr=False)
+class LoginGrant:
+    """What a login's redemption brought, checked whole and not yet adopted: the token to serve, the
+    new refresh token and when it ends (None: the answer did not say)."""
+
+    issued: Issued
+    refresh_token: Secret
+    refresh_token_expires_at: float | None
+
+    def wipe(self) -> None:
+        self.issued.wipe()
+        self.refresh_token.wipe()
 
 
 class OAuth2Provider:
@@ -391,28 +406,36 @@ class OAuth2Provider:
         rotated = self._adopt_refresh_token(fields.get("refresh_token"))
         rotated = self._adopt_refresh_expiry(fields.get("refresh_token_expires_in"), now) or rotated
         try:
-            access = fields.get("access_token")
-            if not isinstance(access, str) or not access:
-                raise UpstreamError("the token endpoint's answer has no access_token")
-            try:
-                check_header_safe(access, "the access_token")
-            except ConfigError as exc:
-                raise UpstreamError(str(exc)) from None
-            self._check_token_type(fields.get("token_type"))
-            expires_in = fields.get("expires_in")
-            if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
-                raise UpstreamError("the token endpoint's answer has no usable expires_in")
-            if expires_in <= self.expiry_margin:
-                raise UpstreamError(
-                    f"the token lives {expires_in} s, not more than expiry_margin {self.expiry_margin:g} s"
-                )
+            issued = self._token(fields, now)
         except UpstreamError as exc:
             exc.rotated = rotated
             raise
+        issued.rotated = rotated
+        return issued
+
+    def _token(self, fields: Mapping[str, Any], now: float) -> Issued:
+        """The access token of an answer, checked (nothing in the provider changes).
+
+        Raises:
+            UpstreamError: no access_token, a token_type other than Bearer, no usable expires_in.
+        """
+        access = fields.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise UpstreamError("the token endpoint's answer has no access_token")
+        try:
+            check_header_safe(access, "the access_token")
+        except ConfigError as exc:
+            raise UpstreamError(str(exc)) from None
+        self._check_token_type(fields.get("token_type"))
+        expires_in = fields.get("expires_in")
+        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
+            raise UpstreamError("the token endpoint's answer has no usable expires_in")
+        if expires_in <= self.expiry_margin:
+            raise UpstreamError(f"the token lives {expires_in} s, not more than expiry_margin {self.expiry_margin:g} s")
         scope = fields.get("scope")
         extra = {"scope": scope} if isinstance(scope, str) else {}
         expires_at = now + float(expires_in) - self.expiry_margin
-        return Issued(Secret(access), now, expires_at, "bearer", extra, rotated)
+        return Issued(Secret(access), now, expires_at, "bearer", extra)
 
     @staticmethod
     def _check_token_type(value: object) -> None:
@@ -446,12 +469,18 @@ class OAuth2Provider:
         """``refresh_token_expires_in`` from an answer sets the refresh token's expiry; True if it changed."""
         if self.grant_type == "client_credentials":
             return False
-        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
+        at = self._refresh_expiry(expires_in, now)
+        if at is None:
             return False
-        at = now + float(expires_in) - self.expiry_margin
         changed = self.refresh_token_expires_at is None or abs(at - self.refresh_token_expires_at) >= 1.0
         self.refresh_token_expires_at = at
         return changed
+
+    def _refresh_expiry(self, expires_in: object, now: float) -> float | None:
+        """When a refresh token given at ``now`` with ``refresh_token_expires_in`` ends; None if not said."""
+        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9:
+            return None
+        return now + float(expires_in) - self.expiry_margin
 
     # -- logins (``_login`` drives them; the code and the refresh token never leave the daemon) ----------
 
@@ -476,32 +505,55 @@ class OAuth2Provider:
         glue = "&" if urlsplit(endpoint).query else "?"
         return endpoint + glue + urlencode(query)
 
-    async def redeem(self, ctx: FetchContext, data: dict[str, str]) -> Issued:
-        """Redeem a login (an authorization code, or a device code once granted): its token.
+    async def redeem(self, ctx: FetchContext, data: dict[str, str]) -> LoginGrant:
+        """Redeem a login (an authorization code, or a device code once granted): what it brought,
+        checked, not yet adopted (``take_login``).
 
         Raises:
             UpstreamError: the endpoint refused it (the message carries the error and its description).
         """
         now = ctx.now()
         status, answer = await self.token_request(ctx, data)
-        return self.adopt_login(status, answer, now)
+        return self.check_login(status, answer, now)
 
-    def adopt_login(self, status: int, answer: Any, now: float) -> Issued:
-        """The token endpoint's answer to a login's redemption (sent at ``now``): its token, the
-        refresh token adopted.
+    def check_login(self, status: int, answer: Any, now: float) -> LoginGrant:
+        """The token endpoint's answer to a login's redemption (sent at ``now``), checked whole
+        before anything is adopted: a refused answer leaves the refresh token held (and its expiry)
+        as it was, so the renewals go on with the one the vault file holds.
 
         Raises:
-            UpstreamError: a refusal, or an answer without a refresh token.
+            UpstreamError: a refusal, an answer without a refresh token, or one whose access token
+                is not served (no access_token, DPoP, no usable expires_in).
         """
         fields = self._form_result(status, answer)
-        if not isinstance(fields.get("refresh_token"), str):
+        refresh = fields.get("refresh_token")
+        if not isinstance(refresh, str) or not refresh or not refresh.isprintable() or len(refresh) > 16 * 1024:
             raise UpstreamError(
                 "the login gave no refresh token: ask for offline access in 'scope' (e.g. 'openid offline_access')",
                 reauth=True,
             )
-        issued = self._issued(fields, now)
+        issued = self._token(fields, now)
         issued.rotated = True  # a new refresh token: saved before the token is served
-        return issued
+        expires_at = self._refresh_expiry(fields.get("refresh_token_expires_in"), now)
+        return LoginGrant(issued, Secret(refresh), expires_at)
+
+    def take_login(self, grant: LoginGrant) -> Callable[[bool], None]:
+        """Adopt a login's refresh token, with the expiry its own answer gave (None if it gave none:
+        an earlier grant's expiry does not carry over). The function returned settles it once the
+        vault write is known: ``True`` wipes the previous refresh token, ``False`` (the write failed)
+        puts the previous one and its expiry back."""
+        previous, previous_expiry = self._refresh_token, self.refresh_token_expires_at
+        self._refresh_token, self.refresh_token_expires_at = grant.refresh_token, grant.refresh_token_expires_at
+
+        def settle(kept: bool) -> None:
+            if kept:
+                if previous is not None:
+                    previous.wipe()
+                return
+            grant.refresh_token.wipe()
+            self._refresh_token, self.refresh_token_expires_at = previous, previous_expiry
+
+        return settle
 
     def wipe(self) -> None:
         for secret in (self._client_secret, self._refresh_token):

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from vaultd_client import Client
 from vaultd_client.errors import AlreadyExists
@@ -42,9 +43,12 @@ stores the refresh token in the vault itself; it never passes through vaultctl, 
 or the clipboard.
 
 Browser (the default): the daemon listens once on 127.0.0.1 on a random port for the redirect
-(RFC 8252), with PKCE (S256) and a checked 'state'. vaultctl prints the URL to open, and opens a
-browser itself where there is a display (not with --no-browser). Register the redirect URI
-http://127.0.0.1/callback (any port) with the authorization server, for a native client.
+(RFC 8252), with PKCE (S256) and a checked 'state', and answers only your own user. vaultctl
+prints the URL to open, a one-time link to that listener (http://127.0.0.1:PORT/start/...) that
+sends the browser on to the authorization server, and opens a browser itself where there is a
+display (not with --no-browser); the authorization request itself (its state and PKCE challenge)
+never goes on a command line. Register the redirect URI http://127.0.0.1/callback (any port)
+with the authorization server, for a native client.
 
 --device (RFC 8628): vaultctl prints where to go and the code to enter there; the daemon polls.
 
@@ -58,7 +62,8 @@ client authentication: "client_secret" with "client_auth" basic or post, or "pri
 private_key_jwt; "resource", "audience": protocol/SPEC.md section 6.2). Re-running login on a
 credential in NEEDS_REAUTH brings it back to FRESH without a restart; a login of the same
 credential still in flight is replaced. With --json, two JSON lines: what to show (url, or
-verification_uri and user_code), then the outcome. Exits 0 once logged in, 1 if the login failed.
+verification_uri and user_code; a browser login's authorization_url too), then the outcome.
+Exits 0 once logged in, 1 if the login failed.
 """
 
 
@@ -96,6 +101,12 @@ def _has_display() -> bool:
 
 
 def _open_browser(url: str) -> bool:
+    """Hand ``url`` to a browser: it goes on that program's command line, which every local user can
+    read, so only the daemon's one-time loopback link is ever handed over (never the authorization
+    request itself, whose state would let another user complete the login with their account)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname != "127.0.0.1" or not parts.path.startswith("/start/") or parts.query:
+        return False
     import webbrowser  # noqa: PLC0415 - only a browser login needs it
 
     try:
