@@ -305,7 +305,7 @@ def test_a_lock_seen_by_a_watch_empties_the_cache(daemon: DaemonProcess) -> None
 def test_an_asyncio_watch_follows_renewals_and_ends_on_a_lock(
     daemon: DaemonProcess, fake_exchange: FakeExchangeProcess
 ) -> None:
-    fake_exchange.control(expires_in=1.5)
+    fake_exchange.control(expires_in=3)  # > the 1 s expiry margin: no third renewal races the lock
     daemon.start()
     daemon.ready()
     add_oauth(daemon, fake_exchange)

@@ -131,7 +131,7 @@ async def test_another_uid_may_lock_or_administer_only_where_a_rule_says_so(
         ("credential.list", {"passphrase": PASS}),
         ("vault.unlock", {"passphrase": "fake wrong guess"}),
         ("policy.get", {"passphrase": PASS}),
-        ("notify.test", {}),  # no passphrase, no secret: still no engine may ring the operator's pager
+        ("notify.test", {"passphrase": PASS}),  # even with the passphrase: no engine rings the pager
     ]:
         answer = await engine.call(method, **params)
         assert answer.error is not None and answer.error.name == "FORBIDDEN", (method, answer.error)
@@ -143,7 +143,7 @@ async def test_another_uid_may_lock_or_administer_only_where_a_rule_says_so(
     engine = _connect_as(NOBODY, served.socket_path)
     listed = await engine.ok("credential.list", passphrase=PASS)
     assert [c["name"] for c in listed["credentials"]] == ["ex"]
-    assert (await engine.ok("notify.test"))["sinks"] == []  # this daemon has no [[notify]] table
+    assert (await engine.ok("notify.test", passphrase=PASS))["sinks"] == []  # no [[notify]] table here
     await engine.ok("vault.lock")
     assert served.vault.state.value == "LOCKED"
     # The daemon's own uid needs no rule for either, even where rules exist.
