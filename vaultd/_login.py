@@ -267,6 +267,9 @@ class Logins:
         provider = credential.provider
         assert isinstance(provider, OAuth2Provider)
         await renewer.settled(credential)  # no renewal with the old refresh token races the new one
+        if not self._current(login):  # removed or replaced meanwhile: its code is not spent in vain
+            login.finish(_FAILED, "the credential was replaced or removed during the login")
+            return
         try:
             grant = await provider.redeem(renewer.http_context(), redeem)
         except UpstreamError as exc:

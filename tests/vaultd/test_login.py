@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -254,7 +255,7 @@ def test_discovery_urls_and_the_issuer_check() -> None:
         "https://id.example/.well-known/oauth-authorization-server/tenant",
     ]
     document = {"issuer": "https://evil.example", "token_endpoint": "https://evil.example/token"}
-    with pytest.raises(UpstreamError, match="names another issuer") as info:
+    with pytest.raises(UpstreamError, match=r"names another issuer, 'https://evil\.example'") as info:
         _endpoints(document, "https://id.example")
     assert info.value.reauth
     document = {"issuer": "https://id.example", "token_endpoint": "http://id.example/token"}
@@ -623,3 +624,21 @@ async def test_a_renewal_in_flight_during_the_redemption_does_not_undo_the_login
     await trio.sleep(600)
     assert state(vault, "ex")["state"] == "FRESH"
     assert vault_refresh_token(vault, "ex") != exchange.current_refresh_token(old_grant)
+
+
+async def test_a_credential_removed_during_its_login_spends_no_code(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """The operator removes (or replaces) the credential, then the browser comes back: the code is
+    not redeemed (with a client secret that may be gone), and the login says what happened."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+    await vault.remove(Secret(PASS), "ex")
+    async with httpx.AsyncClient(timeout=60) as browser:
+        with contextlib.suppress(httpx.TransportError):  # the listener may be closed already
+            await browser.get(started["redirect_uri"], params=params)
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 1)
+    assert outcome["outcome"] == "failed" and "replaced or removed" in outcome["error"], outcome
+    assert exchange.calls.get("/oauth/token", 0) == 0, "the code was not spent"

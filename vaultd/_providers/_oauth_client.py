@@ -175,9 +175,12 @@ async def discover(ctx: FetchContext, issuer: str, wait: float) -> Endpoints:
 
 
 def _endpoints(document: Mapping[str, Any], issuer: str) -> Endpoints:
-    if document.get("issuer") != issuer:
+    named = document.get("issuer")
+    if named != issuer:
+        shown = repr(named[:200]) if isinstance(named, str) and named.isprintable() else "none that can be shown"
         raise UpstreamError(
-            f"discovery of {issuer}: the metadata names another issuer (it must be exactly the configured one)",
+            f"discovery of {issuer}: the metadata names another issuer, {shown} (it must be exactly the "
+            "configured one: a trailing '/' counts)",
             reauth=True,
         )
     try:
