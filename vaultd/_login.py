@@ -147,6 +147,7 @@ class Logins:
                 ErrorCode.INVALID_PARAMS,
                 f"credential {name!r} is sourced from an upstream: its refresh token comes from the record there",
             )
+        device = device or provider.grant_type == "device_code"  # its grant names the way in
         self._prune()
         ctx = renewer.http_context()
         try:

@@ -355,3 +355,16 @@ def test_a_flood_of_connections_to_the_login_listener_neither_kills_the_daemon_n
     finally:
         if daemon.proc is not None and daemon.proc.poll() is None:
             daemon.stop()
+
+
+def test_a_login_that_cannot_start_leaves_no_half_made_credential(daemon: DaemonProcess) -> None:
+    """'login --kind oauth2' whose issuer cannot be read: the credential it made is not kept, so the
+    same command runs again once the settings are fixed (no ALREADY_EXISTS, nothing renewing)."""
+    config = {"issuer": "http://127.0.0.1:9", "grant_type": "authorization_code", "client_id": "desk"}
+    login = daemon.ctl(
+        "login", "broker", "--kind", "oauth2", "--no-browser", *daemon.pw(), stdin=json.dumps(config), check=False
+    )
+    assert login.returncode == 1, login
+    assert "the credential 'broker' was not kept" in login.stderr and "UPSTREAM_UNAVAILABLE" in login.stderr
+    names = [c["name"] for c in json.loads(daemon.ctl("status", "--json").stdout)["credentials"]]
+    assert "broker" not in names

@@ -642,3 +642,15 @@ async def test_a_credential_removed_during_its_login_spends_no_code(
     outcome = await vault.login_wait(Secret(PASS), started["login_id"], 1)
     assert outcome["outcome"] == "failed" and "replaced or removed" in outcome["error"], outcome
     assert exchange.calls.get("/oauth/token", 0) == 0, "the code was not spent"
+
+
+async def test_a_device_code_credential_logs_in_with_a_device_code_by_default(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """Its grant_type names the way in: 'vaultctl login NAME' (no --device) is not a browser login."""
+    exchange.behaviour.device_script = ["ok"]
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="device_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    assert started["mode"] == "device" and started["user_code"] == "FAKE-CODE"
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"

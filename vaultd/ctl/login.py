@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vaultd_client import Client
-from vaultd_client.errors import AlreadyExists
+from vaultd_client.errors import AlreadyExists, RemoteError
 from vaultd_protocol import Method
 
 from .common import (
@@ -143,12 +143,24 @@ def cmd_login(client: Client, args: argparse.Namespace) -> int:
         put = {"passphrase": passphrase, "name": args.name, "kind": args.kind, "config": config}
         try:
             client.call(Method.CREDENTIAL_PUT, put, timeout=slow)
-        except AlreadyExists as exc:
-            raise CtlError(f"{exc.message} (ALREADY_EXISTS): leave out --kind to log the existing one in") from None
+        except AlreadyExists:
+            raise CtlError(
+                f"credential {args.name!r} exists: leave out --kind to log it in, or change its settings with "
+                f"'vaultctl add {args.name} --kind oauth2 --replace' first"
+            ) from None
         if not args.json:
             print(f"credential {args.name!r} added", file=sys.stderr)
     params = {"passphrase": passphrase, "name": args.name, "device": args.device, "timeout": args.login_timeout}
-    started = client.call(Method.CREDENTIAL_LOGIN, params, timeout=slow)
+    try:
+        started = client.call(Method.CREDENTIAL_LOGIN, params, timeout=slow)
+    except RemoteError as exc:
+        if config is not None:  # made a moment ago for this login: not left behind half-made
+            client.call(Method.CREDENTIAL_REMOVE, {"passphrase": passphrase, "name": args.name}, timeout=slow)
+            raise CtlError(
+                f"{exc.message} ({exc.name}); the credential {args.name!r} was not kept: fix its settings and "
+                "run the same command again"
+            ) from None
+        raise
     _show(started, args)
     if started["mode"] == "browser" and not args.no_browser and _has_display():
         _open_browser(started["url"])
