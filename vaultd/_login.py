@@ -36,7 +36,7 @@ from vaultd_protocol import ErrorCode
 from ._credentials import Credential
 from ._errors import RpcError
 from ._http_head import read_head
-from ._loopback import ListenerUnknown, connection_owner
+from ._loopback import ListenerUnknown, connection_owner, listener_uids
 from ._providers import UpstreamError
 from ._providers._oauth_client import described_error
 from ._providers.oauth2 import DEVICE_GRANT, LoginGrant, OAuth2Provider
@@ -182,6 +182,15 @@ class Logins:
                 )
             listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
             port = listeners[0].socket.getsockname()[1]
+            try:  # who connects is told by the kernel (sock_diag): without it, no browser login
+                listener_uids(port)
+            except ListenerUnknown as exc:
+                await _close(listeners)
+                raise RpcError(
+                    ErrorCode.INVALID_PARAMS,
+                    f"a browser login needs to tell who connects to its listener, and the kernel cannot be asked "
+                    f"here ({exc}): log in with a device code ('vaultctl login {name} --device')",
+                ) from None
             redirect_uri = f"http://127.0.0.1:{port}{_CALLBACK}"
             state, verifier, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(48), secrets.token_urlsafe(16)
             full = provider.authorization_url(endpoints.authorization_endpoint, redirect_uri, state, verifier)
@@ -345,6 +354,8 @@ class Logins:
                                 name, redirect.refused_busy, MAX_CONNECTIONS)  # fmt: skip
                 await _drop(stream)
                 continue
+            # The kernel's answer is a sock_diag dump of the host's full TCP sockets (mini-sockets such
+            # as TIME_WAIT are left out, so closed connections cannot swell it; see _loopback).
             owner, why = _owner(stream)
             if owner != os.getuid():
                 redirect.refused_foreign += 1
@@ -371,11 +382,16 @@ class Logins:
                 status, page, location = await self._callback(login, target, redirect)
                 with trio.move_on_after(_READ_LIMIT):
                     await _answer(stream, status, page, location)
+        except Exception as exc:  # one connection's surprise is its own: never the renewer's (the daemon's)
+            log.error("credential %r: a login request failed (%s)", login.credential.name, type(exc).__name__)
         finally:
             redirect.serving -= 1
 
     async def _callback(self, login: Login, target: str, redirect: _Redirect) -> tuple[int, str, str | None]:
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError:  # e.g. "//[x/": not a URL at all
+            return 400, "vaultd: that is not a request this listener answers.", None
         if parts.path.startswith(_START):
             nonce, given = redirect.nonce, parts.path[len(_START) :]
             if nonce is None or not secrets.compare_digest(given.encode(), nonce.encode()):
@@ -454,6 +470,9 @@ class Logins:
                 login.scope.deadline = login.deadline
                 while True:
                     await trio.sleep(interval)
+                    if not self._current(login):  # removed or replaced: no poll, no code spent in vain
+                        login.finish(_FAILED, "the credential was replaced or removed during the login")
+                        return
                     data = {"grant_type": DEVICE_GRANT, "device_code": device_code}
                     renewer = self._live_renewer()
                     await renewer.settled(login.credential)  # no renewal with the old refresh token races

@@ -31,7 +31,7 @@ _REQUEST = struct.Struct("=BBBBI48x")
 #: inet_diag_msg is 72 bytes: family, state, timer, retrans (1 byte each); inet_diag_sockid (sport
 #: and dport big-endian, src and dst 16 bytes each, interface, cookie: 48 bytes); expires, rqueue,
 #: wqueue, uid, inode (4 bytes each). The offsets of what is read:
-_MESSAGE_SIZE, _SPORT, _SRC, _DST, _UID = 72, 4, 8, 24, 64
+_MESSAGE_SIZE, _SPORT, _SRC, _DST, _UID, _INODE = 72, 4, 8, 24, 64, 68
 
 
 class ListenerUnknown(OSError):
@@ -48,7 +48,11 @@ def listener_uids(port: int) -> set[int]:
     return {uid for family in (socket.AF_INET, socket.AF_INET6) for _, uid in _listeners(family, port)}
 
 
-_ALL_BUT_LISTEN = 0xFFF & ~(1 << _TCP_LISTEN)
+#: TCP states of full sockets, whose uid the kernel knows. LISTEN is asked apart; TIME_WAIT,
+#: SYN_RECV and NEW_SYN_RECV are mini-sockets that inet_diag reports as uid 0: a peer that
+#: closed at once would pass for root (and a daemon running as root would trust it).
+_TCP_MINI = (3, 6, 12)
+_ALL_BUT_LISTEN = 0x1FFF & ~(1 << _TCP_LISTEN) & ~sum(1 << state for state in _TCP_MINI)
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -81,7 +85,9 @@ def _sockets(family: int, port: int, states: int) -> list[tuple[_Address, _Addre
                     body = offset + _NLMSG_HEADER.size
                     if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG_HEADER.size + _MESSAGE_SIZE:
                         sport, dport = struct.unpack_from(">HH", data, body + _SPORT)
-                        if sport == port:
+                        # A socket no process holds (inode 0: closed, orphaned, a TIME_WAIT mini-socket)
+                        # is reported as uid 0: it is nobody's, never root's.
+                        if sport == port and struct.unpack_from("=I", data, body + _INODE)[0] != 0:
                             bound = ipaddress.ip_address(data[body + _SRC : body + _SRC + size])
                             remote = ipaddress.ip_address(data[body + _DST : body + _DST + size])
                             found.append((bound, remote, dport, struct.unpack_from("=I", data, body + _UID)[0]))

@@ -15,8 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import pytest
 
 from tests.daemon_process import BIN, PASS, DaemonProcess
 from tests.oidc_provider import Browser, OidcProvider
+from tests.polling import wait_for
 from vaultd._secret import Secret
 from vaultd._vaultfile import decode
 from vaultd_client.errors import BadPassphrase, InvalidParams
@@ -368,3 +371,42 @@ def test_a_login_that_cannot_start_leaves_no_half_made_credential(daemon: Daemon
     assert "the credential 'broker' was not kept" in login.stderr and "UPSTREAM_UNAVAILABLE" in login.stderr
     names = [c["name"] for c in json.loads(daemon.ctl("status", "--json").stdout)["credentials"]]
     assert "broker" not in names
+
+
+def test_the_clean_up_of_a_failed_login_spares_a_credential_replaced_meanwhile(daemon: DaemonProcess) -> None:
+    """'login --kind' removes what it made when the login cannot begin, but not a credential someone
+    put in its place while the issuer was slow to answer: that is another operator's, not half-made."""
+    answered = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answered.wait(20)  # the metadata comes only once the other credential is in place
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = {"issuer": f"http://127.0.0.1:{server.server_address[1]}", "grant_type": "authorization_code",
+                  "client_id": "desk"}  # fmt: skip
+        login = subprocess.Popen(
+            [BIN / "vaultctl", "login", "broker", "--kind", "oauth2", "--no-browser", *daemon.pw()],
+            env=daemon.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert login.stdin is not None
+        login.stdin.write(json.dumps(config))
+        login.stdin.close()
+        wait_for(lambda: "broker" in daemon.ctl("status").stdout, "the login's credential")
+        daemon.ctl("add", "broker", "--kind", "static", "--replace", *daemon.pw(), stdin="fake-replacement-token\n")
+        answered.set()
+        assert login.stderr is not None
+        err = login.stderr.read()
+        assert login.wait(timeout=60) == 1 and "was not kept" not in err, err
+        assert daemon.ctl("get", "broker").stdout.strip() == "fake-replacement-token"
+    finally:
+        answered.set()
+        server.shutdown()
+        server.server_close()

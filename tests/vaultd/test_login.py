@@ -654,3 +654,38 @@ async def test_a_device_code_credential_logs_in_with_a_device_code_by_default(
     started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
     assert started["mode"] == "device" and started["user_code"] == "FAKE-CODE"
     assert (await vault.login_wait(Secret(PASS), started["login_id"], 90))["outcome"] == "ok"
+
+
+async def test_a_request_that_is_not_a_url_is_refused_and_the_login_goes_on(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    """'GET //[x/callback' made urlsplit raise, and the error ended the renewer and the daemon."""
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange, grant_type="authorization_code"))
+    started = await vault.login(Secret(PASS), "ex", device=False, lifetime=300)
+    port = httpx.URL(started["redirect_uri"]).port
+    assert port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(b"GET //[x/callback HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = await stream.receive_some(4096)
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    params = {"code": "fake-code-1", "state": authorization(started).params["state"]}
+    async with httpx.AsyncClient(timeout=60) as browser:
+        assert (await browser.get(started["redirect_uri"], params=params)).status_code == 200
+    assert (await vault.login_wait(Secret(PASS), started["login_id"], 1))["outcome"] == "ok"
+
+
+async def test_a_device_login_of_a_removed_credential_stops_polling(
+    nursery: trio.Nursery, tmp_path: Path, exchange: FakeExchange, wall: Wall, autojump_clock: Any
+) -> None:
+    exchange.behaviour.device_script = ["authorization_pending"] * 50
+    vault = await open_vault(nursery, tmp_path, wall)
+    await add(vault, "ex", login_config(exchange))
+    started = await vault.login(Secret(PASS), "ex", device=True, lifetime=300)
+    await trio.sleep(12)  # two polls
+    await vault.remove(Secret(PASS), "ex")
+    polls = len(exchange.device_polls)
+    outcome = await vault.login_wait(Secret(PASS), started["login_id"], 90)
+    assert outcome["outcome"] == "failed" and "replaced or removed" in outcome["error"], outcome
+    assert len(exchange.device_polls) == polls, "no poll after the removal"

@@ -130,10 +130,18 @@ def _show(started: dict[str, Any], args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
+def _made(client: Client, name: str) -> tuple[Any, Any] | None:
+    """When the credential ``name`` was made and last replaced, as ``status`` says (None: none)."""
+    for described in client.status().get("credentials") or []:
+        if described.get("name") == name:
+            return described.get("created_at"), described.get("updated_at")
+    return None
+
+
 def cmd_login(client: Client, args: argparse.Namespace) -> int:
     if not 1 <= args.login_timeout <= 900:
         raise CtlError("--login-timeout must be between 1 and 900 seconds", 2)
-    config = None
+    config, made = None, None
     if args.kind is not None:
         empty = "pipe the credential's settings as one JSON object (vaultctl login -h)"
         config = json_object(_read_stdin_secret(args.kind), empty)
@@ -148,13 +156,16 @@ def cmd_login(client: Client, args: argparse.Namespace) -> int:
                 f"credential {args.name!r} exists: leave out --kind to log it in, or change its settings with "
                 f"'vaultctl add {args.name} --kind oauth2 --replace' first"
             ) from None
+        made = _made(client, args.name)
         if not args.json:
             print(f"credential {args.name!r} added", file=sys.stderr)
     params = {"passphrase": passphrase, "name": args.name, "device": args.device, "timeout": args.login_timeout}
     try:
         started = client.call(Method.CREDENTIAL_LOGIN, params, timeout=slow)
     except RemoteError as exc:
-        if config is not None:  # made a moment ago for this login: not left behind half-made
+        # Made a moment ago for this login: not left behind half-made; but only if it is still the
+        # one made here (another 'add --replace' meanwhile is someone's newer credential: kept).
+        if config is not None and made is not None and _made(client, args.name) == made:
             client.call(Method.CREDENTIAL_REMOVE, {"passphrase": passphrase, "name": args.name}, timeout=slow)
             raise CtlError(
                 f"{exc.message} ({exc.name}); the credential {args.name!r} was not kept: fix its settings and "
