@@ -157,7 +157,8 @@ def _control(url: str, **changes: object) -> dict[str, object]:
 
 
 def _renewing_live(env: dict[str, str], pw: tuple[str, str], client: Client) -> Iterator[WatchEvent]:
-    """An OAuth2 credential renewing from a fake exchange every 2 s; a watcher prints each renewal."""
+    """An OAuth2 credential renewing from a fake exchange (3 s tokens, 2 s after the expiry margin);
+    a watcher prints each renewal."""
     _say("\n# a fake exchange on 127.0.0.1 issues 3-second access tokens and rotates refresh tokens")
     exchange = subprocess.Popen(
         [sys.executable, "-m", "vaultd._fake_exchange", "--expires-in", "3"], stdout=subprocess.PIPE, text=True

@@ -631,7 +631,7 @@ def measure_scraped(args: argparse.Namespace, results: dict[str, Any]) -> None:
     most; the scraper itself on the other core, as a Prometheus elsewhere, and started before the
     window so that its interpreter's start-up is not counted against the daemon)."""
     cpu = sorted(os.sched_getaffinity(0))[0]
-    window, rounds = (3.0, 2) if args.short else (10.0, 3)
+    window, rounds = (2.0, 1) if args.short else (10.0, 3)
     root = Path(tempfile.mkdtemp(prefix="vd-suite-"))
     url = f"http://127.0.0.1:{free_port()}/metrics"
     daemon = Daemon(root, cpu, ("--metrics", url.removeprefix("http://").removesuffix("/metrics")))
