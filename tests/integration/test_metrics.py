@@ -13,9 +13,7 @@ import socket
 import stat
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
@@ -24,22 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from vaultd._metrics_server import MAX_SCRAPERS, READ_TIMEOUT
 
 from ..daemon_process import BIN, DaemonProcess, FakeExchangeProcess
+from ..polling import wait_for
 from .test_renewal_e2e import add_oauth
 
 ALERTS = Path(__file__).parents[2] / "systemd" / "vaultd-alerts.yml"
 
 #: sample name -> [(labels, value)]
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # another process does the work: poll
 
 
 def tcp_url(daemon: DaemonProcess) -> str:
