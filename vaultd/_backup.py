@@ -275,18 +275,14 @@ class VaultBackup:
             except _vaultfile.VaultFormatError as exc:
                 raise RpcError(ErrorCode.INVALID_PARAMS, f"{source} cannot be restored: {exc}") from None
             opens_with = passphrase if backup_passphrase is None else backup_passphrase
-            try:
-                data_key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, header, opens_with)
-            except RpcError as exc:
-                if exc.code is not ErrorCode.BAD_PASSPHRASE:
-                    raise
-                raise RpcError(
-                    ErrorCode.BAD_PASSPHRASE,
-                    f"'backup_passphrase': {source} does not open with "
-                    + ("it" if backup_passphrase is not None else "the vault's passphrase")
-                    + " (a backup taken before 'vaultctl passwd' opens with the passphrase of its day: give that "
-                    "as the backup's passphrase)",
-                ) from None
+            data_key = await self._unwrap(
+                header,
+                opens_with,
+                f"'backup_passphrase': {source} does not open with "
+                + ("it" if backup_passphrase is not None else "the vault's passphrase")
+                + " (a backup taken before 'vaultctl passwd' opens with the passphrase of its day: give that "
+                "as the backup's passphrase)",
+            )
             changed = current is not None and not hmac.compare_digest(opens_with.reveal(), passphrase.reveal())
             try:
                 result = await self._restore_checked(source, data, header, end, data_key, current=current)
@@ -294,6 +290,20 @@ class VaultBackup:
                 data_key.wipe()
             result["passphrase_changed"] = changed
             return result
+
+    async def _unwrap(self, header: _vaultfile.Header, passphrase: Secret, refused: str) -> Secret:
+        """The data key ``passphrase`` unwraps from ``header``, through the daemon-wide failure delay.
+
+        Raises:
+            RpcError: BAD_PASSPHRASE saying ``refused`` (which passphrase, and what to give instead).
+        """
+        try:
+            key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, header, passphrase)
+        except RpcError as exc:
+            if exc.code is not ErrorCode.BAD_PASSPHRASE:
+                raise
+            raise RpcError(ErrorCode.BAD_PASSPHRASE, refused) from None
+        return key
 
     async def _check_current(self, passphrase: Secret) -> bytes | None:
         """The vault file there now, once ``passphrase`` opens it (None: there is none).
@@ -317,16 +327,12 @@ class VaultBackup:
         except _vaultfile.VaultFormatError as exc:
             log.warning("the vault replaced by this restore is damaged (%s): no passphrase can check it", exc)
             return data
-        try:
-            key: Secret = await self._delay.check(self._blocking, _vaultfile.unwrap, header, passphrase)
-        except RpcError as exc:
-            if exc.code is not ErrorCode.BAD_PASSPHRASE:
-                raise
-            raise RpcError(
-                ErrorCode.BAD_PASSPHRASE,
-                "'passphrase' does not open the vault there now: a restore replaces a vault only with its "
-                "passphrase (the backup's, if another, goes in 'backup_passphrase')",
-            ) from None
+        key = await self._unwrap(
+            header,
+            passphrase,
+            "'passphrase' does not open the vault there now: a restore replaces a vault only with its "
+            "passphrase (the backup's, if another, goes in 'backup_passphrase')",
+        )
         key.wipe()
         return data
 
