@@ -143,7 +143,7 @@ def cmd_upstream_list(client: Client, args: argparse.Namespace) -> int:
     else:
         print("\n".join(upstream_table(result["upstreams"])))
     for alarm in result.get("alarms", []):
-        print(f"warning: {_when(alarm['at'])} {alarm['message']}", file=sys.stderr)
+        print(f"warning: {_when(alarm['at'])} {printable(alarm['message'])}", file=sys.stderr)
     return EXIT_OK
 
 
