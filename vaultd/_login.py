@@ -526,7 +526,7 @@ def _owner(stream: trio.SocketStream) -> tuple[int | None, str]:
     """The uid at the other end of an accepted connection, and how to say it; None if it cannot be
     told (the peer left, or the kernel cannot be asked: then the connection is not served)."""
     try:
-        owner = connection_owner(cast(socket.socket, stream.socket))
+        owner = connection_owner(cast(socket.socket, stream.socket), connected_only=True)
     except ListenerUnknown as exc:
         return None, f"who connected cannot be checked ({exc}): use 'vaultctl login --device'"
     except OSError:

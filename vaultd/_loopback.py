@@ -31,7 +31,7 @@ _REQUEST = struct.Struct("=BBBBI48x")
 #: inet_diag_msg is 72 bytes: family, state, timer, retrans (1 byte each); inet_diag_sockid (sport
 #: and dport big-endian, src and dst 16 bytes each, interface, cookie: 48 bytes); expires, rqueue,
 #: wqueue, uid, inode (4 bytes each). The offsets of what is read:
-_MESSAGE_SIZE, _SPORT, _SRC, _DST, _UID, _INODE = 72, 4, 8, 24, 64, 68
+_MESSAGE_SIZE, _SPORT, _SRC, _DST, _UID = 72, 4, 8, 24, 64
 
 
 class ListenerUnknown(OSError):
@@ -48,11 +48,8 @@ def listener_uids(port: int) -> set[int]:
     return {uid for family in (socket.AF_INET, socket.AF_INET6) for _, uid in _listeners(family, port)}
 
 
-#: TCP states of full sockets, whose uid the kernel knows. LISTEN is asked apart; TIME_WAIT,
-#: SYN_RECV and NEW_SYN_RECV are mini-sockets that inet_diag reports as uid 0: a peer that
-#: closed at once would pass for root (and a daemon running as root would trust it).
-_TCP_MINI = (3, 6, 12)
-_ALL_BUT_LISTEN = 0x1FFF & ~(1 << _TCP_LISTEN) & ~sum(1 << state for state in _TCP_MINI)
+_ALL_BUT_LISTEN = 0xFFF & ~(1 << _TCP_LISTEN)
+_ESTABLISHED = 1 << 1
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -85,9 +82,7 @@ def _sockets(family: int, port: int, states: int) -> list[tuple[_Address, _Addre
                     body = offset + _NLMSG_HEADER.size
                     if kind == _SOCK_DIAG_BY_FAMILY and length >= _NLMSG_HEADER.size + _MESSAGE_SIZE:
                         sport, dport = struct.unpack_from(">HH", data, body + _SPORT)
-                        # A socket no process holds (inode 0: closed, orphaned, a TIME_WAIT mini-socket)
-                        # is reported as uid 0: it is nobody's, never root's.
-                        if sport == port and struct.unpack_from("=I", data, body + _INODE)[0] != 0:
+                        if sport == port:
                             bound = ipaddress.ip_address(data[body + _SRC : body + _SRC + size])
                             remote = ipaddress.ip_address(data[body + _DST : body + _DST + size])
                             found.append((bound, remote, dport, struct.unpack_from("=I", data, body + _UID)[0]))
@@ -100,9 +95,14 @@ def _sockets(family: int, port: int, states: int) -> list[tuple[_Address, _Addre
         raise ListenerUnknown(exc.errno, f"sock_diag: {exc.strerror or exc}") from None
 
 
-def connection_owner(sock: socket.socket) -> int | None:
+def connection_owner(sock: socket.socket, *, connected_only: bool = False) -> int | None:
     """The uid owning the socket at the other end of ``sock``, a TCP connection to this host, or
     None if the kernel lists none (the peer closed it already).
+
+    ``connected_only``: count the peer only while its socket is ESTABLISHED. A peer that closed
+    at once (before the accept) leaves a TIME_WAIT mini-socket in FIN_WAIT2, which inet_diag
+    reports as uid 0: without this, a daemon running as root would take it for itself. (The
+    OpenBao check looks at a server's socket that may not be accepted yet: it takes any state.)
 
     Raises:
         ListenerUnknown: sock_diag cannot be used.
@@ -111,7 +111,8 @@ def connection_owner(sock: socket.socket) -> int | None:
     peer_host, peer_port = sock.getpeername()[:2]
     local, peer = _plain(local_host), _plain(peer_host)
     for family in (socket.AF_INET, socket.AF_INET6):  # an IPv6 socket may hold an IPv4 (mapped) connection
-        for bound, remote, remote_port, uid in _sockets(family, peer_port, _ALL_BUT_LISTEN):
+        states = _ESTABLISHED if connected_only else _ALL_BUT_LISTEN
+        for bound, remote, remote_port, uid in _sockets(family, peer_port, states):
             if remote_port == local_port and _plain(bound) == peer and _plain(remote) == local:
                 return uid
     return None
