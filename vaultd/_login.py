@@ -354,8 +354,8 @@ class Logins:
                                 name, redirect.refused_busy, MAX_CONNECTIONS)  # fmt: skip
                 await _drop(stream)
                 continue
-            # The kernel's answer is a sock_diag dump of the host's full TCP sockets (mini-sockets such
-            # as TIME_WAIT are left out, so closed connections cannot swell it; see _loopback).
+            # The kernel's answer (sock_diag, only ESTABLISHED peers: see _loopback) is read on the
+            # event loop; its cost grows with the host's TCP sockets (a flood can delay a login).
             owner, why = _owner(stream)
             if owner != os.getuid():
                 redirect.refused_foreign += 1
