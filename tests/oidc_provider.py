@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -25,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .openbao import free_port
+from .unavailable import unavailable
 
 __all__ = ["REDIRECT", "Browser", "OidcProvider"]
 
@@ -38,12 +37,6 @@ HERE = Path(__file__).parent / "oidc"
 REDIRECT = "http://127.0.0.1/callback"
 _GRANTS = ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
 START_TIMEOUT = 30.0
-
-
-def _missing(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _b64(n: int, size: int) -> str:
@@ -56,9 +49,9 @@ class OidcProvider:
     def __init__(self, *, access_token_ttl: int = 60, refresh_token_ttl: int = 86400) -> None:
         node = shutil.which("node")
         if node is None:
-            _missing("node is missing: the OpenID provider tests need node 20 (and npm ci --prefix tests/oidc)")
+            unavailable("node is missing: the OpenID provider tests need node 20 (and npm ci --prefix tests/oidc)")
         if not (HERE / "node_modules" / "oidc-provider").is_dir():
-            _missing("oidc-provider is not installed: run 'npm ci --prefix tests/oidc' (.ci/run does)")
+            unavailable("oidc-provider is not installed: run 'npm ci --prefix tests/oidc' (.ci/run does)")
         self._node = str(node)
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"

@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 
 from ..daemon_process import BIN, DaemonProcess
+from ..unavailable import unavailable
 
 
 def _shell(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed (.ci/run installs it)")
-        pytest.skip(f"{name} is not installed")
+        unavailable(f"{name} is not installed (.ci/run installs it)")
     return path
 
 
